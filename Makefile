@@ -1,0 +1,57 @@
+# The Makefile is the user interface: every target sets up what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data train sweep compare ui test test-all lint bench bench-predict clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv (Python 3.11): pinned torch first, then the project
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned, so no resolver pulls another build
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -c "import torch, torchvision, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
+	touch $(STAMP)
+
+data: setup ## build the embedded demo dataset (synthetic distortions of real photos)
+	$(BIN)/iqs data build-demo
+
+train: setup ## train experiment=demo on the demo data, print the per-dataset test table
+	$(BIN)/iqs train experiment=demo $(ARGS)
+
+sweep: setup ## head x rebalance x thresholds sweep on the demo (12+ runs)
+	$(BIN)/iqs train -m experiment=demo head=regression,distribution,classification \
+	  rebalance=none,sampler thresholds=5_6,4.5_6.5 $(ARGS)
+
+compare: setup ## side-by-side table of the tracked runs
+	$(BIN)/iqs compare $(ARGS)
+
+ui: setup ## MLflow UI on 127.0.0.1 against mlruns/
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port 5000
+
+test: setup ## the test suite (slow tests included; about 10 min on 2 cores)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: setup ## the test suite without slow tests
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+lint: setup ## ruff
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench: setup ## every benchmark, measured side by side; writes bench/results.json
+	$(BIN)/python bench/run.py $(ARGS)
+
+clean: ## remove caches and outputs (keeps .venv and mlruns)
+	rm -rf outputs multirun cache .pytest_cache
