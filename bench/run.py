@@ -1,0 +1,99 @@
+"""`make bench`: every benchmark, each measured side by side in one run; writes bench/results.json.
+
+Ratios, not absolute times, are the goals: this machine is noisy, and a ratio of two rates measured in the
+same run cancels most of the noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+# (module in bench/, what it measures)
+BENCHMARKS = {
+    "parse_annotations": "AVA.txt (255k rows) and EVA votes (137k rows) parsing",
+    "loader_bench": "prepared loader vs raw full-size decode vs fine-tune step",
+    "sweep_bench": "12-config cached sweep vs one uncached run",
+    "predict_bench": "iqs predict vs naive baseline vs bare model",
+}
+GOALS = {
+    "sweep_cache_ratio": ("<=", 1.5),
+    "loader_vs_step_ratio": (">=", 2.0),
+    "prepared_vs_raw_decode_ratio": (">", 1.0),
+    "ava_parse_seconds": ("<=", 2.0),
+    "eva_votes_seconds": ("<=", 2.0),
+    "predict_vs_naive_ratio": (">=", 4.0),
+    "predict_vs_model_ratio": (">=", 0.8),
+}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run only these benchmarks")
+    ap.add_argument("--out", default=str(HERE / "results.json"))
+    args = ap.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results["machine"] = machine()
+    for name in args.only or BENCHMARKS:
+        console.print(f"[bold]{name}[/]: {BENCHMARKS[name]}")
+        with tempfile.TemporaryDirectory(prefix=f"iqs-bench-{name}-") as work:
+            t0 = time.perf_counter()
+            got = importlib.import_module(name).run(work)
+            got[f"{name}_wall_seconds"] = round(time.perf_counter() - t0, 1)
+        results.update(got)
+        out.write_text(json.dumps(results, indent=2, sort_keys=True))
+
+    table = Table(title=f"benchmarks on {results['machine']['cores']} cores, {results['machine']['cpu']}")
+    for col in ("key", "value", "goal", "met"):
+        table.add_column(col)
+    for key, value in sorted(results.items()):
+        if key == "machine":
+            continue
+        goal = GOALS.get(key)
+        met = ""
+        if goal and isinstance(value, int | float):
+            op, target = goal
+            ok = {"<=": value <= target, ">=": value >= target, ">": value > target}[op]
+            met = "[green]yes[/]" if ok else "[red]no[/]"
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        table.add_row(key, shown, f"{goal[0]} {goal[1]}" if goal else "", met)
+    console.print(table)
+    console.print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

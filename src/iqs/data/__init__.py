@@ -1,0 +1,1 @@
+"""Data layer: real dataset formats -> SampleTable -> Mixture."""
