@@ -1,0 +1,87 @@
+"""A researcher's own dataset: a CSV `path,score[,std][,split]` with a declared native range.
+
+`path` is relative to the dataset root and doubles as the image id. `std`, when present, is on the native
+scale and gives a discretised Gaussian distribution; rows without it use `default_std` (common scale).
+`split` may hold train / val / test or be empty (then the mixture assigns a seeded split by group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from iqs.data.adapters.base import (
+    ADAPTERS,
+    attach_lines,
+    config_key,
+    native_range,
+    numeric_column,
+    read_table,
+    required,
+    setting,
+    single_annotation_file,
+)
+from iqs.data.errors import DataError
+from iqs.data.scale import gaussian_dist, std_to_common, to_common
+from iqs.data.table import SPLITS, make_table
+
+
+@ADAPTERS.register("csv")
+def load(cfg: Mapping) -> pd.DataFrame:
+    name = str(cfg["name"])
+    lo, hi = native_range(cfg)
+    default_std = float(required(cfg, "default_std"))
+    if not default_std > 0:
+        raise DataError(f"{config_key(cfg, 'default_std')} must be > 0, got {default_std}")
+    path = single_annotation_file(cfg)
+
+    df = read_table(
+        path,
+        ["path", "score"],
+        optional=["std", "split"],
+        text=["path", "split"],
+        expected="a CSV with columns path,score and optionally std,split",
+    )
+    paths = df["path"].str.strip()
+    empty = (paths.isna() | (paths == "")).to_numpy()
+    if empty.any():
+        raise DataError("empty path", file=path, row=int(df.index[np.flatnonzero(empty)[0]]))
+    paths = paths.str.replace("\\", "/", regex=False).to_numpy(dtype=str)
+    raw = numeric_column(
+        df, "score", path, valid=(lo, hi), range_key=setting(cfg, "native_range", "[lo, hi]")
+    )
+    score = to_common(raw, lo, hi)
+
+    std = np.full(len(df), np.nan)
+    if "std" in df.columns:
+        std = std_to_common(numeric_column(df, "std", path, valid=(0, np.inf), allow_missing=True), lo, hi)
+    sigma = np.where(np.isfinite(std) & (std > 0), std, default_std)
+
+    split = None
+    if "split" in df.columns:
+        values = df["split"].fillna("").str.strip().str.lower()
+        bad = ~values.isin(["", *SPLITS])
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"column 'split': unknown value {df['split'].iloc[i]!r}; use train, val, test or leave it empty",
+                file=path,
+                row=int(df.index[i]),
+            )
+        split = np.where(values.to_numpy(dtype=object) == "", None, values.to_numpy(dtype=object))
+
+    prefix = str(cfg.get("group_prefix") or name)
+    table = make_table(
+        name,
+        paths,
+        paths,
+        raw_score=raw,
+        score=score,
+        dist=gaussian_dist(score, sigma),
+        std=std,
+        split=split,
+        group=prefix + ":" + pd.Series(paths),
+    )
+    return attach_lines(table, path, df.index)
