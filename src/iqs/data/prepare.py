@@ -1,0 +1,220 @@
+"""Prepared-image cache: decode and resize every image of a mixture once, into memory-mapped shards.
+
+Fine-tuning on full-size JPEGs (AVA: 255k photos) is bound by JPEG decoding, not by the model. `iqs data prepare`
+decodes each image once, at reduced size through libjpeg's DCT scaling (PIL draft mode), resizes it to a short side
+of `prepare.short_side` pixels and stores the uint8 RGB pixels in shards:
+
+    <cache_dir>/prepared/<source>-<key>/shard-<i>-<hash>.bin   raw uint8 pixels, images back to back
+    <cache_dir>/prepared/<source>-<key>/shard-<i>-<hash>.json  [{path, offset, h, w} | {path, error}]
+
+A shard is written to a temp name and renamed, so an interrupted run resumes at the first missing shard, and a
+corrupt image is recorded as an error row without stopping the run. The DataModule reads pixels through
+`PreparedImages`, which memory-maps the shards (no decode, no copy until a crop is taken).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def decode_short_side(path: str | Path, short_side: int) -> np.ndarray:
+    """RGB uint8 image with its short side resized to `short_side` (never upscaled), EXIF orientation applied."""
+    with Image.open(path) as im:
+        w, h = im.size
+        scale = short_side / min(w, h)
+        if im.format == "JPEG" and scale < 1:
+            # DCT-domain downscale by 1/2, 1/4 or 1/8 while staying >= the target: most of the decode saving
+            im.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
+        im = ImageOps.exif_transpose(im)
+        rgb = np.asarray(im.convert("RGB"))
+    h, w = rgb.shape[:2]
+    if min(h, w) > short_side:
+        s = short_side / min(h, w)
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb)
+
+
+def _shard_name(index: int, paths: Sequence[str], short_side: int) -> str:
+    digest = hashlib.sha256(("\n".join(paths) + f"|{short_side}|{FORMAT_VERSION}").encode()).hexdigest()[:12]
+    return f"shard-{index:05d}-{digest}"
+
+
+def _write_shard(args: tuple[Path, str, list[str], list[str], int]) -> tuple[str, int, list[tuple[str, str]]]:
+    out_dir, name, rel_paths, abs_paths, short_side = args
+    entries: list[dict] = []
+    errors: list[tuple[str, str]] = []
+    tmp_bin = out_dir / f".{name}.bin.{os.getpid()}.tmp"
+    offset = 0
+    with open(tmp_bin, "wb") as fh:
+        for rel, full in zip(rel_paths, abs_paths, strict=True):
+            try:
+                rgb = decode_short_side(full, short_side)
+            except Exception as exc:  # one bad file never stops the run: it becomes an error row
+                msg = f"{type(exc).__name__}: {exc}"
+                entries.append({"path": rel, "error": msg})
+                errors.append((full, msg))
+                continue
+            fh.write(rgb.tobytes())
+            entries.append({"path": rel, "offset": offset, "h": int(rgb.shape[0]), "w": int(rgb.shape[1])})
+            offset += rgb.nbytes
+    tmp_json = out_dir / f".{name}.json.{os.getpid()}.tmp"
+    tmp_json.write_text(json.dumps(entries))
+    # the .bin lands first: a shard counts as done only once its .json exists
+    os.replace(tmp_bin, out_dir / f"{name}.bin")
+    os.replace(tmp_json, out_dir / f"{name}.json")
+    return name, len(rel_paths), errors
+
+
+@dataclass
+class PrepareReport:
+    out_dir: Path
+    images: int = 0
+    shards_written: int = 0
+    shards_reused: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+def source_dir(cache_dir: str | Path, source: str, root: str | Path, short_side: int) -> Path:
+    key = hashlib.sha256(f"{Path(root).resolve()}|{short_side}|{FORMAT_VERSION}".encode()).hexdigest()[:10]
+    return Path(cache_dir) / "prepared" / f"{source}-{key}"
+
+
+def prepare_source(
+    source: str,
+    root: str | Path,
+    rel_paths: Iterable[str],
+    cache_dir: str | Path,
+    short_side: int = 256,
+    shard_size: int = 512,
+    workers: int = 2,
+    progress: bool = True,
+) -> PrepareReport:
+    """Decode and resize the images of one source into shards; resumes where a previous run stopped."""
+    rel = sorted(set(rel_paths))
+    out_dir = source_dir(cache_dir, source, root, short_side)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = PrepareReport(out_dir=out_dir, images=len(rel))
+    jobs = []
+    for i in range(0, len(rel), shard_size):
+        chunk = rel[i : i + shard_size]
+        name = _shard_name(i // shard_size, chunk, short_side)
+        if (out_dir / f"{name}.json").exists():
+            report.shards_reused += 1
+            continue
+        jobs.append((out_dir, name, chunk, [str(Path(root) / p) for p in chunk], short_side))
+    if not jobs:
+        return report
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(f"prepare {source}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar, ProcessPoolExecutor(max_workers=workers) as pool:
+        task = bar.add_task("images", total=sum(len(j[2]) for j in jobs))
+        for _name, n, errors in pool.map(_write_shard, jobs):
+            report.shards_written += 1
+            report.errors.extend(errors)
+            for path, msg in errors:
+                bar.console.print(f"[yellow]unreadable image[/] {path}: {msg}")
+            bar.advance(task, n)
+    return report
+
+
+class PreparedImages:
+    """Memory-mapped read access to a source's prepared shards: `get(rel_path) -> HxWx3 uint8` or None."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self._index: dict[str, tuple[Path, int, int, int]] = {}
+        self.errors: dict[str, str] = {}
+        for meta in sorted(self.out_dir.glob("shard-*.json")):
+            bin_path = meta.with_suffix(".bin")
+            for e in json.loads(meta.read_text()):
+                if "error" in e:
+                    self.errors[e["path"]] = e["error"]
+                else:
+                    self._index[e["path"]] = (bin_path, e["offset"], e["h"], e["w"])
+        self._maps: dict[Path, np.memmap] = {}
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, rel_path: object) -> bool:
+        return rel_path in self._index
+
+    def get(self, rel_path: str) -> np.ndarray | None:
+        hit = self._index.get(rel_path)
+        if hit is None:
+            return None
+        bin_path, offset, h, w = hit
+        mm = self._maps.get(bin_path)
+        if mm is None:
+            # opened lazily so a DataLoader worker maps shards after fork, not before
+            mm = self._maps[bin_path] = np.memmap(bin_path, dtype=np.uint8, mode="r")
+        return np.asarray(mm[offset : offset + h * w * 3]).reshape(h, w, 3)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_maps"] = {}
+        return state
+
+
+def main(argv: list[str]) -> int:
+    """`iqs data prepare [key=value ...]`: prepare every source of the configured mixture."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from iqs.config import compose
+    from iqs.data.errors import DataError
+    from iqs.data.mixture import build_mixture
+
+    console = Console(stderr=True)
+    cfg = compose("train", argv)
+    p = cfg.get("prepare", {})
+    short_side = int(p.get("short_side", 256))
+    try:
+        mix = build_mixture(cfg.data, cfg.thresholds)
+    except (DataError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    table = Table(title=f"prepared images (short side {short_side})")
+    for col in ("source", "images", "shards written", "shards reused", "unreadable", "folder"):
+        table.add_column(col)
+    failed = 0
+    for name, rows in mix.table.groupby("dataset", sort=True):
+        missing = set(mix.missing.get(name, []))
+        rel = [r for r in rows["path"] if r not in missing]
+        rep = prepare_source(
+            name,
+            mix.roots[name],
+            rel,
+            cfg.paths.cache_dir,
+            short_side=short_side,
+            shard_size=int(p.get("shard_size", 512)),
+            workers=int(p.get("workers", os.cpu_count() or 1)),
+        )
+        failed += len(rep.errors)
+        table.add_row(
+            name,
+            str(rep.images),
+            str(rep.shards_written),
+            str(rep.shards_reused),
+            str(len(rep.errors)),
+            str(rep.out_dir),
+        )
+    Console().print(table)
+    return 0
