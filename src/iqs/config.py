@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -30,4 +31,25 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+        return hydra_compose(config_name=config_name, overrides=quote_group_options(list(overrides or [])))
+
+
+_GROUP_OPTION = re.compile(r"^(?P<key>[+~]{0,2}[A-Za-z_][\w/]*(?:@[\w.]+)?)=(?P<value>[0-9][0-9._,]*)$")
+
+
+def quote_group_options(argv: list[str], conf: Path | None = None) -> list[str]:
+    """Quote numeric-looking config-group options: `thresholds=5_6` -> `thresholds='5_6'`.
+
+    Hydra's override grammar reads `5_6` as the int 56 (Python digit separators) and `5_5.5` as a float,
+    then refuses them as group options. Only keys that are config groups (folders of conf/) are touched;
+    sweep lists (`thresholds=5_6,4.5_6.5`) are quoted element by element.
+    """
+    conf = conf or conf_dir()
+    out = []
+    for arg in argv:
+        m = _GROUP_OPTION.match(arg)
+        group = m and m["key"].lstrip("+~").split("@")[0]
+        if m and (conf / group).is_dir():
+            arg = m["key"] + "=" + ",".join(f"'{v}'" for v in m["value"].split(","))
+        out.append(arg)
+    return out

@@ -1,0 +1,276 @@
+"""`iqs data stats`: what a mixture holds, per source and overall, before anything is trained on it.
+
+    iqs data stats data=demo thresholds=5_6
+    iqs data stats data=ava_eva format=json > stats.json
+    iqs data stats dataset=ava dataset.root=/path/to/AVA dataset.annotations=AVA.txt histogram=plots/
+
+Every number is computed on the mixture's table, i.e. after keep_classes, splitting, dedup and
+max_samples: it describes what a run sees. Standard deviations are sample SDs (ddof=1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iqs.data.scale import CLASS_NAMES
+from iqs.data.table import SPLITS
+
+log = logging.getLogger(__name__)
+
+ALL = "all"
+
+
+# a group option whose name Hydra's override grammar would read as a number (thresholds=5_6 -> 56)
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
+def _describe(values: pd.Series, prefix: str) -> dict[str, float | None]:
+    v = values.astype(np.float64)
+    return {
+        f"{prefix}_mean": _num(v.mean()) if len(v) else None,
+        f"{prefix}_sd": _num(v.std(ddof=1)) if len(v) > 1 else None,
+        f"{prefix}_min": _num(v.min()) if len(v) else None,
+        f"{prefix}_max": _num(v.max()) if len(v) else None,
+    }
+
+
+def _class_counts(df: pd.DataFrame) -> dict[str, int]:
+    counts = df["label"].value_counts()
+    return {name: int(counts.get(c, 0)) for c, name in enumerate(CLASS_NAMES)}
+
+
+def _split_counts(df: pd.DataFrame) -> dict[str, int]:
+    counts = df["split"].value_counts()
+    return {s: int(counts.get(s, 0)) for s in SPLITS}
+
+
+def _block(df: pd.DataFrame, raw: bool) -> dict[str, Any]:
+    raw_stats = (
+        _describe(df["raw_score"], "raw")
+        if raw
+        else dict.fromkeys(("raw_mean", "raw_sd", "raw_min", "raw_max"))
+    )
+    return {
+        "n": len(df),
+        **raw_stats,
+        **_describe(df["score"], "score"),
+        "class_counts": _class_counts(df),
+        "split_counts": _split_counts(df),
+        "split_class_counts": {s: _class_counts(df[df["split"] == s]) for s in SPLITS},
+    }
+
+
+def compute_stats(mix: Any) -> dict[str, dict[str, Any]]:
+    """Statistics keyed by source name and "all" (raw-score stats are null there: scales differ)."""
+    table, removed = mix.table, mix.removed
+    out: dict[str, dict[str, Any]] = {}
+    for name in mix.sources:
+        df = table[table["dataset"] == name]
+        source = mix.sources[name]
+        native = getattr(source, "native_range", None)
+        out[name] = {
+            **_block(df, raw=True),
+            "native_range": [float(x) for x in native] if native is not None else None,
+            "thresholds": list(mix.source_thresholds[name]),
+            "weight": mix.weights.get(name),
+            "keep_classes": list(mix.keep_classes[name]) if mix.keep_classes.get(name) else None,
+            "removed": int((removed["dataset"] == name).sum()),
+            "dropped": dict(mix.dropped.get(name, {})),
+            "missing": len(mix.missing.get(name, [])),
+        }
+    out[ALL] = {
+        **_block(table, raw=False),
+        "native_range": None,
+        "thresholds": list(mix.thresholds),
+        "weight": None,
+        "keep_classes": None,
+        "removed": len(removed),
+        "dropped": {
+            k: sum(d.get(k, 0) for d in mix.dropped.values()) for k in ("keep_classes", "max_samples")
+        },
+        "missing": sum(len(v) for v in mix.missing.values()),
+        "fingerprint": mix.fingerprint,
+    }
+    return out
+
+
+def write_histograms(mix: Any, folder: str | Path) -> list[Path]:
+    """`<folder>/<source>_scores.png` per source and `<folder>/all_scores.png` (mixture thresholds)."""
+    from iqs.data.plots import save_label_histogram
+
+    folder = Path(folder)
+    written = []
+    for name in mix.sources:
+        scores = mix.table.loc[mix.table["dataset"] == name, "score"].to_numpy()
+        t1, t2 = mix.source_thresholds[name]
+        written.append(
+            save_label_histogram(
+                folder / f"{name}_scores.png", scores, t1, t2, f"{name}: {len(scores)} images"
+            )
+        )
+    t1, t2 = mix.thresholds
+    written.append(
+        save_label_histogram(
+            folder / f"{ALL}_scores.png",
+            mix.table["score"].to_numpy(),
+            t1,
+            t2,
+            f"{mix.name}: {len(mix.table)} images",
+        )
+    )
+    return written
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _count_pct(n: int, total: int) -> str:
+    return f"{n} ({100.0 * n / total:.1f}%)" if total else "0"
+
+
+def render_tables(stats: dict[str, dict[str, Any]], mix: Any, console: Any) -> None:
+    from rich.table import Table
+
+    t1, t2 = mix.thresholds
+    scores = Table(title=f"Mixture {mix.name}: scores (common scale 1-10; raw = native scale)")
+    for col in (
+        "source",
+        "n",
+        "native",
+        "raw mean",
+        "raw sd",
+        "raw min",
+        "raw max",
+        "mean",
+        "sd",
+        "min",
+        "max",
+    ):
+        scores.add_column(col, justify="left" if col in ("source", "native") else "right")
+    for name, s in stats.items():
+        native = "-" if s["native_range"] is None else "{:g}-{:g}".format(*s["native_range"])
+        scores.add_row(
+            name,
+            str(s["n"]),
+            native,
+            *(_fmt(s[f"raw_{k}"]) for k in ("mean", "sd", "min", "max")),
+            *(_fmt(s[f"score_{k}"]) for k in ("mean", "sd", "min", "max")),
+        )
+    console.print(scores)
+
+    classes = Table(
+        title=f"Classes (bad <= t1 < normal <= t2 < good; mixture t1={t1:g}, t2={t2:g}) and splits"
+    )
+    for col in ("source", "t1, t2", "bad", "normal", "good", *SPLITS, "removed", "dropped", "missing"):
+        classes.add_column(col, justify="left" if col == "source" else "right")
+    for name, s in stats.items():
+        cc, n = s["class_counts"], s["n"]
+        dropped = ", ".join(f"{k} {v}" for k, v in s["dropped"].items() if v) or "0"
+        classes.add_row(
+            name,
+            "{:g}, {:g}".format(*s["thresholds"]),
+            *(_count_pct(cc[c], n) for c in CLASS_NAMES),
+            *(str(s["split_counts"][sp]) for sp in SPLITS),
+            str(s["removed"]),
+            dropped,
+            str(s["missing"]),
+        )
+    console.print(classes)
+
+    per_split = Table(title="Classes per split")
+    for col in ("source", "split", *CLASS_NAMES):
+        per_split.add_column(col, justify="left" if col in ("source", "split") else "right")
+    for name, s in stats.items():
+        for sp in SPLITS:
+            cc = s["split_class_counts"][sp]
+            total = sum(cc.values())
+            per_split.add_row(name, sp, *(_count_pct(cc[c], total) for c in CLASS_NAMES))
+    console.print(per_split)
+
+    if len(mix.removed):
+        console.print(f"Removed {len(mix.removed)} train/val rows whose image is held out elsewhere, e.g.:")
+        for _, row in mix.removed.groupby("dataset", sort=False).head(3).iterrows():
+            console.print(
+                f"  {row['dataset']} {row['image_id']} ({row['split']}): {row['reason']}", markup=False
+            )
+    for name, paths in mix.missing.items():
+        if paths:
+            console.print(f"{name}: {len(paths)} images missing, e.g. {', '.join(paths[:3])}", markup=False)
+    console.print(f"fingerprint {stats[ALL]['fingerprint']}")
+
+
+def _error(message: str) -> int:
+    print(f"iqs data stats: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from iqs.config import compose
+    from iqs.data.errors import DataError
+    from iqs.data.mixture import ConfigError, build_mixture, single_source_mixture
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        )
+    try:
+        cfg = compose("stats", list(argv or []))
+        fmt = str(cfg.format)
+        if fmt not in ("table", "json"):
+            raise ConfigError(f"format must be 'table' or 'json', got '{fmt}'")
+        if cfg.get("dataset") is not None:
+            mix = single_source_mixture(
+                cfg.dataset,
+                cfg.thresholds,
+                seed=int(cfg.seed),
+                val_fraction=float(cfg.val_fraction),
+                test_fraction=float(cfg.test_fraction),
+            )
+        else:
+            mix = build_mixture(cfg.data, cfg.thresholds)
+        stats = compute_stats(mix)
+        if cfg.histogram:
+            for path in write_histograms(mix, str(cfg.histogram)):
+                log.info("wrote %s", path)
+    except DataError as exc:
+        # adapters' messages name the file and row and say what to do
+        return _error(str(exc))
+    except FileNotFoundError as exc:
+        where = exc.filename or exc
+        return _error(
+            f"file not found: {where}. Check the dataset's root and annotations "
+            "(dataset.root=... / data.sources.<name>.root=..., or set IQS_DATA_DIR) and that the "
+            "dataset is downloaded there."
+        )
+    except ConfigError as exc:
+        return _error(f"bad config: {exc}.")
+    except (HydraException, OmegaConfBaseException) as exc:
+        msg = " ".join(str(exc).split())
+        return _error(
+            f"cannot compose the config: {msg}. See conf/stats.yaml and conf/data/ for the options."
+        )
+
+    if fmt == "json":
+        sys.stdout.write(json.dumps(stats, indent=2) + "\n")
+    else:
+        from rich.console import Console
+
+        render_tables(stats, mix, Console(width=None if sys.stdout.isatty() else 160))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
