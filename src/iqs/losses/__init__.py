@@ -1,0 +1,9 @@
+"""Losses: EMD for distributions, per-sample regression losses (mse, huber, l1, balanced_mse)."""
+
+from __future__ import annotations
+
+from iqs.losses.balanced_mse import BalancedMSELoss, bmc_loss
+from iqs.losses.emd import emd_loss
+from iqs.losses.regression_losses import REGRESSION_LOSSES, make_regression_loss
+
+__all__ = ["REGRESSION_LOSSES", "BalancedMSELoss", "bmc_loss", "emd_loss", "make_regression_loss"]

@@ -1,0 +1,224 @@
+"""Feature extractors: any timm model by name, with weights from the package, the hub, a file or nothing.
+
+`create_backbone` returns a `Backbone` (pooled features, shape (N, num_features)) and a `BackboneInfo`, the
+preprocessing the weights expect. That info goes into the checkpoint's `iqs_meta`, so training, export and
+predict prepare pixels the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from iqs.models.packaged_weights import get_packaged, load_packaged_state_dict
+
+WEIGHT_SOURCES = ("packaged", "hub", "none")
+BACKBONE_KEYS = frozenset(
+    {"name", "weights", "freeze", "channels_last", "input_size", "mean", "std", "interpolation"}
+)
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str
+    weights: str
+    num_features: int
+    input_size: tuple[int, int]  # (H, W)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    crop_pct: float
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        # Lists, not tuples, so the record survives YAML/JSON/OmegaConf round trips unchanged.
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+class Backbone(nn.Module):
+    """A timm model without classifier; frozen means no gradients and BN kept in eval mode even in `train()`."""
+
+    def __init__(self, body: nn.Module, num_features: int, freeze: bool, channels_last: bool) -> None:
+        super().__init__()
+        self.body = body
+        self.num_features = num_features
+        self.channels_last = channels_last
+        self.frozen = False
+        if channels_last:
+            self.body.to(memory_format=torch.channels_last)
+        self.set_frozen(freeze)
+
+    def set_frozen(self, frozen: bool) -> None:
+        self.frozen = frozen
+        for p in self.body.parameters():
+            p.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        if self.frozen:
+            # BN statistics of a frozen backbone must not drift with the new data's batches.
+            self.body.eval()
+        return self
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpooled feature map (timm's `forward_features`)."""
+        return self.body.forward_features(self._prepare(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._prepare(x)
+        if self.frozen:
+            # No graph through a frozen body: saves the activations' memory.
+            with torch.no_grad():
+                return self.body(x)
+        return self.body(x)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def check_backbone_name(name: str) -> None:
+    if timm.is_model(name):
+        return
+    hint = difflib.get_close_matches(name, timm.list_models(), n=3)
+    did_you_mean = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+    raise KeyError(f"unknown backbone '{name}' (not a timm model).{did_you_mean}")
+
+
+def _load_state_dict_file(path: Path, model: nn.Module) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"backbone weights file not found: {path} (weights must be one of {', '.join(WEIGHT_SOURCES)} "
+            "or a path to a state dict)"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict (name -> tensor) saved with torch.save")
+    # A file saved from a full classifier still fits: its classifier is not part of the backbone.
+    classifier = str(model.pretrained_cfg.get("classifier") or "")
+    state = {k: v for k, v in state.items() if not (classifier and k.startswith(classifier + "."))}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: does not match backbone '{type(model).__name__}': {err}") from err
+
+
+def _hub_model(name: str, num_classes: int) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes)
+    except Exception as err:  # network, hub and cache errors all end here
+        raise RuntimeError(
+            f"cannot fetch hub weights for backbone '{name}' ({type(err).__name__}: {err}). "
+            "Without internet use weights=packaged (packaged backbones only), weights=none, "
+            "or weights=<path to a state dict>."
+        ) from err
+
+
+def build_timm_model(name: str, weights: str, keep_classifier: bool = False) -> nn.Module:
+    """The timm model with its weights; `keep_classifier` keeps ImageNet logits (packaged/hub only)."""
+    check_backbone_name(name)
+    if weights == "packaged":
+        get_packaged(name)  # clear error before building anything
+        model = timm.create_model(name, pretrained=False)
+        model.load_state_dict(load_packaged_state_dict(name), strict=True)
+    elif weights == "hub":
+        model = _hub_model(name, num_classes=1000 if keep_classifier else 0)
+    elif weights == "none":
+        model = timm.create_model(name, pretrained=False)
+    else:
+        model = timm.create_model(name, pretrained=False, num_classes=0)
+        _load_state_dict_file(Path(weights), model)
+    if not keep_classifier:
+        model.reset_classifier(0)
+    return model
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    size = tuple(int(s) for s in size)
+    if len(size) == 3:  # timm's (C, H, W)
+        size = size[1:]
+    if len(size) != 2:
+        raise ValueError(f"input_size must be an int, (H, W) or (C, H, W), got {size}")
+    return size
+
+
+def resolve_info(
+    model: nn.Module,
+    name: str,
+    weights: str,
+    input_size: int | Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    interpolation: str | None = None,
+) -> BackboneInfo:
+    """Preprocessing: explicit values win, then the packaged weights' record, then timm's pretrained cfg."""
+    cfg = timm.data.resolve_data_config({}, model=model)
+    base = {
+        "input_size": _pair(cfg["input_size"]),
+        "mean": tuple(cfg["mean"]),
+        "std": tuple(cfg["std"]),
+        "interpolation": cfg["interpolation"],
+        "crop_pct": float(cfg["crop_pct"]),
+    }
+    if weights == "packaged":
+        p = get_packaged(name)
+        base.update(
+            input_size=p.input_size,
+            mean=p.mean,
+            std=p.std,
+            interpolation=p.interpolation,
+            crop_pct=p.crop_pct,
+        )
+    if input_size is not None:
+        base["input_size"] = _pair(input_size)
+    for key, value in (("mean", mean), ("std", std)):
+        if value is not None:
+            if len(value) != 3:
+                raise ValueError(f"backbone {key} needs 3 values (RGB), got {list(value)}")
+            base[key] = tuple(float(v) for v in value)
+    if interpolation is not None:
+        base["interpolation"] = str(interpolation)
+    return BackboneInfo(name=name, weights=weights, num_features=int(model.num_features), **base)
+
+
+def create_backbone(
+    name: str,
+    weights: str = "packaged",
+    freeze: bool = False,
+    channels_last: bool = False,
+    input_size: int | Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    interpolation: str | None = None,
+) -> tuple[Backbone, BackboneInfo]:
+    """`weights`: packaged | hub | none | <path to a state dict>; None preprocessing values come from the weights."""
+    weights = str(weights)
+    model = build_timm_model(name, weights, keep_classifier=False)
+    info = resolve_info(model, name, weights, input_size, mean, std, interpolation)
+    return Backbone(model, info.num_features, freeze=freeze, channels_last=channels_last), info
+
+
+def create_backbone_from_cfg(cfg: Any, weights: str | None = None) -> tuple[Backbone, BackboneInfo]:
+    """From a `conf/backbone/*.yaml` mapping; `weights` overrides the config's source."""
+    unknown = set(cfg) - BACKBONE_KEYS
+    if unknown:
+        raise KeyError(f"unknown backbone config keys {sorted(unknown)}; known: {sorted(BACKBONE_KEYS)}")
+    return create_backbone(
+        name=cfg["name"],
+        weights=weights if weights is not None else cfg.get("weights", "packaged"),
+        freeze=bool(cfg.get("freeze", False)),
+        channels_last=bool(cfg.get("channels_last", False)),
+        input_size=cfg.get("input_size"),
+        mean=cfg.get("mean"),
+        std=cfg.get("std"),
+        interpolation=cfg.get("interpolation"),
+    )

@@ -1,0 +1,53 @@
+"""Distribution head (NIMA): features -> softmax over the 10 common-scale bins, trained with EMD (r=2).
+
+The score is the expectation over bins 1..10; classes come from that score through the thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from iqs.data.scale import BIN_CENTRES, N_BINS
+from iqs.losses.emd import emd_loss
+from iqs.models.heads import Head, make_mlp, reduce_weighted, register_head
+
+
+@register_head("distribution")
+class DistributionHead(Head):
+    options = {
+        "hidden": [],  # MLP widths; [] is NIMA's dropout + linear layer
+        "dropout": 0.0,
+        "emd_r": 2.0,
+        "sharpness": 4.0,
+    }
+
+    def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
+        super().__init__(in_features, cfg, t1, t2)
+        self.mlp = make_mlp(self.in_features, list(self.cfg["hidden"]), float(self.cfg["dropout"]), N_BINS)
+        self.register_buffer("bin_centres", torch.tensor(BIN_CENTRES, dtype=torch.float32), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        bin_logits = self.mlp(features)
+        dist = bin_logits.softmax(dim=-1)
+        score = dist @ self.bin_centres.to(dist.dtype)
+        logits3 = self.class_logits(score)
+        return {
+            "score": score,
+            "dist": dist,
+            "bin_logits": bin_logits,
+            "logits3": logits3,
+            "probs": logits3.softmax(dim=-1),
+        }
+
+    def loss(
+        self,
+        outputs: dict[str, torch.Tensor],
+        batch: Mapping[str, torch.Tensor],
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        target = batch["dist"].to(outputs["dist"].dtype)
+        per_sample = emd_loss(outputs["dist"], target, r=float(self.cfg["emd_r"]), reduction="none")
+        return reduce_weighted(per_sample, weights)

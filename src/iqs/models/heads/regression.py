@@ -1,0 +1,55 @@
+"""Regression head: features -> one score on the common scale [1, 10], classes through the thresholds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from iqs.data.scale import COMMON_HI, COMMON_LO
+from iqs.losses.regression_losses import make_regression_loss
+from iqs.models.heads import Head, make_mlp, reduce_weighted, register_head
+
+
+@register_head("regression")
+class RegressionHead(Head):
+    options = {
+        "hidden": [],  # MLP widths; [] is a linear layer
+        "dropout": 0.0,
+        "loss": "mse",  # mse | huber | l1 | balanced_mse (see iqs.losses.regression_losses)
+        "huber_delta": 1.0,
+        "bmc_init_sigma": 1.0,  # initial noise sigma of balanced_mse, on the common scale
+        "init_score": None,  # output bias at start; null = middle of the common scale
+        "sharpness": 4.0,  # slope of the class logits derived from the score
+    }
+
+    def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
+        super().__init__(in_features, cfg, t1, t2)
+        self.mlp = make_mlp(self.in_features, list(self.cfg["hidden"]), float(self.cfg["dropout"]), 1)
+        init = self.cfg["init_score"]
+        init = (COMMON_LO + COMMON_HI) / 2 if init is None else float(init)
+        # Starting at the data mean spares the first epochs from learning a constant offset.
+        with torch.no_grad():
+            self.mlp[-1].bias.fill_(init)
+        name = str(self.cfg["loss"])
+        kwargs: dict[str, Any] = {}
+        if name == "huber":
+            kwargs["delta"] = float(self.cfg["huber_delta"])
+        elif name == "balanced_mse":
+            kwargs["init_noise_sigma"] = float(self.cfg["bmc_init_sigma"])
+        self.loss_fn = make_regression_loss(name, **kwargs)
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        score = self.mlp(features).squeeze(-1)
+        logits3 = self.class_logits(score)
+        return {"score": score, "logits3": logits3, "probs": logits3.softmax(dim=-1)}
+
+    def loss(
+        self,
+        outputs: dict[str, torch.Tensor],
+        batch: Mapping[str, torch.Tensor],
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        target = batch["score"].to(outputs["score"].dtype)
+        return reduce_weighted(self.loss_fn(outputs["score"], target), weights)
