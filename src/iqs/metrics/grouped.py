@@ -1,0 +1,242 @@
+"""Quality metrics per source dataset and over the whole evaluation set, accumulated over batches.
+
+Definitions (DESIGN.md, "Metrics"):
+
+- plcc, srcc, krcc: Pearson, Spearman (ties get average ranks) and Kendall tau-b between predicted and true
+  scores, the scipy.stats definitions. No logistic (or any other) fit is applied before PLCC, so PLCC
+  measures plain linearity on the common scale. NaN when a group has fewer than 2 samples or when either
+  side is constant (as scipy).
+- rmse: root mean squared error on the common scale 1..10.
+- emd: Earth Mover's Distance with r=2 between predicted and true 10-bin distributions (distribution
+  head only; the key exists only when `has_dist=True`).
+- acc: 3-class accuracy; f1_bad, f1_normal, f1_good: per-class F1; macro_f1: their unweighted mean over the
+  classes that occur in the truth or the predictions (sklearn's default labels).
+- balanced_acc: mean recall over the classes present in the truth (sklearn.metrics.balanced_accuracy_score).
+- binary_acc_5: NIMA's binary accuracy at 5: a photo is "high quality" when its score is > 5 (strictly),
+  for the truth and the prediction alike; the fraction of agreeing photos.
+
+Scores must be on the common scale for rmse and binary_acc_5; for a head whose score is not (the
+classification head's expected class index 0..2) pass `common_scale_score=False` and both are NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+from torchmetrics.regression import KendallRankCorrCoef, MeanSquaredError, PearsonCorrCoef, SpearmanCorrCoef
+
+from iqs.data.scale import CLASS_NAMES
+from iqs.metrics.emd import EarthMoversDistance
+
+ALL = "all"
+METRIC_NAMES = (
+    "plcc", "srcc", "krcc", "rmse", "emd", "acc", "f1_bad", "f1_normal", "f1_good", "macro_f1",
+    "balanced_acc", "binary_acc_5",
+)  # fmt: skip
+HIGHER_IS_BETTER = {name: name not in ("rmse", "emd") for name in METRIC_NAMES}
+CORRELATIONS = ("plcc", "srcc", "krcc")
+BINARY_THRESHOLD = 5.0
+
+
+def _group_metrics(num_classes: int, has_dist: bool, dtype: torch.dtype) -> nn.ModuleDict:
+    with warnings.catch_warnings():
+        # Spearman/Kendall keep every score (they need all ranks); evaluation sets fit easily
+        warnings.filterwarnings("ignore", message=".*will save all targets and predictions.*")
+        score = MetricCollection(
+            {
+                "plcc": PearsonCorrCoef(),
+                "srcc": SpearmanCorrCoef(),
+                "krcc": KendallRankCorrCoef(variant="b"),
+                "rmse": MeanSquaredError(squared=False),
+            }
+        )
+    # float64 states: float32 running moments lose digits of PLCC on large test sets
+    score.set_dtype(dtype)
+    cls = MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes=num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes=num_classes, average="none"),
+            "macro_f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
+            "confmat": MulticlassConfusionMatrix(num_classes=num_classes),
+        }
+    )
+    parts: dict[str, nn.Module] = {"score": score, "cls": cls, "binary": BinaryAccuracy()}
+    if has_dist:
+        parts["emd"] = EarthMoversDistance(r=2.0)
+    return nn.ModuleDict(parts)
+
+
+def _confmat(group: nn.ModuleDict) -> torch.Tensor:
+    with warnings.catch_warnings():
+        # an empty group is expected (a source absent from a split): zeros, without torchmetrics' warning
+        warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+        return group["cls"]["confmat"].compute()
+
+
+class GroupedQualityMetrics(nn.Module):
+    """One set of metrics per source dataset plus `all`; keys `<dataset>/<metric>` and `all/<metric>`.
+
+    `update` takes a batch with `dataset_idx` (N,) indexing `dataset_names`. Move the module with the
+    LightningModule (it is an nn.Module) and call `reset()` after `compute()` at each epoch end.
+    `dtype` is that of the score metrics' states (float64; use float32 on backends without float64).
+    """
+
+    def __init__(
+        self,
+        dataset_names: Sequence[str],
+        has_dist: bool = False,
+        *,
+        common_scale_score: bool = True,
+        num_classes: int = len(CLASS_NAMES),
+        class_names: Sequence[str] = CLASS_NAMES,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        super().__init__()
+        names = [str(n) for n in dataset_names]
+        if not names:
+            raise ValueError("GroupedQualityMetrics needs at least one dataset name")
+        if len(set(names)) != len(names) or ALL in names or any("/" in n for n in names):
+            raise ValueError(f"dataset names must be unique, contain no '/' and not be '{ALL}': {names}")
+        if len(class_names) != num_classes:
+            raise ValueError(f"{num_classes} classes but class names {list(class_names)}")
+        self.dataset_names = names
+        self.has_dist = bool(has_dist)
+        self.common_scale_score = bool(common_scale_score)
+        self.num_classes = int(num_classes)
+        self.class_names = tuple(class_names)
+        self.dtype = dtype
+        # ModuleDict keys cannot hold every string a dataset may be called (e.g. '.'), hence positional keys
+        self._keys = [f"ds{i}" for i in range(len(names))]
+        self.groups = nn.ModuleDict(
+            {k: _group_metrics(num_classes, has_dist, dtype) for k in [*self._keys, ALL]}
+        )
+
+    @property
+    def group_names(self) -> list[str]:
+        return [*self.dataset_names, ALL]
+
+    @torch.no_grad()
+    def update(
+        self,
+        pred_score: torch.Tensor,
+        true_score: torch.Tensor,
+        pred_class: torch.Tensor,
+        true_class: torch.Tensor,
+        dataset_idx: torch.Tensor,
+        pred_dist: torch.Tensor | None = None,
+        true_dist: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch. `pred_class` is (N,) class indices or (N, C) logits/probabilities (argmax taken)."""
+        if pred_class.ndim == 2:
+            pred_class = pred_class.argmax(dim=1)
+        pred_score, true_score = pred_score.reshape(-1), true_score.reshape(-1)
+        n = true_score.shape[0]
+        tensors = {
+            "pred_score": pred_score,
+            "pred_class": pred_class,
+            "true_class": true_class,
+            "dataset_idx": dataset_idx,
+        }
+        for name, t in tensors.items():
+            if t.reshape(-1).shape[0] != n:
+                raise ValueError(f"{name} has {t.reshape(-1).shape[0]} values but true_score has {n}")
+        if self.has_dist and (pred_dist is None or true_dist is None):
+            raise ValueError("has_dist=True: pass pred_dist and true_dist (N, 10) to update()")
+        dataset_idx = dataset_idx.reshape(-1).long()
+        if n and (int(dataset_idx.min()) < 0 or int(dataset_idx.max()) >= len(self._keys)):
+            raise ValueError(
+                f"dataset_idx must index dataset_names {self.dataset_names}, "
+                f"got values in [{int(dataset_idx.min())}, {int(dataset_idx.max())}]"
+            )
+        batch = (
+            pred_score.to(self.dtype),
+            true_score.to(self.dtype),
+            pred_class.reshape(-1).long(),
+            true_class.reshape(-1).long(),
+            pred_dist,
+            true_dist,
+        )
+        self._update_group(ALL, batch)
+        for g in torch.unique(dataset_idx).tolist():
+            mask = dataset_idx == g
+            self._update_group(self._keys[g], tuple(None if t is None else t[mask] for t in batch))
+
+    def _update_group(self, key: str, batch: tuple) -> None:
+        ps, ts, pc, tc, pd_, td = batch
+        if ts.shape[0] == 0:
+            return
+        group = self.groups[key]
+        group["score"].update(ps, ts)
+        group["cls"].update(pc, tc)
+        group["binary"].update((ps > BINARY_THRESHOLD).long(), (ts > BINARY_THRESHOLD).long())
+        if self.has_dist:
+            group["emd"].update(pd_, td)
+
+    def compute(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, key in zip(self.group_names, [*self._keys, ALL], strict=True):
+            for metric, value in self._compute_group(self.groups[key]).items():
+                out[f"{name}/{metric}"] = value
+        return out
+
+    def _compute_group(self, group: nn.ModuleDict) -> dict[str, float]:
+        nan = float("nan")
+        names = [m for m in METRIC_NAMES if self.has_dist or m != "emd"]
+        confmat = _confmat(group).double()
+        n = int(confmat.sum())
+        if n == 0:
+            return dict.fromkeys(names, nan)
+        res: dict[str, float] = {}
+        if n >= 2:
+            score = {k: float(v) for k, v in group["score"].compute().items()}
+            constant = math.isnan(score["plcc"])  # torchmetrics: PLCC is NaN when either side has ~0 variance
+            for k in CORRELATIONS:
+                # torchmetrics' Spearman gives 0 on constant input where scipy gives NaN
+                res[k] = nan if constant else score[k]
+            rmse = score["rmse"]
+        else:
+            res.update(dict.fromkeys(CORRELATIONS, nan))
+            rmse = float(group["score"]["rmse"].compute())
+        res["rmse"] = rmse if self.common_scale_score else nan
+        if self.has_dist:
+            res["emd"] = float(group["emd"].compute())
+        cls = group["cls"].compute()
+        res["acc"] = float(cls["acc"])
+        for c, f1 in zip(self.class_names, cls["f1"].tolist(), strict=True):
+            res[f"f1_{c}"] = float(f1)
+        res["macro_f1"] = float(cls["macro_f1"])
+        # From the confusion matrix rather than MulticlassRecall(average="macro"): torchmetrics counts a
+        # class that is predicted but absent from the truth as recall 0, which halves the score of a
+        # source that holds one class only (e.g. KonIQ contributing bad images); sklearn skips it.
+        support = confmat.sum(dim=1)
+        present = support > 0
+        res["balanced_acc"] = float((confmat.diagonal()[present] / support[present]).mean())
+        res["binary_acc_5"] = float(group["binary"].compute()) if self.common_scale_score else nan
+        return {m: res[m] for m in names}
+
+    def confusion_matrices(self) -> dict[str, np.ndarray]:
+        """(C, C) integer counts per group, rows = true class, columns = predicted class (sklearn's layout)."""
+        return {
+            name: _confmat(self.groups[key]).cpu().numpy().astype(np.int64)
+            for name, key in zip(self.group_names, [*self._keys, ALL], strict=True)
+        }
+
+    def sample_counts(self) -> dict[str, int]:
+        return {name: int(cm.sum()) for name, cm in self.confusion_matrices().items()}
+
+    def reset(self) -> None:
+        for group in self.groups.values():
+            for metric in group.values():
+                metric.reset()
