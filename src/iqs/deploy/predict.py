@@ -1,0 +1,363 @@
+"""`iqs predict`: score photo files and folders, write CSV/JSON, optionally digiKam pick labels in XMP sidecars.
+
+    iqs predict ~/Pictures/2024 --output scores.csv model=exports/run/iqs-1234abcd.full.onnx
+    iqs predict photos/ --write-xmp --dry-run model=path/to/best.ckpt      # list the label changes only
+    iqs predict a.jpg b.nef --format json --strict model=<mlflow run id>
+
+The model is a `full` ONNX export (onnxruntime), or a checkpoint / MLflow run id exported on the fly. Every
+photo is prepared the way digiKam prepares it (see preprocess.py) from a reduced decode (see decode.py).
+Decoding runs in a thread pool (libjpeg-turbo, Pillow and OpenCV release the GIL) with a bounded number of
+images in flight, overlapped with batched inference in the main thread; paths are streamed, so memory does
+not grow with the folder size. Bad files become error rows; the exit code is 1 only when every file failed
+(or, with --strict, when any did).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from iqs.deploy.decode import IMAGE_EXTENSIONS, DecodeError, load_rgb
+from iqs.deploy.preprocess import DIGIKAM_SIZE, digikam_chw
+from iqs.deploy.xmp import PICK_LABELS, SIDECAR_STYLES, XmpError, apply_change, plan_pick_label
+
+COLUMNS = ["path", "score", "class", "pick_label", "prob_bad", "prob_normal", "prob_good", "error"]
+
+
+@dataclass
+class Row:
+    path: str
+    score: float | None = None
+    label: int | None = None
+    probs: list[float] | None = None
+    error: str = ""
+    error_kind: str = ""
+
+    def as_record(self, class_names: list[str]) -> dict[str, Any]:
+        ok = self.label is not None
+        probs = self.probs or [None, None, None]
+        return {
+            "path": self.path,
+            "score": self.score,
+            "class": class_names[self.label] if ok else None,
+            "pick_label": PICK_LABELS[self.label] if ok else None,
+            "prob_bad": probs[0],
+            "prob_normal": probs[1],
+            "prob_good": probs[2],
+            "error": self.error or None,
+        }
+
+
+# ---------------------------------------------------------------- model
+
+
+class OnnxScorer:
+    """A `full` profile export in onnxruntime; (N, 3, 299, 299) [-1, 1] -> score, probs."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        from iqs.deploy.export import read_onnx_meta
+
+        self.path = Path(path)
+        self.meta = read_onnx_meta(self.path)
+        if self.meta.get("export_profile") != "full":
+            raise ValueError(
+                f"{self.path}: a '{self.meta.get('export_profile')}' export; `iqs predict` needs the full profile "
+                "(it scores batches and reports the score)"
+            )
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.class_names = list(self.meta.get("class_names") or ["bad", "normal", "good"])
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        score, probs = self.session.run(["score", "probs"], {"input": batch})[:2]
+        return score.reshape(-1), probs
+
+
+def resolve_model(spec: str, tmp_dir: Path) -> Path:
+    """A full ONNX as is; a checkpoint or an MLflow run id is exported to `tmp_dir` first."""
+    from iqs.deploy import export
+
+    path = Path(spec)
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        return path
+    if path.suffix == ".ckpt" or path.is_file():
+        model, meta = export.load_checkpoint(path)
+        return export.export_model(model, meta, tmp_dir, path.stem, ["full"], 17, str(path))["full"]
+    from iqs.config import compose
+
+    cfg = compose("export", [f"run_id={spec}", f"out_dir={tmp_dir}", "profiles=[full]", "log_to_run=false"])
+    return export.export_from_cfg(cfg)["full"]
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def iter_image_paths(
+    inputs: Iterable[str | Path], extensions: frozenset[str] = IMAGE_EXTENSIONS
+) -> Iterator[Path]:
+    """Files as given (any extension: the decoder judges them), folders recursively by extension, sorted."""
+    for item in inputs:
+        root = Path(item)
+        if not root.is_dir():
+            yield root
+            continue
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            for name in sorted(files):
+                if Path(name).suffix.lower() in extensions and not name.startswith("."):
+                    yield Path(folder) / name
+
+
+def prepare(path: Path, min_side: int, max_pixels: int | None) -> np.ndarray:
+    return digikam_chw(load_rgb(path, min_side=min_side, max_pixels=max_pixels))
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def predict_paths(
+    paths: Iterable[Path],
+    scorer: OnnxScorer,
+    batch_size: int = 16,
+    workers: int | None = None,
+    min_side: int = DIGIKAM_SIZE,
+    max_pixels: int | None = None,
+) -> Iterator[Row]:
+    """Rows in input order; decoding of later files overlaps inference of the current batch."""
+    workers = max(1, workers or os.cpu_count() or 1)
+    in_flight_limit = 2 * batch_size + workers  # bounds memory: at most this many decoded images exist
+    pending: deque[tuple[Path, Future]] = deque()
+    done: list[tuple[Path, np.ndarray | DecodeError]] = []
+
+    def flush() -> Iterator[Row]:
+        blobs = [item for _, item in done if isinstance(item, np.ndarray)]
+        scores, probs = scorer(np.stack(blobs)) if blobs else (np.empty(0), np.empty((0, 3)))
+        k = 0
+        for path, item in done:
+            if isinstance(item, DecodeError):
+                yield Row(str(path), error=str(item), error_kind=item.kind)
+            else:
+                yield Row(str(path), float(scores[k]), int(np.argmax(probs[k])), [float(p) for p in probs[k]])
+                k += 1
+        done.clear()
+
+    def collect(path: Path, future: Future) -> None:
+        try:
+            done.append((path, future.result()))
+        except DecodeError as err:
+            done.append((path, err))
+        except Exception as err:  # a decoder bug must not end the run: it becomes this file's error row
+            done.append((path, DecodeError(path, "error", f"{type(err).__name__}: {err}")))
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iqs-decode") as pool:
+        for path in paths:
+            pending.append((path, pool.submit(prepare, path, min_side, max_pixels)))
+            while len(pending) >= in_flight_limit:
+                collect(*pending.popleft())
+                if sum(isinstance(i, np.ndarray) for _, i in done) >= batch_size:
+                    yield from flush()
+        while pending:
+            collect(*pending.popleft())
+            if sum(isinstance(i, np.ndarray) for _, i in done) >= batch_size:
+                yield from flush()
+        yield from flush()
+
+
+# ---------------------------------------------------------------- output
+
+
+class RowWriter:
+    """Streams rows as CSV or a JSON array, so nothing accumulates in memory."""
+
+    def __init__(self, handle: IO[str], fmt: str, class_names: list[str]) -> None:
+        self.handle, self.fmt, self.class_names, self.count = handle, fmt, class_names, 0
+        if fmt == "csv":
+            self.csv = csv.DictWriter(handle, fieldnames=COLUMNS)
+            self.csv.writeheader()
+        elif fmt == "json":
+            handle.write("[")
+        else:
+            raise ValueError(f"unknown output format '{fmt}'; expected csv or json")
+
+    def write(self, row: Row) -> None:
+        record = row.as_record(self.class_names)
+        if self.fmt == "csv":
+            self.csv.writerow({k: "" if v is None else v for k, v in record.items()})
+        else:
+            self.handle.write(("\n" if self.count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
+        self.count += 1
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.handle.write("\n]\n" if self.count else "]\n")
+        self.handle.flush()
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    scored: int = 0
+    errors: Counter = field(default_factory=Counter)
+    classes: Counter = field(default_factory=Counter)
+    xmp: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return self.files - self.scored + self.xmp["failed"]
+
+
+def _progress(console: Any) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:6.1f} img/s" if task.speed else "   -- img/s", style="cyan")
+
+    return Progress(
+        TextColumn("[bold]scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(prog="iqs predict", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "inputs", nargs="*", help="photo files and folders (recursive); key=value items are overrides"
+    )
+    p.add_argument("--write-xmp", action="store_true", help="write Xmp.digiKam.PickLabel to XMP sidecars")
+    p.add_argument("--sidecar-style", choices=SIDECAR_STYLES, default=None, help="photo.jpg.xmp or photo.xmp")
+    p.add_argument("--dry-run", action="store_true", help="list the sidecar changes, write nothing")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any file failed")
+    p.add_argument("--output", "-o", default=None, help="out.csv or out.json (default: CSV on stdout)")
+    p.add_argument("--format", choices=("csv", "json"), default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="decode threads (default: CPU count)")
+    args = p.parse_intermixed_args(argv)
+    overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
+    args.inputs = [a for a in args.inputs if a not in overrides]
+    return args, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+
+    from iqs.config import compose
+
+    args, overrides = _parse_args(list(argv or []))
+    cfg = compose("predict", overrides)
+    console = Console(stderr=True)
+    inputs = args.inputs or list(cfg.inputs or [])
+    if not inputs:
+        console.print("iqs predict: no input files or folders given")
+        return 2
+    if not cfg.model:
+        console.print("iqs predict: choose a model: model=<full .onnx | .ckpt | MLflow run id>")
+        return 2
+    write_xmp = args.write_xmp or bool(cfg.write_xmp) or args.dry_run
+    dry_run = args.dry_run or bool(cfg.dry_run)
+    strict = args.strict or bool(cfg.strict)
+    style = args.sidecar_style or str(cfg.sidecar_style)
+    batch_size = args.batch_size or int(cfg.batch_size)
+    workers = args.workers or (int(cfg.workers) if cfg.workers else None)
+    output = args.output or cfg.output
+    fmt = args.format or cfg.format or (Path(output).suffix.lstrip(".").lower() if output else "csv")
+    if fmt not in ("csv", "json"):
+        console.print(f"iqs predict: cannot tell the output format of '{output}'; use --format csv|json")
+        return 2
+
+    summary = Summary()
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="iqs-predict-"))
+        scorer = OnnxScorer(resolve_model(str(cfg.model), Path(tmp)), threads=cfg.ort_threads)
+        total = sum(1 for _ in iter_image_paths(inputs))
+        handle = (
+            stack.enter_context(open(output, "w", newline="", encoding="utf-8")) if output else sys.stdout
+        )
+        writer = RowWriter(handle, fmt, scorer.class_names)
+        stack.callback(writer.close)  # a valid CSV/JSON even when interrupted
+        rows = predict_paths(
+            iter_image_paths(inputs), scorer, batch_size, workers, int(cfg.decode_min_side), cfg.max_pixels
+        )
+        with _progress(console) as progress:
+            task = progress.add_task("scoring", total=total)
+            for row in rows:
+                summary.files += 1
+                if row.label is None:
+                    summary.errors[row.error_kind] += 1
+                else:
+                    summary.scored += 1
+                    summary.classes[scorer.class_names[row.label]] += 1
+                    if write_xmp:
+                        _label_sidecar(row, style, dry_run, summary, console)
+                writer.write(row)
+                progress.advance(task)
+    summary.seconds = time.perf_counter() - start
+    _print_summary(summary, console, dry_run and write_xmp)
+    if summary.files and summary.scored == 0:
+        return 1
+    return 1 if strict and summary.failed else 0
+
+
+def _label_sidecar(row: Row, style: str, dry_run: bool, summary: Summary, console: Any) -> None:
+    try:
+        change = plan_pick_label(row.path, int(row.label), style)
+        if not change.changes_anything:
+            summary.xmp["unchanged"] += 1
+        elif dry_run:
+            summary.xmp["would change"] += 1
+            console.print(f"[dry-run] {change.describe()}", markup=False, highlight=False, soft_wrap=True)
+        elif apply_change(change):
+            summary.xmp["written"] += 1
+    except (XmpError, OSError) as err:
+        summary.xmp["failed"] += 1
+        row.error = f"XMP sidecar not written: {err}"
+
+
+def _print_summary(summary: Summary, console: Any, dry_run: bool) -> None:
+    rate = summary.files / summary.seconds if summary.seconds else 0.0
+    console.print(
+        f"{summary.files} files, {summary.scored} scored, {summary.files - summary.scored} failed "
+        f"in {summary.seconds:.1f} s ({rate:.1f} files/s)"
+    )
+    if summary.classes:
+        console.print("classes: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.classes.items())))
+    if summary.errors:
+        console.print("errors: " + ", ".join(f"{k} {v}" for k, v in summary.errors.most_common()))
+    if summary.xmp:
+        prefix = "XMP (dry run, nothing written): " if dry_run else "XMP: "
+        console.print(prefix + ", ".join(f"{k} {v}" for k, v in sorted(summary.xmp.items())))

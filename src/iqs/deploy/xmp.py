@@ -1,0 +1,156 @@
+"""digiKam pick labels in XMP sidecars, merged into what is there and written atomically.
+
+The label goes to `Xmp.digiKam.PickLabel` (exiv2 knows the digiKam namespace). Sidecars are named the way
+digiKam names them: `photo.jpg.xmp` by default, `photo.xmp` with its compatibility option. An existing
+sidecar is never replaced by a new packet: a copy is modified through exiv2, which re-serialises the whole
+XMP tree (ratings, keywords, face regions, history ... survive), and then moved over the original with
+`os.replace`, so a crash leaves either the old or the new sidecar, never half of one. Image files are only
+ever read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyexiv2
+
+PICK_LABEL_KEY = "Xmp.digiKam.PickLabel"
+# model class (0 bad, 1 normal, 2 good) -> digiKam pick label (1 Rejected, 2 Pending, 3 Accepted)
+PICK_LABELS = {0: 1, 1: 2, 2: 3}
+PICK_LABEL_NAMES = {0: "None", 1: "Rejected", 2: "Pending", 3: "Accepted"}
+SIDECAR_STYLES = ("appended", "basename")
+
+# The smallest valid XMP packet; exiv2 fills in the namespaces it needs.
+EMPTY_XMP_PACKET = (
+    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+    ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+    '  <rdf:Description rdf:about=""/>\n'
+    " </rdf:RDF>\n"
+    "</x:xmpmeta>\n"
+    '<?xpacket end="w"?>\n'
+)
+
+
+class XmpError(Exception):
+    """A sidecar that cannot be read or written; the message names the file."""
+
+
+@dataclass(frozen=True)
+class XmpChange:
+    image: Path
+    sidecar: Path
+    old_label: int | None  # None: no label (or no sidecar) yet
+    new_label: int
+    creates_sidecar: bool
+
+    @property
+    def changes_anything(self) -> bool:
+        return self.old_label != self.new_label
+
+    def describe(self) -> str:
+        old = (
+            "none"
+            if self.old_label is None
+            else f"{self.old_label} ({PICK_LABEL_NAMES.get(self.old_label, '?')})"
+        )
+        new = f"{self.new_label} ({PICK_LABEL_NAMES[self.new_label]})"
+        if not self.changes_anything:
+            return f"{self.sidecar}: PickLabel already {new}"
+        verb = "create" if self.creates_sidecar else "update"
+        return f"{self.sidecar}: {verb}, PickLabel {old} -> {new}"
+
+
+def sidecar_path(image: str | Path, style: str = "appended") -> Path:
+    """`photo.jpg` -> `photo.jpg.xmp` (digiKam's default) or `photo.xmp` (style `basename`)."""
+    image = Path(image)
+    if style == "appended":
+        return image.with_name(image.name + ".xmp")
+    if style == "basename":
+        return image.with_suffix(".xmp")
+    raise ValueError(f"unknown sidecar style '{style}'; expected one of {', '.join(SIDECAR_STYLES)}")
+
+
+def read_xmp(sidecar: str | Path) -> dict[str, object]:
+    """All XMP properties of a sidecar as pyexiv2 reports them (flattened struct paths)."""
+    try:
+        img = pyexiv2.Image(str(sidecar))
+    except Exception as err:  # pyexiv2 raises bare RuntimeError/Exception from exiv2
+        raise XmpError(f"{sidecar}: cannot read XMP sidecar: {err}") from None
+    try:
+        return img.read_xmp()
+    finally:
+        img.close()
+
+
+def read_pick_label(sidecar: str | Path) -> int | None:
+    if not Path(sidecar).exists():
+        return None
+    value = read_xmp(sidecar).get(PICK_LABEL_KEY)
+    try:
+        return int(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def plan_pick_label(image: str | Path, model_class: int, style: str = "appended") -> XmpChange:
+    """What writing the pick label for `model_class` would do, without doing it."""
+    if model_class not in PICK_LABELS:
+        raise ValueError(f"model class must be 0, 1 or 2, got {model_class}")
+    sidecar = sidecar_path(image, style)
+    exists = sidecar.exists()
+    return XmpChange(
+        image=Path(image),
+        sidecar=sidecar,
+        old_label=read_pick_label(sidecar) if exists else None,
+        new_label=PICK_LABELS[model_class],
+        creates_sidecar=not exists,
+    )
+
+
+def apply_change(change: XmpChange) -> bool:
+    """Write the planned label; returns False when the sidecar already had it (left untouched)."""
+    if not change.changes_anything and not change.creates_sidecar:
+        return False
+    write_properties(change.sidecar, {PICK_LABEL_KEY: str(change.new_label)})
+    return True
+
+
+def write_properties(sidecar: str | Path, properties: dict[str, str]) -> None:
+    """Merge `properties` into a sidecar (created when missing) through a temp copy and `os.replace`."""
+    sidecar = Path(sidecar)
+    folder = sidecar.parent
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{sidecar.name}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if sidecar.exists():
+                with open(sidecar, "rb") as source:
+                    shutil.copyfileobj(source, handle)
+            else:
+                handle.write(EMPTY_XMP_PACKET.encode("utf-8"))
+        if sidecar.exists():
+            shutil.copymode(sidecar, tmp)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        try:
+            img = pyexiv2.Image(str(tmp))
+        except Exception as err:
+            raise XmpError(f"{sidecar}: not a readable XMP sidecar, left unchanged: {err}") from None
+        try:
+            img.modify_xmp(properties)
+        except Exception as err:
+            raise XmpError(f"{sidecar}: exiv2 could not write {sorted(properties)}: {err}") from None
+        finally:
+            img.close()
+        os.replace(tmp, sidecar)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

@@ -1,0 +1,227 @@
+"""digiKam parity: the exported file, run the way digiKam runs it, agrees with the project's PyTorch model."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image, ImageFilter
+from skimage import data
+
+from iqs.deploy import export
+from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
+
+# (width, height) ratios digiKam meets: 4:3, 3:2, 1:1, 9:16, 2:3 and two panoramas
+ASPECTS = [(4, 3), (3, 2), (1, 1), (9, 16), (2, 3), (3, 1), (16, 5)]
+PHOTOS = [
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "camera",
+    "coins",
+]
+
+
+def demo_photos(n: int = 56, seed: int = 0) -> list[np.ndarray]:
+    """BGR uint8 photos 300-600 px: crops of skimage photos at several aspect ratios, some distorted."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        src = getattr(data, PHOTOS[i % len(PHOTOS)])()
+        src = np.dstack([src] * 3) if src.ndim == 2 else src[:, :, :3]
+        aw, ah = ASPECTS[i % len(ASPECTS)]
+        h0, w0 = src.shape[:2]
+        scale = min(w0 / aw, h0 / ah) * rng.uniform(0.6, 1.0)
+        cw, ch = max(8, int(aw * scale)), max(8, int(ah * scale))
+        x, y = rng.integers(0, w0 - cw + 1), rng.integers(0, h0 - ch + 1)
+        crop = src[y : y + ch, x : x + cw]
+        long_side = int(rng.integers(300, 601))
+        f = long_side / max(cw, ch)
+        crop = cv2.resize(crop, (max(1, round(cw * f)), max(1, round(ch * f))), interpolation=cv2.INTER_AREA)
+        img = Image.fromarray(crop)
+        kind = i % 4
+        if kind == 1:
+            img = img.filter(ImageFilter.GaussianBlur(rng.uniform(1, 4)))
+        elif kind == 2:
+            noisy = np.asarray(img).astype(float) + rng.normal(0, rng.uniform(5, 25), crop.shape)
+            img = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        elif kind == 3:
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=int(rng.integers(5, 30)))
+            img = Image.open(buf).convert("RGB")
+        out.append(cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR))
+    return out
+
+
+def make_model(head: str, blobs: np.ndarray | None = None, seed: int = 0):
+    """Real packaged lite0 backbone, random-but-fixed head; score-head thresholds at score terciles."""
+    from iqs.models import build_quality_model
+
+    torch.manual_seed(seed)
+    cfg = {
+        "backbone": {"name": "tf_efficientnet_lite0", "weights": "packaged"},
+        "head": {"name": head},
+        "thresholds": {"t1": 5.0, "t2": 6.0},
+    }
+    model = build_quality_model(cfg).eval()
+    if blobs is not None:
+        adapt = DigikamToBackbone.from_meta(model.meta)
+        with torch.no_grad():
+            out = model(adapt(torch.from_numpy(blobs)))
+        if head == "classification":
+            # centre the random logits so that all three classes occur
+            last = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+            last.bias.data -= out["logits3"].mean(0)
+        else:
+            t1, t2 = np.quantile(out["score"].numpy(), [1 / 3, 2 / 3])
+            model.head.t1, model.head.t2 = float(t1), float(t2)
+            model.meta["thresholds"] = [float(t1), float(t2)]
+    return model
+
+
+def save_checkpoint(model, path: Path) -> Path:
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}  # Lightning's attribute prefix
+    torch.save({"state_dict": state, "iqs_meta": dict(model.meta), "epoch": 3}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    return demo_photos()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["regression", "classification"])
+def test_digikam_parity(head: str, photos: list[np.ndarray], tmp_path: Path) -> None:
+    blobs = np.concatenate([digikam_blob(p) for p in photos])
+    assert len(blobs) >= 50
+    model = make_model(head, blobs)
+    ckpt = save_checkpoint(model, tmp_path / "best.ckpt")
+    out_dir = tmp_path / "exports"
+    assert export.main([f"checkpoint={ckpt}", f"out_dir={out_dir}"]) == 0
+    digikam_file, full_file = out_dir / "best.digikam.onnx", out_dir / "best.full.onnx"
+
+    # the contract, as digiKam's loader sees it
+    proto = onnx.load(str(digikam_file))
+    dims = [
+        [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in (proto.graph.input[0], proto.graph.output[0])
+    ]
+    assert dims == [[1, 3, 299, 299], [1, 3]]
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["iqs_meta"])
+    assert meta["thresholds"] == model.meta["thresholds"] and meta["head"] == head
+
+    adapt = DigikamToBackbone.from_meta(model.meta)
+    with torch.no_grad():
+        ref = model(adapt(torch.from_numpy(blobs)))
+    ref_probs, ref_cls = ref["probs"].numpy(), ref["logits3"].argmax(1).numpy()
+
+    net = cv2.dnn.readNet(str(digikam_file))
+    session = ort.InferenceSession(str(digikam_file), providers=["CPUExecutionProvider"])
+    cv_probs, ort_probs = [], []
+    for i, p in enumerate(photos):
+        blob = digikam_blob(p)  # exactly digiKam's steps, per image, batch of one
+        net.setInput(blob)
+        cv_probs.append(net.forward()[0])
+        ort_probs.append(session.run(None, {"input": blob})[0][0])
+        np.testing.assert_array_equal(blob[0], blobs[i])
+    cv_probs, ort_probs = np.array(cv_probs), np.array(ort_probs)
+
+    assert set(ref_cls.tolist()) == {0, 1, 2}, "classes must be spread for the proof to mean anything"
+    np.testing.assert_array_equal(cv_probs.argmax(1), ref_cls)
+    np.testing.assert_array_equal(ort_probs.argmax(1), ref_cls)
+    np.testing.assert_allclose(cv_probs, ref_probs, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ort_probs, ref_probs, atol=1e-4, rtol=0)
+    if head != "classification":
+        # score heads: the class is the thresholded score, s <= t1 bad, t1 < s <= t2 normal, else good
+        t1, t2 = model.meta["thresholds"]
+        s = ref["score"].numpy()
+        np.testing.assert_array_equal(ref_cls, np.where(s <= t1, 0, np.where(s <= t2, 1, 2)))
+
+    # full profile: dynamic batch, score + probs
+    full = ort.InferenceSession(str(full_file), providers=["CPUExecutionProvider"])
+    names = [o.name for o in full.get_outputs()]
+    assert names == ["score", "probs"]
+    score, probs = full.run(None, {"input": blobs[:7]})
+    np.testing.assert_allclose(score, ref["score"].numpy()[:7], atol=1e-4)
+    np.testing.assert_allclose(probs, ref_probs[:7], atol=1e-4)
+    card = (out_dir / "MODEL_CARD.md").read_text()
+    assert "bad, normal, good" in card and f"{model.meta['thresholds'][0]}" in card
+
+
+@pytest.mark.slow
+def test_distribution_head_full_profile(tmp_path: Path, photos: list[np.ndarray]) -> None:
+    blobs = np.concatenate([digikam_blob(p) for p in photos[:6]])
+    model = make_model("distribution", blobs)
+    files = export.export_model(model, model.meta, tmp_path, "m", ["full"], 17, "test")
+    session = ort.InferenceSession(str(files["full"]), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["score", "probs", "dist"]
+    score, probs, dist = session.run(None, {"input": blobs})
+    with torch.no_grad():
+        ref = model(DigikamToBackbone.from_meta(model.meta)(torch.from_numpy(blobs)))
+    np.testing.assert_allclose(dist, ref["dist"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(dist.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(score, ref["score"].numpy(), atol=1e-4)
+
+
+def test_checkpoint_without_meta_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(export.ExportError, match="iqs_meta"):
+        export.read_checkpoint(path)
+    assert export.main([f"checkpoint={path}", f"out_dir={tmp_path}"]) == 2
+    assert export.main([f"checkpoint={tmp_path / 'missing.ckpt'}"]) == 2
+
+
+def test_adapter_matches_manual_normalisation() -> None:
+    meta = {"input_size": [224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    x = torch.rand(2, 3, 299, 299) * 2 - 1
+    got = DigikamToBackbone.from_meta(meta)(x)
+    manual = torch.nn.functional.interpolate(
+        (x + 1) / 2, size=(224, 224), mode="bilinear", align_corners=False
+    )
+    manual = (manual - torch.tensor(meta["mean"]).view(1, 3, 1, 1)) / torch.tensor(meta["std"]).view(
+        1, 3, 1, 1
+    )
+    torch.testing.assert_close(got, manual, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_export_from_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from iqs.models import build_quality_model
+
+    torch.manual_seed(0)
+    cfg = {
+        "backbone": {"name": "test_efficientnet", "weights": "none"},
+        "head": {"name": "classification"},
+        "thresholds": {"t1": 5.0, "t2": 6.0},
+    }
+    model = build_quality_model(cfg).eval()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.create_experiment("export-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp) as run:
+        mlflow.log_params({"data.name": "demo", "thresholds.t1": 5.0, "thresholds.t2": 6.0})
+        mlflow.log_metrics({"test/koniq/srcc": 0.71, "test/all/srcc": 0.65, "test/ava/macro_f1": 0.4})
+        mlflow.log_artifact(str(save_checkpoint(model, tmp_path / "best-epoch3.ckpt")), "checkpoints")
+    out_dir = tmp_path / "out"
+    assert export.main([f"run_id={run.info.run_id}", f"out_dir={out_dir}"]) == 0
+    card = (out_dir / "MODEL_CARD.md").read_text()
+    assert "| koniq |" in card and "0.7100" in card and "data.name" in card
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "export")}
+    assert logged == {f"export/{p.name}" for p in out_dir.iterdir()}
+    assert len(logged) == 3
