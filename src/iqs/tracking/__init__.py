@@ -1,0 +1,39 @@
+"""MLflow tracking for training runs: one run per job, its params, metrics, plots and model card.
+
+    from iqs.tracking import tracked_run, make_lightning_logger
+
+    with tracked_run(cfg) as run:                       # FINISHED on success, FAILED + traceback on error
+        run.log_mixture(mix.table, mix.fingerprint)     # fingerprint tag + data/counts.csv
+        trainer = pl.Trainer(logger=make_lightning_logger(run), ...)   # self.log lands in the same run
+        ...
+        run.log_metrics({"test/all/srcc": 0.71})
+        run.log_test_artifacts(predictions, metrics, confusion, mix.table, (t1, t2), cfg, best_ckpt)
+
+`iqs compare` (iqs.tracking.compare) tabulates the runs.
+"""
+
+from __future__ import annotations
+
+from iqs.tracking.mlflow_run import (
+    TrackedRun,
+    axes_of,
+    flatten_config,
+    make_lightning_logger,
+    open_run,
+    run_name_for,
+    sweep_id_for,
+    tracked_run,
+    tracking_uri_for,
+)
+
+__all__ = [
+    "TrackedRun",
+    "axes_of",
+    "flatten_config",
+    "make_lightning_logger",
+    "open_run",
+    "run_name_for",
+    "sweep_id_for",
+    "tracked_run",
+    "tracking_uri_for",
+]

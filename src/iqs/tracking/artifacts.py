@@ -1,0 +1,226 @@
+"""What a finished run leaves behind for the test stage: plots, predictions, checkpoint, model card.
+
+Layout of a run's artifacts:
+    config.yaml                      resolved config (written when the run opens)
+    git.diff                         uncommitted changes, when the checkout was dirty
+    data/counts.csv                  rows per source x split x label
+    plots/confusion_<dataset>.png    counts and row-normalised, one per dataset and `all`
+    plots/scatter_<dataset>.png      predicted vs true score, thresholds, PLCC/SRCC
+    plots/label_hist_train_<source>.png  train scores stacked by label, the source's thresholds drawn
+    predictions/test_predictions.csv one row per test image
+    checkpoints/<best>.ckpt          the checkpoint the test metrics come from
+    model_card.md
+    traceback.txt                    only when the run failed
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from iqs.data.plots import label_histogram
+from iqs.tracking import plots
+from iqs.tracking.mlflow_run import _safe, cfg_get, to_container
+
+if TYPE_CHECKING:
+    from iqs.tracking.mlflow_run import TrackedRun
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = [
+    "dataset",
+    "image_id",
+    "path",
+    "score",
+    "label",
+    "pred_score",
+    "pred_class",
+    "prob_bad",
+    "prob_normal",
+    "prob_good",
+]
+ALL = "all"  # the pooled test set, next to the per-source datasets
+
+
+def check_predictions(predictions: pd.DataFrame) -> None:
+    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+    if missing:
+        raise ValueError(
+            f"test predictions lack columns {missing}; expected {PREDICTION_COLUMNS} "
+            f"(got {list(predictions.columns)})"
+        )
+    bad = ~predictions["pred_class"].isin([0, 1, 2]) | ~predictions["label"].isin([0, 1, 2])
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(
+            f"test predictions row {row} (image_id {predictions['image_id'].iloc[row]!r}): "
+            f"label/pred_class must be 0, 1 or 2, got {predictions['label'].iloc[row]!r}/"
+            f"{predictions['pred_class'].iloc[row]!r}"
+        )
+
+
+def source_thresholds(
+    cfg: Any, sources: list[str], default: tuple[float, float]
+) -> dict[str, tuple[float, float]]:
+    """Each source's threshold pair: its own override in `data.sources.<name>.thresholds`, else the run's."""
+    out = {}
+    for name in sources:
+        own = cfg_get(cfg, f"data.sources.{name}.thresholds")
+        if own is not None and cfg_get(own, "t1") is not None:
+            out[name] = (float(cfg_get(own, "t1")), float(cfg_get(own, "t2")))
+        else:
+            out[name] = (float(default[0]), float(default[1]))
+    return out
+
+
+def mixture_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows per source x split, with the bad/normal/good split of each (long format, one row per cell)."""
+    keys = [c for c in ("dataset", "split", "label") if c in table.columns]
+    counts = table.groupby(keys, dropna=False, observed=True).size().rename("n").reset_index()
+    if "label" in counts.columns:
+        counts["class"] = counts["label"].map(dict(enumerate(plots.CLASS_NAMES)))
+    return counts
+
+
+def read_io_meta(checkpoint_path: str | Path | None) -> dict[str, Any] | None:
+    """The checkpoint's frozen `iqs_meta` record, or None when it cannot be read."""
+    if checkpoint_path is None:
+        return None
+    try:
+        import torch
+
+        ckpt = torch.load(str(checkpoint_path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - a card without the record is still useful
+        log.warning("cannot read iqs_meta from %s: %s", checkpoint_path, exc)
+        return None
+    meta = ckpt.get("iqs_meta") if isinstance(ckpt, dict) else None
+    if meta is None and isinstance(ckpt, dict):
+        meta = (ckpt.get("hyper_parameters") or {}).get("iqs_meta")
+    return dict(meta) if isinstance(meta, Mapping) else None
+
+
+def reproduce_command(cfg: Any) -> str:
+    """`iqs train <overrides>` of this job: Hydra's task overrides when run under Hydra."""
+    overrides: list[str] | None = None
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            overrides = list(HydraConfig.get().overrides.task)
+    except (ImportError, ValueError):
+        overrides = None
+    if overrides is None:
+        overrides = [str(x) for x in (cfg_get(cfg, "overrides") or [])]
+    quoted = [o if all(ch not in o for ch in " ,[]'\"") else f"'{o}'" for o in overrides]
+    return " ".join(["iqs train", *quoted])
+
+
+def _log_confusions(
+    run: TrackedRun, predictions: pd.DataFrame, confusion: Mapping[str, Any], datasets: list[str]
+) -> list[str]:
+    names = []
+    for ds in datasets:
+        part = predictions if ds == ALL else predictions[predictions["dataset"] == ds]
+        from_rows = plots.confusion_from_labels(part["label"].astype(int), part["pred_class"].astype(int))
+        given = confusion.get(ds)
+        cm = from_rows if given is None else np.asarray(given)
+        if given is not None and not np.array_equal(np.asarray(given, dtype=np.int64), from_rows):
+            log.warning(
+                "confusion matrix passed for '%s' differs from the predictions CSV; drawing the one passed",
+                ds,
+            )
+        name = f"plots/confusion_{_safe(ds)}.png"
+        run.log_figure(plots.confusion_figure(cm, f"{ds}: true (rows) vs predicted (columns)"), name)
+        names.append(name)
+    return names
+
+
+def log_test_artifacts(
+    run: TrackedRun,
+    predictions: pd.DataFrame,
+    metrics: Mapping[str, float],
+    confusion: Mapping[str, Any],
+    label_table: pd.DataFrame,
+    thresholds: tuple[float, float],
+    cfg: Any,
+    checkpoint_path: str | Path | None,
+    *,
+    io_meta: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Write every test-stage artifact into `run`; returns the artifact paths written.
+
+    `metrics` not yet in the run (e.g. when Lightning did not log them) are logged too, so the model
+    card and the run's metrics never disagree.
+    """
+    from iqs.tracking.model_card import render_model_card
+
+    check_predictions(predictions)
+    if checkpoint_path is not None and not Path(checkpoint_path).is_file():
+        raise FileNotFoundError(f"best checkpoint {checkpoint_path} does not exist")
+    thresholds = (float(thresholds[0]), float(thresholds[1]))
+    datasets = [*sorted(predictions["dataset"].astype(str).unique()), ALL]
+    written: list[str] = []
+
+    logged = run.client.get_run(run.run_id).data.metrics
+    missing = {k: float(v) for k, v in metrics.items() if k not in logged and v is not None}
+    if missing:
+        run.log_metrics(missing)
+
+    written += _log_confusions(run, predictions, confusion, datasets)
+    on_common_scale = str(cfg_get(cfg, "head.name", "")) != "classification"
+    for ds in datasets:
+        part = predictions if ds == ALL else predictions[predictions["dataset"] == ds]
+        fig = plots.scatter_figure(
+            part["score"].to_numpy(),
+            part["pred_score"].to_numpy(),
+            thresholds,
+            ds,
+            pred_on_common_scale=on_common_scale,
+        )
+        name = f"plots/scatter_{_safe(ds)}.png"
+        run.log_figure(fig, name)
+        written.append(name)
+
+    per_source = source_thresholds(cfg, sorted(label_table["dataset"].astype(str).unique()), thresholds)
+    train = label_table[label_table["split"] == "train"] if "split" in label_table.columns else label_table
+    for source, (t1, t2) in per_source.items():
+        scores = train.loc[train["dataset"].astype(str) == source, "score"].to_numpy()
+        name = f"plots/label_hist_train_{_safe(source)}.png"
+        run.log_figure(
+            label_histogram(scores, t1, t2, title=f"{source}: train split, {len(scores)} images"), name
+        )
+        written.append(name)
+
+    with tempfile.TemporaryDirectory(prefix="iqs-artifacts-") as tmp:
+        csv = Path(tmp) / "test_predictions.csv"
+        predictions.to_csv(csv, index=False, float_format="%.6g")
+        run.log_artifact(csv, "predictions")
+    written.append("predictions/test_predictions.csv")
+
+    if checkpoint_path is not None:
+        run.log_artifact(checkpoint_path, "checkpoints")
+        written.append(f"checkpoints/{Path(checkpoint_path).name}")
+
+    meta = dict(io_meta) if io_meta is not None else read_io_meta(checkpoint_path)
+    card = render_model_card(
+        run_name=run.run_name,
+        run_id=run.run_id,
+        experiment=run.experiment_name,
+        tags=run.client.get_run(run.run_id).data.tags,
+        cfg=to_container(cfg),
+        metrics={**logged, **metrics},
+        counts=mixture_counts(label_table),
+        thresholds=thresholds,
+        source_thresholds=per_source,
+        io_meta=meta,
+        command=reproduce_command(cfg),
+    )
+    run.log_text(card, "model_card.md")
+    written.append("model_card.md")
+    return written

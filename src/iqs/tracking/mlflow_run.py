@@ -1,0 +1,442 @@
+"""One MLflow run per training run: where it is stored, what it is called, and how it ends.
+
+Store. `logger.tracking_uri` (conf/logger/mlflow.yaml) defaults to `${oc.env:MLFLOW_TRACKING_URI,
+sqlite:///<mlruns_dir>/mlflow.db}`: the environment variable beats the built-in default, and an explicit
+`logger.tracking_uri=...` override beats both. A relative SQLite path is made absolute (so a Hydra job
+that changes directory still finds the store) and its folder is created. MLflow 3 would otherwise fall
+back to an `mlflow.db` in whatever the cwd is, so the URI is always passed explicitly.
+
+Artifacts. Experiments are created with an explicit artifact location,
+`<logger.artifact_location>/<experiment name>`, so run files land under `mlruns/artifacts/` and never in
+the cwd. For a remote tracking server a plain local path is ignored and the server's default is used
+(a URI with a scheme, e.g. `s3://` or `mlflow-artifacts:/`, is passed through).
+
+Ending. The run ends FINISHED when the `with` block completes; when it raises, the traceback is stored
+(artifact `traceback.txt`, tags `error` and `traceback`), the run ends FAILED (KILLED on Ctrl-C) and the
+exception propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig, OmegaConf
+
+from iqs.tracking.gitinfo import git_info
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "iqs-digikam"
+CLASS_NAMES = ("bad", "normal", "good")  # label 0, 1, 2
+# MLflow's limits (mlflow.utils.validation): longer values are rejected, not truncated
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 8000
+MAX_KEY = 250
+PARAMS_PER_BATCH = 100
+METRICS_PER_BATCH = 1000
+# the research axes: tag name -> config key of the chosen option's name
+AXES = {
+    "head": "head.name",
+    "rebalance": "rebalance.name",
+    "thresholds": "thresholds.name",
+    "data": "data.name",
+}
+REMOTE_SCHEMES = ("http", "https", "databricks")
+
+
+def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
+    """`cfg.a.b` for a DictConfig or a nested dict, `default` when any level is missing or null."""
+    if cfg is None:
+        return default
+    if isinstance(cfg, DictConfig):
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    else:
+        value = cfg
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+            if value is None:
+                break
+    return default if value is None else value
+
+
+def to_container(cfg: Any) -> dict:
+    """Plain resolved dict of a config (DictConfig or mapping); interpolation errors name the key."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+    return dict(cfg or {})
+
+
+def flatten_config(cfg: Any, prefix: str = "") -> dict[str, str]:
+    """Resolved config as MLflow params: dot keys, string values (lists as `[a, b]`, null as `null`)."""
+    flat: dict[str, str] = {}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, Mapping) and node:
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+            return
+        if node is None:
+            text = "null"
+        elif isinstance(node, Mapping):
+            text = "{}"
+        elif isinstance(node, list | tuple):
+            text = "[" + ", ".join("null" if x is None else str(x) for x in node) + "]"
+        else:
+            text = str(node)
+        flat[key] = text
+
+    walk(to_container(cfg), prefix)
+    return flat
+
+
+def _safe(text: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(text)).strip("_") or "x"
+
+
+def thresholds_name(cfg: Any) -> str:
+    name = cfg_get(cfg, "thresholds.name")
+    if name is not None:
+        return str(name)
+    t1, t2 = cfg_get(cfg, "thresholds.t1"), cfg_get(cfg, "thresholds.t2")
+    return f"{t1:g}_{t2:g}" if t1 is not None and t2 is not None else "none"
+
+
+def axes_of(cfg: Any) -> dict[str, str]:
+    """The values of the research axes (head, rebalance, thresholds, data, backbone), 'none' when absent."""
+    axes = {tag: str(cfg_get(cfg, key, "none")) for tag, key in AXES.items()}
+    axes["thresholds"] = thresholds_name(cfg)
+    axes["backbone"] = str(cfg_get(cfg, "backbone.name", "none"))
+    return axes
+
+
+def run_name_for(cfg: Any) -> str:
+    """ASCII run name from the axes, e.g. `regression-sampler-t5_6-demo`."""
+    a = axes_of(cfg)
+    return "-".join([_safe(a["head"]), _safe(a["rebalance"]), "t" + _safe(a["thresholds"]), _safe(a["data"])])
+
+
+def sweep_id_for(cfg: Any) -> str:
+    """`logger.sweep_id` when set, else the Hydra multirun's sweep folder (one id per `-m` launch), else 'none'."""
+    explicit = cfg_get(cfg, "logger.sweep_id") or cfg_get(cfg, "sweep_id")
+    if explicit:
+        return str(explicit)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            sweep_dir = Path(HydraConfig.get().sweep.dir)
+            try:
+                sweep_dir = sweep_dir.resolve().relative_to(Path.cwd().resolve())
+            except ValueError:
+                sweep_dir = Path(*sweep_dir.parts[-2:])
+            parts = [p for p in sweep_dir.parts if p not in ("multirun", "/")]
+            return _safe("_".join(parts))
+    except (ImportError, ValueError):
+        pass
+    return "none"
+
+
+# ---------------------------------------------------------------- store
+
+
+def normalise_tracking_uri(uri: str) -> str:
+    """Absolute SQLite path (folder created); other URIs unchanged."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + ":memory:"):
+        path = Path(uri[len(prefix) :]).expanduser()
+        path = path.resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + path.as_posix()
+    return uri
+
+
+def tracking_uri_for(cfg: Any) -> str:
+    """`logger.tracking_uri`, else $MLFLOW_TRACKING_URI, else `sqlite:///mlruns/mlflow.db` (see module doc)."""
+    uri = cfg_get(cfg, "logger.tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = f"sqlite:///{cfg_get(cfg, 'paths.mlruns_dir', 'mlruns')}/mlflow.db"
+    return normalise_tracking_uri(str(uri))
+
+
+def artifact_location_for(cfg: Any, tracking_uri: str, experiment_name: str) -> str | None:
+    """Artifact location for a new experiment: `<root>/<experiment>` as a URI, or None for the server's choice."""
+    remote = urlparse(tracking_uri).scheme in REMOTE_SCHEMES
+    root = cfg_get(cfg, "logger.artifact_location")
+    if root is None:
+        if remote:
+            return None
+        # never MLflow's own default, which is relative to the cwd
+        root = f"{cfg_get(cfg, 'paths.mlruns_dir', 'mlruns')}/artifacts"
+    root = str(root)
+    has_scheme = bool(urlparse(root).scheme) and not re.match(r"^[A-Za-z]:[\\/]", root)
+    if remote and not has_scheme:
+        return None  # a client-side path means nothing to a remote server
+    if has_scheme:
+        return root.rstrip("/") + "/" + _safe(experiment_name)
+    path = Path(root).expanduser().resolve() / _safe(experiment_name)
+    path.mkdir(parents=True, exist_ok=True)
+    return path.as_uri()
+
+
+def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> str:
+    """Id of the active experiment `name`, created (with the artifact location) when absent."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise MlflowException(
+                f"MLflow experiment '{name}' is deleted (it sits in the trash of {client.tracking_uri}); "
+                f"restore it with `mlflow experiments restore --experiment-id {exp.experiment_id}` "
+                "or choose another logger.experiment_name"
+            )
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        # another job of the same sweep created it between our lookup and our create
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+# ---------------------------------------------------------------- run
+
+
+class TrackedRun:
+    """An open MLflow run, logged through `MlflowClient` (no global active-run state)."""
+
+    def __init__(self, client: Any, run: Any, experiment_name: str, sweep_id: str, cfg: Any) -> None:
+        self.client = client
+        self.run_id: str = run.info.run_id
+        self.experiment_id: str = run.info.experiment_id
+        self.experiment_name = experiment_name
+        self.run_name: str = run.info.run_name
+        self.artifact_uri: str = run.info.artifact_uri
+        self.sweep_id = sweep_id
+        self.cfg = cfg
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.client.tracking_uri
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Metrics named `<stage>/<dataset>/<metric>`; NaN is kept (MLflow stores it), None is skipped."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(str(k), float(v), now, int(step or 0)) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(batch), METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=batch[i : i + METRICS_PER_BATCH])
+
+    def log_params_flat(self, cfg: Any) -> dict[str, str]:
+        """Log `flatten_config(cfg)`; keys already logged with the same value are skipped (params are immutable)."""
+        from mlflow.entities import Param
+
+        logged = self.client.get_run(self.run_id).data.params
+        flat = flatten_config(cfg)
+        fresh: list[Param] = []
+        for key, value in flat.items():
+            if len(key) > MAX_KEY:
+                raise ValueError(f"config key '{key[:80]}...' is longer than MLflow's {MAX_KEY} characters")
+            if len(value) > MAX_PARAM_VALUE:
+                value = value[: MAX_PARAM_VALUE - 20] + "...<truncated>"
+            if key in logged:
+                if logged[key] != value:
+                    raise ValueError(
+                        f"param '{key}' was logged as '{logged[key]}' and cannot change to '{value}' "
+                        "(MLflow params are immutable)"
+                    )
+                continue
+            fresh.append(Param(key, value))
+        for i in range(0, len(fresh), PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=fresh[i : i + PARAMS_PER_BATCH])
+        return flat
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(str(k), str(v)[:MAX_TAG_VALUE]) for k, v in tags.items() if v is not None]
+        for i in range(0, len(batch), PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, tags=batch[i : i + PARAMS_PER_BATCH])
+
+    def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        """A file, or a folder's contents, under `subdir/` of the run's artifacts."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"cannot log artifact {path}: no such file or folder")
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), subdir)
+        else:
+            self.client.log_artifact(self.run_id, str(path), subdir)
+
+    def log_figure(self, fig: Any, name: str, *, close: bool = True) -> None:
+        """A matplotlib figure as `name` (e.g. `plots/confusion_all.png`); closed afterwards to free memory."""
+        try:
+            self.client.log_figure(self.run_id, fig, name, save_kwargs={"dpi": 110, "bbox_inches": "tight"})
+        finally:
+            if close:
+                import matplotlib.pyplot as plt
+
+                plt.close(fig)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_mixture(self, table: Any, fingerprint: str | None = None) -> str:
+        """Tag the data fingerprint and store per-source/split/label counts (`data/counts.csv`)."""
+        from iqs.tracking.artifacts import mixture_counts
+
+        if fingerprint is None:
+            from iqs.data.table import fingerprint as table_fingerprint
+
+            fingerprint = table_fingerprint(table)
+        self.set_tags({"fingerprint": fingerprint})
+        self.log_text(mixture_counts(table).to_csv(index=False), "data/counts.csv")
+        return fingerprint
+
+    def log_test_artifacts(
+        self,
+        predictions: Any,
+        metrics: Mapping[str, float],
+        confusion: Mapping[str, Any],
+        label_table: Any,
+        thresholds: tuple[float, float],
+        cfg: Any,
+        checkpoint_path: str | Path | None,
+        *,
+        io_meta: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Plots, predictions CSV, best checkpoint and model card (see iqs.tracking.artifacts)."""
+        from iqs.tracking.artifacts import log_test_artifacts
+
+        return log_test_artifacts(
+            self,
+            predictions,
+            metrics,
+            confusion,
+            label_table,
+            thresholds,
+            cfg,
+            checkpoint_path,
+            io_meta=io_meta,
+        )
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+def _fail(run: TrackedRun, exc: BaseException) -> None:
+    """Attach the traceback; failures here are logged, never allowed to mask the original exception."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        run.log_text(text, "traceback.txt")
+        run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE], "traceback": text[-4000:]})
+    except Exception:  # noqa: BLE001 - the store may be what failed
+        log.exception("could not attach the traceback to MLflow run %s", run.run_id)
+    finally:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        try:
+            run.end(status)
+        except Exception:  # noqa: BLE001
+            log.exception("could not mark MLflow run %s as %s", run.run_id, status)
+
+
+def open_run(cfg: Any, run_name: str | None = None, tags: Mapping[str, Any] | None = None) -> TrackedRun:
+    """Create the run, tag it and log the resolved config (params + `config.yaml`); the caller ends it."""
+    from mlflow import MlflowClient
+    from mlflow.tracking.context.registry import resolve_tags
+
+    uri = tracking_uri_for(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = str(cfg_get(cfg, "logger.experiment_name", DEFAULT_EXPERIMENT))
+    experiment_id = ensure_experiment(client, experiment, artifact_location_for(cfg, uri, experiment))
+    git = git_info()
+    sweep_id = str((tags or {}).get("sweep_id") or sweep_id_for(cfg))
+    all_tags = {
+        **git.tags(),
+        **axes_of(cfg),
+        "sweep_id": sweep_id,
+        **{k: str(v) for k, v in (tags or {}).items()},
+    }
+    name = run_name or run_name_for(cfg)
+    mlflow_run = client.create_run(experiment_id, tags=resolve_tags(all_tags), run_name=name)
+    run = TrackedRun(client, mlflow_run, experiment, sweep_id, cfg)
+    try:
+        run.log_params_flat(cfg)
+        config_yaml = OmegaConf.to_yaml(OmegaConf.create(to_container(cfg)))
+        run.log_text(config_yaml, "config.yaml")
+        if git.diff:
+            run.log_text(git.diff, "git.diff")
+    except BaseException as exc:
+        _fail(run, exc)
+        raise
+    log.info(
+        "MLflow run %s (%s) in experiment '%s', sweep %s, store %s",
+        name,
+        run.run_id,
+        experiment,
+        sweep_id,
+        uri,
+    )
+    return run
+
+
+@contextmanager
+def tracked_run(
+    cfg: Any, run_name: str | None = None, tags: Mapping[str, Any] | None = None
+) -> Iterator[TrackedRun]:
+    """`with tracked_run(cfg) as run:` — FINISHED on success; FAILED with `traceback.txt` on error (re-raised)."""
+    run = open_run(cfg, run_name, tags)
+    try:
+        yield run
+    except BaseException as exc:
+        _fail(run, exc)
+        raise
+    run.end("FINISHED")
+
+
+def make_lightning_logger(run: TrackedRun, *, log_model: bool | None = None) -> Any:
+    """A Lightning `MLFlowLogger` writing into `run` (same run id and store).
+
+    Lightning's own `MLFlowLogger.finalize` marks the run FINISHED at the end of every `trainer.fit`
+    and `trainer.test` (pytorch_lightning/trainer/call.py), i.e. before the test artifacts are written,
+    and FAILED on any trainer exception. Here the run's status belongs to `tracked_run`, so `finalize`
+    only uploads checkpoints (when `log_model`). `log_hyperparams` is a no-op: the run already holds
+    the full resolved config as params, and Lightning's copy (keys joined by '/', values cut at 250
+    characters) would only duplicate it, or clash with it, since MLflow params cannot change.
+    `log_model` None: `logger.log_model` of the run's config.
+    """
+    from pytorch_lightning.loggers import MLFlowLogger
+    from pytorch_lightning.utilities import rank_zero_only
+
+    class RunBoundMLFlowLogger(MLFlowLogger):
+        @rank_zero_only
+        def log_hyperparams(self, params: Any) -> None:
+            return None
+
+        @rank_zero_only
+        def finalize(self, status: str = "success") -> None:
+            if self._initialized and self._checkpoint_callback:
+                self._scan_and_log_checkpoints(self._checkpoint_callback)
+
+    if log_model is None:
+        log_model = bool(cfg_get(run.cfg, "logger.log_model", False))
+    return RunBoundMLFlowLogger(
+        experiment_name=run.experiment_name,
+        tracking_uri=run.tracking_uri,
+        run_id=run.run_id,
+        log_model=log_model,
+    )
