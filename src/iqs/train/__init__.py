@@ -1,0 +1,1 @@
+"""Training: the data module, the Lightning module, the frozen-feature cache and `iqs train`."""

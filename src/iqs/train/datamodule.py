@@ -1,0 +1,208 @@
+"""LightningDataModule over a Mixture: image rows (with albumentations) or cached backbone features.
+
+Every batch is a dict: `image` (N, 3, H, W) or `features` (N, D), `score` (N,) on the common scale,
+`dist` (N, 10), `label` (N,) 0/1/2, `dataset_idx` (N,) into `dataset_names`, `weight` (N,) the
+rebalancer's per-sample loss weight (1 outside training), and `row` (N,) the row's position in
+`datamodule.table`, which maps predictions back to image ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from iqs.data.table import DIST_COLUMNS, SPLITS, fingerprint
+from iqs.train.features import CachedFeatures
+from iqs.train.transforms import InputSpec, eval_transform, read_rgb, train_transform
+
+log = logging.getLogger(__name__)
+
+
+class _Rows(Dataset):
+    """The targets of a set of table rows; subclasses add the input (pixels or features)."""
+
+    def __init__(
+        self, table: pd.DataFrame, rows: np.ndarray, dataset_idx: np.ndarray, weight: np.ndarray
+    ) -> None:
+        part = table.iloc[rows]
+        self.rows = torch.as_tensor(rows, dtype=torch.long)
+        self.score = torch.as_tensor(part["score"].to_numpy(np.float32))
+        self.dist = torch.as_tensor(part[DIST_COLUMNS].to_numpy(np.float32))
+        self.label = torch.as_tensor(part["label"].to_numpy(np.int64))
+        self.dataset_idx = torch.as_tensor(dataset_idx[rows], dtype=torch.long)
+        self.weight = torch.as_tensor(np.asarray(weight, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def targets(self, i: int) -> dict[str, torch.Tensor]:
+        return {
+            "score": self.score[i],
+            "dist": self.dist[i],
+            "label": self.label[i],
+            "dataset_idx": self.dataset_idx[i],
+            "weight": self.weight[i],
+            "row": self.rows[i],
+        }
+
+
+class ImageRows(_Rows):
+    def __init__(self, table, rows, dataset_idx, weight, paths: np.ndarray, transform: Callable) -> None:
+        super().__init__(table, rows, dataset_idx, weight)
+        self.paths = [str(p) for p in paths[rows]]
+        self.transform = transform
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image = self.transform(image=read_rgb(self.paths[i]))["image"]
+        return {"image": image, **self.targets(i)}
+
+
+class FeatureRows(_Rows):
+    """Rows served from cached embeddings; `augmented` draws one of the K cached views per access."""
+
+    def __init__(self, table, rows, dataset_idx, weight, features: CachedFeatures, augmented: bool) -> None:
+        super().__init__(table, rows, dataset_idx, weight)
+        self.eval = features.eval[self.rows]
+        self.aug = features.aug[:, self.rows] if augmented and features.aug.numel() else None
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        x = self.eval[i] if self.aug is None else self.aug[int(torch.randint(len(self.aug), ()))][i]
+        return {"features": x, **self.targets(i)}
+
+
+class QualityDataModule(pl.LightningDataModule):
+    """Train/val/test loaders over `mixture.table`; rows whose image file is missing are dropped (logged)."""
+
+    def __init__(
+        self,
+        mixture: Any,
+        spec: InputSpec,
+        rebalancer: Any,
+        *,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        augment: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        check_files: bool = True,
+    ) -> None:
+        super().__init__()
+        self.mixture = mixture
+        self.spec = spec
+        self.rebalancer = rebalancer
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.augment = dict(augment or {})
+        self.seed = int(seed)
+        self.features: CachedFeatures | None = None
+
+        table = mixture.table.reset_index(drop=True)
+        paths = np.asarray(mixture.abs_paths(table)).astype(str)
+        if check_files:
+            present = np.fromiter((os.path.isfile(p) for p in paths), dtype=bool, count=len(paths))
+            if not present.all():
+                missing = table.loc[~present]
+                counts = missing.groupby("dataset").size().to_dict()
+                log.warning(
+                    "dropped %d row(s) whose image file is missing (%s), e.g. %s",
+                    int((~present).sum()),
+                    ", ".join(f"{k}: {v}" for k, v in counts.items()),
+                    paths[~present][0],
+                )
+            self.n_missing = int((~present).sum())
+            table, paths = table.loc[present].reset_index(drop=True), paths[present]
+        else:
+            self.n_missing = 0
+        self.table = table
+        self.paths = paths
+        # mixture order (pd.unique keeps first appearance), so tables list sources as configured
+        self.dataset_names: list[str] = [str(d) for d in pd.unique(table["dataset"])]
+        self.has_dist = bool(np.isfinite(table[DIST_COLUMNS].to_numpy()).all())
+        self.dataset_idx = table["dataset"].map({n: i for i, n in enumerate(self.dataset_names)}).to_numpy()
+        for split in SPLITS:
+            if not (table["split"] == split).any():
+                raise ValueError(f"mixture '{getattr(mixture, 'name', '?')}' has no {split} rows with images")
+        self.train_df: pd.DataFrame | None = None
+        self._datasets: dict[str, Dataset] = {}
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint of the rows that are embedded/trained on (after dropping missing images)."""
+        return fingerprint(self.table)
+
+    def attach_features(self, features: CachedFeatures) -> None:
+        """Serve cached embeddings (aligned with `self.table`) instead of images."""
+        if len(features.eval) != len(self.table):
+            raise ValueError(f"{len(features.eval)} cached embeddings for {len(self.table)} rows")
+        self.features = features
+        self._datasets.clear()
+
+    def rows_of(self, split: str) -> np.ndarray:
+        return np.flatnonzero((self.table["split"] == split).to_numpy())
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._datasets:
+            return
+        train_df = self.table.iloc[self.rows_of("train")]
+        self.rebalancer.prepare(train_df)
+        train_df = self.rebalancer.filter_train(train_df)
+        self.train_df = train_df
+        train_rows = train_df.index.to_numpy()
+        w = self.rebalancer.sample_weights(
+            torch.tensor(train_df["score"].to_numpy(np.float32)),
+            torch.tensor(train_df["label"].to_numpy(np.int64)),
+        )
+        # Per-sample weights depend on (score, label) only, so they are computed once here.
+        train_w = np.ones(len(train_rows), np.float32) if w is None else w.detach().cpu().numpy()
+        self._datasets["train"] = self._rows(train_rows, train_w, train=True)
+        for split in ("val", "test"):
+            rows = self.rows_of(split)
+            self._datasets[split] = self._rows(rows, np.ones(len(rows), np.float32), train=False)
+
+    def _rows(self, rows: np.ndarray, weight: np.ndarray, train: bool) -> Dataset:
+        if self.features is not None:
+            return FeatureRows(self.table, rows, self.dataset_idx, weight, self.features, augmented=train)
+        tf = train_transform(self.spec, **self.augment) if train else eval_transform(self.spec)
+        return ImageRows(self.table, rows, self.dataset_idx, weight, self.paths, tf)
+
+    def _loader(self, split: str, shuffle: bool, sampler=None) -> DataLoader:
+        gen = torch.Generator()
+        gen.manual_seed(self.seed)
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        return DataLoader(
+            self._datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers if self.features is None else 0,
+            persistent_workers=self.num_workers > 0 and self.features is None,
+            pin_memory=torch.cuda.is_available(),
+            generator=gen,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_df is not None
+        sampler = self.rebalancer.sampler(self.train_df)
+        return self._loader("train", shuffle=True, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def split_sizes(self) -> dict[str, int]:
+        sizes = {s: int((self.table["split"] == s).sum()) for s in SPLITS}
+        if self.train_df is not None:
+            sizes["train_after_rebalance"] = len(self.train_df)
+        return sizes

@@ -1,0 +1,291 @@
+"""`iqs train`: one training run (or a sweep with `-m`), tracked in MLflow.
+
+    iqs train experiment=demo
+    iqs train -m experiment=demo head=regression,distribution rebalance=none,sampler
+
+`train(cfg)` reads top to bottom: mixture -> datamodule -> model -> (feature cache) -> callbacks ->
+logger -> trainer -> fit -> test -> artifacts. Every job writes only into its own output folder
+(Hydra's `runtime.output_dir`: `outputs/train/<time>/` for a run, `multirun/train/<time>/<job>/` in
+a sweep); the jobs of one sweep share the MLflow tag `sweep_id` (iqs.tracking).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from iqs.config import conf_dir
+
+log = logging.getLogger(__name__)
+
+TABLE_METRICS = ("plcc", "srcc", "acc", "macro_f1", "f1_bad", "f1_normal", "f1_good", "rmse")
+
+
+def job_output_dir(cfg: DictConfig) -> Path:
+    """`cfg.output_dir`, else Hydra's per-job folder, else a fresh `outputs/train/<time>` (plain compose)."""
+    explicit = cfg.get("output_dir")
+    if explicit:
+        out = Path(str(explicit))
+    else:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            out = Path(HydraConfig.get().runtime.output_dir)
+        else:
+            out = (
+                Path(str(cfg.paths.root_dir))
+                / "outputs"
+                / "train"
+                / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def model_config(cfg: DictConfig, rebalancer: Any) -> DictConfig:
+    """backbone/head/thresholds for `build_quality_model`; a rebalancer that swaps the loss (balanced_mse) sets it."""
+    model_cfg = OmegaConf.create(
+        OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["backbone", "head", "thresholds"]), resolve=True)
+    )
+    if rebalancer.regression_loss:
+        with open_dict(model_cfg):
+            model_cfg.head.loss = rebalancer.regression_loss
+            if "init_noise_sigma" in rebalancer.loss_params:
+                model_cfg.head.bmc_init_sigma = rebalancer.loss_params["init_noise_sigma"]
+    return model_cfg
+
+
+def extraction_device(cfg: DictConfig) -> str:
+    """Embed on the GPU when the trainer will use one (the trainer itself only starts at `fit`)."""
+    import torch
+
+    wants_gpu = str(cfg.trainer.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+    return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+
+
+def make_callbacks(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    from pytorch_lightning.callbacks import (
+        EarlyStopping,
+        LearningRateMonitor,
+        ModelCheckpoint,
+        RichProgressBar,
+    )
+
+    monitor, mode = str(cfg.monitor.metric), str(cfg.monitor.mode)
+    callbacks: dict[str, Any] = {"lr": LearningRateMonitor(logging_interval="epoch")}
+    if cfg.callbacks.checkpoint.enabled:
+        callbacks["checkpoint"] = ModelCheckpoint(
+            dirpath=output_dir / "checkpoints",
+            # metric names hold '/', which would make sub-folders: the epoch alone names the file
+            filename="best-epoch{epoch:03d}",
+            auto_insert_metric_name=False,
+            monitor=monitor,
+            mode=mode,
+            save_top_k=1,
+            save_last=bool(cfg.callbacks.checkpoint.save_last),
+        )
+    es = cfg.callbacks.early_stopping
+    if es.enabled:
+        callbacks["early_stopping"] = EarlyStopping(
+            monitor=monitor,
+            mode=mode,
+            patience=int(es.patience),
+            min_delta=float(es.min_delta),
+            # a NaN correlation (constant predictions early on) is a bad epoch, not a reason to stop
+            check_finite=False,
+        )
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks["progress"] = RichProgressBar(leave=True)
+    return callbacks
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train and test one configuration; returns (metrics, objects) like lightning-hydra-template.
+
+    The MLflow run opens first, so a bad dataset root or config fails a recorded run (FAILED, traceback).
+    """
+    import pytorch_lightning as pl
+    import torch
+
+    from iqs.tracking import tracked_run
+
+    started = time.perf_counter()
+    pl.seed_everything(int(cfg.seed), workers=True)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    output_dir = job_output_dir(cfg)
+    tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
+    with tracked_run(cfg, tags=tags) as run:
+        metrics, objects = fit_and_test(cfg, run, output_dir)
+        run.log_metrics({"time/total_s": time.perf_counter() - started})
+    return metrics, objects
+
+
+def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """mixture -> datamodule -> model -> feature cache -> callbacks -> logger -> trainer -> fit -> test."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from iqs.data.mixture import build_mixture
+    from iqs.models import build_quality_model
+    from iqs.rebalance import build_rebalancer
+    from iqs.tracking import make_lightning_logger
+    from iqs.train.datamodule import QualityDataModule
+    from iqs.train.features import cached_features
+    from iqs.train.module import QualityLitModule, predictions_frame
+    from iqs.train.transforms import InputSpec
+
+    log.info("building mixture <%s>", cfg.data.name)
+    mixture = build_mixture(cfg.data, cfg.thresholds)
+    rebalancer = build_rebalancer(cfg.rebalance)
+    rebalancer.check_head(str(cfg.head.name))
+
+    log.info("building model <%s + %s head>", cfg.backbone.name, cfg.head.name)
+    model = build_quality_model(model_config(cfg, rebalancer))
+    spec = InputSpec.from_meta(model.meta)
+
+    datamodule = QualityDataModule(
+        mixture,
+        spec,
+        rebalancer,
+        batch_size=int(cfg.loader.batch_size),
+        eval_batch_size=cfg.loader.get("eval_batch_size"),
+        num_workers=int(cfg.loader.num_workers),
+        augment=OmegaConf.to_container(cfg.augment, resolve=True),
+        seed=int(cfg.seed),
+    )
+    run.log_mixture(datamodule.table, datamodule.fingerprint)
+    run.set_tags({"missing_images": datamodule.n_missing, "output_dir": str(output_dir.resolve())})
+
+    module = QualityLitModule(
+        model,
+        datamodule.dataset_names,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        backbone_lr_scale=float(cfg.backbone_lr_scale),
+    )
+
+    cache_state = "off"
+    if bool(cfg.cache.enabled) and model.backbone.frozen:
+        features = cached_features(
+            model.backbone,
+            backbone_name=str(model.meta["backbone"]),
+            weights=str(model.meta["weights"]),
+            spec=spec,
+            paths=list(datamodule.paths),
+            table_fingerprint=datamodule.fingerprint,
+            cache_dir=Path(str(cfg.paths.cache_dir)),
+            aug_views=int(cfg.cache.aug_views),
+            aug=OmegaConf.to_container(cfg.augment, resolve=True),
+            aug_seed=int(cfg.seed),
+            dtype=str(cfg.cache.dtype),
+            batch_size=int(cfg.cache.batch_size),
+            num_workers=int(cfg.loader.num_workers),
+            device=extraction_device(cfg),
+        )
+        datamodule.attach_features(features)
+        cache_state = "hit" if features.hit else "miss"
+    run.set_tags({"feature_cache": cache_state})
+    run.client.log_param(run.run_id, "feature_cache", cache_state)
+
+    callbacks = make_callbacks(cfg, output_dir)
+    logger = make_lightning_logger(run, log_model=bool(cfg.logger.get("log_model", False)))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=list(callbacks.values()), logger=logger, default_root_dir=str(output_dir)
+    )
+    with warnings.catch_warnings():
+        # cached features are tensors in memory: loader workers would only add overhead
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # a frozen backbone stays in eval mode on purpose (BN statistics must not move)
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+        trainer.fit(module, datamodule=datamodule)
+        best = callbacks["checkpoint"].best_model_path if "checkpoint" in callbacks else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+
+    predictions = predictions_frame(datamodule.table, module.test_outputs)
+    predictions.to_csv(output_dir / "test_predictions.csv", index=False, float_format="%.6g")
+    thresholds = (float(cfg.thresholds.t1), float(cfg.thresholds.t2))
+    run.log_test_artifacts(
+        predictions, module.test_results, module.confusion, datamodule.table, thresholds, cfg, best or None
+    )
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update(module.test_results)
+    objects = {
+        "cfg": cfg,
+        "mixture": mixture,
+        "datamodule": datamodule,
+        "model": module,
+        "trainer": trainer,
+        "callbacks": callbacks,
+        "run_id": run.run_id,
+        "sweep_id": run.sweep_id,
+        "output_dir": output_dir,
+        "best_checkpoint": best or None,
+        "predictions": predictions,
+        "feature_cache": cache_state,
+    }
+    return metrics, objects
+
+
+def monitored_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    value = metrics.get(str(cfg.monitor.metric))
+    return None if value is None else float(value)
+
+
+def print_test_table(metrics: dict[str, float], dataset_names: list[str], title: str) -> None:
+    """Rows: each source dataset and `all`; columns: the headline test metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("dataset", no_wrap=True)
+    for m in TABLE_METRICS:
+        table.add_column(m, justify="right")
+    for ds in [*dataset_names, "all"]:
+        cells = []
+        for m in TABLE_METRICS:
+            v = metrics.get(f"test/{ds}/{m}")
+            cells.append("-" if v is None or math.isnan(v) else f"{v:.3f}")
+        table.add_row(ds, *cells, style="bold" if ds == "all" else None)
+    # piped output (make, CI) defaults to 80 columns, which would truncate the dataset names
+    console = Console(width=max(Console().width, 112))
+    console.print(table)
+    console.print("Browse and compare runs: [bold]make ui[/bold] (MLflow UI) or [bold]iqs compare[/bold]")
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
+def hydra_entry(cfg: DictConfig) -> float | None:
+    """The Hydra task: returns the monitored metric (what a sweeper such as Optuna optimises)."""
+    metrics, objects = train(cfg)
+    print_test_table(
+        metrics,
+        objects["datamodule"].dataset_names,
+        f"test metrics: {cfg.head.name} head, rebalance={cfg.rebalance.name}, thresholds {cfg.thresholds.name}"
+        f" (MLflow run {objects['run_id']})",
+    )
+    return monitored_value(cfg, metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`iqs train [overrides]`: Hydra parses `argv` as its own command line (so -m, --cfg job, ... work).
+
+    Returns the process exit status; the monitored metric is the Hydra task's return value.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    saved = sys.argv
+    sys.argv = ["iqs-train", *argv]
+    try:
+        hydra_entry()
+    finally:
+        sys.argv = saved
+    return 0
