@@ -190,8 +190,8 @@ def test_every_image_has_a_demo_group(demo: Path) -> None:
         assert set(groups["image_id"]) == ids and groups["image_id"].is_unique
         assert groups["group"].str.startswith("demo:").all()
         m = meta[meta["source"] == source].merge(groups, on="image_id")
-        # the group is the photograph, so overlapping crops of one photo never straddle splits
-        assert (m["group"] == "demo:" + m["photo"]).all()
+        # the group is the reference photo (one crop): all its distortions share a split
+        assert (m["group"] == "demo:" + m["reference"]).all()
 
 
 def test_images_are_small_decodable_jpegs(demo: Path) -> None:

@@ -80,3 +80,32 @@ def test_prepared_images_pickle_without_open_maps(photo_folder, tmp_path):
     assert clone._maps == {}
     assert np.array_equal(clone.get(paths[0]), first)
     assert clone.get("img/absent.jpg") is None
+
+
+def test_training_rows_read_pixels_from_the_shards(photo_folder, tmp_path):
+    from iqs.data.table import make_table
+    from iqs.train.datamodule import ImageRows
+    from iqs.train.transforms import InputSpec, eval_transform
+
+    root, paths = photo_folder
+    good = paths[:-1]
+    rep = prepare_source("demo", root, good, tmp_path / "c", short_side=320, shard_size=4, workers=1, progress=False)
+    n = len(good)
+    table = make_table("demo", good, good, np.full(n, 5.0), np.full(n, 5.0), np.full((n, 10), 0.1))
+    table["label"] = 1
+    spec = InputSpec(size=(64, 64), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    rows = ImageRows(
+        table,
+        np.arange(n),
+        np.zeros(n, int),
+        np.ones(n),
+        np.array([str(root / p) for p in good]),
+        eval_transform(spec),
+        {"demo": PreparedImages(rep.out_dir)},
+    )
+    expected = [rows.pixels(i).copy() for i in range(n)]
+    for p in good:  # the originals are gone: only the shards can serve them now
+        (root / p).unlink()
+    for i in range(n):
+        assert np.array_equal(rows.pixels(i), expected[i])
+    assert rows[0]["image"].shape == (3, 64, 64)

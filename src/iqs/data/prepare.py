@@ -185,18 +185,22 @@ def main(argv: list[str]) -> int:
     console = Console(stderr=True)
     cfg = compose("train", argv)
     p = cfg.get("prepare", {})
-    short_side = int(p.get("short_side", 256))
+    short_side = int(p.get("short_side", 320))
     try:
         mix = build_mixture(cfg.data, cfg.thresholds)
     except (DataError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
     table = Table(title=f"prepared images (short side {short_side})")
-    for col in ("source", "images", "shards written", "shards reused", "unreadable", "folder"):
+    for col in ("source", "images", "missing", "shards written", "shards reused", "unreadable", "folder"):
         table.add_column(col)
     failed = 0
     for name, rows in mix.table.groupby("dataset", sort=True):
         missing = set(mix.missing.get(name, []))
+        if missing:
+            console.print(
+                f"[yellow]{name}: {len(missing)} image file(s) missing[/], e.g. {sorted(missing)[0]}"
+            )
         rel = [r for r in rows["path"] if r not in missing]
         rep = prepare_source(
             name,
@@ -205,12 +209,13 @@ def main(argv: list[str]) -> int:
             cfg.paths.cache_dir,
             short_side=short_side,
             shard_size=int(p.get("shard_size", 512)),
-            workers=int(p.get("workers", os.cpu_count() or 1)),
+            workers=int(p.get("workers") or os.cpu_count() or 1),
         )
         failed += len(rep.errors)
         table.add_row(
             name,
             str(rep.images),
+            str(len(missing)),
             str(rep.shards_written),
             str(rep.shards_reused),
             str(len(rep.errors)),

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from iqs.data.prepare import PreparedImages
 from iqs.data.table import DIST_COLUMNS, SPLITS, fingerprint
 from iqs.train.features import CachedFeatures
 from iqs.train.transforms import InputSpec, eval_transform, read_rgb, train_transform
@@ -55,13 +56,33 @@ class _Rows(Dataset):
 
 
 class ImageRows(_Rows):
-    def __init__(self, table, rows, dataset_idx, weight, paths: np.ndarray, transform: Callable) -> None:
+    """Rows served as pixels: from `iqs data prepare` shards when the source has them, else decoded."""
+
+    def __init__(
+        self,
+        table,
+        rows,
+        dataset_idx,
+        weight,
+        paths: np.ndarray,
+        transform: Callable,
+        prepared: Mapping[str, PreparedImages] | None = None,
+    ) -> None:
         super().__init__(table, rows, dataset_idx, weight)
         self.paths = [str(p) for p in paths[rows]]
+        part = table.iloc[rows]
+        self.keys = list(zip(part["dataset"].astype(str), part["path"].astype(str), strict=True))
+        self.prepared = dict(prepared or {})
         self.transform = transform
 
+    def pixels(self, i: int) -> np.ndarray:
+        source, rel = self.keys[i]
+        shards = self.prepared.get(source)
+        image = shards.get(rel) if shards is not None else None
+        return read_rgb(self.paths[i]) if image is None else image
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        image = self.transform(image=read_rgb(self.paths[i]))["image"]
+        image = self.transform(image=self.pixels(i))["image"]
         return {"image": image, **self.targets(i)}
 
 
@@ -93,8 +114,10 @@ class QualityDataModule(pl.LightningDataModule):
         augment: Mapping[str, Any] | None = None,
         seed: int = 0,
         check_files: bool = True,
+        prepared: Mapping[str, PreparedImages] | None = None,
     ) -> None:
         super().__init__()
+        self.prepared = dict(prepared or {})
         self.mixture = mixture
         self.spec = spec
         self.rebalancer = rebalancer
@@ -172,7 +195,7 @@ class QualityDataModule(pl.LightningDataModule):
         if self.features is not None:
             return FeatureRows(self.table, rows, self.dataset_idx, weight, self.features, augmented=train)
         tf = train_transform(self.spec, **self.augment) if train else eval_transform(self.spec)
-        return ImageRows(self.table, rows, self.dataset_idx, weight, self.paths, tf)
+        return ImageRows(self.table, rows, self.dataset_idx, weight, self.paths, tf, self.prepared)
 
     def _loader(self, split: str, shuffle: bool, sampler=None) -> DataLoader:
         gen = torch.Generator()

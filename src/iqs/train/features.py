@@ -39,7 +39,7 @@ from filelock import FileLock
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from iqs.train.transforms import InputSpec, eval_transform, read_rgb, train_transform
+from iqs.train.transforms import EVAL_RECIPE, InputSpec, eval_transform, read_rgb, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class FeatureKey:
         d = asdict(self)
         d["spec"] = self.spec.as_dict()
         d["format"] = CACHE_FORMAT
+        d["eval_recipe"] = EVAL_RECIPE
         if not self.aug_views:
             d["aug"], d["aug_seed"] = {}, 0
         return d

@@ -72,6 +72,22 @@ def extraction_device(cfg: DictConfig) -> str:
     return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
 
 
+def prepared_images(cfg: DictConfig, mixture: Any) -> dict[str, Any]:
+    """The sources that `iqs data prepare` has decoded already (shards are only read, never built here)."""
+    from iqs.data.prepare import PreparedImages, source_dir
+
+    p = cfg.get("prepare") or {}
+    if not p.get("use", True):
+        return {}
+    found = {}
+    for name, root in mixture.roots.items():
+        folder = source_dir(cfg.paths.cache_dir, name, root, int(p.get("short_side", 320)))
+        if folder.is_dir():
+            found[name] = PreparedImages(folder)
+            log.info("reading %s from %d prepared images in %s", name, len(found[name]), folder)
+    return found
+
+
 def make_callbacks(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     from pytorch_lightning.callbacks import (
         EarlyStopping,
@@ -162,6 +178,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
         num_workers=int(cfg.loader.num_workers),
         augment=OmegaConf.to_container(cfg.augment, resolve=True),
         seed=int(cfg.seed),
+        prepared=prepared_images(cfg, mixture),
     )
     run.log_mixture(datamodule.table, datamodule.fingerprint)
     run.set_tags({"missing_images": datamodule.n_missing, "output_dir": str(output_dir.resolve())})

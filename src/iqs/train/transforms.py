@@ -81,13 +81,29 @@ def _to_tensor(spec: InputSpec) -> list:
     return [A.Normalize(mean=spec.mean, std=spec.std, max_pixel_value=255.0), ToTensorV2()]
 
 
+# digiKam's view of a photo (../shared/digikam.md): a plain 299x299 stretch with INTER_NEAREST_EXACT
+DIGIKAM_SIZE = 299
+# part of the feature-cache key: change it whenever eval_transform changes what it computes
+EVAL_RECIPE = "stretch299-nearest_exact/normalize/bilinear-to-input"
+
+
 def eval_transform(spec: InputSpec):
-    """Deterministic: resize the whole photo to the input size (composition is part of its quality,
-    so nothing is cropped away), normalise, CHW float tensor."""
+    """Deterministic, and exactly what the exported model sees inside digiKam: the whole photo stretched to
+    299x299 with INTER_NEAREST_EXACT (no crop: composition is part of its quality), normalised, then a
+    bilinear resize to the backbone's size, as `iqs.deploy.preprocess.DigikamToBackbone` does in the graph.
+    Normalising before the float resize keeps the pixels bit-for-bit the graph's up to float rounding."""
     import albumentations as A
 
     h, w = spec.size
-    return A.Compose([A.Resize(h, w, interpolation=INTERPOLATIONS[spec.interpolation]), *_to_tensor(spec)])
+    ops = [
+        A.Resize(DIGIKAM_SIZE, DIGIKAM_SIZE, interpolation=cv2.INTER_NEAREST_EXACT),
+        A.Normalize(mean=spec.mean, std=spec.std, max_pixel_value=255.0),
+    ]
+    if (h, w) != (DIGIKAM_SIZE, DIGIKAM_SIZE):
+        ops.append(A.Resize(h, w, interpolation=cv2.INTER_LINEAR))
+    from albumentations.pytorch import ToTensorV2
+
+    return A.Compose([*ops, ToTensorV2()])
 
 
 def train_transform(

@@ -46,7 +46,7 @@ def _grace_hopper() -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-# name -> (loader, package it ships with); the name becomes the split group `demo:<name>`
+# name -> (loader, package it ships with); each crop `<name>-c<k>` is a reference photo and split group
 PHOTOS: dict[str, tuple[Callable[[], np.ndarray], str]] = {
     "astronaut": (_skimage("astronaut"), "scikit-image"),
     "camera": (_skimage("camera"), "scikit-image"),
