@@ -23,7 +23,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from iqs.config import conf_dir
+from iqs.config import conf_dir, quote_group_options
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns the process exit status; the monitored metric is the Hydra task's return value.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = quote_group_options(list(sys.argv[1:] if argv is None else argv))
     saved = sys.argv
     sys.argv = ["iqs-train", *argv]
     try:
