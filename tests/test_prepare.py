@@ -44,12 +44,14 @@ def test_shards_give_the_pixels_of_a_direct_decode(photo_folder, tmp_path):
         s = 256 / min(h, w)
         size = (round(w * s), round(h * s))
         ref = cv2.resize(full, size, interpolation=cv2.INTER_AREA) if min(h, w) > 256 else full
-        assert got.shape == ref.shape, p
+        # DCT-domain downscaling differs from a full decode only by rounding: 1 px of size at most
         assert min(got.shape[:2]) == min(256, min(h, w))
-        # DCT-domain downscaling differs from a full decode only by resampling rounding
+        assert max(abs(a - b) for a, b in zip(got.shape, ref.shape, strict=True)) <= 1, (p, got.shape, ref.shape)
+        if got.shape != ref.shape:
+            got = cv2.resize(got, ref.shape[1::-1], interpolation=cv2.INTER_AREA)
         diff = np.abs(got.astype(int) - ref.astype(int))
         assert diff.mean() < 3.0, (p, diff.mean())
-        assert np.array_equal(got, decode_short_side(root / p, 256))
+        assert np.array_equal(pre.get(p), decode_short_side(root / p, 256))
 
 
 def test_prepare_resumes_and_rebuilds_only_missing_shards(photo_folder, tmp_path):

@@ -1,7 +1,7 @@
 """Prepared-image cache: decode and resize every image of a mixture once, into memory-mapped shards.
 
 Fine-tuning on full-size JPEGs (AVA: 255k photos) is bound by JPEG decoding, not by the model. `iqs data prepare`
-decodes each image once, at reduced size through libjpeg's DCT scaling (PIL draft mode), resizes it to a short side
+decodes each image once, at reduced size through libjpeg's DCT scaling, resizes it to a short side
 of `prepare.short_side` pixels and stores the uint8 RGB pixels in shards:
 
     <cache_dir>/prepared/<source>-<key>/shard-<i>-<hash>.bin   raw uint8 pixels, images back to back
@@ -25,7 +25,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +32,14 @@ FORMAT_VERSION = 1
 
 
 def decode_short_side(path: str | Path, short_side: int) -> np.ndarray:
-    """RGB uint8 image with its short side resized to `short_side` (never upscaled), EXIF orientation applied."""
-    with Image.open(path) as im:
-        w, h = im.size
-        scale = short_side / min(w, h)
-        if im.format == "JPEG" and scale < 1:
-            # DCT-domain downscale by 1/2, 1/4 or 1/8 while staying >= the target: most of the decode saving
-            im.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
-        im = ImageOps.exif_transpose(im)
-        rgb = np.asarray(im.convert("RGB"))
+    """RGB uint8 image with its short side resized to `short_side` (never upscaled), EXIF orientation applied.
+
+    Decoding is `iqs predict`'s: JPEGs are reduced in the DCT domain (libjpeg-turbo scaling) while both
+    sides stay >= short_side, so most of the decode cost is never paid.
+    """
+    from iqs.deploy.decode import load_rgb
+
+    rgb = load_rgb(path, min_side=short_side)
     h, w = rgb.shape[:2]
     if min(h, w) > short_side:
         s = short_side / min(h, w)
