@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iqs.data.adapters.base import (
-    ADAPTERS,
+from iqs.data.adapters.base import ADAPTERS
+from iqs.data.adapters.reading import (
     attach_lines,
     check_levels,
     drop_unvoted,

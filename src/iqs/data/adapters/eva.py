@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iqs.data.adapters.base import (
-    ADAPTERS,
+from iqs.data.adapters.base import ADAPTERS
+from iqs.data.adapters.reading import (
     annotation_files,
     check_levels,
     drop_unvoted,

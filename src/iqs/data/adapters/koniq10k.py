@@ -16,8 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from iqs.data.adapters.base import (
-    ADAPTERS,
+from iqs.data.adapters.base import ADAPTERS
+from iqs.data.adapters.reading import (
     attach_lines,
     image_paths,
     log,

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from iqs.data.adapters.base import (
-    ADAPTERS,
+from iqs.data.adapters.base import ADAPTERS
+from iqs.data.adapters.reading import (
     attach_lines,
     config_key,
     image_paths,
