@@ -14,11 +14,11 @@
 
 from __future__ import annotations
 
+from iqs.tracking.lightning_logger import make_lightning_logger
 from iqs.tracking.mlflow_run import (
     TrackedRun,
     axes_of,
     flatten_config,
-    make_lightning_logger,
     open_run,
     run_name_for,
     sweep_id_for,

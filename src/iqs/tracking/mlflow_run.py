@@ -406,37 +406,3 @@ def tracked_run(
         _fail(run, exc)
         raise
     run.end("FINISHED")
-
-
-def make_lightning_logger(run: TrackedRun, *, log_model: bool | None = None) -> Any:
-    """A Lightning `MLFlowLogger` writing into `run` (same run id and store).
-
-    Lightning's own `MLFlowLogger.finalize` marks the run FINISHED at the end of every `trainer.fit`
-    and `trainer.test` (pytorch_lightning/trainer/call.py), i.e. before the test artifacts are written,
-    and FAILED on any trainer exception. Here the run's status belongs to `tracked_run`, so `finalize`
-    only uploads checkpoints (when `log_model`). `log_hyperparams` is a no-op: the run already holds
-    the full resolved config as params, and Lightning's copy (keys joined by '/', values cut at 250
-    characters) would only duplicate it, or clash with it, since MLflow params cannot change.
-    `log_model` None: `logger.log_model` of the run's config.
-    """
-    from pytorch_lightning.loggers import MLFlowLogger
-    from pytorch_lightning.utilities import rank_zero_only
-
-    class RunBoundMLFlowLogger(MLFlowLogger):
-        @rank_zero_only
-        def log_hyperparams(self, params: Any) -> None:
-            return None
-
-        @rank_zero_only
-        def finalize(self, status: str = "success") -> None:
-            if self._initialized and self._checkpoint_callback:
-                self._scan_and_log_checkpoints(self._checkpoint_callback)
-
-    if log_model is None:
-        log_model = bool(cfg_get(run.cfg, "logger.log_model", False))
-    return RunBoundMLFlowLogger(
-        experiment_name=run.experiment_name,
-        tracking_uri=run.tracking_uri,
-        run_id=run.run_id,
-        log_model=log_model,
-    )
