@@ -227,3 +227,136 @@ def test_head_configs_build_their_head(path) -> None:
         {"backbone": {"name": TINY, "weights": "none"}, "head": cfg, "thresholds": {"t1": 4.5, "t2": 6.5}}
     )
     assert model.meta["head_cfg"] == {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "name"}
+
+
+def _reference_mlsp(body: torch.nn.Module, x: torch.Tensor, extra_blocks: bool) -> torch.Tensor:
+    """Per level: channel means, then sqrt(population variance + eps), from torch's own reductions."""
+    maps = body.forward_intermediates(x, intermediates_only=True, extra_blocks=extra_blocks)
+    stats = []
+    for m in maps:
+        var = m.var(dim=(2, 3), unbiased=False)
+        stats += [m.mean(dim=(2, 3)), torch.sqrt(var + backbone_mod.STD_EPS)]
+    return torch.cat(stats, dim=1)
+
+
+@pytest.mark.parametrize("pool", ["mlsp", "mlsp_blocks"])
+def test_mlsp_pool_is_mean_and_std_of_every_level(pool: str) -> None:
+    torch.manual_seed(0)
+    plain, info = create_backbone(TINY, weights="none", pool=pool)
+    fast, fast_info = create_backbone(TINY, weights="none", channels_last=True, pool=pool)
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 3, 64, 48)
+    with torch.no_grad():
+        ref = _reference_mlsp(plain.body.eval(), x, extra_blocks=pool == "mlsp_blocks")
+    feats = plain.eval()(x)
+    channels = [int(m.shape[1]) for m in plain.body.forward_intermediates(x, intermediates_only=True)]
+    assert feats.shape == (3, info.num_features) == ref.shape
+    assert info.pool == fast_info.pool == pool and fast.num_features == info.num_features
+    if pool == "mlsp":
+        assert info.num_features == 2 * sum(channels)
+    else:
+        assert info.num_features > 2 * sum(channels)  # the extra block groups add levels
+    torch.testing.assert_close(feats, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast.eval()(x), feats, rtol=1e-4, atol=1e-4)
+
+
+def test_std_pool_of_a_constant_channel_is_finite() -> None:
+    x = torch.full((2, 4, 5, 5), 3.0, requires_grad=True)
+    mean, std = backbone_mod.mean_std_pool(x)
+    torch.testing.assert_close(mean, torch.full((2, 4), 3.0))
+    assert torch.all(std <= 1e-2) and torch.all(torch.isfinite(std))
+    std.sum().backward()
+    assert torch.all(torch.isfinite(x.grad))
+
+
+def test_unknown_pool_gets_a_hint() -> None:
+    with pytest.raises(ValueError, match="Did you mean 'mlsp'"):
+        create_backbone(TINY, weights="none", pool="mslp")
+
+
+@pytest.mark.parametrize("head", HEADS.names())
+def test_mlsp_pool_is_recorded_and_rebuilt_from_meta(head: str) -> None:
+    cfg = {
+        "backbone": {"name": TINY, "weights": "none", "pool": "mlsp", "input_size": 64},
+        "head": {"name": head, "input_norm": "batchnorm", "hidden": [8]},
+        "thresholds": {"t1": 5.0, "t2": 6.0},
+    }
+    model = build_quality_model(cfg).eval()
+    meta = json.loads(json.dumps(model.meta))
+    assert meta["pool"] == "mlsp" and meta["num_features"] == model.backbone.num_features
+    rebuilt = build_quality_model(meta).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert rebuilt.meta == meta
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(rebuilt(x)["score"], model(x)["score"])
+    # A record written before the option existed means the model's own pooling.
+    legacy = {
+        k: v
+        for k, v in build_quality_model({**cfg, "backbone": {"name": TINY, "weights": "none"}}).meta.items()
+    }
+    legacy.pop("pool")
+    assert build_quality_model(legacy).backbone.pool == "avg"
+
+
+def test_mlsp_model_exports_to_onnx_and_opencv_matches_torch(tmp_path) -> None:
+    import cv2
+
+    from iqs.deploy.export import export_onnx
+    from iqs.deploy.onnx_wrappers import wrap
+
+    torch.manual_seed(0)
+    cfg = {
+        "backbone": {
+            "name": TINY,
+            "weights": "none",
+            "pool": "mlsp",
+            "channels_last": True,
+            "input_size": 64,
+        },
+        "head": {"name": "regression", "input_norm": "batchnorm", "hidden": [16]},
+        "thresholds": {"t1": 5.0, "t2": 6.0},
+    }
+    model = build_quality_model(cfg)
+    # Give the head's running statistics and output something other than their initial values.
+    model.train()
+    for _ in range(3):
+        model(torch.randn(4, 3, 64, 64))
+    model.eval()
+    path = export_onnx(model, model.meta, tmp_path / "mlsp.digikam.onnx", "digikam")
+    net = cv2.dnn.readNet(str(path))
+    graph = wrap(model, dict(model.meta), "digikam").eval()
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        blob = rng.uniform(-1.0, 1.0, (1, 3, 299, 299)).astype(np.float32)
+        with torch.no_grad():
+            ref = graph(torch.from_numpy(blob))
+        ref = (ref[0] if isinstance(ref, (tuple, list)) else ref).numpy()
+        net.setInput(blob)
+        np.testing.assert_allclose(net.forward(), ref, atol=1e-4, rtol=0)
+
+
+def test_pool_levels_keep_the_shallow_levels_and_key_the_cache() -> None:
+    from iqs.train.features import FeatureKey
+    from iqs.train.transforms import InputSpec
+
+    torch.manual_seed(0)
+    full, full_info = create_backbone(TINY, weights="none", pool="mlsp")
+    shallow, info = create_backbone(TINY, weights="none", pool="mlsp", pool_levels=2)
+    shallow.load_state_dict(full.state_dict())
+    # eval first: a train-mode probe would move the BN statistics of one copy only
+    full.eval()
+    shallow.eval()
+    x = torch.randn(2, 3, 64, 64)
+    channels = [int(m.shape[1]) for m in full.body.forward_intermediates(x, intermediates_only=True)]
+    assert info.pool_levels == 2 and info.num_features == 2 * sum(channels[:2]) < full_info.num_features
+    # the shallow features are the leading block of the full ones (same levels, same order)
+    torch.testing.assert_close(shallow(x), full(x)[:, : info.num_features])
+    assert (full.pooling, shallow.pooling) == ("mlsp", "mlsp:2")
+    with pytest.raises(ValueError, match="has 5 levels"):
+        create_backbone(TINY, weights="none", pool="mlsp", pool_levels=9)
+    with pytest.raises(ValueError, match="positive integer"):
+        create_backbone(TINY, weights="none", pool="mlsp", pool_levels=0)
+    # same weights, different pooling: the feature cache must not hand one the other's embeddings
+    spec = InputSpec((64, 64), (0.5,) * 3, (0.5,) * 3)
+    keys = {FeatureKey(TINY, "none", "d", spec, "t", pool=p).digest() for p in ("avg", "mlsp", "mlsp:2")}
+    assert len(keys) == 3

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from iqs.data.scale import assign_labels, gaussian_dist
-from iqs.models.heads import HEADS, build_head, score_to_class_logits
+from iqs.models.heads import HEADS, INPUT_NORM_EPS, build_head, score_to_class_logits
 
 T1, T2 = 5.0, 6.0
 SCORE_HEADS = ("regression", "distribution")
@@ -177,3 +177,38 @@ def test_unknown_head_and_option_names_get_hints() -> None:
         build_head("distribution", 16, {"dropuot": 0.1}, T1, T2)
     with pytest.raises(KeyError, match="Did you mean 'balanced_mse'"):
         build_head("regression", 16, {"loss": "balanced_mze"}, T1, T2)
+
+
+@pytest.mark.parametrize("name", HEADS.names())
+def test_batchnorm_input_norm_standardises_with_the_training_statistics(name: str) -> None:
+    """Eval-mode inputs are z-scored with the training batches' averaged statistics, whatever the scale
+    of each feature (multi-level features differ by orders of magnitude)."""
+    from sklearn.preprocessing import StandardScaler
+
+    gen = torch.Generator().manual_seed(1)
+    scales = torch.logspace(-3, 3, 12)
+    x = torch.randn(320, 12, generator=gen, dtype=torch.float64) * scales + 10 * scales
+    head = build_head(name, 12, {"input_norm": "batchnorm"}, T1, T2).double().train()
+    batches = x.split(64)
+    for batch in batches:
+        head(batch)
+    norm = head.mlp[0]
+    assert isinstance(norm, torch.nn.BatchNorm1d) and not list(norm.parameters())
+    # momentum=None: the plain average over batches of their means and unbiased variances
+    mean = torch.stack([b.mean(0) for b in batches]).mean(0)
+    var = torch.stack([b.var(0, unbiased=True) for b in batches]).mean(0)
+    torch.testing.assert_close(norm.running_mean, mean)
+    torch.testing.assert_close(norm.running_var, var)
+    head.eval()
+    with torch.no_grad():
+        z = norm(x).numpy()
+    np.testing.assert_allclose(z, ((x - mean) / (var + INPUT_NORM_EPS).sqrt()).numpy(), rtol=1e-9, atol=1e-9)
+    # ... which estimates the z-scores of the whole training set, even for the 1e-3 scaled features
+    np.testing.assert_allclose(z, StandardScaler().fit_transform(x.numpy()), atol=0.1)
+    assert head.cfg["input_norm"] == "batchnorm"
+    assert not isinstance(build_head(name, 12, {}, T1, T2).mlp[0], torch.nn.BatchNorm1d)
+
+
+def test_unknown_input_norm_gets_a_hint() -> None:
+    with pytest.raises(ValueError, match="Did you mean 'batchnorm'"):
+        build_head("regression", 16, {"input_norm": "batchnrom"}, T1, T2)

@@ -3,6 +3,18 @@
 `create_backbone` returns a `Backbone` (pooled features, shape (N, num_features)) and a `BackboneInfo`, the
 preprocessing the weights expect. That info goes into the checkpoint's `iqs_meta`, so training, export and
 predict prepare pixels the same way.
+
+Pooling (`pool`):
+- `avg`: timm's own head pooling of the last feature map (global average for most models).
+- `mlsp`: multi-level spatial pooling (Hosu et al., "Effective aesthetics prediction with multi-level spatially
+  pooled features", CVPR 2019): global average and spatial standard deviation of every stage output that timm
+  lists in `feature_info`. Low-level stages see blur, noise and compression artefacts that the last, semantic
+  stage has largely discarded; the standard deviation adds the spatial contrast of each channel.
+- `mlsp_blocks`: the same statistics of every block group (timm's `extra_blocks=True`), a finer hierarchy.
+
+`pool_levels: k` keeps the first k levels of an MLSP pool. The shallow levels respond to the distortion
+(noise, blur, blocking, exposure) rather than to the scene, so with few training photos they generalise
+to new content better than the semantic deep levels, and the forward pass can stop early.
 """
 
 from __future__ import annotations
@@ -20,9 +32,22 @@ from torch import nn
 from iqs.models.packaged_weights import get_packaged, load_packaged_state_dict
 
 WEIGHT_SOURCES = ("packaged", "hub", "none")
+POOLINGS = ("avg", "mlsp", "mlsp_blocks")
 BACKBONE_KEYS = frozenset(
-    {"name", "weights", "freeze", "channels_last", "input_size", "mean", "std", "interpolation"}
+    {
+        "name",
+        "weights",
+        "freeze",
+        "channels_last",
+        "input_size",
+        "mean",
+        "std",
+        "interpolation",
+        "pool",
+        "pool_levels",
+    }
 )
+STD_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -35,6 +60,8 @@ class BackboneInfo:
     std: tuple[float, float, float]
     interpolation: str
     crop_pct: float
+    pool: str = "avg"
+    pool_levels: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -42,18 +69,116 @@ class BackboneInfo:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-class Backbone(nn.Module):
-    """A timm model without classifier; frozen means no gradients and BN kept in eval mode even in `train()`."""
+def check_pool(pool: str) -> str:
+    if pool not in POOLINGS:
+        hint = difflib.get_close_matches(str(pool), POOLINGS, n=1)
+        did_you_mean = f" Did you mean '{hint[0]}'?" if hint else ""
+        raise ValueError(f"unknown backbone pool '{pool}'.{did_you_mean} Known: {', '.join(POOLINGS)}")
+    return pool
 
-    def __init__(self, body: nn.Module, num_features: int, freeze: bool, channels_last: bool) -> None:
+
+def mean_std_pool(x: torch.Tensor, eps: float = STD_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) -> per-channel spatial mean and standard deviation, each (N, C).
+
+    Written as sqrt(relu(E[x^2] - E[x]^2) + eps) rather than `torch.std`: it exports to plain
+    ReduceMean/Mul/Sub/Relu/Sqrt ONNX ops that OpenCV's DNN importer reads, the relu absorbs the small
+    negative values that cancellation leaves for near-constant channels, and eps keeps the gradient finite.
+    """
+    mean = x.mean(dim=(2, 3))
+    mean_sq = (x * x).mean(dim=(2, 3))
+    std = torch.sqrt(torch.relu(mean_sq - mean * mean) + eps)
+    return mean, std
+
+
+def check_levels(levels: int | None) -> int | None:
+    if levels is not None and (isinstance(levels, bool) or int(levels) != levels or int(levels) < 1):
+        raise ValueError(f"pool_levels must be null (every level) or a positive integer, got {levels!r}")
+    return None if levels is None else int(levels)
+
+
+def pool_intermediates(
+    body: nn.Module, x: torch.Tensor, pool: str, levels: int | None = None
+) -> list[torch.Tensor]:
+    """The feature maps an MLSP `pool` summarises: the first `levels` levels (None = all), shallow first.
+
+    timm stops the forward pass after the last level taken, so a shallow pool is also a cheaper one.
+    """
+    extra = pool == "mlsp_blocks"
+    if levels is None:
+        return body.forward_intermediates(x, intermediates_only=True, extra_blocks=extra)
+    # a list, not an int: timm reads an int n as "the last n levels"
+    return body.forward_intermediates(
+        x, indices=list(range(levels)), intermediates_only=True, stop_early=True, extra_blocks=extra
+    )
+
+
+def level_channels(body: nn.Module, pool: str, levels: int | None = None) -> list[int]:
+    """Channels of the feature maps that `pool` summarises (one entry for `avg`: the final features)."""
+    if pool == "avg":
+        return [int(body.num_features)]
+    if not hasattr(body, "forward_intermediates"):
+        raise ValueError(
+            f"pool '{pool}' needs a timm model with forward_intermediates, not {type(body).__name__}"
+        )
+    # A probe is the one way that holds for every architecture (feature_info omits the extra blocks);
+    # at the pretrained size, since some models (ViTs) accept no other.
+    size = int(getattr(body, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[-1])
+    was_training = body.training
+    body.eval()
+    try:
+        with torch.no_grad():
+            maps = pool_intermediates(body, torch.zeros(1, 3, size, size), pool)
+    finally:
+        body.train(was_training)
+    if levels is not None and levels > len(maps):
+        raise ValueError(
+            f"pool_levels={levels}, but pool '{pool}' of {type(body).__name__} has {len(maps)} levels"
+        )
+    return [int(m.shape[1]) for m in maps[:levels]]
+
+
+def pooled_num_features(body: nn.Module, pool: str, levels: int | None = None) -> int:
+    channels = level_channels(body, check_pool(pool), check_levels(levels))
+    return channels[0] if pool == "avg" else 2 * sum(channels)
+
+
+class Backbone(nn.Module):
+    """A timm model without classifier; frozen means no gradients and BN kept in eval mode even in `train()`.
+
+    `forward` returns the pooled (N, num_features) features; with an MLSP pool they are, per level in
+    network order, the channel means then the channel standard deviations. `pool_levels` keeps the first
+    levels only (None = all; ignored by `avg`).
+    """
+
+    def __init__(
+        self,
+        body: nn.Module,
+        num_features: int,
+        freeze: bool,
+        channels_last: bool,
+        pool: str = "avg",
+        pool_levels: int | None = None,
+    ) -> None:
         super().__init__()
         self.body = body
-        self.num_features = num_features
+        self.pool = check_pool(pool)
+        self.pool_levels = None if self.pool == "avg" else check_levels(pool_levels)
+        expected = pooled_num_features(body, self.pool, self.pool_levels)
+        if int(num_features) != expected:
+            raise ValueError(
+                f"pool '{pool}' of {type(body).__name__} gives {expected} features, not {num_features}"
+            )
+        self.num_features = int(num_features)
         self.channels_last = channels_last
         self.frozen = False
         if channels_last:
             self.body.to(memory_format=torch.channels_last)
         self.set_frozen(freeze)
+
+    @property
+    def pooling(self) -> str:
+        """The pooling in one word, e.g. `avg`, `mlsp` or `mlsp:3` (first 3 levels): a feature cache key."""
+        return self.pool if self.pool_levels is None else f"{self.pool}:{self.pool_levels}"
 
     def set_frozen(self, frozen: bool) -> None:
         self.frozen = frozen
@@ -77,8 +202,16 @@ class Backbone(nn.Module):
         if self.frozen:
             # No graph through a frozen body: saves the activations' memory.
             with torch.no_grad():
-                return self.body(x)
-        return self.body(x)
+                return self._pooled(x)
+        return self._pooled(x)
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool == "avg":
+            return self.body(x)
+        stats = []
+        for level in pool_intermediates(self.body, x, self.pool, self.pool_levels):
+            stats.extend(mean_std_pool(level))
+        return torch.cat(stats, dim=1)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -159,8 +292,13 @@ def resolve_info(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     interpolation: str | None = None,
+    pool: str = "avg",
+    pool_levels: int | None = None,
 ) -> BackboneInfo:
-    """Preprocessing: explicit values win, then the packaged weights' record, then timm's pretrained cfg."""
+    """Preprocessing: explicit values win, then the packaged weights' record, then timm's pretrained cfg.
+
+    `num_features` is the size of the `pool`ed features, what a head reads.
+    """
     cfg = timm.data.resolve_data_config({}, model=model)
     base = {
         "input_size": _pair(cfg["input_size"]),
@@ -187,7 +325,15 @@ def resolve_info(
             base[key] = tuple(float(v) for v in value)
     if interpolation is not None:
         base["interpolation"] = str(interpolation)
-    return BackboneInfo(name=name, weights=weights, num_features=int(model.num_features), **base)
+    pool_levels = None if pool == "avg" else check_levels(pool_levels)
+    return BackboneInfo(
+        name=name,
+        weights=weights,
+        num_features=pooled_num_features(model, pool, pool_levels),
+        pool=pool,
+        pool_levels=pool_levels,
+        **base,
+    )
 
 
 def create_backbone(
@@ -199,12 +345,26 @@ def create_backbone(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     interpolation: str | None = None,
+    pool: str = "avg",
+    pool_levels: int | None = None,
 ) -> tuple[Backbone, BackboneInfo]:
-    """`weights`: packaged | hub | none | <path to a state dict>; None preprocessing values come from the weights."""
+    """`weights`: packaged | hub | none | <path to a state dict>; None preprocessing values come from the weights.
+
+    `pool`: avg | mlsp | mlsp_blocks (see the module docstring); `pool_levels`: the first levels only.
+    """
     weights = str(weights)
+    check_pool(pool)
     model = build_timm_model(name, weights, keep_classifier=False)
-    info = resolve_info(model, name, weights, input_size, mean, std, interpolation)
-    return Backbone(model, info.num_features, freeze=freeze, channels_last=channels_last), info
+    info = resolve_info(model, name, weights, input_size, mean, std, interpolation, pool, pool_levels)
+    backbone = Backbone(
+        model,
+        info.num_features,
+        freeze=freeze,
+        channels_last=channels_last,
+        pool=pool,
+        pool_levels=info.pool_levels,
+    )
+    return backbone, info
 
 
 def create_backbone_from_cfg(cfg: Any, weights: str | None = None) -> tuple[Backbone, BackboneInfo]:
@@ -221,4 +381,6 @@ def create_backbone_from_cfg(cfg: Any, weights: str | None = None) -> tuple[Back
         mean=cfg.get("mean"),
         std=cfg.get("std"),
         interpolation=cfg.get("interpolation"),
+        pool=str(cfg.get("pool") or "avg"),
+        pool_levels=cfg.get("pool_levels"),
     )

@@ -1,7 +1,8 @@
 """Backbone + head, and the `iqs_meta` record that rebuilds the same model for export and predict.
 
 `iqs_meta` (plain dict, JSON/YAML safe) keys: schema, backbone, weights, freeze, channels_last, num_features,
-input_size [H, W], mean, std, interpolation, crop_pct, head, head_cfg (effective options), thresholds
+input_size [H, W], mean, std, interpolation, crop_pct, pool (avg | mlsp | mlsp_blocks) and pool_levels
+(null = every level; a record without them predates the options and means avg), head, head_cfg (effective options), thresholds
 [t1, t2], class_names, num_bins, score_scale ("common" 1..10, or "class_index" 0..2 for classification).
 """
 
@@ -59,6 +60,8 @@ def make_meta(info: BackboneInfo, backbone: Backbone, head_name: str, head: Head
         "std": list(info.std),
         "interpolation": info.interpolation,
         "crop_pct": info.crop_pct,
+        "pool": backbone.pool,
+        "pool_levels": backbone.pool_levels,
         "head": head_name,
         "head_cfg": dict(head.cfg),
         "thresholds": [head.t1, head.t2],
@@ -121,6 +124,8 @@ def _from_meta(meta: Mapping[str, Any], pretrained: bool) -> QualityModel:
         mean=meta["mean"],
         std=meta["std"],
         interpolation=meta["interpolation"],
+        pool=str(meta.get("pool", "avg")),
+        pool_levels=meta.get("pool_levels"),
     )
     if info.num_features != int(meta["num_features"]):
         raise ValueError(
@@ -149,6 +154,8 @@ def _from_cfg(cfg: Mapping[str, Any], pretrained: bool) -> QualityModel:
             backbone_cfg.get("mean"),
             backbone_cfg.get("std"),
             backbone_cfg.get("interpolation"),
+            backbone.pool,
+            backbone.pool_levels,
         )
     head_name = head_cfg.pop("name", None)
     if head_name is None:

@@ -68,6 +68,7 @@ class FeatureKey:
     aug_views: int = 0
     aug: dict[str, Any] = field(default_factory=dict)  # train-transform recipe, only when aug_views > 0
     aug_seed: int = 0
+    pool: str = "avg"  # the backbone's pooling (e.g. "mlsp:3"): same weights, different features
 
     def record(self) -> dict[str, Any]:
         d = asdict(self)
@@ -243,6 +244,7 @@ def cached_features(
         aug_views=int(aug_views),
         aug=aug if aug_views else {},
         aug_seed=int(aug_seed) if aug_views else 0,
+        pool=str(getattr(backbone, "pooling", "avg")),
     )
     cache = FeatureCache(Path(cache_dir) / "features")
 

@@ -21,6 +21,7 @@ class ClassificationHead(Head):
     options = {
         "hidden": [],
         "dropout": 0.0,
+        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
         "label_smoothing": 0.0,
         "class_weights": None,  # null or 3 weights (bad, normal, good) scaling each sample's loss
     }
@@ -28,7 +29,13 @@ class ClassificationHead(Head):
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
         n = len(CLASS_NAMES)
-        self.mlp = make_mlp(self.in_features, list(self.cfg["hidden"]), float(self.cfg["dropout"]), n)
+        self.mlp = make_mlp(
+            self.in_features,
+            list(self.cfg["hidden"]),
+            float(self.cfg["dropout"]),
+            n,
+            str(self.cfg["input_norm"]),
+        )
         smoothing = float(self.cfg["label_smoothing"])
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}")

@@ -20,13 +20,20 @@ class DistributionHead(Head):
     options = {
         "hidden": [],  # MLP widths; [] is NIMA's dropout + linear layer
         "dropout": 0.0,
+        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
         "emd_r": 2.0,
         "sharpness": 4.0,
     }
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
-        self.mlp = make_mlp(self.in_features, list(self.cfg["hidden"]), float(self.cfg["dropout"]), N_BINS)
+        self.mlp = make_mlp(
+            self.in_features,
+            list(self.cfg["hidden"]),
+            float(self.cfg["dropout"]),
+            N_BINS,
+            str(self.cfg["input_norm"]),
+        )
         self.register_buffer("bin_centres", torch.tensor(BIN_CENTRES, dtype=torch.float32), persistent=False)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ class RegressionHead(Head):
     options = {
         "hidden": [],  # MLP widths; [] is a linear layer
         "dropout": 0.0,
+        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
         "loss": "mse",  # mse | huber | l1 | balanced_mse (see iqs.losses.regression_losses)
         "huber_delta": 1.0,
         "bmc_init_sigma": 1.0,  # initial noise sigma of balanced_mse, on the common scale
@@ -26,7 +27,13 @@ class RegressionHead(Head):
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
-        self.mlp = make_mlp(self.in_features, list(self.cfg["hidden"]), float(self.cfg["dropout"]), 1)
+        self.mlp = make_mlp(
+            self.in_features,
+            list(self.cfg["hidden"]),
+            float(self.cfg["dropout"]),
+            1,
+            str(self.cfg["input_norm"]),
+        )
         init = self.cfg["init_score"]
         init = (COMMON_LO + COMMON_HI) / 2 if init is None else float(init)
         # Starting at the data mean spares the first epochs from learning a constant offset.
