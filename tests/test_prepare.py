@@ -31,7 +31,9 @@ def photo_folder(tmp_path):
 
 def test_shards_give_the_pixels_of_a_direct_decode(photo_folder, tmp_path):
     root, paths = photo_folder
-    rep = prepare_source("demo", root, paths, tmp_path / "cache", short_side=256, shard_size=3, workers=1, progress=False)
+    rep = prepare_source(
+        "demo", root, paths, tmp_path / "cache", short_side=256, shard_size=3, workers=1, progress=False
+    )
     assert rep.shards_written == 3 and rep.shards_reused == 0
     assert [p for p, _ in rep.errors] == [str(root / "img/broken.jpg")]
     pre = PreparedImages(rep.out_dir)
@@ -46,7 +48,11 @@ def test_shards_give_the_pixels_of_a_direct_decode(photo_folder, tmp_path):
         ref = cv2.resize(full, size, interpolation=cv2.INTER_AREA) if min(h, w) > 256 else full
         # DCT-domain downscaling differs from a full decode only by rounding: 1 px of size at most
         assert min(got.shape[:2]) == min(256, min(h, w))
-        assert max(abs(a - b) for a, b in zip(got.shape, ref.shape, strict=True)) <= 1, (p, got.shape, ref.shape)
+        assert max(abs(a - b) for a, b in zip(got.shape, ref.shape, strict=True)) <= 1, (
+            p,
+            got.shape,
+            ref.shape,
+        )
         if got.shape != ref.shape:
             got = cv2.resize(got, ref.shape[1::-1], interpolation=cv2.INTER_AREA)
         diff = np.abs(got.astype(int) - ref.astype(int))
@@ -62,7 +68,9 @@ def test_prepare_resumes_and_rebuilds_only_missing_shards(photo_folder, tmp_path
     assert len(metas) == 3
     # simulate a run interrupted after its first shards: remove the last one
     metas[-1].unlink()
-    again = prepare_source("demo", root, paths, cache, short_side=128, shard_size=3, workers=1, progress=False)
+    again = prepare_source(
+        "demo", root, paths, cache, short_side=128, shard_size=3, workers=1, progress=False
+    )
     assert again.shards_reused == 2 and again.shards_written == 1
     entries = [e for m in sorted(again.out_dir.glob("shard-*.json")) for e in json.loads(m.read_text())]
     assert sorted(e["path"] for e in entries) == sorted(paths)
@@ -75,7 +83,9 @@ def test_prepared_images_pickle_without_open_maps(photo_folder, tmp_path):
     import pickle
 
     root, paths = photo_folder
-    rep = prepare_source("demo", root, paths, tmp_path / "c", short_side=64, shard_size=4, workers=1, progress=False)
+    rep = prepare_source(
+        "demo", root, paths, tmp_path / "c", short_side=64, shard_size=4, workers=1, progress=False
+    )
     pre = PreparedImages(rep.out_dir)
     first = pre.get(paths[0]).copy()
     clone = pickle.loads(pickle.dumps(pre))
@@ -91,7 +101,9 @@ def test_training_rows_read_pixels_from_the_shards(photo_folder, tmp_path):
 
     root, paths = photo_folder
     good = paths[:-1]
-    rep = prepare_source("demo", root, good, tmp_path / "c", short_side=320, shard_size=4, workers=1, progress=False)
+    rep = prepare_source(
+        "demo", root, good, tmp_path / "c", short_side=320, shard_size=4, workers=1, progress=False
+    )
     n = len(good)
     table = make_table("demo", good, good, np.full(n, 5.0), np.full(n, 5.0), np.full((n, 10), 0.1))
     table["label"] = 1

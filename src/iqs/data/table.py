@@ -67,7 +67,9 @@ def make_table(
     df["std"] = np.asarray(std, dtype=np.float64) if std is not None else np.nan
     df["split"] = pd.Series(split if split is not None else [None] * n, dtype=object).to_numpy()
     df["group"] = (
-        pd.Series(np.asarray(group)).astype(str).to_numpy() if group is not None else dataset + ":" + df["image_id"]
+        pd.Series(np.asarray(group)).astype(str).to_numpy()
+        if group is not None
+        else dataset + ":" + df["image_id"]
     )
     return df[COLUMNS]
 
