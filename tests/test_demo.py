@@ -166,6 +166,20 @@ def test_each_source_has_its_own_skew(demo: Path) -> None:
     assert common["spaq"].std() > 1.5 * common["ava"].std()
 
 
+def test_skews_come_from_content_so_the_common_scale_agrees_across_sources(demo: Path) -> None:
+    meta = pd.read_csv(demo / "distortions.csv", dtype={"image_id": str})
+    damaged = meta[meta["level"] > 0]
+    share = damaged.groupby("source")["level"].value_counts(normalize=True).unstack(fill_value=0.0)
+    # AVA-like: rarely ruined; KonIQ-like: mostly mild damage; SPAQ-like: every level
+    assert share.loc["ava", 5] < share.loc["spaq", 5] and share.loc["ava", [2, 3]].sum() > 0.45
+    assert share.loc["koniq", 1] > share.loc["spaq", 1] and share.loc["koniq", 5] < share.loc["spaq", 5]
+    pooled = pd.concat(
+        [scored_meta(demo, s).assign(common=lambda d, s=s: to_common(d["mos"], *RANGES[s])) for s in READERS]
+    )
+    # one damage, about one common score in every source: the latent quality orders the pooled scores
+    assert stats.spearmanr(pooled["latent_quality"], pooled["common"])[0] > 0.94
+
+
 def test_rater_votes_carry_rater_bias() -> None:
     panel = PANELS["koniq"]
     means = np.full(400, 3.0)

@@ -37,7 +37,7 @@ from iqs.data.demo.scoring import (
 from iqs.data.scale import std_to_common, to_common
 
 # bump whenever a change alters the files, so existing builds are rebuilt on next use
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 BUILD_FILE = "BUILD.json"
 META_FILE = "distortions.csv"  # per image: source, id, reference crop, distortion, level (for analysis)
 

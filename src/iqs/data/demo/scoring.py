@@ -5,9 +5,15 @@ The latent quality is `1 - degradation(distortion, level)` plus a small offset p
 (a texture hides noise better than a sky). Severity therefore dominates, as in TID2013/KADID,
 while the offsets keep the task from being a lookup of the distortion level.
 
-Each source maps the latent quality onto its own skew by a normal-score (rank) transform into a
+A source's skew has two causes, as in the real datasets. First, what it holds: each source draws
+distortion levels from its own mix (`LEVEL_MIX`): the AVA-like one mostly mild-to-moderate damage,
+the KonIQ-like one mostly good photos with a thin low tail, the SPAQ-like one every level alike.
+Second, how its raters use the scale: a normal-score (rank) transform maps the latent quality into a
 target shape, so that the order of images is kept and the distribution of image means looks like
 the real dataset's: AVA concentrated around 5.4, KonIQ-10k mid-high with a long low tail, SPAQ broad.
+Because the content mix already carries most of each skew, the three rank maps nearly agree on the
+common scale: a given damage gets about the same common score in every source (the latent quality
+orders the pooled means at about 0.96 Spearman; with one content mix for all it was 0.92).
 Individual raters then vote: image mean + rater bias + per-vote noise, rounded and clipped to the
 source's vote levels, so the files carry real vote histograms (and rater effects, for KonIQ's z-scores).
 """
@@ -55,6 +61,14 @@ PANELS: dict[str, Panel] = {
     "koniq": Panel(tuple(range(1, 6)), (100, 125), 0.48, 0.22, 1400, 3.2, 0.52, stats.skewnorm(-4.0)),
     # SPAQ: a 0..100 slider, few raters per image, MOS broad (mean ~50, sd ~21)
     "spaq": Panel(tuple(range(0, 101)), (15, 15), 11.0, 5.0, 60, 50.0, 21.0, stats.beta(1.6, 1.6)),
+}
+
+
+# Relative frequency of distortion levels 1..5 per source (levels are drawn without replacement).
+LEVEL_MIX: dict[str, tuple[float, ...]] = {
+    "ava": (2.0, 4.0, 4.0, 2.0, 0.5),  # photo-contest entries: rarely ruined, rarely flawless
+    "koniq": (6.0, 3.0, 1.5, 0.8, 0.5),  # in-the-wild photos kept for quality: mostly fine, a low tail
+    "spaq": (1.0, 1.0, 1.0, 1.0, 1.0),  # phone shots taken to span the range
 }
 
 
@@ -155,7 +169,8 @@ def plan_items(
     """Each source gets every reference's pristine crop plus its own distortion types at a few levels.
 
     A reference's nine distortion types are dealt out across the sources (so the same distorted
-    image rarely appears twice), and each source sees every type at every level over the references.
+    image rarely appears twice), and each source sees every type over the references, at levels
+    drawn from its `LEVEL_MIX`.
     """
     rng = np.random.default_rng([seed, 4])
     names = DISTORTIONS.names()
@@ -166,7 +181,8 @@ def plan_items(
             plan[source].append(Item(r, PRISTINE, 0))
             for j in range(types_per_source):
                 name = names[order[(k * types_per_source + j) % len(names)]]
-                levels = np.sort(rng.choice(5, size=levels_per_type, replace=False)) + 1
+                mix = np.asarray(LEVEL_MIX[source]) / sum(LEVEL_MIX[source])
+                levels = np.sort(rng.choice(5, size=levels_per_type, replace=False, p=mix)) + 1
                 plan[source].extend(Item(r, name, int(lv)) for lv in levels)
     for source in sources:
         perm = rng.permutation(len(plan[source]))  # file order must not reveal the design
