@@ -1,0 +1,81 @@
+"""Probe how well a run's frozen embeddings can rank the demo, whatever head sits on them.
+
+An RBF SVR on the standardised embeddings, cross-validated over reference photos (5 folds: every image
+is scored by a model that never saw its reference), on exactly the embeddings `iqs train` caches for the
+same overrides. It prints SRCC pooled and per source against the scores, and against the demo's latent
+quality (`distortions.csv`), which no source's rater skew distorts.
+
+    .venv/bin/python experiments/2026-11-demo-srcc-bounds/svr_probe.py backbone.input_size=224
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVR
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def main(overrides: list[str]) -> None:
+    from iqs.config import compose
+    from iqs.data.mixture import build_mixture
+    from iqs.models import build_quality_model
+    from iqs.rebalance import build_rebalancer
+    from iqs.train.datamodule import QualityDataModule
+    from iqs.train.features import cached_features
+    from iqs.train.run import model_config
+    from iqs.train.transforms import InputSpec
+
+    cfg = compose("train", ["experiment=demo", *overrides])
+    mixture = build_mixture(cfg.data, cfg.thresholds)
+    rebalancer = build_rebalancer(cfg.rebalance)
+    model = build_quality_model(model_config(cfg, rebalancer))
+    spec = InputSpec.from_meta(model.meta)
+    dm = QualityDataModule(mixture, spec, rebalancer, batch_size=32, seed=int(cfg.seed))
+    features = cached_features(
+        model.backbone,
+        backbone_name=str(model.meta["backbone"]),
+        weights=str(model.meta["weights"]),
+        spec=spec,
+        paths=list(dm.paths),
+        table_fingerprint=dm.fingerprint,
+        cache_dir=Path(str(cfg.paths.cache_dir)),
+        dtype=str(cfg.cache.dtype),
+        batch_size=int(cfg.cache.batch_size),
+    )
+    table = dm.table.reset_index(drop=True)
+    meta = pd.read_csv(Path(str(cfg.data.demo_dir)) / "distortions.csv", dtype={"image_id": str})
+    meta["dataset"] = "demo_" + meta["source"]
+    table = table.assign(image_id=table["image_id"].astype(str)).merge(
+        meta[["dataset", "image_id", "latent_quality"]],
+        on=["dataset", "image_id"],
+        how="left",
+        validate="1:1",
+    )
+
+    x, y = features.eval.numpy().astype(np.float64), table["score"].to_numpy()
+    pred = np.empty(len(y))
+    for train, test in GroupKFold(5).split(x, y, table["group"]):
+        svr = make_pipeline(StandardScaler(), SVR(C=3.0)).fit(x[train], y[train])
+        pred[test] = svr.predict(x[test])
+
+    print(
+        f"{features.key.pool} at {spec.size[0]} px, {x.shape[1]} features, {table['group'].nunique()} references"
+    )
+    print(f"  SRCC vs score, pooled:      {spearmanr(pred, y)[0]:.3f}")
+    for name, sub in table.groupby("dataset"):
+        print(f"  SRCC vs score, {name:11s} {spearmanr(pred[sub.index], y[sub.index])[0]:.3f}")
+    print(f"  SRCC vs latent quality:     {spearmanr(pred, table['latent_quality'])[0]:.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
