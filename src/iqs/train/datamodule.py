@@ -34,12 +34,13 @@ class _Rows(Dataset):
         self, table: pd.DataFrame, rows: np.ndarray, dataset_idx: np.ndarray, weight: np.ndarray
     ) -> None:
         part = table.iloc[rows]
-        self.rows = torch.as_tensor(rows, dtype=torch.long)
-        self.score = torch.as_tensor(part["score"].to_numpy(np.float32))
-        self.dist = torch.as_tensor(part[DIST_COLUMNS].to_numpy(np.float32))
-        self.label = torch.as_tensor(part["label"].to_numpy(np.int64))
-        self.dataset_idx = torch.as_tensor(dataset_idx[rows], dtype=torch.long)
-        self.weight = torch.as_tensor(np.asarray(weight, dtype=np.float32))
+        # torch.tensor copies: pandas' copy-on-write hands out read-only arrays, which torch cannot share
+        self.rows = torch.tensor(rows, dtype=torch.long)
+        self.score = torch.tensor(part["score"].to_numpy(np.float32))
+        self.dist = torch.tensor(part[DIST_COLUMNS].to_numpy(np.float32))
+        self.label = torch.tensor(part["label"].to_numpy(np.int64))
+        self.dataset_idx = torch.tensor(dataset_idx[rows], dtype=torch.long)
+        self.weight = torch.tensor(np.asarray(weight, dtype=np.float32))
 
     def __len__(self) -> int:
         return len(self.rows)
