@@ -31,8 +31,7 @@ def main(overrides: list[str]) -> None:
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer
     from iqs.train.datamodule import QualityDataModule
-    from iqs.train.features import cached_features
-    from iqs.train.run import model_config
+    from iqs.train.run import frozen_features, model_config
     from iqs.train.transforms import InputSpec
 
     cfg = compose("train", ["experiment=demo", *overrides])
@@ -41,17 +40,7 @@ def main(overrides: list[str]) -> None:
     model = build_quality_model(model_config(cfg, rebalancer))
     spec = InputSpec.from_meta(model.meta)
     dm = QualityDataModule(mixture, spec, rebalancer, batch_size=32, seed=int(cfg.seed))
-    features = cached_features(
-        model.backbone,
-        backbone_name=str(model.meta["backbone"]),
-        weights=str(model.meta["weights"]),
-        spec=spec,
-        paths=list(dm.paths),
-        table_fingerprint=dm.fingerprint,
-        cache_dir=Path(str(cfg.paths.cache_dir)),
-        dtype=str(cfg.cache.dtype),
-        batch_size=int(cfg.cache.batch_size),
-    )
+    features = frozen_features(cfg, model, dm)
     table = dm.table.reset_index(drop=True)
     meta = pd.read_csv(Path(str(cfg.data.demo_dir)) / "distortions.csv", dtype={"image_id": str})
     meta["dataset"] = "demo_" + meta["source"]

@@ -88,6 +88,33 @@ def prepared_images(cfg: DictConfig, mixture: Any) -> dict[str, Any]:
     return found
 
 
+def frozen_features(cfg: DictConfig, model: Any, datamodule: Any) -> Any:
+    """The frozen backbone's embeddings of the datamodule's rows, from the feature cache or computed.
+
+    One place builds the cache key from the config, so anything else that reads a run's embeddings
+    (e.g. an analysis script) gets the very entry the run trained on.
+    """
+    from iqs.train.features import cached_features
+    from iqs.train.transforms import InputSpec
+
+    return cached_features(
+        model.backbone,
+        backbone_name=str(model.meta["backbone"]),
+        weights=str(model.meta["weights"]),
+        spec=InputSpec.from_meta(model.meta),
+        paths=list(datamodule.paths),
+        table_fingerprint=datamodule.fingerprint,
+        cache_dir=Path(str(cfg.paths.cache_dir)),
+        aug_views=int(cfg.cache.aug_views),
+        aug=OmegaConf.to_container(cfg.augment, resolve=True),
+        aug_seed=int(cfg.seed),
+        dtype=str(cfg.cache.dtype),
+        batch_size=int(cfg.cache.batch_size),
+        num_workers=int(cfg.loader.num_workers),
+        device=extraction_device(cfg),
+    )
+
+
 def make_callbacks(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     from pytorch_lightning.callbacks import (
         EarlyStopping,
@@ -156,7 +183,6 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     from iqs.rebalance import build_rebalancer
     from iqs.tracking import make_lightning_logger
     from iqs.train.datamodule import QualityDataModule
-    from iqs.train.features import cached_features
     from iqs.train.module import QualityLitModule, predictions_frame
     from iqs.train.transforms import InputSpec
 
@@ -193,22 +219,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
 
     cache_state = "off"
     if bool(cfg.cache.enabled) and model.backbone.frozen:
-        features = cached_features(
-            model.backbone,
-            backbone_name=str(model.meta["backbone"]),
-            weights=str(model.meta["weights"]),
-            spec=spec,
-            paths=list(datamodule.paths),
-            table_fingerprint=datamodule.fingerprint,
-            cache_dir=Path(str(cfg.paths.cache_dir)),
-            aug_views=int(cfg.cache.aug_views),
-            aug=OmegaConf.to_container(cfg.augment, resolve=True),
-            aug_seed=int(cfg.seed),
-            dtype=str(cfg.cache.dtype),
-            batch_size=int(cfg.cache.batch_size),
-            num_workers=int(cfg.loader.num_workers),
-            device=extraction_device(cfg),
-        )
+        features = frozen_features(cfg, model, datamodule)
         datamodule.attach_features(features)
         cache_state = "hit" if features.hit else "miss"
     run.set_tags({"feature_cache": cache_state})
