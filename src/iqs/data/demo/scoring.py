@@ -175,14 +175,14 @@ def plan_items(
     rng = np.random.default_rng([seed, 4])
     names = DISTORTIONS.names()
     plan: dict[str, list[Item]] = {s: [] for s in sources}
+    mix = {s: np.asarray(LEVEL_MIX[s]) / sum(LEVEL_MIX[s]) for s in sources}
     for r in range(n_refs):
         order = rng.permutation(len(names))
         for k, source in enumerate(sources):
             plan[source].append(Item(r, PRISTINE, 0))
             for j in range(types_per_source):
                 name = names[order[(k * types_per_source + j) % len(names)]]
-                mix = np.asarray(LEVEL_MIX[source]) / sum(LEVEL_MIX[source])
-                levels = np.sort(rng.choice(5, size=levels_per_type, replace=False, p=mix)) + 1
+                levels = np.sort(rng.choice(5, size=levels_per_type, replace=False, p=mix[source])) + 1
                 plan[source].extend(Item(r, name, int(lv)) for lv in levels)
     for source in sources:
         perm = rng.permutation(len(plan[source]))  # file order must not reveal the design
