@@ -164,8 +164,10 @@ def predict_paths(
 ) -> Iterator[Row]:
     """Rows in input order; `workers` threads each decode and score whole photos."""
     workers = max(1, workers or os.cpu_count() or 1)
-    # Two photos per worker in flight: a worker never waits for the consumer, and memory stays bounded.
-    in_flight_limit = 2 * workers
+    # Decoded pixels live only inside a running worker (at most `workers` photos); the queue holds paths and
+    # finished rows, which are small. Eight per worker lets the others run ahead while one slow file (a huge
+    # PNG among JPEGs) holds the head of the queue, whose row must come out first.
+    in_flight_limit = 8 * workers
     pending: deque[Future[Row]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iqs-predict") as pool:
         try:
