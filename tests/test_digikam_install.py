@@ -176,7 +176,16 @@ def test_wrong_files_are_refused_with_the_fix(xdg, tmp_path: Path, digikam_onnx:
     assert "came with 8.0" in capsys.readouterr().err
 
 
-def test_version_detection() -> None:
+def test_version_detection(xdg, tmp_path: Path) -> None:
+    user, system = xdg
+    assert dk.detect_version(dk.data_dirs()) == dk.LEGACY  # a models folder, no dnnmodels.conf
+    _with_conf(system)
+    assert dk.detect_version(dk.data_dirs()) == dk.DNNMODELS
+    with pytest.raises(dk.InstallError, match="Start digiKam once"):
+        dk.detect_version(dk.data_dirs(tmp_path / "no-digikam-here"))
+
+
+def test_version_parsing() -> None:
     assert dk.parse_version("8.2") == dk.LEGACY and dk.parse_version("8.4.1") == dk.LEGACY
     assert dk.parse_version("8.5") == dk.DNNMODELS and dk.parse_version("8.5+") == dk.DNNMODELS
     assert dk.parse_version("9.0") == dk.DNNMODELS

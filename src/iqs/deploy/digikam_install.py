@@ -96,8 +96,16 @@ def models_dir(dirs: list[Path]) -> Path:
 
 
 def detect_version(dirs: list[Path]) -> str:
-    """8.5+ ships dnnmodels.conf; without one, the digiKam here is 8.0-8.4 (or its config is missing)."""
-    return DNNMODELS if os.environ.get(CONF_ENV) or locate(STOCK_CONF, dirs, want_dir=False) else LEGACY
+    """8.5+ ships dnnmodels.conf; a models folder without one is 8.0-8.4; neither: ask the user."""
+    if os.environ.get(CONF_ENV) or locate(STOCK_CONF, dirs, want_dir=False):
+        return DNNMODELS
+    if locate(MODELS_SUBDIR, dirs, want_dir=True):
+        return LEGACY
+    raise InstallError(
+        f"found neither {STOCK_CONF} (digiKam 8.5+) nor a {MODELS_SUBDIR} folder (8.0-8.4) under "
+        f"{', '.join(map(str, dirs))}. Start digiKam once (it downloads its models there), "
+        "or pass --digikam-version and --data-dir"
+    )
 
 
 def parse_version(text: str) -> str:
@@ -205,7 +213,7 @@ def plan_legacy_install(model: Path, models: Path) -> tuple[Plan, dict]:
         if record.get("version") == LEGACY and current == record.get("installed_sha256"):
             plan.steps.append(f"replace our earlier model {target} (the backup stays: {backup})")
         elif record.get("version") == LEGACY and current == record.get("stock_sha256"):
-            plan.steps.append(f"{target} is the backed-up original again (digiKam's downloader?); replace it")
+            plan.steps.append(f"replace {target}: it is the backed-up original again (digiKam's downloader?)")
         elif record:
             raise InstallError(
                 f"{target} (SHA-256 {current[:12]}…) is neither the model we installed nor the backed-up one "
@@ -223,7 +231,7 @@ def plan_legacy_install(model: Path, models: Path) -> tuple[Plan, dict]:
             )
     else:
         record = record or {"version": LEGACY, "target": str(target), "backup": None, "stock_sha256": None}
-        plan.steps.append(f"{target} does not exist yet: nothing to back up")
+        plan.steps.append(f"skip the backup: {target} does not exist yet")
     record.update(installed_sha256=model_sha, installed_from=str(model))
     plan.steps.append(f"copy {model} -> {target} (SHA-256 {model_sha[:12]}…)")
     if model.stat().st_size != STOCK_PB_SIZE:
