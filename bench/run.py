@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -59,6 +60,16 @@ def machine() -> dict:
     }
 
 
+def _scheduler() -> str:
+    """SCHED_OTHER normally; SCHED_RR/FIFO when the run was started under `chrt` (recorded, never hidden)."""
+    try:
+        policy = os.sched_getscheduler(0)
+        names = ("SCHED_OTHER", "SCHED_BATCH", "SCHED_IDLE", "SCHED_FIFO", "SCHED_RR")
+        return next((n for n in names if getattr(os, n, None) == policy), "unknown")
+    except (AttributeError, OSError):  # not Linux
+        return "unknown"
+
+
 def _load_results(out: Path) -> dict:
     results = json.loads(out.read_text()) if out.exists() else {}
     if any(name not in BENCHMARKS for name in results):  # the old flat layout: one machine for mixed runs
@@ -66,32 +77,9 @@ def _load_results(out: Path) -> dict:
     return results
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run only these benchmarks")
-    ap.add_argument("--out", default=str(HERE / "results.json"))
-    args = ap.parse_args()
-
-    from rich.console import Console
+def render(results: dict) -> Any:
+    """The results, one section per benchmark headed by the run it came from."""
     from rich.table import Table
-
-    console = Console()
-    out = Path(args.out)
-    results = _load_results(out)
-    run = {
-        "id": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python bench/run.py" + (" --only " + " ".join(args.only) if args.only else ""),
-        "machine": machine(),
-    }
-    for name in args.only or BENCHMARKS:
-        console.print(f"[bold]{name}[/]: {BENCHMARKS[name]}")
-        started = {"date": time.strftime("%Y-%m-%d"), "load_average_before": list(os.getloadavg())}
-        with tempfile.TemporaryDirectory(prefix=f"iqs-bench-{name}-") as work:
-            t0 = time.perf_counter()
-            got = importlib.import_module(name).run(work)
-            got[f"{name}_wall_seconds"] = round(time.perf_counter() - t0, 1)
-        results[name] = {"run": {**run, **started}, "results": got}
-        out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
     table = Table(title="benchmarks (each from the run named under it)")
     table.add_column("key", no_wrap=True)
@@ -101,8 +89,8 @@ def main() -> int:
         if name not in results:
             continue
         block = results[name]
-        machine_line = f"{block['run']['machine']['cores']} cores, {block['run']['machine']['cpu']}"
-        table.add_row(f"[bold]{name}[/]", f"run {block['run']['id']}", machine_line, "", end_section=False)
+        origin = block["run"]
+        table.add_row(f"[bold]{name}[/]", f"run {origin['id']}", f"{origin['machine']['cores']} cores", "")
         for key, value in sorted(block["results"].items()):
             if isinstance(value, dict | str):  # descriptions and notes: in the JSON, not the table
                 continue
@@ -115,6 +103,40 @@ def main() -> int:
             shown = f"{value:.3g}" if isinstance(value, float) else str(value)
             table.add_row(key, shown, f"{goal[0]} {goal[1]}" if goal else "", met)
         table.add_section()
+    return table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run only these benchmarks")
+    ap.add_argument("--out", default=str(HERE / "results.json"))
+    args = ap.parse_args()
+
+    from rich.console import Console
+
+    console = Console()
+    out = Path(args.out)
+    results = _load_results(out)
+    run = {
+        "id": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python bench/run.py" + (" --only " + " ".join(args.only) if args.only else ""),
+        "machine": machine(),
+    }
+    for name in args.only or BENCHMARKS:
+        console.print(f"[bold]{name}[/]: {BENCHMARKS[name]}")
+        started = {
+            "date": time.strftime("%Y-%m-%d"),
+            "load_average_before": [round(x, 2) for x in os.getloadavg()],
+            "scheduler": _scheduler(),
+        }
+        with tempfile.TemporaryDirectory(prefix=f"iqs-bench-{name}-") as work:
+            t0 = time.perf_counter()
+            got = importlib.import_module(name).run(work)
+            got[f"{name}_wall_seconds"] = round(time.perf_counter() - t0, 1)
+        results[name] = {"run": {**run, **started}, "results": got}
+        out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+    table = render(results)
     console.print(table)
     console.print(f"written to {out}")
     return 0
