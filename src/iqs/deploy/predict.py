@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="iqs-predict-"))
-        scorer = OnnxScorer(resolve_model(str(cfg.model), Path(tmp)), threads=int(cfg.ort_threads))
+        scorer = OnnxScorer(resolve_model(str(cfg.model), Path(tmp)), threads=int(cfg.ort_threads or 1))
         total = sum(1 for _ in iter_image_paths(inputs))
         handle = (
             stack.enter_context(open(output, "w", newline="", encoding="utf-8")) if output else sys.stdout
