@@ -250,3 +250,16 @@ def test_data_dir_replaces_the_search_list(tmp_path: Path, monkeypatch, capsys) 
     assert cli.main(args) == 0
     assert (root / "digikam" / "facesengine" / dk.STOCK_PB).read_bytes() == b"ours"
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_models_dir_option(xdg, tmp_path: Path) -> None:
+    models = tmp_path / "my-models"
+    model = tmp_path / "m.pb"
+    model.write_bytes(b"ours")
+    assert (
+        cli.main(["digikam", "install", str(model), "--digikam-version", "8.2", "--models-dir", str(models)])
+        == 0
+    )
+    assert (models / dk.STOCK_PB).read_bytes() == b"ours"
+    assert cli.main(["digikam", "restore", "--models-dir", str(models)]) == 0
+    assert not (models / dk.STOCK_PB).exists()

@@ -435,11 +435,17 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument(
             "--data-dir", default=None, help="the folder holding digikam/ (default: Qt's data folders)"
         )
+        sp.add_argument(
+            "--models-dir",
+            type=Path,
+            default=None,
+            help="digiKam's models folder, where newer versions let you move it (default: digikam/facesengine)",
+        )
         sp.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     inst.add_argument("--conf-out", type=Path, default=None, help="8.5+: where to write our dnnmodels.conf")
     args = p.parse_args(argv)
     dirs = data_dirs(args.data_dir)
-    models = models_dir(dirs)
+    models = args.models_dir.expanduser().resolve() if args.models_dir else models_dir(dirs)
     try:
         if args.command == "restore":
             plan, record = plan_restore(models)
