@@ -17,6 +17,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("compare",): ("iqs.tracking.compare", "Compare tracked runs side by side"),
     ("export",): ("iqs.deploy.export", "Export a run to ONNX in digiKam's contract"),
     ("predict",): ("iqs.deploy.predict", "Score photo folders, optionally write XMP pick labels"),
+    ("digikam",): (
+        "iqs.deploy.digikam_install",
+        "Install an exported model into digiKam, or restore its own",
+    ),
 }
 
 
