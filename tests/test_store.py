@@ -31,7 +31,10 @@ def test_precedence_is_the_same_for_every_command(tmp_path: Path, monkeypatch: p
     assert tracking_uri_for({"logger": {"tracking_uri": explicit}}) == explicit
     assert tracking_uri_for({"paths": {"mlruns_dir": "elsewhere"}}) == f"sqlite:///{tmp_path}/env/store.db"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert tracking_uri_for({"paths": {"mlruns_dir": "elsewhere"}}) == f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    assert (
+        tracking_uri_for({"paths": {"mlruns_dir": "elsewhere"}})
+        == f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    )
     assert (tmp_path / "elsewhere").is_dir()  # the store's folder exists before MLflow opens it
     assert tracking_uri_for({"logger": {"tracking_uri": "http://mlflow:5000"}}) == "http://mlflow:5000"
 
