@@ -3,6 +3,8 @@
     iqs export run_id=<id>                      # best checkpoint of a tracked run; files logged back to it
     iqs export checkpoint=path/to/best.ckpt     # a Lightning checkpoint carrying `iqs_meta`
     iqs export checkpoint=... profiles=[digikam] out_dir=exports/mine opset=17
+    iqs export run_id=<id> register=iqs-digikam alias=shipped   # also a version in the MLflow Model Registry
+    iqs export checkpoint=models:/iqs-digikam@shipped        # re-export a registered version's checkpoint
 
 Writes `<out_dir>/<name>.digikam.onnx`, `<name>.full.onnx` and `MODEL_CARD.md`; see onnx_wrappers for the
 two profiles. Every export is checked before it is kept: onnxruntime must match PyTorch, and the digikam
