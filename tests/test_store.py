@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from iqs import cli
 from iqs.config import compose
 from iqs.deploy import export
 from iqs.tracking import ui
@@ -56,7 +57,7 @@ def test_export_reads_the_run_from_the_explicit_store_not_the_environment(
 def test_ui_serves_the_resolved_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/env.db")
-    assert ui.main(["dry_run=true", "port=5077"]) == 0
+    assert cli.main(["ui", "dry_run=true", "port=5077"]) == 0  # `iqs ui`, what `make ui` runs
     out = capsys.readouterr().out
     assert f"MLflow store: sqlite:///{tmp_path}/env.db" in out
     cmd = ui.ui_command(compose("ui", ["port=5077"]))
