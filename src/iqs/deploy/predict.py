@@ -98,22 +98,39 @@ class OnnxScorer:
         return score.reshape(-1), probs
 
 
-def resolve_model(spec: str, tmp_dir: Path) -> Path:
-    """A full ONNX as is; a checkpoint or an MLflow run id is exported to `tmp_dir` first."""
+def resolve_model(spec: str, tmp_dir: Path, cfg: Any = None) -> Path:
+    """A full ONNX as is; a checkpoint, an MLflow run id or a registered model (`models:/<name>@<alias>`,
+    `models:/<name>/<version>`) becomes one in `tmp_dir`. The MLflow store is `cfg`'s (iqs.tracking.store)."""
+    from iqs.checkpoints import load_checkpoint
+    from iqs.config import compose
     from iqs.deploy import export
+    from iqs.tracking.model_registry import download_model, find_file, is_model_uri
+    from iqs.tracking.store import tracking_uri_for
 
+    def from_checkpoint(path: Path) -> Path:
+        model, meta = load_checkpoint(path)
+        return export.export_model(model, meta, tmp_dir, path.stem, ["full"], 17, str(path))["full"]
+
+    def store() -> str:
+        return tracking_uri_for(cfg if cfg is not None else compose("export", []))
+
+    if is_model_uri(spec):
+        folder, _ = download_model(spec, store(), tmp_dir / "registered")
+        if any(folder.rglob("*.full.onnx")) or not any(folder.rglob("*.ckpt")):
+            return find_file(folder, ".full.onnx", spec)
+        return from_checkpoint(find_file(folder, ".ckpt", spec))
     path = Path(spec)
     if path.suffix == ".onnx":
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         return path
     if path.suffix == ".ckpt" or path.is_file():
-        model, meta = export.load_checkpoint(path)
-        return export.export_model(model, meta, tmp_dir, path.stem, ["full"], 17, str(path))["full"]
-    from iqs.config import compose
-
-    cfg = compose("export", [f"run_id={spec}", f"out_dir={tmp_dir}", "profiles=[full]", "log_to_run=false"])
-    return export.export_from_cfg(cfg)["full"]
+        return from_checkpoint(path)
+    export_cfg = compose(
+        "export", [f"run_id={spec}", f"out_dir={tmp_dir}", "profiles=[full]", "log_to_run=false"]
+    )
+    export_cfg.logger.tracking_uri = store()
+    return export.export_from_cfg(export_cfg)["full"]
 
 
 # ---------------------------------------------------------------- inputs
@@ -306,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="iqs-predict-"))
-        scorer = OnnxScorer(resolve_model(str(cfg.model), Path(tmp)), threads=int(cfg.ort_threads or 1))
+        scorer = OnnxScorer(resolve_model(str(cfg.model), Path(tmp), cfg), threads=int(cfg.ort_threads or 1))
         total = sum(1 for _ in iter_image_paths(inputs))
         handle = (
             stack.enter_context(open(output, "w", newline="", encoding="utf-8")) if output else sys.stdout
