@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from iqs.deploy.model_card import render_model_card
-from iqs.deploy.onnx_wrappers import has_dist, output_names, wrap
+from iqs.deploy.onnx_wrappers import TF_PROFILE, has_dist, output_names, wrap
 from iqs.deploy.preprocess import DIGIKAM_SIZE
 
 META_KEY = "iqs_meta"
@@ -235,10 +235,17 @@ def export_model(
     metrics: Mapping[str, float] | None = None,
     params: Mapping[str, Any] | None = None,
     verify: bool = True,
+    cache_dir: Path | None = None,
 ) -> dict[str, Path]:
     """Write every profile and the model card; returns {profile: path, 'card': path}."""
     files: dict[str, Path] = {}
     for profile in profiles:
+        if profile == TF_PROFILE:  # a .pb for digiKam 8.0-8.4, converted in the `tf` extra's own venv
+            from iqs.deploy.tf_export import export_tf
+
+            path = out_dir / f"{name}.{profile}.pb"
+            files[profile] = export_tf(model, meta, path, opset, cache_dir, verify)
+            continue
         path = export_onnx(model, meta, out_dir / f"{name}.{profile}.onnx", profile, opset)
         if verify:
             verify_export(model, meta, path, profile)
@@ -259,7 +266,15 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Path]:
         out_dir = Path(cfg.out_dir or Path("exports") / ckpt.stem)
         model, meta = load_checkpoint(ckpt)
         return export_model(
-            model, meta, out_dir, ckpt.stem, profiles, int(cfg.opset), str(ckpt), verify=cfg.verify
+            model,
+            meta,
+            out_dir,
+            ckpt.stem,
+            profiles,
+            int(cfg.opset),
+            str(ckpt),
+            verify=cfg.verify,
+            cache_dir=Path(cfg.paths.cache_dir),
         )
 
     import mlflow
@@ -287,6 +302,7 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Path]:
         run.data.metrics,
         run.data.params,
         verify=cfg.verify,
+        cache_dir=Path(cfg.paths.cache_dir),
     )
     if cfg.log_to_run:
         for path in files.values():

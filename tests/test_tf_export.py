@@ -1,0 +1,125 @@
+"""digikam_tf profile: the frozen graph digiKam 8.0-8.4 load, run as they run it in every OpenCV they link.
+
+The slow tests build (once) the `tf` extra's venv (about 1.5 GB from PyPI) and one small venv per OpenCV
+release; cached under cache/, they then take about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from iqs.deploy import export, tf_export
+from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
+from test_export import demo_photos, make_model, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "cache"
+# The pip builds of the OpenCV releases digiKam 8.x links (Debian 12 / Ubuntu 24.04: 4.6; Debian 13: 4.10);
+# 5.x is the project's own OpenCV (verify_tf runs it at export).
+OPENCV_RELEASES = {
+    "4.6.0.66": ["opencv-python-headless==4.6.0.66", "numpy==1.26.4"],
+    "4.8.0.76": ["opencv-python-headless==4.8.0.76", "numpy==1.26.4"],
+    "4.10.0.84": ["opencv-python-headless==4.10.0.84", "numpy==1.26.4"],
+    "4.12.0.88": ["opencv-python-headless==4.12.0.88", "numpy==2.2.6"],
+}
+# digiKam's aesthetic detector: one static net, loaded with readNetFromTensorflow, one blob per photo, argmax
+RUN_LIKE_DIGIKAM = """
+import json, sys, cv2, numpy as np
+net = cv2.dnn.readNetFromTensorflow(sys.argv[1])
+probs = []
+for blob in np.load(sys.argv[2]):
+    net.setInput(blob[None])
+    probs.append(net.forward().reshape(-1).tolist())
+print(json.dumps({"opencv": cv2.__version__, "probs": probs}))
+"""
+
+
+def run_pb(python: Path | str, pb: Path, blobs: Path) -> dict:
+    proc = subprocess.run(
+        [str(python), "-c", RUN_LIKE_DIGIKAM, str(pb), str(blobs)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, f"{python}: {proc.stderr[-2000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_tf_extra_is_pinned_exactly() -> None:
+    requirements = tf_export.tf_requirements()
+    names = {r.split("==")[0] for r in requirements}
+    assert {"onnx2tf", "tensorflow"} <= names
+    assert all(r.count("==") == 1 for r in requirements), requirements
+
+
+def test_unchecked_tf_operator_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(export.ExportError, match=r"\['Minimum'\].*OpenCV 4.6-4.12"):
+        tf_export.check_ops(tmp_path / "m.pb", {"Conv2D": 3, "Minimum": 1, "Softmax": 1})
+    tf_export.check_ops(tmp_path / "m.pb", {"Conv2D": 3, "Relu": 2, "Softmax": 1})
+
+
+@pytest.mark.slow
+def test_converter_is_offline() -> None:
+    """The worker's guard stops onnx2tf's own sample-image download, so a conversion that succeeds under it
+    (test_digikam_tf_matrix) touched no network."""
+    python = tf_export.converter_python(CACHE)
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import tf_worker; tf_worker.block_network()\n"
+        "from onnx2tf.utils.common_functions import download_test_image_data\n"
+        "try:\n    download_test_image_data()\nexcept Exception as err:\n    print('failed:', err)\n"
+    )
+    proc = subprocess.run(
+        [str(python), "-c", probe, str(tf_export.WORKER.parent)],
+        capture_output=True,
+        text=True,
+        cwd=tf_export.WORKER.parent.parent,  # no cached sample file here
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # requests wraps the guard's error in its own ConnectionError; the guard's message shows it was the cause
+    assert proc.stdout.startswith("failed:") and "tf_worker: network access is blocked" in proc.stdout
+
+
+@pytest.mark.slow
+def test_digikam_tf_matrix(tmp_path: Path) -> None:
+    photos = demo_photos(20, seed=1)
+    blobs = np.concatenate([digikam_blob(p) for p in photos])  # digiKam's exact preprocessing
+    np.save(tmp_path / "blobs.npy", blobs)
+    model = make_model("regression", blobs)  # score head: exercises the score -> class mapping
+    ckpt = save_checkpoint(model, tmp_path / "best.ckpt")
+    out_dir = tmp_path / "exports"
+    args = [
+        f"checkpoint={ckpt}",
+        f"out_dir={out_dir}",
+        "profiles=[digikam,digikam_tf]",
+        f"paths.cache_dir={CACHE}",
+    ]
+    assert export.main(args) == 0
+    pb = out_dir / "best.digikam_tf.pb"
+    assert pb.is_file() and "best.digikam_tf.pb" in (out_dir / "MODEL_CARD.md").read_text()
+
+    with torch.no_grad():
+        ref = model(DigikamToBackbone.from_meta(model.meta)(torch.from_numpy(blobs)))
+    ref_probs, ref_cls = ref["probs"].numpy(), ref["logits3"].argmax(1).numpy()
+    assert set(ref_cls.tolist()) == {0, 1, 2}, "classes must be spread for the proof to mean anything"
+    session = ort.InferenceSession(str(out_dir / "best.digikam.onnx"), providers=["CPUExecutionProvider"])
+    ort_cls = np.array([session.run(None, {"input": b[None]})[0][0] for b in blobs]).argmax(1)
+    np.testing.assert_array_equal(ort_cls, ref_cls)
+
+    venvs = CACHE / "opencv-venvs"
+    pythons = {
+        v: tf_export.cached_venv(venvs / f"opencv-{v}", r, f"OpenCV {v}") for v, r in OPENCV_RELEASES.items()
+    }
+    assert cv2.__version__.startswith("5."), "the project's own OpenCV is the 5.x of the matrix"
+    pythons[cv2.__version__] = sys.executable
+    for version, python in pythons.items():
+        got = run_pb(python, pb, tmp_path / "blobs.npy")
+        assert version.startswith(got["opencv"])
+        probs = np.array(got["probs"])
+        np.testing.assert_array_equal(probs.argmax(1), ref_cls, err_msg=f"OpenCV {version}")
+        np.testing.assert_allclose(probs, ref_probs, atol=1e-4, rtol=0, err_msg=f"OpenCV {version}")
