@@ -64,6 +64,14 @@ def test_unchecked_tf_operator_is_refused(tmp_path: Path) -> None:
     tf_export.check_ops(tmp_path / "m.pb", {"Conv2D": 3, "Relu": 2, "Softmax": 1})
 
 
+def test_missing_converter_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a venv that cannot be built (here: no interpreter to build it with) is a clear export error
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(export.ExportError, match=r"the `tf` extra for profile digikam_tf.*onnx2tf==.*PyPI"):
+        tf_export.converter_python(tmp_path)
+    assert not any((tmp_path / "tf-venv").glob("*/bin")), "a half-built venv must not be left behind"
+
+
 @pytest.mark.slow
 def test_converter_is_offline() -> None:
     """The worker's guard stops onnx2tf's own sample-image download, so a conversion that succeeds under it

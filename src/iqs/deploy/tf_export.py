@@ -88,9 +88,16 @@ def cached_venv(venv: Path, requirements: list[str], what: str) -> Path:
             [str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements],
         ]
         for command in commands:
-            if subprocess.run(command).returncode != 0:  # pip shows its own progress and errors
+            try:
+                failed = subprocess.run(command).returncode != 0  # pip shows its own progress and errors
+            except OSError as err:
+                failed = err
+            if failed:
                 shutil.rmtree(venv, ignore_errors=True)
-                raise ExportError(f"installing {what} failed (`{' '.join(command)}`); it needs PyPI once")
+                raise ExportError(
+                    f"installing {what} ({', '.join(requirements)}) into {venv} failed at `{' '.join(command)}`"
+                    f"{f' ({failed})' if isinstance(failed, OSError) else ''}; it needs PyPI once"
+                )
         stamp.write_text(wanted, encoding="utf-8")
     return python
 
