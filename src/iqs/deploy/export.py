@@ -23,7 +23,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from iqs.deploy.export_rewrites import export_copy, rewrite_graph
 from iqs.deploy.model_card import render_model_card
+from iqs.deploy.onnx_ops import OPENCV_RELEASES, problems, release_name
 from iqs.deploy.onnx_wrappers import TF_PROFILE, has_dist, output_names, wrap
 from iqs.deploy.preprocess import DIGIKAM_SIZE
 
@@ -104,9 +106,10 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "onnx_opset": int(opset), "export_profile": profile}
-    graph = wrap(model, dict(meta), profile)
     names = output_names(profile, with_dist=has_dist(meta))
-    dummy = torch.zeros(1, 3, DIGIKAM_SIZE, DIGIKAM_SIZE)
+    # A random [-1, 1] example: its shape fixes the static pads, its values check the rewritten copy.
+    dummy = torch.rand(1, 3, DIGIKAM_SIZE, DIGIKAM_SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    graph = export_copy(wrap(model, dict(meta), profile), dummy)
     dynamic = None
     if profile == "full":
         dynamic = {"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}
@@ -130,13 +133,33 @@ def export_onnx(
             for dim, size in zip(value.type.tensor_type.shape.dim, dims, strict=True):
                 dim.Clear()
                 dim.dim_value = size
+    rewrite_graph(proto)
     onnx.checker.check_model(proto, full_check=True)
+    _refuse_unportable(proto, meta, path)
     for key, value in ((META_KEY, json.dumps(meta, default=list)), ("iqs_profile", profile)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = f"iqs quality model, {profile} profile: input RGB 299x299 in [-1,1]; outputs {names}"
     onnx.save(proto, str(path))
     return path
+
+
+def _refuse_unportable(proto: Any, meta: Mapping[str, Any], path: Path) -> None:
+    """Refuse (and delete) a graph that some digiKam OpenCV cannot run, or a backbone marked non-exportable."""
+    found = problems(proto)
+    marked = meta.get("exportable") is False
+    if not found and not marked:
+        return
+    path.unlink(missing_ok=True)
+    what = f"backbone '{meta.get('backbone')}'"
+    lines = found or ["(the graph check finds nothing, but the config says it fails in the OpenCV matrix)"]
+    reason = f"{what} is marked `exportable: false` in conf/backbone" if marked else f"{path.name} ({what})"
+    raise ExportError(
+        f"{reason}: operators that digiKam's OpenCV cannot run:\n  - "
+        + "\n  - ".join(lines)
+        + f"\nTested OpenCV releases: {', '.join(release_name(r) for r in OPENCV_RELEASES)}; "
+        "choose an exportable backbone (conf/backbone/*.yaml) for a digiKam model."
+    )
 
 
 def read_onnx_meta(path: str | Path) -> dict[str, Any]:

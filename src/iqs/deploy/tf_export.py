@@ -18,8 +18,6 @@ onnx2tf 2.x needs Python 3.12. So the `tf` extra in pyproject.toml is installed,
 
 from __future__ import annotations
 
-import copy
-import functools
 import hashlib
 import json
 import os
@@ -164,24 +162,6 @@ def verify_tf(model: nn.Module, meta: Mapping[str, Any], path: Path, atol: float
     return {"opencv_tf_max_abs_diff": worst}
 
 
-# TEMPORARY, until branch opencv-compat's score_to_class_logits lands (min(a, b) as a - relu(a - b), (N, 1)
-# columns joined by cat): OpenCV's TF importer has no Minimum and no 1-D element-wise ops. Same numbers.
-def _tf_safe_class_logits(head: nn.Module, score: torch.Tensor) -> torch.Tensor:
-    from iqs.models.heads import _round_down
-
-    lo, hi = _round_down(head.t1, score.dtype), _round_down(head.t2, score.dtype)
-    s = score.reshape(-1, 1)
-    a = s - lo
-    normal = a - torch.relu(a - (hi - s))
-    return float(head.cfg.get("sharpness", 4.0)) * torch.cat([lo - s, normal, s - hi], dim=-1)
-
-
-def _tf_safe_copy(model: nn.Module) -> nn.Module:
-    model = copy.deepcopy(model)
-    model.head.class_logits = functools.partial(_tf_safe_class_logits, model.head)
-    return model
-
-
 def export_tf(
     model: nn.Module,
     meta: Mapping[str, Any],
@@ -193,7 +173,7 @@ def export_tf(
     """Write the digikam_tf frozen graph to `path` (verified with OpenCV before it is kept)."""
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(_tf_safe_copy(model), meta, Path(tmp) / "digikam.onnx", "digikam", opset)
+        onnx_path = export_onnx(model, meta, Path(tmp) / "digikam.onnx", "digikam", opset)
         scratch = Path(tmp) / path.name
         report = convert_onnx_to_tf(onnx_path, scratch, cache_dir)
         check_ops(path, report["ops"])
