@@ -11,30 +11,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
 from iqs.deploy import export, tf_export
+from iqs.deploy.onnx_ops import OPENCV_RELEASES, release_name
 from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
 from test_export import demo_photos, make_model, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "cache"
-# The pip builds of the OpenCV releases digiKam 8.x links (Debian 12 / Ubuntu 24.04: 4.6; Debian 13: 4.10);
-# 5.x is the project's own OpenCV (verify_tf runs it at export).
-OPENCV_RELEASES = {
-    "4.6.0.66": ["opencv-python-headless==4.6.0.66", "numpy==1.26.4"],
-    "4.8.0.76": ["opencv-python-headless==4.8.0.76", "numpy==1.26.4"],
-    "4.10.0.84": ["opencv-python-headless==4.10.0.84", "numpy==1.26.4"],
-    "4.12.0.88": ["opencv-python-headless==4.12.0.88", "numpy==2.2.6"],
-}
-# digiKam's aesthetic detector: one static net, loaded with readNetFromTensorflow, one blob per photo, argmax
+# TEMPORARY stand-in for branch opencv-compat's `opencv_matrix.run_matrix` (not committed yet): one venv per
+# release of `onnx_ops.OPENCV_RELEASES`, in a folder of its own so that it never touches that module's venvs.
+NUMPY_PINS = {"4.6.0.66": ["numpy<2"], "4.8.0.76": ["numpy<2"]}  # these wheels need numpy 1.x
 RUN_LIKE_DIGIKAM = """
 import json, sys, cv2, numpy as np
-net = cv2.dnn.readNetFromTensorflow(sys.argv[1])
+net = cv2.dnn.readNetFromTensorflow(sys.argv[1])  # one static net, as digiKam 8.0-8.4 hold it
 probs = []
 for blob in np.load(sys.argv[2]):
     net.setInput(blob[None])
@@ -43,12 +37,20 @@ print(json.dumps({"opencv": cv2.__version__, "probs": probs}))
 """
 
 
-def run_pb(python: Path | str, pb: Path, blobs: Path) -> dict:
-    proc = subprocess.run(
-        [str(python), "-c", RUN_LIKE_DIGIKAM, str(pb), str(blobs)], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, f"{python}: {proc.stderr[-2000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def run_matrix_pb(pb: Path, blobs: Path) -> dict[str, np.ndarray]:
+    """{pip version: (N, 3) outputs} of `pb` fed digiKam's blobs in every OpenCV release."""
+    out = {}
+    for version in OPENCV_RELEASES:
+        reqs = [f"opencv-python-headless=={version}", *NUMPY_PINS.get(version, [])]
+        python = tf_export.cached_venv(CACHE / "opencv-venvs-tfcheck" / version, reqs, f"OpenCV {version}")
+        proc = subprocess.run(
+            [str(python), "-c", RUN_LIKE_DIGIKAM, str(pb), str(blobs)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, f"OpenCV {version}: {proc.stderr[-2000:]}"
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert got["opencv"] == release_name(version)
+        out[version] = np.array(got["probs"])
+    return out
 
 
 def test_tf_extra_is_pinned_exactly() -> None:
@@ -119,15 +121,8 @@ def test_digikam_tf_matrix(tmp_path: Path) -> None:
     ort_cls = np.array([session.run(None, {"input": b[None]})[0][0] for b in blobs]).argmax(1)
     np.testing.assert_array_equal(ort_cls, ref_cls)
 
-    venvs = CACHE / "opencv-venvs"
-    pythons = {
-        v: tf_export.cached_venv(venvs / f"opencv-{v}", r, f"OpenCV {v}") for v, r in OPENCV_RELEASES.items()
-    }
-    assert cv2.__version__.startswith("5."), "the project's own OpenCV is the 5.x of the matrix"
-    pythons[cv2.__version__] = sys.executable
-    for version, python in pythons.items():
-        got = run_pb(python, pb, tmp_path / "blobs.npy")
-        assert version.startswith(got["opencv"])
-        probs = np.array(got["probs"])
+    outputs = run_matrix_pb(pb, tmp_path / "blobs.npy")
+    assert set(outputs) == set(OPENCV_RELEASES) and any(v.startswith("5.") for v in outputs)
+    for version, probs in outputs.items():
         np.testing.assert_array_equal(probs.argmax(1), ref_cls, err_msg=f"OpenCV {version}")
         np.testing.assert_allclose(probs, ref_probs, atol=1e-4, rtol=0, err_msg=f"OpenCV {version}")
