@@ -6,7 +6,6 @@ release; cached under cache/, they then take about a minute.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,43 +13,20 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
 from iqs.deploy import export, tf_export
-from iqs.deploy.onnx_ops import OPENCV_RELEASES, release_name
-from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
-from test_export import demo_photos, make_model, save_checkpoint
+from iqs.deploy.compat import compat_photos, fixed_seed_model, read_blobs, torch_reference, write_photos
+from iqs.deploy.onnx_ops import OPENCV_RELEASES
+from iqs.deploy.opencv_matrix import compare, failures, run_matrix
+from test_export import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "cache"
-# TEMPORARY stand-in for branch opencv-compat's `opencv_matrix.run_matrix` (not committed yet): one venv per
-# release of `onnx_ops.OPENCV_RELEASES`, in a folder of its own so that it never touches that module's venvs.
-NUMPY_PINS = {"4.6.0.66": ["numpy<2"], "4.8.0.76": ["numpy<2"]}  # these wheels need numpy 1.x
-RUN_LIKE_DIGIKAM = """
-import json, sys, cv2, numpy as np
-net = cv2.dnn.readNetFromTensorflow(sys.argv[1])  # one static net, as digiKam 8.0-8.4 hold it
-probs = []
-for blob in np.load(sys.argv[2]):
-    net.setInput(blob[None])
-    probs.append(net.forward().reshape(-1).tolist())
-print(json.dumps({"opencv": cv2.__version__, "probs": probs}))
-"""
-
-
-def run_matrix_pb(pb: Path, blobs: Path) -> dict[str, np.ndarray]:
-    """{pip version: (N, 3) outputs} of `pb` fed digiKam's blobs in every OpenCV release."""
-    out = {}
-    for version in OPENCV_RELEASES:
-        reqs = [f"opencv-python-headless=={version}", *NUMPY_PINS.get(version, [])]
-        python = tf_export.cached_venv(CACHE / "opencv-venvs-tfcheck" / version, reqs, f"OpenCV {version}")
-        proc = subprocess.run(
-            [str(python), "-c", RUN_LIKE_DIGIKAM, str(pb), str(blobs)], capture_output=True, text=True
-        )
-        assert proc.returncode == 0, f"OpenCV {version}: {proc.stderr[-2000:]}"
-        got = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert got["opencv"] == release_name(version)
-        out[version] = np.array(got["probs"])
-    return out
+LITE0_REGRESSION = {
+    "backbone": {"name": "tf_efficientnet_lite0", "weights": "packaged"},
+    "head": {"name": "regression"},
+    "thresholds": {"t1": 5.0, "t2": 6.0},
+}
 
 
 def test_tf_extra_is_pinned_exactly() -> None:
@@ -96,11 +72,15 @@ def test_converter_is_offline() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.compat
 def test_digikam_tf_matrix(tmp_path: Path) -> None:
-    photos = demo_photos(20, seed=1)
-    blobs = np.concatenate([digikam_blob(p) for p in photos])  # digiKam's exact preprocessing
-    np.save(tmp_path / "blobs.npy", blobs)
-    model = make_model("regression", blobs)  # score head: exercises the score -> class mapping
+    """The .pb in every OpenCV release digiKam links, run by digiKam's steps with one net (opencv_matrix),
+    gives the classes of PyTorch and onnxruntime (the digikam ONNX) on 20 photos."""
+    photos = write_photos(compat_photos(20, seed=1), tmp_path / "photos")
+    blobs = read_blobs(photos)
+    model = fixed_seed_model(
+        LITE0_REGRESSION, blobs
+    )  # a score head: the score -> class mapping is in the graph
     ckpt = save_checkpoint(model, tmp_path / "best.ckpt")
     out_dir = tmp_path / "exports"
     args = [
@@ -111,18 +91,16 @@ def test_digikam_tf_matrix(tmp_path: Path) -> None:
     ]
     assert export.main(args) == 0
     pb = out_dir / "best.digikam_tf.pb"
-    assert pb.is_file() and "best.digikam_tf.pb" in (out_dir / "MODEL_CARD.md").read_text()
+    assert pb.is_file() and pb.name in (out_dir / "MODEL_CARD.md").read_text()
 
-    with torch.no_grad():
-        ref = model(DigikamToBackbone.from_meta(model.meta)(torch.from_numpy(blobs)))
-    ref_probs, ref_cls = ref["probs"].numpy(), ref["logits3"].argmax(1).numpy()
-    assert set(ref_cls.tolist()) == {0, 1, 2}, "classes must be spread for the proof to mean anything"
+    torch_cls, torch_probs = torch_reference(model, blobs)
+    assert set(torch_cls.tolist()) == {0, 1, 2}, "classes must be spread for the proof to mean anything"
     session = ort.InferenceSession(str(out_dir / "best.digikam.onnx"), providers=["CPUExecutionProvider"])
     ort_cls = np.array([session.run(None, {"input": b[None]})[0][0] for b in blobs]).argmax(1)
-    np.testing.assert_array_equal(ort_cls, ref_cls)
-
-    outputs = run_matrix_pb(pb, tmp_path / "blobs.npy")
-    assert set(outputs) == set(OPENCV_RELEASES) and any(v.startswith("5.") for v in outputs)
-    for version, probs in outputs.items():
-        np.testing.assert_array_equal(probs.argmax(1), ref_cls, err_msg=f"OpenCV {version}")
-        np.testing.assert_allclose(probs, ref_probs, atol=1e-4, rtol=0, err_msg=f"OpenCV {version}")
+    runs = run_matrix([pb], photos, root=CACHE / "opencv-venvs", progress=False)
+    assert set(runs) == set(OPENCV_RELEASES)
+    for release, by_model in runs.items():
+        row = compare(by_model[str(pb)], {"onnxruntime": ort_cls, "torch": torch_cls}, torch_probs)
+        assert failures([row]) == [], release
+        # 4.x's INTER_NEAREST_EXACT picks a few other source pixels than 5.x (see test_opencv_matrix)
+        assert row.max_prob_diff < 2e-2, (release, row.max_prob_diff)
