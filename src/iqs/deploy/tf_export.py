@@ -42,7 +42,8 @@ from iqs.deploy.preprocess import DIGIKAM_SIZE
 TF_EXTRA = "tf"
 WORKER = Path(__file__).with_name("tf_worker.py")
 # TensorFlow operators whose frozen graphs loaded and agreed with PyTorch in OpenCV 4.6, 4.8, 4.10, 4.12 and
-# 5.0 (tests/test_tf_export.py); anything else is refused at export rather than found broken in digiKam.
+# 5.0 (tests/test_tf_export.py; Relu6 and Squeeze in graphs exported before export_rewrites removed them,
+# checked the same way by hand); anything else is refused at export rather than found broken in digiKam.
 OPENCV_TF_OPS = frozenset(
     {
         "Placeholder", "Const", "Identity", "ResizeBilinear", "Mul", "AddV2", "Sub", "Transpose", "Pad",
