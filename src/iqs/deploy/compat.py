@@ -186,7 +186,7 @@ def check_model(
         # the model must give onnxruntime's classes on the release's own pixels; a class that differs
         # from iqs predict only because that release's resize picked other pixels is a note, not a failure
         lines += [f"{Path(model_file).name}: {line}" for line in failures(agreements, ["ort same px"])]
-        for note in set(failures(agreements)) - set(failures(agreements, ["ort same px"])):
+        for note in sorted(set(failures(agreements)) - set(failures(agreements, ["ort same px"]))):
             console.print(f"note: {note} (its INTER_NEAREST_EXACT resize picks other pixels than OpenCV 5)")
         rows[profile] = agreements
     return lines, rows
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[bold red]not digiKam-ready:[/]\n  " + "\n  ".join(problems))
         return 1
     console.print(
-        "every model loads in every OpenCV release and gives the classes of iqs predict and PyTorch"
+        "every model loads in every OpenCV release and gives onnxruntime's classes on that release's pixels"
     )
     return 0
 
