@@ -55,18 +55,14 @@ def _single_op_graph(op: str) -> onnx.ModelProto:
     nodes = []
     out_shape: list[int] = [1, 3, 299, 299]
     if op == "Ceil":
-        nodes.append(helper.make_node("Ceil", ["input"], ["out"]))
-    elif op == "Clip":
+        return _dynamic_same_conv_graph()
+    if op == "Clip":
         inits += [numpy_helper.from_array(np.float32(v), n) for v, n in ((0.0, "lo"), (0.5, "hi"))]
         nodes.append(helper.make_node("Clip", ["input", "lo", "hi"], ["out"]))
     elif op == "Squeeze":
         inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes"))
         nodes.append(helper.make_node("Squeeze", ["input", "axes"], ["out"]))
         out_shape = [3, 299, 299]
-    elif op == "Unsqueeze":
-        inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes"))
-        nodes.append(helper.make_node("Unsqueeze", ["input", "axes"], ["out"]))
-        out_shape = [1, 1, 3, 299, 299]
     elif op == "LayerNormalization":
         inits += [
             numpy_helper.from_array(np.full(299, v, np.float32), n) for v, n in ((1.0, "g"), (0.0, "b"))
@@ -76,7 +72,7 @@ def _single_op_graph(op: str) -> onnx.ModelProto:
         # 3 -> 24 channels at 75x75: a map size OpenCV 4.8.0 averages wrongly
         weight = np.random.default_rng(0).normal(size=(24, 3, 1, 1)).astype(np.float32)
         inits.append(numpy_helper.from_array(weight, "w"))
-        nodes.append(helper.make_node("Conv", ["input", "w"], ["maps"], strides=[4, 4]))
+        nodes.append(helper.make_node("Conv", ["input", "w"], ["maps"], kernel_shape=[1, 1], strides=[4, 4]))
         nodes.append(helper.make_node("ReduceMean", ["maps"], ["out"], axes=[2, 3], keepdims=0))
         out_shape = [1, 24]
     else:
@@ -86,6 +82,23 @@ def _single_op_graph(op: str) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _dynamic_same_conv_graph() -> onnx.ModelProto:
+    """timm's Conv2dSame as traced: its pads come from Shape -> Div -> Ceil -> ... -> Pad."""
+    import io
+
+    from timm.layers.conv2d_same import Conv2dSame
+
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    conv = Conv2dSame(3, 4, 3, stride=2).eval()
+    torch.onnx.export(
+        conv, (torch.zeros(1, 3, 299, 299),), buf, input_names=["input"], opset_version=17, dynamo=False
+    )
+    model = onnx.load_from_string(buf.getvalue())
+    assert "Ceil" in graph_ops(model)
     return model
 
 
@@ -99,12 +112,12 @@ def _probe_reference(op: str, model: onnx.ModelProto, blob: np.ndarray) -> np.nd
 @pytest.mark.parametrize("gap", GAPS, ids=lambda g: g.op)
 def test_graph_check_names_each_gap_and_its_releases(gap) -> None:
     model = _single_op_graph(gap.op)
-    found = problems(model)
-    assert len(found) == 1 and found[0].startswith(gap.op)
+    found = [line for line in problems(model) if line.startswith(gap.op)]
+    assert len(found) == 1, problems(model)
     assert all(f"OpenCV {release_name(r)}" in found[0] for r in gap.lacking)
     spared = [r for r in OPENCV_RELEASES if r not in gap.lacking]
     assert not any(f"OpenCV {release_name(r)}:" in found[0] for r in spared)
-    assert problems(model, releases=spared) == []
+    assert not [line for line in problems(model, releases=spared) if line.startswith(gap.op)]
 
 
 def test_graph_check_refuses_untested_operators_and_passes_portable_ones() -> None:
@@ -155,7 +168,7 @@ def test_compare_counts_agreement_and_probability_gap() -> None:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    return write_photos(compat_photos(12), tmp_path_factory.mktemp("photos"))
+    return write_photos(compat_photos(9), tmp_path_factory.mktemp("photos"))
 
 
 @pytest.mark.slow
@@ -185,7 +198,8 @@ def test_every_gap_fails_exactly_in_the_declared_releases(tmp_path: Path, photos
 
 @pytest.mark.slow
 @pytest.mark.compat
-@pytest.mark.parametrize("head", HEADS)
+# a score head and the distribution head (its expectation is on the digikam path); `make compat` runs all three
+@pytest.mark.parametrize("head", [h for h in HEADS if h != "classification"])
 def test_demo_exports_agree_in_every_release(head: str, tmp_path: Path, photos: list[Path]) -> None:
     """The demo config's digikam and full profiles: every release loads them and gives the classes of
     `iqs predict` (onnxruntime) and PyTorch, with one net reused for all photos."""

@@ -194,17 +194,25 @@ def verify_export(
     ref = [t.numpy() for t in (ref if isinstance(ref, tuple) else (ref,))]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input": x.numpy()})
-    report = {"ort_max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(got, ref, strict=True))}
+
+    # differences relative to each output's scale, at least 1: probabilities keep an absolute tolerance,
+    # while the scores of an untrained backbone (weights=none; inception_v3 reaches 1e8) are not held to
+    # a float32 resolution they do not have
+    def scaled(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max()))
+
+    report = {"ort_max_diff": max(scaled(a, b) for a, b in zip(got, ref, strict=True))}
     if profile == "digikam":
         import cv2
 
         net = cv2.dnn.readNet(str(path))
         net.setInput(x.numpy())
-        report["opencv_max_abs_diff"] = float(np.abs(net.forward() - ref[0]).max())
+        report["opencv_max_diff"] = scaled(net.forward(), ref[0])
     worst = max(report.values())
     if worst > atol:
         raise ExportError(
-            f"{path}: exported graph differs from PyTorch by {worst:.2e} > {atol:.0e} ({report})"
+            f"{path}: exported graph differs from PyTorch by {worst:.2e} > {atol:.0e} "
+            f"(relative to the output's scale when above 1: {report})"
         )
     return report
 

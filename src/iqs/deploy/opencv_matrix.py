@@ -90,6 +90,13 @@ class ModelRun:
     classes: list[int | None] = field(default_factory=list)
     probs: list[list[float] | None] = field(default_factory=list)
     image_errors: list[str | None] = field(default_factory=list)
+    blob_dir: str | None = None  # where the worker saved this release's blobs, if asked
+
+    def blobs(self) -> np.ndarray:
+        """This release's own blobs of the images, (N, 3, 299, 299)."""
+        if self.blob_dir is None:
+            raise MatrixError(f"{self.model} in OpenCV {release_name(self.release)}: blobs were not kept")
+        return np.concatenate([np.load(p) for p in sorted(Path(self.blob_dir).glob("*.npy"))])
 
     @property
     def loads(self) -> bool:
@@ -107,9 +114,16 @@ def output_layer(model: str | Path) -> str | None:
     return "probs" if props.get("iqs_profile") == "full" else None
 
 
-def run_worker(python: Path, model: str | Path, images: Sequence[str | Path], release: str) -> ModelRun:
+def run_worker(
+    python: Path, model: str | Path, images: Sequence[str | Path], release: str, blob_dir: Path | None = None
+) -> ModelRun:
     """One worker process per (release, model): a crash inside OpenCV costs that cell, not the matrix."""
-    job = {"model": str(model), "images": [str(p) for p in images], "output": output_layer(model)}
+    job = {
+        "model": str(model),
+        "images": [str(p) for p in images],
+        "output": output_layer(model),
+        "blob_dir": str(blob_dir) if blob_dir else None,
+    }
     try:
         proc = subprocess.run(
             [str(python), str(WORKER)],
@@ -125,7 +139,7 @@ def run_worker(python: Path, model: str | Path, images: Sequence[str | Path], re
         tail = " ".join(proc.stderr.strip().splitlines()[-3:])
         return ModelRun(release, str(model), error=f"worker exited with {proc.returncode}: {tail}")
     result = json.loads(proc.stdout)
-    run = ModelRun(release, str(model), error=result["error"])
+    run = ModelRun(release, str(model), error=result["error"], blob_dir=job["blob_dir"])
     for row in result["images"]:
         run.classes.append(row.get("class"))
         run.probs.append(row.get("probs"))
@@ -139,8 +153,11 @@ def run_matrix(
     releases: Sequence[str] = OPENCV_RELEASES,
     root: str | Path | None = None,
     progress: bool = True,
+    blob_root: str | Path | None = None,
 ) -> dict[str, dict[str, ModelRun]]:
-    """{pip version: {model path: ModelRun}}; `.onnx` loads with readNet, `.pb` with readNetFromTensorflow."""
+    """{pip version: {model path: ModelRun}}; `.onnx` loads with readNet, `.pb` with readNetFromTensorflow.
+
+    `blob_root`: keep each release's blobs under `<blob_root>/<release>/` (`ModelRun.blobs()`)."""
     from rich.progress import Progress
 
     models = [str(m) for m in models]
@@ -154,9 +171,12 @@ def run_matrix(
             bar.update(task, description=f"OpenCV {release_name(version)}: venv")
             python = ensure_venv(version, root)
             out[version] = {}
+            blob_dir = Path(blob_root) / version if blob_root is not None else None
+            if blob_dir is not None:
+                blob_dir.mkdir(parents=True, exist_ok=True)
             for model in models:
                 bar.update(task, description=f"OpenCV {release_name(version)}: {Path(model).name}")
-                out[version][model] = run_worker(python, model, images, version)
+                out[version][model] = run_worker(python, model, images, version, blob_dir)
                 bar.advance(task)
     return out
 
@@ -199,27 +219,28 @@ def matrix_table(rows: Sequence[Agreement], title: str, prob_ref: str = "onnxrun
     table = Table(title=title, title_justify="left")
     table.add_column("OpenCV")
     table.add_column("loads")
-    refs = list(rows[0].agree) if rows else []
+    refs = list(dict.fromkeys(ref for row in rows for ref in row.agree))
     for ref in refs:
         table.add_column(f"= {ref}", justify="right")
     table.add_column(f"max |Δp| vs {prob_ref}", justify="right")
     for row in rows:
         cells = [release_name(row.release), "yes" if row.loads else "NO"]
-        cells += [f"{row.agree[r]}/{row.total}" for r in refs]
+        cells += [f"{row.agree[r]}/{row.total}" if r in row.agree else "-" for r in refs]
         cells.append("-" if row.max_prob_diff is None else f"{row.max_prob_diff:.1e}")
         table.add_row(*cells)
     return table
 
 
-def failures(rows: Sequence[Agreement]) -> list[str]:
-    """A line per release that does not load or whose classes differ from a reference."""
+def failures(rows: Sequence[Agreement], only: Iterable[str] | None = None) -> list[str]:
+    """A line per release that does not load or whose classes differ from a reference (`only` these)."""
+    wanted = None if only is None else set(only)
     lines = []
     for row in rows:
         if not row.loads:
             lines.append(f"OpenCV {release_name(row.release)} cannot load it: {row.error}")
             continue
         for ref, n in row.agree.items():
-            if n != row.total:
+            if n != row.total and (wanted is None or ref in wanted):
                 lines.append(f"OpenCV {release_name(row.release)}: {n}/{row.total} classes equal {ref}")
         if row.error:
             lines.append(f"OpenCV {release_name(row.release)}: {row.error}")

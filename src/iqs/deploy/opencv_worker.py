@@ -4,7 +4,8 @@ Standalone on purpose: `opencv_matrix` runs this file with the Python of a small
 numpy and one OpenCV release (4.6 ... 5.x), so it imports nothing from `iqs`.
 
     <venv>/bin/python opencv_worker.py < job.json > result.json
-    job:    {"model": "m.onnx" | "m.pb", "images": ["a.png", ...], "output": null | "probs"}
+    job:    {"model": "m.onnx" | "m.pb", "images": ["a.png", ...], "output": null | "probs",
+             "blob_dir": null | "dir"}   # dir: also save each image's blob as dir/<index>.npy
     result: {"opencv": "4.6.0", "numpy": "1.26.4", "model": ..., "error": null | "load error",
              "images": [{"class": 2, "probs": [p_bad, p_normal, p_good]} | {"error": "..."}, ...]}
 
@@ -60,8 +61,11 @@ def _message(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
-def run(model: str, images: list[str], output: str | None = None) -> dict:
-    """`output`: the layer to read (a multi-output graph); None = `forward()` as digiKam calls it."""
+def run(model: str, images: list[str], output: str | None = None, blob_dir: str | None = None) -> dict:
+    """`output`: the layer to read (a multi-output graph); None = `forward()` as digiKam calls it.
+
+    `blob_dir`: save the blobs, so that the same pixels can be run elsewhere (this release's resize picks
+    other source pixels than OpenCV 5's)."""
     result: dict = {"opencv": cv2.__version__, "numpy": np.__version__, "model": model, "error": None}
     try:
         net = load_net(model)
@@ -69,13 +73,16 @@ def run(model: str, images: list[str], output: str | None = None) -> dict:
         result.update(error=_message(err), images=[])
         return result
     rows = []
-    for path in images:
+    for index, path in enumerate(images):
         bgr = cv2.imread(path, cv2.IMREAD_COLOR)
         if bgr is None:
             rows.append({"error": f"{path}: OpenCV cannot read this image"})
             continue
+        blob = digikam_preprocess(bgr)
+        if blob_dir:
+            np.save(str(Path(blob_dir) / f"{index:04d}.npy"), blob)
         try:
-            net.setInput(digikam_preprocess(bgr))
+            net.setInput(blob)
             out = net.forward(output) if output else net.forward()
         except Exception as err:  # a release that loads a graph may still fail to run it
             rows.append({"error": _message(err)})
@@ -88,7 +95,8 @@ def run(model: str, images: list[str], output: str | None = None) -> dict:
 
 def main() -> int:
     job = json.load(sys.stdin)
-    json.dump(run(str(job["model"]), [str(p) for p in job["images"]], job.get("output")), sys.stdout)
+    images = [str(p) for p in job["images"]]
+    json.dump(run(str(job["model"]), images, job.get("output"), job.get("blob_dir")), sys.stdout)
     return 0
 
 
