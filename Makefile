@@ -8,7 +8,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train sweep compare ui test test-fast lint bench bench-predict clean
+.PHONY: help setup data train sweep compare ui test test-fast lint bench bench-predict compat clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench: setup ## every benchmark, measured side by side; writes bench/results.jso
 
 bench-predict: setup ## predict benchmark only (12 MP and 24 MP JPEGs)
 	$(BIN)/python bench/run.py --only predict_bench
+
+compat: setup ## OpenCV matrix: fixed-seed demo exports in OpenCV 4.6-5.x vs iqs predict and PyTorch (ARGS=--backbones)
+	$(BIN)/python -m iqs.deploy.compat $(ARGS)
 
 clean: ## remove caches and outputs (keeps .venv and mlruns)
 	rm -rf outputs multirun cache .pytest_cache

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -12,82 +11,21 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from PIL import Image, ImageFilter
-from skimage import data
 
 from iqs.checkpoints import CheckpointError, read_checkpoint
 from iqs.deploy import export
+from iqs.deploy.compat import compat_photos, fixed_seed_model
 from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
-
-# (width, height) ratios digiKam meets: 4:3, 3:2, 1:1, 9:16, 2:3 and two panoramas
-ASPECTS = [(4, 3), (3, 2), (1, 1), (9, 16), (2, 3), (3, 1), (16, 5)]
-PHOTOS = [
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "rocket",
-    "immunohistochemistry",
-    "hubble_deep_field",
-    "camera",
-    "coins",
-]
-
-
-def demo_photos(n: int = 56, seed: int = 0) -> list[np.ndarray]:
-    """BGR uint8 photos 300-600 px: crops of skimage photos at several aspect ratios, some distorted."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        src = getattr(data, PHOTOS[i % len(PHOTOS)])()
-        src = np.dstack([src] * 3) if src.ndim == 2 else src[:, :, :3]
-        aw, ah = ASPECTS[i % len(ASPECTS)]
-        h0, w0 = src.shape[:2]
-        scale = min(w0 / aw, h0 / ah) * rng.uniform(0.6, 1.0)
-        cw, ch = max(8, int(aw * scale)), max(8, int(ah * scale))
-        x, y = rng.integers(0, w0 - cw + 1), rng.integers(0, h0 - ch + 1)
-        crop = src[y : y + ch, x : x + cw]
-        long_side = int(rng.integers(300, 601))
-        f = long_side / max(cw, ch)
-        crop = cv2.resize(crop, (max(1, round(cw * f)), max(1, round(ch * f))), interpolation=cv2.INTER_AREA)
-        img = Image.fromarray(crop)
-        kind = i % 4
-        if kind == 1:
-            img = img.filter(ImageFilter.GaussianBlur(rng.uniform(1, 4)))
-        elif kind == 2:
-            noisy = np.asarray(img).astype(float) + rng.normal(0, rng.uniform(5, 25), crop.shape)
-            img = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-        elif kind == 3:
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=int(rng.integers(5, 30)))
-            img = Image.open(buf).convert("RGB")
-        out.append(cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR))
-    return out
 
 
 def make_model(head: str, blobs: np.ndarray | None = None, seed: int = 0):
     """Real packaged lite0 backbone, random-but-fixed head; score-head thresholds at score terciles."""
-    from iqs.models import build_quality_model
-
-    torch.manual_seed(seed)
     cfg = {
         "backbone": {"name": "tf_efficientnet_lite0", "weights": "packaged"},
         "head": {"name": head},
         "thresholds": {"t1": 5.0, "t2": 6.0},
     }
-    model = build_quality_model(cfg).eval()
-    if blobs is not None:
-        adapt = DigikamToBackbone.from_meta(model.meta)
-        with torch.no_grad():
-            out = model(adapt(torch.from_numpy(blobs)))
-        if head == "classification":
-            # centre the random logits so that all three classes occur
-            last = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)][-1]
-            last.bias.data -= out["logits3"].mean(0)
-        else:
-            t1, t2 = np.quantile(out["score"].numpy(), [1 / 3, 2 / 3])
-            model.head.t1, model.head.t2 = float(t1), float(t2)
-            model.meta["thresholds"] = [float(t1), float(t2)]
-    return model
+    return fixed_seed_model(cfg, blobs, seed)
 
 
 def save_checkpoint(model, path: Path) -> Path:
@@ -98,7 +36,7 @@ def save_checkpoint(model, path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def photos() -> list[np.ndarray]:
-    return demo_photos()
+    return compat_photos()
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from iqs.data.scale import assign_labels, gaussian_dist
-from iqs.models.heads import HEADS, INPUT_NORM_EPS, build_head, score_to_class_logits
+from iqs.models.heads import HEADS, INPUT_NORM_EPS, _round_down, build_head, score_to_class_logits
 
 T1, T2 = 5.0, 6.0
 SCORE_HEADS = ("regression", "distribution")
@@ -77,6 +77,48 @@ def test_score_to_class_logits_ties_and_errors() -> None:
     assert logits.argmax(-1).tolist() == [0, 1]
     with pytest.raises(ValueError, match="t1 < t2"):
         score_to_class_logits(torch.tensor([1.0]), 6.0, 5.0)
+
+
+@pytest.mark.parametrize(("t1", "t2"), [(5.0, 6.0), (5.3, 6.7), (2.0, 2.1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sharpness", [4.0, 3.0])
+def test_min_free_normal_logit_at_the_threshold_edges(
+    t1: float, t2: float, dtype: torch.dtype, sharpness: float
+) -> None:
+    """normal = a - relu(a - b) (no Min node for OpenCV's TF importer) keeps every class and tie of min(a, b)."""
+    edges = torch.tensor([t1, t2], dtype=dtype)
+    steps = [edges]
+    for direction in (edges + 1, edges - 1):
+        near = edges
+        for _ in range(4):  # the four nearest representable scores on each side of each threshold
+            near = torch.nextafter(near, direction)
+            steps.append(near)
+    # far outside the range too, where a - b rounds and only the sign argument holds
+    far = torch.tensor([-1e6, -50.0, 0.0, 11.0, 1e3, 1e6, 3e7], dtype=dtype)
+    scores = torch.cat([*steps, far])
+    logits = score_to_class_logits(scores, t1, t2, sharpness)
+    assert np.array_equal(logits.argmax(-1).numpy(), assign_labels(scores.numpy(), t1, t2))
+    # the thresholds as the function rounds them (down, to the score's precision)
+    lo, hi = (_round_down(t, dtype) for t in (t1, t2))
+    a, b = scores - lo, hi - scores
+    reference = sharpness * torch.minimum(a, b)
+    # exact wherever the minimum is a (below the midpoint); elsewhere within the rounding of a - b
+    below = a <= b
+    assert torch.equal(logits[below, 1], reference[below])
+    torch.testing.assert_close(logits[~below, 1], reference[~below], atol=0, rtol=4 * torch.finfo(dtype).eps)
+
+
+def test_class_logits_export_without_min_node(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+
+    class Logits(torch.nn.Module):
+        def forward(self, s: torch.Tensor) -> torch.Tensor:
+            return score_to_class_logits(s, T1, T2)
+
+    path = tmp_path / "logits.onnx"
+    torch.onnx.export(Logits(), (torch.zeros(4),), str(path), opset_version=17, dynamo=False)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Relu" in ops and not ops & {"Min", "Minimum", "Max"}
 
 
 def test_distribution_score_is_expectation_over_bins() -> None:

@@ -14,7 +14,9 @@ from torch import nn
 
 from iqs.deploy.preprocess import DigikamToBackbone
 
-PROFILES = ("digikam", "full")
+# digikam_tf: the digikam graph as a TensorFlow frozen graph for digiKam 8.0-8.4 (deploy/tf_export.py)
+TF_PROFILE = "digikam_tf"
+PROFILES = ("digikam", "full", TF_PROFILE)
 
 
 class DigikamGraph(nn.Module):

@@ -31,7 +31,7 @@ from torch import nn
 DIGIKAM_SIZE = 299
 DIGIKAM_INPUT_SHAPE = (1, 3, DIGIKAM_SIZE, DIGIKAM_SIZE)
 # part of the feature-cache key: change it whenever eval_transform changes what it computes
-EVAL_RECIPE = "decode.load_rgb/stretch299-nearest_exact/x127.5-1/graph-bilinear-affine"
+EVAL_RECIPE = "decode.load_rgb/stretch299-nearest_exact/x*(1f/127.5f)-1/graph-bilinear-affine"
 # timm's names for a backbone's pretraining interpolation (recorded in iqs_meta; the graph always uses bilinear)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
 
@@ -76,6 +76,13 @@ class InputSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+# digiKam computes x / 127.5 - 1 as `mul(1.0F / 127.5F)` then `subtract(1)` in float32; a true division by 127.5
+# differs from that product in the last bit for many pixel values (tests/test_opencv_matrix.py checks equality)
+DIGIKAM_SCALE = np.float32(1.0) / np.float32(127.5)
+
+
+def _scale(stretched: np.ndarray) -> np.ndarray:
+    return stretched.astype(np.float32) * DIGIKAM_SCALE - np.float32(1.0)
 
 
 def digikam_blob(bgr_image: np.ndarray) -> np.ndarray:
@@ -84,7 +91,7 @@ def digikam_blob(bgr_image: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an 8-bit BGR image (H, W, 3), got {bgr_image.dtype} {bgr_image.shape}")
     rgb = cv2.cvtColor(bgr_image, cv2.COLOR_BGR2RGB)
     stretched = cv2.resize(rgb, (DIGIKAM_SIZE, DIGIKAM_SIZE), interpolation=cv2.INTER_NEAREST_EXACT)
-    scaled = stretched.astype(np.float32) / 127.5 - 1.0
+    scaled = _scale(stretched)
     return cv2.dnn.blobFromImage(
         scaled, scalefactor=1.0, size=(DIGIKAM_SIZE, DIGIKAM_SIZE), mean=(0, 0, 0), swapRB=False, crop=False
     )
@@ -99,7 +106,7 @@ def digikam_chw(rgb_image: np.ndarray) -> np.ndarray:
     if rgb_image.ndim != 3 or rgb_image.shape[2] != 3 or rgb_image.dtype != np.uint8:
         raise ValueError(f"expected an 8-bit RGB image (H, W, 3), got {rgb_image.dtype} {rgb_image.shape}")
     stretched = cv2.resize(rgb_image, (DIGIKAM_SIZE, DIGIKAM_SIZE), interpolation=cv2.INTER_NEAREST_EXACT)
-    scaled = stretched.astype(np.float32) / 127.5 - 1.0
+    scaled = _scale(stretched)
     return np.ascontiguousarray(scaled.transpose(2, 0, 1))
 
 

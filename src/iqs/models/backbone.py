@@ -45,6 +45,7 @@ BACKBONE_KEYS = frozenset(
         "interpolation",
         "pool",
         "pool_levels",
+        "exportable",  # false: `iqs export` refuses it (operators some digiKam OpenCV lacks); not used here
     }
 )
 STD_EPS = 1e-6

@@ -2,7 +2,8 @@
 
 `iqs_meta` (plain dict, JSON/YAML safe) keys: schema, backbone, weights, freeze, channels_last, num_features,
 input_size [H, W], mean, std, interpolation, crop_pct, pool (avg | mlsp | mlsp_blocks) and pool_levels
-(null = every level; a record without them predates the options and means avg), head, head_cfg (effective options), thresholds
+(null = every level; a record without them predates the options and means avg), exportable (false: the
+backbone's graph needs operators some digiKam OpenCV lacks; absent = true), head, head_cfg (effective options), thresholds
 [t1, t2], class_names, num_bins, score_scale ("common" 1..10, or "class_index" 0..2 for classification).
 """
 
@@ -135,6 +136,8 @@ def _from_meta(meta: Mapping[str, Any], pretrained: bool) -> QualityModel:
     head = build_head(meta["head"], info.num_features, meta["head_cfg"], t1, t2)
     rebuilt = make_meta(info, backbone, meta["head"], head)
     rebuilt.update(weights=meta["weights"], crop_pct=float(meta["crop_pct"]))
+    if "exportable" in meta:
+        rebuilt["exportable"] = bool(meta["exportable"])
     return QualityModel(backbone, head, rebuilt)
 
 
@@ -163,7 +166,10 @@ def _from_cfg(cfg: Mapping[str, Any], pretrained: bool) -> QualityModel:
     head = build_head(
         head_name, info.num_features, head_cfg, float(cfg["thresholds"]["t1"]), float(cfg["thresholds"]["t2"])
     )
-    return QualityModel(backbone, head, make_meta(info, backbone, head_name, head))
+    meta = make_meta(info, backbone, head_name, head)
+    # conf/backbone/*.yaml `exportable: false`: `iqs export` refuses it (see iqs.deploy.onnx_ops)
+    meta["exportable"] = bool(backbone_cfg.get("exportable", True))
+    return QualityModel(backbone, head, meta)
 
 
 def build_quality_model(meta_or_cfg: Mapping[str, Any], pretrained: bool | None = None) -> QualityModel:

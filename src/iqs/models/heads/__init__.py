@@ -39,6 +39,12 @@ def score_to_class_logits(score: torch.Tensor, t1: float, t2: float, sharpness: 
     class, like argmax). The thresholds are rounded down to the score's precision so the comparison is
     exact even for thresholds like 5.3 that float32 cannot represent: IEEE subtraction of two floats is zero
     only when they are equal and otherwise keeps the sign of the exact difference.
+
+    min(a, b) is written a - relu(a - b): `torch.minimum` exports to a `Min` node, which OpenCV's TensorFlow
+    importer (digiKam 8.0-8.4) lacks, while Relu and Sub load everywhere. The argmax is unchanged: with
+    a = s-t1, b = t2-s, the form returns a exactly when a <= b (s <= t1: normal = -bad, a tie at s = t1 picks
+    bad); for t1 < s <= t2 it is >= 0 > bad, and 0 = good at s = t2 (a tie, normal); for s > t2 it is
+    a - round(a - b) <= 0 < good, since rounding is monotone and a - b > a.
     """
     if not t1 < t2:
         raise ValueError(f"thresholds must satisfy t1 < t2, got ({t1}, {t2})")
@@ -47,10 +53,20 @@ def score_to_class_logits(score: torch.Tensor, t1: float, t2: float, sharpness: 
     if score.dtype not in (torch.float32, torch.float64):
         score = score.float()  # bf16/fp16 under autocast: compare in float32
     lo, hi = _round_down(t1, score.dtype), _round_down(t2, score.dtype)
-    bad = lo - score
-    normal = torch.minimum(score - lo, hi - score)
-    good = score - hi
-    return sharpness * torch.stack([bad, normal, good], dim=-1)
+    # (N, 1) columns joined by cat rather than (N,) vectors stacked: OpenCV 4.6 has no 1-D element-wise ops
+    s = score.reshape(-1, 1)
+    a = s - lo
+    normal = a - torch.relu(a - (hi - s))
+    return sharpness * torch.cat([lo - s, normal, s - hi], dim=-1)
+
+
+def expectation(probs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """(N, K) probabilities, (K,) values -> (N,) expected value, as operators every digiKam OpenCV runs.
+
+    `probs @ values` exports a 2-D x 1-D `MatMul`, which OpenCV 5.0 refuses at run time; a (K, 1) column
+    and a `Reshape` (not `squeeze`, whose opset-13 `Squeeze` OpenCV 4.6 cannot import) compute the same.
+    """
+    return (probs @ values.to(probs.dtype).reshape(-1, 1)).reshape(-1)
 
 
 def plain_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -185,6 +201,7 @@ __all__ = [
     "INPUT_NORMS",
     "Head",
     "build_head",
+    "expectation",
     "make_input_norm",
     "make_mlp",
     "register_head",

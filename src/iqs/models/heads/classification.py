@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from iqs.data.scale import CLASS_NAMES
-from iqs.models.heads import Head, make_mlp, reduce_weighted, register_head
+from iqs.models.heads import Head, expectation, make_mlp, reduce_weighted, register_head
 
 
 @register_head("classification")
@@ -54,7 +54,7 @@ class ClassificationHead(Head):
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         logits3 = self.mlp(features)
         probs = logits3.softmax(dim=-1)
-        return {"score": probs @ self.class_index.to(probs.dtype), "logits3": logits3, "probs": probs}
+        return {"score": expectation(probs, self.class_index), "logits3": logits3, "probs": probs}
 
     def loss(
         self,

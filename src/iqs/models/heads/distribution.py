@@ -12,7 +12,7 @@ import torch
 
 from iqs.data.scale import BIN_CENTRES, N_BINS
 from iqs.losses.emd import emd_loss
-from iqs.models.heads import Head, make_mlp, reduce_weighted, register_head
+from iqs.models.heads import Head, expectation, make_mlp, reduce_weighted, register_head
 
 
 @register_head("distribution")
@@ -39,7 +39,7 @@ class DistributionHead(Head):
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         bin_logits = self.mlp(features)
         dist = bin_logits.softmax(dim=-1)
-        score = dist @ self.bin_centres.to(dist.dtype)
+        score = expectation(dist, self.bin_centres)
         logits3 = self.class_logits(score)
         return {
             "score": score,

@@ -48,7 +48,7 @@ class RegressionHead(Head):
         self.loss_fn = make_regression_loss(name, **kwargs)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        score = self.mlp(features).squeeze(-1)
+        score = self.mlp(features).reshape(-1)  # not squeeze: see `expectation`
         logits3 = self.class_logits(score)
         return {"score": score, "logits3": logits3, "probs": logits3.softmax(dim=-1)}
 
