@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from iqs.metrics.grouped import BINARY_THRESHOLD
-from iqs.metrics.label_rule import ALL, class_columns
+from iqs.metrics.label_rule import class_columns
+from iqs.metrics.names import ALL, BINARY_THRESHOLD
 
 # Metric on weighted rows: (y_true (N,), y_pred (N,), weights (B, N)) -> (B,) values.
 WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -207,8 +207,6 @@ METRICS: dict[str, tuple[str, WeightedMetric]] = {
     "macro_f1": ("class", macro_f1),
     "balanced_acc": ("class", balanced_acc),
 }
-# the metrics whose weighted value is NaN for a degenerate resample (constant truth or prediction)
-CORRELATIONS = ("plcc", "srcc", "krcc")
 
 
 def _metric(metric: str | WeightedMetric) -> WeightedMetric:
@@ -567,3 +565,44 @@ def fisher_z_ci(
 def metric_names(metrics: Mapping[str, object] | Sequence[str]) -> list[str]:
     """The names among `metrics` that have a bootstrap (EMD and unknown names dropped)."""
     return [m for m in metrics if m in METRICS]
+
+
+def predictions_intervals(
+    predictions: pd.DataFrame,
+    datasets: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    method: str = DEFAULT_METHOD,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Long table (dataset, metric, estimate, low, high, n_groups, ...) of a test-predictions table.
+
+    `datasets`: default every source, then `all`; `metrics`: default every metric with a bootstrap.
+    """
+    if datasets is None:
+        datasets = [*sorted(predictions["dataset"].astype(str).unique()), ALL]
+    names = list(metrics) if metrics is not None else list(METRICS)
+    out = []
+    for ds in datasets:
+        cis = bootstrap_metrics(
+            EvalRows.from_predictions(predictions, ds),
+            names,
+            n_resamples=n_resamples,
+            confidence=confidence,
+            method=method,
+            seed=seed,
+        )
+        out += [{"dataset": ds, "metric": m, **ci.__dict__} for m, ci in cis.items()]
+    return pd.DataFrame(out)
+
+
+def interval_metrics(intervals: pd.DataFrame, stage: str = "test") -> dict[str, float]:
+    """MLflow metrics of an intervals table: `<stage>/<ds>/<metric>_lo`, `_hi`, and `<stage>/<ds>/n_groups`."""
+    out: dict[str, float] = {}
+    for row in intervals.itertuples(index=False):
+        out[f"{stage}/{row.dataset}/{row.metric}_lo"] = float(row.low)
+        out[f"{stage}/{row.dataset}/{row.metric}_hi"] = float(row.high)
+        out[f"{stage}/{row.dataset}/n_groups"] = float(row.n_groups)
+    return out

@@ -43,15 +43,10 @@ from torchmetrics.regression import KendallRankCorrCoef, MeanSquaredError, Pears
 
 from iqs.data.scale import CLASS_NAMES, assign_labels
 from iqs.metrics.emd import EarthMoversDistance
-from iqs.metrics.label_rule import ALL, LabelRule
+from iqs.metrics.label_rule import LabelRule
+from iqs.metrics.names import ALL, BINARY_THRESHOLD, CORRELATIONS, HIGHER_IS_BETTER, METRIC_NAMES
 
-METRIC_NAMES = (
-    "plcc", "srcc", "krcc", "rmse", "emd", "acc", "f1_bad", "f1_normal", "f1_good", "macro_f1",
-    "balanced_acc", "binary_acc_5",
-)  # fmt: skip
-HIGHER_IS_BETTER = {name: name not in ("rmse", "emd") for name in METRIC_NAMES}
-CORRELATIONS = ("plcc", "srcc", "krcc")
-BINARY_THRESHOLD = 5.0
+__all__ = ["ALL", "BINARY_THRESHOLD", "HIGHER_IS_BETTER", "METRIC_NAMES", "GroupedQualityMetrics"]
 
 
 def _group_metrics(num_classes: int, has_dist: bool, dtype: torch.dtype) -> nn.ModuleDict:

@@ -25,13 +25,21 @@ import numpy as np
 import pandas as pd
 
 from iqs.data.scale import assign_labels
+from iqs.metrics.names import ALL, LABEL_METRICS
 
-ALL = "all"
+__all__ = [
+    "ALL",
+    "DECLARED_LABEL",
+    "LABEL_METRICS",
+    "SOURCE_PRED",
+    "LabelRule",
+    "LabelRuleError",
+    "class_columns",
+]
+
 # predictions-CSV columns the rule adds next to `label` (the source's pair) and `pred_class` (the model's)
 DECLARED_LABEL = "label_declared"
 SOURCE_PRED = "pred_class_source"
-# metrics whose value depends on the threshold pair (the labels); the others compare across pairs
-LABEL_METRICS = ("acc", "f1_bad", "f1_normal", "f1_good", "macro_f1", "balanced_acc")
 
 
 class LabelRuleError(ValueError):
