@@ -263,7 +263,9 @@ def test_tracked_run_logs_params_tags_metrics_and_artifacts(store: Path) -> None
 def test_an_existing_experiment_gets_its_kind_unless_one_is_set(store: Path) -> None:
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     plain = client.create_experiment("unit", artifact_location=(store / "a").as_uri())
-    genai = client.create_experiment("mine", tags={"mlflow.experimentKind": "genai_development"})
+    genai = client.create_experiment(
+        "mine", artifact_location=(store / "b").as_uri(), tags={"mlflow.experimentKind": "genai_development"}
+    )
     with tracked_run(make_cfg(store)):
         pass
     with tracked_run(make_cfg(store, experiment_name="mine")):
