@@ -243,9 +243,7 @@ def _run_columns(runs: pd.DataFrame, cfg: Any, narrow: bool) -> pd.DataFrame:
             out[axis] = axes[axis]
         for key in params:
             out[key] = runs[f"params.{key}"]
-        if not shown and not params:
-            out["run"] = runs.get("tags.mlflow.runName", runs["run_id"])
-        return out
+        return out  # the run id alone when nothing varies: the name would repeat on every row
     out["run"] = runs.get("tags.mlflow.runName", runs["run_id"])
     out["run_id"] = runs["run_id"].str[:8]
     for col, src in (("experiment", "experiment"), ("status", "status"), ("sweep_id", "tags.sweep_id")):
