@@ -473,11 +473,15 @@ class EvalRows:
         """
         part = predictions if dataset == ALL else predictions[predictions["dataset"].astype(str) == dataset]
         true_col, pred_col = class_columns(dataset, predictions.columns)
-        groups = (
-            part["group"]
-            if "group" in part.columns
-            else part["dataset"].astype(str) + ":" + part["image_id"].astype(str)
-        )
+        if "group" in part.columns:
+            groups = part["group"]
+        else:
+            warnings.warn(
+                "predictions without a `group` column (a run logged before groups were stored): every "
+                "image is its own group, so intervals are too narrow where images share a photograph",
+                stacklevel=2,
+            )
+            groups = part["dataset"].astype(str) + ":" + part["image_id"].astype(str)
         return cls(
             true_score=part["score"].to_numpy(np.float64),
             pred_score=part["pred_score"].to_numpy(np.float64),
