@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -389,6 +390,9 @@ def paired_table(runs: pd.DataFrame, cfg: Any, client: Any) -> pd.DataFrame:
     settings = ci_settings(cfg) or {"n_resamples": bootstrap.DEFAULT_RESAMPLES}
     labels = labels_of(runs)
     names = runs.get("tags.mlflow.runName", runs["run_id"]).astype(str)
+    # what tells the runs apart (the varying axes/params), else the run name
+    ident = _run_columns(runs, cfg, narrow=True).drop(columns=["run_id"]).astype(str)
+    who = ident.apply(" ".join, axis=1) if len(ident.columns) else names
     base_i = find_run(runs, str(cfg.baseline))
     base_name = f"{names[base_i]} ({runs.at[base_i, 'run_id'][:8]})"
     rows = []
@@ -408,7 +412,7 @@ def paired_table(runs: pd.DataFrame, cfg: Any, client: Any) -> pd.DataFrame:
             for ds in datasets:
                 a = bootstrap.EvalRows.from_predictions(base, ds)
                 b = bootstrap.EvalRows.from_predictions(other, ds)
-                row = {"run": names[i], "run_id": run_id[:8], "dataset": ds, "metric": metric}
+                row = {"run": names[i], "run_id": run_id[:8], "who": who[i], "dataset": ds, "metric": metric}
                 if not comparable:
                     row.update(note=f"labels differ ({labels[i]} vs {labels[base_i]}): not comparable")
                     rows.append(row)
@@ -472,8 +476,13 @@ def display_frame(table: pd.DataFrame, digits: int) -> pd.DataFrame:
         return shown
     if view == "baseline":
         d = min(digits, 3)
+        first = table["run_id"].ne(table["run_id"].shift())  # the run's name on its first row only
         shown = pd.DataFrame(
-            {"run": table["run"] + " (" + table["run_id"] + ")", "dataset": table["dataset"]}
+            {
+                "run_id": table["run_id"].where(first, ""),
+                "run": table["who"].where(first, ""),
+                "dataset": table["dataset"],
+            }
         )
         shown["baseline"] = [_num(v, d) for v in table.get("baseline", pd.Series(index=table.index))]
         shown["run value"] = [_num(v, d) for v in table.get("value", pd.Series(index=table.index))]
@@ -533,11 +542,19 @@ def rich_table(table: pd.DataFrame, digits: int, title: str) -> Any:
     numeric = set(table.select_dtypes("number").columns) | set(table.attrs.get("datasets") or [])
     caption = "\n".join(notes_for(table)) or None
     out = Table(
-        title=title, caption=caption, header_style="bold", box=box.SIMPLE_HEAD, caption_justify="left"
+        title=title,
+        caption=caption,
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        caption_justify="left",
+        padding=(0, 0),  # the box's column separator is the one space between columns:
+        show_edge=False,  # four datasets of `0.794 [0.75, 0.83]` cells fit in 100 columns
     )
     for col in shown.columns:
         out.add_column(str(col), justify="right" if col in numeric else "left")
     groups = table["labels"].tolist() if "labels" in table.columns else None
+    if table.attrs.get("view") == "baseline":
+        groups = table["run_id"].tolist()  # one block per run
     for i, row in enumerate(shown.itertuples(index=False)):
         if groups is not None and i > 0 and groups[i] != groups[i - 1]:
             out.add_section()
@@ -575,13 +592,12 @@ def figure_for(table: pd.DataFrame, title: str) -> Any:
 
     if table.attrs.get("view") == "baseline":
         ok = table[table.get("note", "").astype(str) == ""] if "note" in table.columns else table
-        runs = list(dict.fromkeys(ok["run"] + " (" + ok["run_id"] + ")"))
+        ok = ok.assign(run=ok["who"] + " (" + ok["run_id"] + ")")
+        runs = list(dict.fromkeys(ok["run"]))
         datasets = table.attrs["datasets"]
 
         def grid(col: str) -> np.ndarray:
-            piv = ok.assign(label=ok["run"] + " (" + ok["run_id"] + ")").pivot_table(
-                index="label", columns="dataset", values=col, aggfunc="first"
-            )
+            piv = ok.pivot_table(index="run", columns="dataset", values=col, aggfunc="first")
             return piv.reindex(index=runs, columns=datasets).to_numpy(np.float64)
 
         return ci_figure(
@@ -635,7 +651,11 @@ def compare(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     if cfg.get("baseline") and not runs.empty:
         from mlflow import MlflowClient
 
-        table = paired_table(runs.reset_index(drop=True), cfg, MlflowClient(uri))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = paired_table(runs.reset_index(drop=True), cfg, MlflowClient(uri))
+        for message in dict.fromkeys(str(w.message) for w in caught if w.category is UserWarning):
+            print(f"iqs compare: warning: {message}", file=sys.stderr)
     else:
         table = build_table(runs, cfg)
     if table.empty or cfg.format in ("html", "png"):

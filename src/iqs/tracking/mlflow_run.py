@@ -388,9 +388,8 @@ class TrackedRun:
                     name=str(name),
                     digest=table_fingerprint(rows),
                 )
-            inputs.append(
-                DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "mixture")])
-            )
+                entity = dataset._to_mlflow_entity()  # the schema is inferred here, lazily
+            inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "mixture")]))
         if inputs:
             self.client.log_inputs(self.run_id, datasets=inputs)
 
