@@ -169,6 +169,10 @@ def test_table_output_and_errors(store: str, tmp_path: Path, capsys: pytest.Capt
     assert "no MLflow experiment 'nope'" in capsys.readouterr().err
     assert main([f"logger.tracking_uri={store}", "sort=test/all/nothing"]) == 2
     assert "cannot sort by" in capsys.readouterr().err
+    assert main([f"logger.tracking_uri={store}", "metric=nothing"]) == 2
+    assert (
+        "no selected run logged 'test/<dataset>/nothing'; metrics: macro_f1, plcc" in capsys.readouterr().err
+    )
     assert main([f"logger.tracking_uri={store}", "sweep=none-such"]) == 1
     assert main([f"logger.tracking_uri=sqlite:///{tmp_path}/absent.db"]) == 2
     assert not (tmp_path / "absent.db").exists()

@@ -283,6 +283,12 @@ def build_table(runs: pd.DataFrame, cfg: Any) -> pd.DataFrame:
             for suffix in (SUFFIX_LO, SUFFIX_HI):
                 ci = f"{col}{suffix}"
                 out[f"{ds}{suffix}"] = runs[ci] if ci in runs.columns else float("nan")
+        logged = sorted({c.split("/")[-1] for c in runs.columns if c.startswith(f"metrics.{cfg.stage}/")})
+        if not shown and logged:
+            raise CompareError(
+                f"no selected run logged '{cfg.stage}/<dataset>/{metric}'; metrics: "
+                + ", ".join(m for m in logged if not _is_ci_key(m))
+            )
         metrics_shown = [metric]
     else:
         metrics = cfg.metrics if isinstance(cfg.metrics, str) else list(cfg.metrics or [])
