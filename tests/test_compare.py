@@ -13,8 +13,9 @@ from scipy import stats
 
 from iqs.data.scale import assign_labels
 from iqs.metrics.bootstrap import paired_bootstrap
+from iqs.metrics.label_rule import LabelRule
 from iqs.tracking import tracked_run
-from iqs.tracking.compare import main
+from iqs.tracking.compare import load_config, main, paired_table, search
 
 # (experiment, sweep, head, rebalance, thresholds, lr, all/srcc, status)
 RUNS = [
@@ -244,7 +245,9 @@ def paired_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[st
         ("base", 1, 1.0, "full"),
         ("better", 2, 0.4, "full"),
         ("other", 3, 0.4, "half"),
+        ("relabel", 2, 0.4, "relabel"),  # = better, but demo_ava labelled with its own pair 4.5_6.5
     ):
+        sources = {"demo_ava": {"thresholds": {"t1": 4.5, "t2": 6.5}}} if name == "relabel" else {}
         cfg = OmegaConf.create(
             {
                 "logger": {
@@ -254,12 +257,16 @@ def paired_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[st
                 },
                 "head": {"name": "regression"},
                 "thresholds": {"name": "5_6", "t1": 5.0, "t2": 6.0},
-                "data": {"name": "demo"},
+                "data": {"name": "demo", "sources": sources},
             }
         )
         pred = _predictions(seed, noise)
         if test_set == "half":
             pred = pred.iloc[: len(pred) // 2]
+        rule = LabelRule((5.0, 6.0), {"demo_ava": (4.5, 6.5)} if sources else {})
+        ava = pred["dataset"] == "demo_ava"
+        pred.loc[ava, "label"] = assign_labels(pred.loc[ava, "score"], *rule.pair("demo_ava"))
+        pred = rule.add_columns(pred)
         with tracked_run(cfg, run_name=name, tags={"sweep_id": "p1", "test_set": test_set}) as run:
             csv = root / name / "test_predictions.csv"
             csv.parent.mkdir()
@@ -305,7 +312,7 @@ def test_baseline_gives_paired_deltas_with_ci_and_p_value(
     err = capsys.readouterr().err
     assert "tested on different images" in err and "60 only in base" in err
     assert main([f"logger.tracking_uri={uri}", "baseline=nope"]) == 2
-    assert "not among the 3 selected run(s)" in capsys.readouterr().err
+    assert "not among the 4 selected run(s)" in capsys.readouterr().err
 
 
 def test_html_and_png_plots_with_ci_bars_are_written_and_logged_into_the_sweep(
@@ -325,3 +332,24 @@ def test_html_and_png_plots_with_ci_bars_are_written_and_logged_into_the_sweep(
     for name in ("base", "better"):
         assert [a.path for a in client.list_artifacts(ids[name], "compare")] == ["compare/pairs.html"]
     assert not client.list_artifacts(ids["other"], "compare")  # not selected
+
+
+def test_label_metrics_compare_only_where_both_runs_label_alike(
+    paired_store: tuple[str, dict[str, str]],
+) -> None:
+    uri, ids = paired_store
+    runs = search(uri, "pairs")
+    runs = runs[runs["run_id"].isin([ids["better"], ids["relabel"]])].reset_index(drop=True)
+    client = MlflowClient(uri)
+
+    def paired(metric: str) -> pd.DataFrame:
+        cfg = load_config([f"logger.tracking_uri={uri}", f"metric={metric}", f"baseline={ids['better']}"])
+        return paired_table(runs, cfg, client).set_index("dataset")
+
+    acc = paired("acc")  # the same predictions, labelled alike except demo_ava in `relabel`
+    assert acc.loc["all", "delta"] == 0.0 and acc.loc["demo_koniq", "delta"] == 0.0
+    assert acc.loc["all", "note"] == ""  # `all` is on the declared pair 5_6 in both runs
+    assert acc.loc["demo_ava", "note"].startswith("labels differ (5_6; demo_ava=4.5_6.5 vs 5_6)")
+    assert pd.isna(acc.loc["demo_ava", "delta"])
+    srcc = paired("srcc")  # does not depend on the labels
+    assert (srcc["delta"] == 0.0).all() and (srcc["note"] == "").all()

@@ -51,6 +51,7 @@ RAW_KEYS = {
     "status": "status",
     "baseline": "baseline",  # a run id such as 12345678 would otherwise become an integer
 }
+LABEL_PARAM = re.compile(r"^(thresholds\.|data\.sources\.[^.]+\.thresholds(\.|$))")
 TAG_ARG = re.compile(r"^\+?tags?\.(?P<key>[^=]+)=(?P<value>.*)$")
 
 
@@ -238,6 +239,8 @@ def _run_columns(runs: pd.DataFrame, cfg: Any, narrow: bool) -> pd.DataFrame:
         axes[axis] = values.fillna("none")
     params = varying_params(runs, list(cfg.ignore_params or []))
     if narrow:
+        # the `labels` column already shows the threshold pairs, the declared one and the sources' own
+        params = [p for p in params if not LABEL_PARAM.match(p)]
         out["run_id"] = runs["run_id"].str[:8]
         shown = [a for a, v in axes.items() if v.astype(str).nunique() > 1]
         for axis in shown:
@@ -397,8 +400,12 @@ def paired_table(runs: pd.DataFrame, cfg: Any, client: Any) -> pd.DataFrame:
     labels = labels_of(runs)
     names = runs.get("tags.mlflow.runName", runs["run_id"]).astype(str)
     # what tells the runs apart (the varying axes/params), else the run name
-    ident = _run_columns(runs, cfg, narrow=True).drop(columns=["run_id"]).astype(str)
-    who = ident.apply(" ".join, axis=1) if len(ident.columns) else names
+    ident = _run_columns(runs, cfg, narrow=True).drop(columns=["run_id"])
+    who = (
+        ident.apply(lambda r: " ".join("" if pd.isna(v) else str(v) for v in r), axis=1)
+        if len(ident.columns)
+        else names
+    )
     base_i = find_run(runs, str(cfg.baseline))
     base_name = f"{names[base_i]} ({runs.at[base_i, 'run_id'][:8]})"
     rows = []
@@ -414,17 +421,18 @@ def paired_table(runs: pd.DataFrame, cfg: Any, client: Any) -> pd.DataFrame:
             name = f"{names[i]} ({run_id[:8]})"
             other = load_predictions(client, run_id, Path(tmp))
             check_same_test_set(base, other, base_name, name)
-            comparable = metric not in LABEL_METRICS or labels[i] == labels[base_i]
             for ds in datasets:
                 a = bootstrap.EvalRows.from_predictions(base, ds)
                 b = bootstrap.EvalRows.from_predictions(other, ds)
                 row = {"run": names[i], "run_id": run_id[:8], "who": who[i], "dataset": ds, "metric": metric}
-                if not comparable:
+                y_a, pred_a = a.columns_for(metric)
+                y_b, pred_b = b.columns_for(metric)
+                # a label metric compares only where both runs label these images alike (e.g. `all` on
+                # the same declared pair while a source uses its own pair in one of the runs)
+                if metric in LABEL_METRICS and not np.array_equal(y_a, y_b):
                     row.update(note=f"labels differ ({labels[i]} vs {labels[base_i]}): not comparable")
                     rows.append(row)
                     continue
-                y_a, pred_a = a.columns_for(metric)
-                y_b, pred_b = b.columns_for(metric)
                 res = bootstrap.paired_bootstrap(
                     metric, y_a, pred_a, pred_b, a.groups, y_true_b=y_b, **settings
                 )
