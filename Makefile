@@ -37,8 +37,8 @@ sweep: setup ## head x rebalance x thresholds sweep on the demo (12+ runs)
 compare: setup ## side-by-side table of the tracked runs
 	$(BIN)/iqs compare $(ARGS)
 
-ui: setup ## MLflow UI on 127.0.0.1 against mlruns/
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns/artifacts --host 127.0.0.1 --port 5000
+ui: setup ## MLflow UI on 127.0.0.1:5000, same store as train (MLFLOW_TRACKING_URI / logger.tracking_uri=)
+	$(BIN)/iqs ui $(ARGS)
 
 test: setup ## the test suite (slow tests included; about 10 min on 2 cores)
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -40,7 +40,7 @@ def run(work_dir: str | Path, n_images: int = 48, size: tuple[int, int] = (3000,
     import torch
 
     from iqs.data.prepare import PreparedImages, prepare_source
-    from iqs.train.transforms import InputSpec, train_transform
+    from iqs.deploy.preprocess import InputSpec, train_transform
 
     work = Path(work_dir)
     paths = _make_photos(work / "full", n_images, size)

@@ -336,8 +336,8 @@ def test_mlsp_model_exports_to_onnx_and_opencv_matches_torch(tmp_path) -> None:
 
 
 def test_pool_levels_keep_the_shallow_levels_and_key_the_cache() -> None:
+    from iqs.deploy.preprocess import InputSpec
     from iqs.train.features import FeatureKey
-    from iqs.train.transforms import InputSpec
 
     torch.manual_seed(0)
     full, full_info = create_backbone(TINY, weights="none", pool="mlsp")

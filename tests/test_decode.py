@@ -226,3 +226,44 @@ def test_to_rgb8_palette_and_modes() -> None:
     pal = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).convert("P")
     assert to_rgb8(pal).shape == (8, 8, 3)
     assert set(decode.RAW_EXTENSIONS) <= set(decode.IMAGE_EXTENSIONS)
+
+
+# TIFF as cameras, scanners and raw converters write it, written by tifffile (not by the Pillow we decode with)
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("layout", [{}, {"compression": "zlib"}, {"compression": "zlib", "tile": (64, 64)}])
+def test_tiff_8_and_16_bit_rgb_and_grey(
+    tmp_path: Path, photo: np.ndarray, bits: int, channels: int, layout: dict
+) -> None:
+    import tifffile
+
+    pixels = photo if channels == 3 else cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    stored = pixels.astype(np.uint16) * 257 if bits == 16 else pixels  # full 16-bit range
+    path = tmp_path / f"p{bits}_{channels}.tif"
+    tifffile.imwrite(path, stored, photometric="rgb" if channels == 3 else "minisblack", **layout)
+    rgb = load_rgb(path)
+    expected = pixels if channels == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
+    assert rgb.dtype == np.uint8 and rgb.shape == photo.shape
+    np.testing.assert_array_equal(rgb, expected)
+
+
+def test_tiff_16_bit_values_between_8_bit_levels(tmp_path: Path) -> None:
+    import tifffile
+
+    values = np.arange(0, 65536, 97, dtype=np.uint16)[: 64 * 10].reshape(10, 64)
+    tifffile.imwrite(tmp_path / "g.tif", values, photometric="minisblack")
+    np.testing.assert_array_equal(
+        load_rgb(tmp_path / "g.tif")[:, :, 0], np.rint(values / 257).astype(np.uint8)
+    )
+    rgb16 = np.stack([values, values[::-1], values[:, ::-1]], axis=2)
+    tifffile.imwrite(tmp_path / "c.tif", rgb16, photometric="rgb")
+    got = load_rgb(tmp_path / "c.tif").astype(int)
+    assert np.abs(got - np.rint(rgb16 / 257)).max() <= 1  # Pillow keeps the high byte of 16-bit RGB
+
+
+def test_tiff_orientation_tag_is_applied(tmp_path: Path, photo: np.ndarray) -> None:
+    import tifffile
+
+    wide = photo[:200]  # 200 x 512
+    tifffile.imwrite(tmp_path / "o.tif", wide, photometric="rgb", extratags=[(274, "H", 1, 6, True)])
+    np.testing.assert_array_equal(load_rgb(tmp_path / "o.tif"), np.rot90(wide, k=-1))  # 6 = rotate 90 CW

@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageFilter
 from skimage import data
 
+from iqs.checkpoints import CheckpointError, read_checkpoint
 from iqs.deploy import export
 from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
 
@@ -177,8 +178,8 @@ def test_distribution_head_full_profile(tmp_path: Path, photos: list[np.ndarray]
 def test_checkpoint_without_meta_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "plain.ckpt"
     torch.save({"state_dict": {}}, path)
-    with pytest.raises(export.ExportError, match="iqs_meta"):
-        export.read_checkpoint(path)
+    with pytest.raises(CheckpointError, match="iqs_meta"):
+        read_checkpoint(path)
     assert export.main([f"checkpoint={path}", f"out_dir={tmp_path}"]) == 2
     assert export.main([f"checkpoint={tmp_path / 'missing.ckpt'}"]) == 2
 
@@ -221,7 +222,7 @@ def test_export_from_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     out_dir = tmp_path / "out"
     assert export.main([f"run_id={run.info.run_id}", f"out_dir={out_dir}"]) == 0
     card = (out_dir / "MODEL_CARD.md").read_text()
-    assert "| koniq |" in card and "0.7100" in card and "data.name" in card
+    assert "| koniq |" in card and "| 0.71 |" in card and "data.name" in card
     logged = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "export")}
     assert logged == {f"export/{p.name}" for p in out_dir.iterdir()}
     assert len(logged) == 3

@@ -59,7 +59,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 def _run(args: list[str], model: Path) -> int:
-    return predict.main([*args, f"model={model}", "--batch-size", "3", "--workers", "2"])
+    return predict.main([*args, f"model={model}", "--workers", "2"])
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -182,20 +182,24 @@ def test_checkpoint_as_model_and_json_stdout(model_and_onnx, folder: Path, capsy
     assert len(rows) == 1 and rows[0]["class"] in ("bad", "normal", "good")
 
 
-def test_streaming_keeps_order_and_bounds_in_flight(model_and_onnx, folder: Path, monkeypatch) -> None:
+def test_streaming_keeps_order_and_bounds_in_flight(model_and_onnx, folder: Path) -> None:
     _, onnx_path, _ = model_and_onnx
     scorer = predict.OnnxScorer(onnx_path)
-    calls = []
+    calls, threads = [], set()
     real = scorer.__call__
 
     class Spy:
         meta, class_names = scorer.meta, scorer.class_names
 
         def __call__(self, batch):
+            import threading
+
             calls.append(len(batch))
+            threads.add(threading.current_thread().name)
             return real(batch)
 
-    paths = [folder / "2024" / f"img{i % 5}.jpg" for i in range(23)]
+    paths = [folder / "2024" / f"img{i % 5}.jpg" for i in range(40)]
+    paths[7] = folder / "2024" / "missing.jpg"  # an error row keeps its place
     consumed = []
 
     def stream():
@@ -203,12 +207,36 @@ def test_streaming_keeps_order_and_bounds_in_flight(model_and_onnx, folder: Path
             consumed.append(p)
             yield p
 
-    rows = predict.predict_paths(stream(), Spy(), batch_size=4, workers=2)
+    rows = predict.predict_paths(stream(), Spy(), workers=3)
     first = next(rows)
-    assert len(consumed) <= (2 * 4 + 2) + 4 < len(paths)  # in flight + one batch, never all at once
+    assert len(consumed) <= 8 * 3 + 1 < len(paths)  # eight photos per worker in flight, never all
     rest = list(rows)
     assert [r.path for r in [first, *rest]] == [str(p) for p in paths]
-    assert calls == [4, 4, 4, 4, 4, 3]
+    assert rest[6].error_kind == "missing" and rest[6].label is None
+    # every photo is scored alone, by the worker that decoded it, never in the consumer's thread
+    assert calls == [1] * 39 and threads and all(t.startswith("iqs-predict") for t in threads)
+    ref = {str(p): r for p, r in zip(paths, [first, *rest], strict=True)}
+    again = list(predict.predict_paths(paths[:5], scorer, workers=1))  # one worker: the same numbers
+    assert [r.score for r in again] == [ref[str(p)].score for p in paths[:5]]
+
+
+def test_abandoned_stream_stops_scoring(model_and_onnx, folder: Path) -> None:
+    _, onnx_path, _ = model_and_onnx
+    scorer = predict.OnnxScorer(onnx_path)
+    count = []
+    real = scorer.__call__
+
+    class Counting:
+        meta, class_names = scorer.meta, scorer.class_names
+
+        def __call__(self, batch):
+            count.append(1)
+            return real(batch)
+
+    rows = predict.predict_paths([folder / "2024" / "img0.jpg"] * 200, Counting(), workers=2)
+    next(rows)
+    rows.close()  # e.g. Ctrl-C in the consumer: queued photos are cancelled, not scored
+    assert len(count) <= 8 * 2 + 2
 
 
 def test_rejects_digikam_profile_and_missing_model(model_and_onnx, tmp_path: Path) -> None:
@@ -219,3 +247,31 @@ def test_rejects_digikam_profile_and_missing_model(model_and_onnx, tmp_path: Pat
     with pytest.raises(ValueError, match="full profile"):
         predict.OnnxScorer(dk)
     assert predict.main([str(tmp_path)]) == 2  # no model given
+
+
+def test_tiff_round_trip_through_predict(model_and_onnx, tmp_path: Path) -> None:
+    """8/16-bit, RGB/grey TIFFs scored by `iqs predict` = the model on the pixels that were stored."""
+    import tifffile
+
+    model, onnx_path, _ = model_and_onnx
+    root = tmp_path / "tiffs"
+    root.mkdir()
+    rgb = _photo(2, (360, 240))
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    expected = {}
+    for bits in (8, 16):
+        for name, pixels, photometric in (("rgb", rgb, "rgb"), ("grey", grey, "minisblack")):
+            stored = pixels.astype(np.uint16) * 257 if bits == 16 else pixels
+            path = root / f"{name}{bits}.tiff" if bits == 16 else root / f"{name}{bits}.tif"
+            tifffile.imwrite(path, stored, photometric=photometric, compression="zlib")
+            expected[path.name] = pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
+    out = tmp_path / "t.csv"
+    assert _run([str(root), "--output", str(out), "--strict"], onnx_path) == 0
+    rows = {Path(r["path"]).name: r for r in _read_csv(out)}
+    assert sorted(rows) == sorted(expected)
+    blobs = np.stack([digikam_chw(expected[name]) for name in sorted(expected)])
+    with torch.no_grad():
+        ref = model(DigikamToBackbone.from_meta(model.meta)(torch.from_numpy(blobs)))
+    got = [float(rows[name]["score"]) for name in sorted(expected)]
+    np.testing.assert_allclose(got, ref["score"].numpy(), atol=1e-4)
+    assert rows["grey8.tif"]["score"] == rows["grey16.tiff"]["score"]  # same picture, 8 or 16 bits

@@ -102,8 +102,9 @@ def test_sweep_axes_are_not_pinned_by_the_demo_preset():
 
 @pytest.mark.slow
 def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path):
-    from iqs.train.module import load_quality_model
-    from iqs.train.transforms import InputSpec, eval_transform, read_rgb
+    from iqs.checkpoints import load_checkpoint
+    from iqs.deploy.decode import load_rgb
+    from iqs.deploy.preprocess import InputSpec, eval_transform
 
     ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo")
     metrics, objs = run_train(ov)
@@ -128,12 +129,12 @@ def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path):
     assert (
         meta["head"] == "regression" and meta["input_size"] == [64, 64] and meta["thresholds"] == [5.0, 6.0]
     )
-    model = load_quality_model(ckpt)
+    model, _ = load_checkpoint(ckpt)
     row = pred.iloc[0]
     path = dm.paths[
         dm.table.index[(dm.table["dataset"] == row["dataset"]) & (dm.table["image_id"] == row["image_id"])][0]
     ]
-    x = eval_transform(InputSpec.from_meta(meta))(image=read_rgb(path))["image"][None]
+    x = eval_transform(InputSpec.from_meta(meta))(image=load_rgb(path))["image"][None]
     with torch.inference_mode():
         score = float(model(x)["score"][0])
     # the cache stores float16 embeddings: the head sees them rounded
@@ -154,9 +155,9 @@ def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path):
 
 def test_missing_images_are_dropped_with_a_count(tiny_demo, tmp_path):
     from iqs.data.mixture import build_mixture
+    from iqs.deploy.preprocess import InputSpec
     from iqs.rebalance import build_rebalancer
     from iqs.train.datamodule import QualityDataModule
-    from iqs.train.transforms import InputSpec
 
     cfg = compose("train", shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo"))
     mix = build_mixture(cfg.data, cfg.thresholds)
@@ -187,12 +188,12 @@ def test_missing_images_are_dropped_with_a_count(tiny_demo, tmp_path):
 
 def test_rebalancer_weights_and_balanced_mse_reach_the_model(tiny_demo, tmp_path):
     from iqs.data.mixture import build_mixture
+    from iqs.deploy.preprocess import InputSpec
     from iqs.losses import BalancedMSELoss
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer
     from iqs.train.datamodule import QualityDataModule
     from iqs.train.run import model_config
-    from iqs.train.transforms import InputSpec
 
     cfg = compose(
         "train", shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", "rebalance=loss_weight")

@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from iqs.deploy.decode import load_rgb
+from iqs.deploy.preprocess import InputSpec, eval_transform
 from iqs.train.features import FeatureCache, cached_features, weights_digest
-from iqs.train.transforms import InputSpec, eval_transform, read_rgb
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -72,7 +73,7 @@ def test_miss_then_hit_gives_the_same_embeddings_of_the_pixels(images, tmp_path)
     # the stored rows are the images in order, through the eval transform (float16 storage)
     bb = TinyBackbone().eval()
     with torch.inference_mode():
-        direct = torch.stack([bb(eval_transform(SPEC)(image=read_rgb(p))["image"][None])[0] for p in images])
+        direct = torch.stack([bb(eval_transform(SPEC)(image=load_rgb(p))["image"][None])[0] for p in images])
     torch.testing.assert_close(first.eval, direct.half().float(), rtol=0, atol=0)
 
 
@@ -113,7 +114,7 @@ def test_weights_digest_follows_parameters_and_buffers():
 
 
 def test_augmented_views_are_seeded_and_distinct(images, tmp_path):
-    aug = {"crop_scale": [0.5, 1.0], "hflip": 0.5}
+    aug = {"crop": 0.1, "hflip": 0.5}
     f = embed(images, tmp_path / "a", aug_views=2, aug=aug, aug_seed=3)
     assert f.aug.shape == (2, len(images), 8)
     assert not torch.equal(f.aug[0], f.aug[1]) and not torch.equal(f.aug[0], f.eval)

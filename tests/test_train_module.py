@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+from iqs.checkpoints import load_checkpoint
 from iqs.config import compose
 from iqs.data.table import DIST_COLUMNS
 from iqs.models import build_quality_model
-from iqs.train.module import QualityLitModule, load_quality_model, predictions_frame
+from iqs.train.module import QualityLitModule, predictions_frame
 
 
 def lit_module(*overrides: str, scale: float = 0.1) -> QualityLitModule:
@@ -69,7 +70,7 @@ def test_checkpoint_record_round_trips_with_weights_only(tmp_path):
     lit.on_save_checkpoint(ckpt)
     assert ckpt["iqs_meta"]["thresholds"] == [4.5, 6.5] and ckpt["iqs_meta"]["head"] == "classification"
     torch.save(ckpt, tmp_path / "m.ckpt")
-    model = load_quality_model(tmp_path / "m.ckpt")
+    model, _ = load_checkpoint(tmp_path / "m.ckpt")
     x = torch.randn(2, 3, 64, 64)
     lit.model.eval()
     with torch.inference_mode():

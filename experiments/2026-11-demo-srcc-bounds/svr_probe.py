@@ -28,11 +28,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 def main(overrides: list[str]) -> None:
     from iqs.config import compose
     from iqs.data.mixture import build_mixture
+    from iqs.deploy.preprocess import InputSpec
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer
     from iqs.train.datamodule import QualityDataModule
     from iqs.train.run import frozen_features, model_config
-    from iqs.train.transforms import InputSpec
 
     cfg = compose("train", ["experiment=demo", *overrides])
     mixture = build_mixture(cfg.data, cfg.thresholds)

@@ -15,8 +15,13 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "prepare"): ("iqs.data.prepare", "Decode and resize a mixture's images once into shards"),
     ("train",): ("iqs.train.run", "Train and evaluate one run (or a sweep with -m), tracked in MLflow"),
     ("compare",): ("iqs.tracking.compare", "Compare tracked runs side by side"),
+    ("ui",): ("iqs.tracking.ui", "MLflow UI on the tracked runs' store (as train/export/compare see it)"),
     ("export",): ("iqs.deploy.export", "Export a run to ONNX in digiKam's contract"),
     ("predict",): ("iqs.deploy.predict", "Score photo folders, optionally write XMP pick labels"),
+    ("digikam",): (
+        "iqs.deploy.digikam_install",
+        "Install an exported model into digiKam, or restore its own",
+    ),
 }
 
 

@@ -3,6 +3,8 @@
     iqs export run_id=<id>                      # best checkpoint of a tracked run; files logged back to it
     iqs export checkpoint=path/to/best.ckpt     # a Lightning checkpoint carrying `iqs_meta`
     iqs export checkpoint=... profiles=[digikam] out_dir=exports/mine opset=17
+    iqs export run_id=<id> register=iqs-digikam alias=shipped   # also a version in the MLflow Model Registry
+    iqs export checkpoint=models:/iqs-digikam@shipped        # re-export a registered version's checkpoint
 
 Writes `<out_dir>/<name>.digikam.onnx`, `<name>.full.onnx` and `MODEL_CARD.md`; see onnx_wrappers for the
 two profiles. Every export is checked before it is kept: onnxruntime must match PyTorch, and the digikam
@@ -12,7 +14,6 @@ profile must load in OpenCV's DNN module and match too.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,76 +21,40 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from iqs.deploy.model_card import render_model_card
+from iqs.checkpoints import META_KEY, CheckpointError, load_checkpoint
 from iqs.deploy.onnx_wrappers import has_dist, output_names, wrap
 from iqs.deploy.preprocess import DIGIKAM_SIZE
-
-META_KEY = "iqs_meta"
+from iqs.tracking.model_card import render_model_card as render_card
+from iqs.tracking.store import tracking_uri_for
 
 
 class ExportError(Exception):
     pass
 
 
-# ---------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------- checkpoints and the card
+# Checkpoints are read by iqs.checkpoints (weights_only); the card is iqs.tracking.model_card's.
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, DictConfig) or OmegaConf.is_config(value):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state_dict, iqs_meta) of a Lightning checkpoint; a checkpoint without `iqs_meta` is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"checkpoint not found: {path}")
-    # Lightning checkpoints pickle hyper-parameters (OmegaConf objects), which weights_only refuses;
-    # checkpoints are the project's own training outputs.
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    meta = ckpt.get(META_KEY) or (ckpt.get("hyper_parameters") or {}).get(META_KEY)
-    if not meta:
-        raise ExportError(f"{path}: no '{META_KEY}' record; export needs the metadata saved by `iqs train`")
-    if "state_dict" not in ckpt:
-        raise ExportError(f"{path}: no 'state_dict' in the checkpoint")
-    return ckpt["state_dict"], dict(_plain(meta))
-
-
-def _strip_prefix(state: Mapping[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """Lightning prefixes keys with the attribute holding the model (`model.`); find and drop it."""
-    if expected <= set(state):
-        return dict(state)
-    some = next(iter(expected))
-    for key in state:
-        if key.endswith(some):
-            prefix = key[: len(key) - len(some)]
-            stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            if expected <= set(stripped):
-                return stripped
-    missing = sorted(expected - set(state))[:5]
-    raise ExportError(
-        f"checkpoint state_dict does not match the model built from iqs_meta; missing e.g. {missing}"
+def render_model_card(
+    meta: Mapping[str, Any],
+    files: Mapping[str, Path],
+    source: str,
+    metrics: Mapping[str, float] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> str:
+    """The model card of an export: the one card, with the exported files and the run's params."""
+    return render_card(
+        title=f"{meta.get('backbone', '?')} + {meta.get('head', '?')} head",
+        source=f"`{source}`",
+        meta=meta,
+        metrics=dict(metrics or meta.get("test_metrics") or {}),
+        params=params,
+        files=files,
     )
-
-
-def build_model(meta: Mapping[str, Any]) -> nn.Module:
-    """The model described by `meta`, with untrained weights (the checkpoint fills them in)."""
-    from iqs.models import build_quality_model
-
-    # A record rebuilds without loading the backbone's weight source: the checkpoint carries every weight.
-    return build_quality_model(dict(meta))
-
-
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    state, meta = read_checkpoint(path)
-    model = build_model(meta)
-    expected = set(model.state_dict())
-    model.load_state_dict(_strip_prefix(state, expected), strict=True)
-    return model.eval(), meta
 
 
 # ---------------------------------------------------------------- ONNX
@@ -189,16 +154,6 @@ def verify_export(
 # ---------------------------------------------------------------- MLflow
 
 
-def tracking_uri(cfg: DictConfig) -> str:
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    logger = cfg.get("logger") or {}
-    if logger.get("tracking_uri"):
-        return str(logger.tracking_uri)
-    return f"sqlite:///{Path(cfg.paths.mlruns_dir).resolve()}/mlflow.db"
-
-
 def find_checkpoint_artifact(client: Any, run_id: str, preferred: str | None = None) -> str:
     """The run's best checkpoint: `preferred` if given, else a `.ckpt` named best*, else the only `.ckpt`."""
     if preferred:
@@ -251,47 +206,109 @@ def export_model(
 
 
 def export_from_cfg(cfg: DictConfig) -> dict[str, Path]:
+    """Export what `cfg` names (a checkpoint path, a `models:/` URI or a run id); register it if asked."""
+    import contextlib
+
+    from iqs.tracking.model_registry import RegistryError, download_model, find_file, is_model_uri
+
     profiles = [str(p) for p in cfg.profiles]
     if bool(cfg.run_id) == bool(cfg.checkpoint):
-        raise ExportError("give exactly one of run_id=<MLflow run id> or checkpoint=<path to .ckpt>")
-    if cfg.checkpoint:
-        ckpt = Path(cfg.checkpoint)
-        out_dir = Path(cfg.out_dir or Path("exports") / ckpt.stem)
+        raise ExportError(
+            "give exactly one of run_id=<MLflow run id> or checkpoint=<path to .ckpt | models:/<name>@<alias>>"
+        )
+    if cfg.get("alias") and not cfg.get("register"):
+        raise ExportError(f"alias={cfg.alias} needs register=<registered model name>")
+    uri = tracking_uri_for(cfg)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="iqs-export-")))
+        run = None
+        if cfg.checkpoint and is_model_uri(str(cfg.checkpoint)):
+            try:
+                folder, version = download_model(str(cfg.checkpoint), uri, tmp / "registered")
+                ckpt = find_file(folder, ".ckpt", str(cfg.checkpoint))
+            except RegistryError as err:
+                raise ExportError(str(err)) from None
+            name, source = ckpt.stem, f"{cfg.checkpoint} (version {version.version} of {version.name})"
+            out_dir = Path(cfg.out_dir or Path("exports") / f"{version.name}-v{version.version}")
+        elif cfg.checkpoint:
+            ckpt = Path(cfg.checkpoint)
+            name, source = ckpt.stem, str(ckpt)
+            out_dir = Path(cfg.out_dir or Path("exports") / ckpt.stem)
+        else:
+            import mlflow
+            from mlflow.tracking import MlflowClient
+
+            run = MlflowClient(uri).get_run(str(cfg.run_id))
+            artifact = find_checkpoint_artifact(MlflowClient(uri), run.info.run_id, cfg.checkpoint_artifact)
+            ckpt = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path=artifact, dst_path=str(tmp), tracking_uri=uri
+                )
+            )
+            name, source = f"iqs-{run.info.run_id[:8]}", f"mlflow run {run.info.run_id} ({artifact})"
+            out_dir = Path(cfg.out_dir or Path("exports") / run.info.run_id)
         model, meta = load_checkpoint(ckpt)
-        return export_model(
-            model, meta, out_dir, ckpt.stem, profiles, int(cfg.opset), str(ckpt), verify=cfg.verify
+        metrics, params = (run.data.metrics, run.data.params) if run is not None else (None, None)
+        files = export_model(
+            model, meta, out_dir, name, profiles, int(cfg.opset), source, metrics, params, verify=cfg.verify
         )
+        if run is not None and cfg.log_to_run:
+            from mlflow.tracking import MlflowClient
 
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    uri = tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    run = client.get_run(str(cfg.run_id))
-    artifact = find_checkpoint_artifact(client, run.info.run_id, cfg.checkpoint_artifact)
-    out_dir = Path(cfg.out_dir or Path("exports") / run.info.run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path=artifact, dst_path=tmp
-        )
-        model, meta = load_checkpoint(local)
-    files = export_model(
-        model,
-        meta,
-        out_dir,
-        f"iqs-{run.info.run_id[:8]}",
-        profiles,
-        int(cfg.opset),
-        f"mlflow run {run.info.run_id} ({artifact})",
-        run.data.metrics,
-        run.data.params,
-        verify=cfg.verify,
-    )
-    if cfg.log_to_run:
-        for path in files.values():
-            client.log_artifact(run.info.run_id, str(path), artifact_path=str(cfg.artifact_path))
+            for path in files.values():
+                MlflowClient(uri).log_artifact(
+                    run.info.run_id, str(path), artifact_path=str(cfg.artifact_path)
+                )
+        if cfg.get("register"):
+            version = register_export(cfg, uri, files, ckpt, name, source, meta, run)
+            print(
+                f"registered {version.name} version {version.version}"
+                + (f" as @{cfg.alias}" if cfg.get("alias") else "")
+                + f": models:/{version.name}/{version.version}"
+            )
     return files
+
+
+def register_export(
+    cfg: DictConfig,
+    uri: str,
+    files: Mapping[str, Path],
+    ckpt: Path,
+    name: str,
+    source: str,
+    meta: Mapping[str, Any],
+    run: Any,
+) -> Any:
+    """Files + checkpoint -> a new version of the registered model `cfg.register` (alias `cfg.alias`)."""
+    from mlflow import MlflowClient
+
+    from iqs.tracking.mlflow_run import artifact_location_for, ensure_experiment
+    from iqs.tracking.model_registry import register_files
+
+    client = MlflowClient(uri, registry_uri=uri)
+    if run is not None:
+        experiment_id = run.info.experiment_id
+    else:
+        experiment = str(cfg.logger.experiment_name)
+        experiment_id = ensure_experiment(client, experiment, artifact_location_for(cfg, uri, experiment))
+    # the version keeps the weights under the export's name, so a re-export finds `<name>.ckpt`
+    staged = {**{p.name: p for p in files.values()}, f"{name}.ckpt": ckpt}
+    return register_files(
+        client,
+        str(cfg.register),
+        staged,
+        experiment_id=experiment_id,
+        run_id=run.info.run_id if run is not None else None,
+        alias=str(cfg.alias) if cfg.get("alias") else None,
+        description=f"iqs export of {source}",
+        tags={
+            "backbone": meta.get("backbone"),
+            "head": meta.get("head"),
+            "thresholds": meta.get("thresholds"),
+            "profiles": ",".join(k for k in files if k != "card"),
+            "opset": cfg.opset,
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = compose("export", list(argv or []))
     try:
         files = export_from_cfg(cfg)
-    except ExportError as err:
+    except (ExportError, CheckpointError) as err:
         print(f"iqs export: {err}")
         return 2
     for kind, path in files.items():

@@ -6,10 +6,13 @@
 
 The model is a `full` ONNX export (onnxruntime), or a checkpoint / MLflow run id exported on the fly. Every
 photo is prepared the way digiKam prepares it (see preprocess.py) from a reduced decode (see decode.py).
-Decoding runs in a thread pool (libjpeg-turbo, Pillow and OpenCV release the GIL) with a bounded number of
-images in flight, overlapped with batched inference in the main thread; paths are streamed, so memory does
-not grow with the folder size. Bad files become error rows; the exit code is 1 only when every file failed
-(or, with --strict, when any did).
+One pool of worker threads, one per core, each decodes a photo and scores it itself with a single-threaded
+onnxruntime run on one shared session (Run is thread-safe and releases the GIL, as libjpeg-turbo, Pillow and
+OpenCV do). So every core does whole photos and no thread pool waits on or spins against another; the
+benchmark (bench/predict_bench.py) measures this against cores / (decode + model time per photo). Paths are
+streamed with a bounded number of photos in flight and rows come out in input order, so memory does not grow
+with the folder size. Bad files become error rows; the exit code is 1 only when every file failed (or, with
+--strict, when any did).
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ class Row:
 class OnnxScorer:
     """A `full` profile export in onnxruntime; (N, 3, 299, 299) [-1, 1] -> score, probs."""
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
         from iqs.deploy.export import read_onnx_meta
@@ -78,11 +81,15 @@ class OnnxScorer:
         if self.meta.get("export_profile") != "full":
             raise ValueError(
                 f"{self.path}: a '{self.meta.get('export_profile')}' export; `iqs predict` needs the full profile "
-                "(it scores batches and reports the score)"
+                "(it reports the score and the class probabilities)"
             )
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        # One thread per run by default: `predict_paths` runs the model in every decode worker, so the cores are
+        # already busy. Measured on 2 cores, batch 1 also costs the least core time per photo (13 ms against
+        # 15-17 ms at batch 4-16, lite0). Spinning threads would only steal time from the decoders.
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.class_names = list(self.meta.get("class_names") or ["bad", "normal", "good"])
 
@@ -91,22 +98,39 @@ class OnnxScorer:
         return score.reshape(-1), probs
 
 
-def resolve_model(spec: str, tmp_dir: Path) -> Path:
-    """A full ONNX as is; a checkpoint or an MLflow run id is exported to `tmp_dir` first."""
+def resolve_model(spec: str, tmp_dir: Path, cfg: Any = None) -> Path:
+    """A full ONNX as is; a checkpoint, an MLflow run id or a registered model (`models:/<name>@<alias>`,
+    `models:/<name>/<version>`) becomes one in `tmp_dir`. The MLflow store is `cfg`'s (iqs.tracking.store)."""
+    from iqs.checkpoints import load_checkpoint
+    from iqs.config import compose
     from iqs.deploy import export
+    from iqs.tracking.model_registry import download_model, find_file, is_model_uri
+    from iqs.tracking.store import tracking_uri_for
 
+    def from_checkpoint(path: Path) -> Path:
+        model, meta = load_checkpoint(path)
+        return export.export_model(model, meta, tmp_dir, path.stem, ["full"], 17, str(path))["full"]
+
+    def store() -> str:
+        return tracking_uri_for(cfg if cfg is not None else compose("export", []))
+
+    if is_model_uri(spec):
+        folder, _ = download_model(spec, store(), tmp_dir / "registered")
+        if any(folder.rglob("*.full.onnx")) or not any(folder.rglob("*.ckpt")):
+            return find_file(folder, ".full.onnx", spec)
+        return from_checkpoint(find_file(folder, ".ckpt", spec))
     path = Path(spec)
     if path.suffix == ".onnx":
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         return path
     if path.suffix == ".ckpt" or path.is_file():
-        model, meta = export.load_checkpoint(path)
-        return export.export_model(model, meta, tmp_dir, path.stem, ["full"], 17, str(path))["full"]
-    from iqs.config import compose
-
-    cfg = compose("export", [f"run_id={spec}", f"out_dir={tmp_dir}", "profiles=[full]", "log_to_run=false"])
-    return export.export_from_cfg(cfg)["full"]
+        return from_checkpoint(path)
+    export_cfg = compose(
+        "export", [f"run_id={spec}", f"out_dir={tmp_dir}", "profiles=[full]", "log_to_run=false"]
+    )
+    export_cfg.logger.tracking_uri = store()
+    return export.export_from_cfg(export_cfg)["full"]
 
 
 # ---------------------------------------------------------------- inputs
@@ -135,52 +159,44 @@ def prepare(path: Path, min_side: int, max_pixels: int | None) -> np.ndarray:
 # ---------------------------------------------------------------- the pipeline
 
 
+def score_file(path: Path, scorer: OnnxScorer, min_side: int, max_pixels: int | None) -> Row:
+    """One photo, decoded and scored in the calling thread; a file that cannot be decoded becomes an error row."""
+    try:
+        blob = prepare(path, min_side, max_pixels)
+    except DecodeError as err:
+        return Row(str(path), error=str(err), error_kind=err.kind)
+    except Exception as err:  # a decoder bug must not end the run: it becomes this file's error row
+        err = DecodeError(path, "error", f"{type(err).__name__}: {err}")
+        return Row(str(path), error=str(err), error_kind=err.kind)
+    scores, probs = scorer(blob[None])  # model errors are not the photo's fault: they end the run
+    return Row(str(path), float(scores[0]), int(np.argmax(probs[0])), [float(p) for p in probs[0]])
+
+
 def predict_paths(
     paths: Iterable[Path],
     scorer: OnnxScorer,
-    batch_size: int = 16,
     workers: int | None = None,
     min_side: int = DIGIKAM_SIZE,
     max_pixels: int | None = None,
 ) -> Iterator[Row]:
-    """Rows in input order; decoding of later files overlaps inference of the current batch."""
+    """Rows in input order; `workers` threads each decode and score whole photos."""
     workers = max(1, workers or os.cpu_count() or 1)
-    in_flight_limit = 2 * batch_size + workers  # bounds memory: at most this many decoded images exist
-    pending: deque[tuple[Path, Future]] = deque()
-    done: list[tuple[Path, np.ndarray | DecodeError]] = []
-
-    def flush() -> Iterator[Row]:
-        blobs = [item for _, item in done if isinstance(item, np.ndarray)]
-        scores, probs = scorer(np.stack(blobs)) if blobs else (np.empty(0), np.empty((0, 3)))
-        k = 0
-        for path, item in done:
-            if isinstance(item, DecodeError):
-                yield Row(str(path), error=str(item), error_kind=item.kind)
-            else:
-                yield Row(str(path), float(scores[k]), int(np.argmax(probs[k])), [float(p) for p in probs[k]])
-                k += 1
-        done.clear()
-
-    def collect(path: Path, future: Future) -> None:
+    # Decoded pixels live only inside a running worker (at most `workers` photos); the queue holds paths and
+    # finished rows, which are small. Eight per worker lets the others run ahead while one slow file (a huge
+    # PNG among JPEGs) holds the head of the queue, whose row must come out first.
+    in_flight_limit = 8 * workers
+    pending: deque[Future[Row]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iqs-predict") as pool:
         try:
-            done.append((path, future.result()))
-        except DecodeError as err:
-            done.append((path, err))
-        except Exception as err:  # a decoder bug must not end the run: it becomes this file's error row
-            done.append((path, DecodeError(path, "error", f"{type(err).__name__}: {err}")))
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iqs-decode") as pool:
-        for path in paths:
-            pending.append((path, pool.submit(prepare, path, min_side, max_pixels)))
-            while len(pending) >= in_flight_limit:
-                collect(*pending.popleft())
-                if sum(isinstance(i, np.ndarray) for _, i in done) >= batch_size:
-                    yield from flush()
-        while pending:
-            collect(*pending.popleft())
-            if sum(isinstance(i, np.ndarray) for _, i in done) >= batch_size:
-                yield from flush()
-        yield from flush()
+            for path in paths:
+                pending.append(pool.submit(score_file, path, scorer, min_side, max_pixels))
+                if len(pending) >= in_flight_limit:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # interrupted or abandoned: drop the queued photos instead of scoring them on exit
+            for future in pending:
+                future.cancel()
 
 
 # ---------------------------------------------------------------- output
@@ -221,6 +237,7 @@ class Summary:
     classes: Counter = field(default_factory=Counter)
     xmp: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    scoring_seconds: float = 0.0  # without loading (or exporting) the model: the rate `make bench` measures
 
     @property
     def failed(self) -> int:
@@ -264,8 +281,12 @@ def _parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--strict", action="store_true", help="exit non-zero if any file failed")
     p.add_argument("--output", "-o", default=None, help="out.csv or out.json (default: CSV on stdout)")
     p.add_argument("--format", choices=("csv", "json"), default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None, help="decode threads (default: CPU count)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="threads that each decode and score photos (default: CPU count)",
+    )
     args = p.parse_intermixed_args(argv)
     overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
     args.inputs = [a for a in args.inputs if a not in overrides]
@@ -291,7 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     dry_run = args.dry_run or bool(cfg.dry_run)
     strict = args.strict or bool(cfg.strict)
     style = args.sidecar_style or str(cfg.sidecar_style)
-    batch_size = args.batch_size or int(cfg.batch_size)
     workers = args.workers or (int(cfg.workers) if cfg.workers else None)
     output = args.output or cfg.output
     fmt = args.format or cfg.format or (Path(output).suffix.lstrip(".").lower() if output else "csv")
@@ -303,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="iqs-predict-"))
-        scorer = OnnxScorer(resolve_model(str(cfg.model), Path(tmp)), threads=cfg.ort_threads)
+        scorer = OnnxScorer(resolve_model(str(cfg.model), Path(tmp), cfg), threads=int(cfg.ort_threads or 1))
         total = sum(1 for _ in iter_image_paths(inputs))
         handle = (
             stack.enter_context(open(output, "w", newline="", encoding="utf-8")) if output else sys.stdout
@@ -311,10 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         writer = RowWriter(handle, fmt, scorer.class_names)
         stack.callback(writer.close)  # a valid CSV/JSON even when interrupted
         rows = predict_paths(
-            iter_image_paths(inputs), scorer, batch_size, workers, int(cfg.decode_min_side), cfg.max_pixels
+            iter_image_paths(inputs), scorer, workers, int(cfg.decode_min_side), cfg.max_pixels
         )
         with _progress(console) as progress:
             task = progress.add_task("scoring", total=total)
+            scoring_start = time.perf_counter()
             for row in rows:
                 summary.files += 1
                 if row.label is None:
@@ -326,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                         _label_sidecar(row, style, dry_run, summary, console)
                 writer.write(row)
                 progress.advance(task)
+            summary.scoring_seconds = time.perf_counter() - scoring_start
     summary.seconds = time.perf_counter() - start
     _print_summary(summary, console, dry_run and write_xmp)
     if summary.files and summary.scored == 0:
@@ -349,10 +371,11 @@ def _label_sidecar(row: Row, style: str, dry_run: bool, summary: Summary, consol
 
 
 def _print_summary(summary: Summary, console: Any, dry_run: bool) -> None:
-    rate = summary.files / summary.seconds if summary.seconds else 0.0
+    rate = summary.files / summary.scoring_seconds if summary.scoring_seconds else 0.0
     console.print(
         f"{summary.files} files, {summary.scored} scored, {summary.files - summary.scored} failed "
-        f"in {summary.seconds:.1f} s ({rate:.1f} files/s)"
+        f"in {summary.seconds:.1f} s (model loaded in {summary.seconds - summary.scoring_seconds:.1f} s, "
+        f"then {rate:.1f} files/s)"
     )
     if summary.classes:
         console.print("classes: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.classes.items())))

@@ -23,8 +23,8 @@ from iqs.tracking.mlflow_run import (
     run_name_for,
     sweep_id_for,
     tracked_run,
-    tracking_uri_for,
 )
+from iqs.tracking.store import tracking_uri_for
 
 __all__ = [
     "TrackedRun",

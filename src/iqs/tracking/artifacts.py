@@ -141,20 +141,16 @@ def mixture_counts(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_io_meta(checkpoint_path: str | Path | None) -> dict[str, Any] | None:
-    """The checkpoint's frozen `iqs_meta` record, or None when it cannot be read."""
+    """The checkpoint's frozen `iqs_meta` record (iqs.checkpoints), or None when it cannot be read."""
     if checkpoint_path is None:
         return None
-    try:
-        import torch
+    from iqs.checkpoints import CheckpointError, read_meta
 
-        ckpt = torch.load(str(checkpoint_path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - a card without the record is still useful
-        log.warning("cannot read iqs_meta from %s: %s", checkpoint_path, exc)
+    try:
+        return read_meta(checkpoint_path)
+    except CheckpointError as exc:  # a card without the record is still useful
+        log.warning("no iqs_meta for the model card: %s", exc)
         return None
-    meta = ckpt.get("iqs_meta") if isinstance(ckpt, dict) else None
-    if meta is None and isinstance(ckpt, dict):
-        meta = (ckpt.get("hyper_parameters") or {}).get("iqs_meta")
-    return dict(meta) if isinstance(meta, Mapping) else None
 
 
 def reproduce_command(cfg: Any) -> str:
@@ -265,16 +261,15 @@ def log_test_artifacts(
 
     meta = dict(io_meta) if io_meta is not None else read_io_meta(checkpoint_path)
     card = render_model_card(
-        run_name=run.run_name,
-        run_id=run.run_id,
-        experiment=run.experiment_name,
+        title=run.run_name,
+        source=f"MLflow run `{run.run_id}` in experiment `{run.experiment_name}`",
+        meta=meta,
+        metrics={**logged, **metrics},
         tags=run.client.get_run(run.run_id).data.tags,
         cfg=to_container(cfg),
-        metrics={**logged, **metrics},
-        counts=mixture_counts(label_table),
         thresholds=thresholds,
+        counts=mixture_counts(label_table),
         source_thresholds=per_source,
-        io_meta=meta,
         command=reproduce_command(cfg),
     )
     run.log_text(card, "model_card.md")

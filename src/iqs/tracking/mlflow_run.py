@@ -1,10 +1,7 @@
 """One MLflow run per training run: where it is stored, what it is called, and how it ends.
 
-Store. `logger.tracking_uri` (conf/logger/mlflow.yaml) defaults to `${oc.env:MLFLOW_TRACKING_URI,
-sqlite:///<mlruns_dir>/mlflow.db}`: the environment variable beats the built-in default, and an explicit
-`logger.tracking_uri=...` override beats both. A relative SQLite path is made absolute (so a Hydra job
-that changes directory still finds the store) and its folder is created. MLflow 3 would otherwise fall
-back to an `mlflow.db` in whatever the cwd is, so the URI is always passed explicitly.
+Store. `iqs.tracking.store.tracking_uri_for` decides (explicit `logger.tracking_uri=...` >
+$MLFLOW_TRACKING_URI > `sqlite:///<mlruns_dir>/mlflow.db`); every command uses that one resolver.
 
 Artifacts. Experiments are created with an explicit artifact location,
 `<logger.artifact_location>/<experiment name>`, so run files land under `mlruns/artifacts/` and never in
@@ -19,7 +16,6 @@ exception propagates.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import traceback
 from collections.abc import Iterator, Mapping
@@ -32,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from iqs.metrics.label_rule import LabelRule, pair_name
 from iqs.tracking.gitinfo import git_info
+from iqs.tracking.store import tracking_uri_for
 
 log = logging.getLogger(__name__)
 
@@ -194,25 +191,6 @@ def annotation_source(cfg: Any, source: str) -> str:
 
 
 # ---------------------------------------------------------------- store
-
-
-def normalise_tracking_uri(uri: str) -> str:
-    """Absolute SQLite path (folder created); other URIs unchanged."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + ":memory:"):
-        path = Path(uri[len(prefix) :]).expanduser()
-        path = path.resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + path.as_posix()
-    return uri
-
-
-def tracking_uri_for(cfg: Any) -> str:
-    """`logger.tracking_uri`, else $MLFLOW_TRACKING_URI, else `sqlite:///mlruns/mlflow.db` (see module doc)."""
-    uri = cfg_get(cfg, "logger.tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        uri = f"sqlite:///{cfg_get(cfg, 'paths.mlruns_dir', 'mlruns')}/mlflow.db"
-    return normalise_tracking_uri(str(uri))
 
 
 def artifact_location_for(cfg: Any, tracking_uri: str, experiment_name: str) -> str | None:

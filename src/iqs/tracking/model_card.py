@@ -1,18 +1,27 @@
-"""A short markdown model card: what the model is, what it was trained and judged on, how to rebuild it."""
+"""The one model card: what the model is, what it was trained and judged on, its files and I/O contract.
+
+`iqs train` logs it as `model_card.md` with every run (data mixture from the run's counts), and
+`iqs export` writes it as `MODEL_CARD.md` beside the ONNX files (data from the run's params, plus the file
+list). Both call `render_model_card`; sections without inputs say so instead of disappearing.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from iqs.deploy.xmp import PICK_LABEL_NAMES, PICK_LABELS
 from iqs.tracking.mlflow_run import CLASS_NAMES, cfg_get
 
-PICK_LABELS = ("Rejected", "Pending", "Accepted")  # digiKam's pick labels for bad / normal / good
 METRIC_KEY = re.compile(r"^test/(?P<dataset>[^/]+)/(?P<metric>.+)$")
+# MLflow params that describe the training data mixture and labelling, as logged by `iqs train`
+_DATA_PARAM = re.compile(r"^(data|thresholds|rebalance)[./]")
 
 
 def md_table(df: pd.DataFrame) -> str:
@@ -21,7 +30,10 @@ def md_table(df: pd.DataFrame) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float | np.floating):
             return "" if np.isnan(v) else f"{v:.4g}"
-        return str(v).replace("|", "\\|").replace("\n", " ")
+        text = (
+            v if isinstance(v, str) else json.dumps(v, default=str) if isinstance(v, list | dict) else str(v)
+        )
+        return text.replace("|", "\\|").replace("\n", " ")
 
     header = "| " + " | ".join(str(c) for c in df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
@@ -35,7 +47,7 @@ def metrics_by_dataset(metrics: Mapping[str, float]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     long = pd.DataFrame(rows, columns=["dataset", "metric", "value"])
-    wide = long.pivot_table(index="dataset", columns="metric", values="value", aggfunc="last")
+    wide = long.pivot_table(index="dataset", columns="metric", values="value", aggfunc="last", dropna=False)
     order = sorted(wide.index, key=lambda d: (d == "all", d))
     return wide.loc[order].reset_index()
 
@@ -64,101 +76,131 @@ def mixture_table(
     return pd.DataFrame(out)
 
 
-def _io_contract(
-    cfg: Mapping[str, Any], meta: Mapping[str, Any] | None, thresholds: tuple[float, float]
-) -> list[str]:
+def _kv_table(items: Mapping[str, Any]) -> str:
+    if not items:
+        return "_Not recorded._"
+    return md_table(
+        pd.DataFrame({"key": [f"`{k}`" for k in sorted(items)], "value": [items[k] for k in sorted(items)]})
+    )
+
+
+def _fmt(values: Any, sep: str = ", ") -> str:
+    if values is None:
+        return "?"
+    return sep.join(f"{float(v):.4g}" for v in (values if not isinstance(values, int) else [values, values]))
+
+
+def io_contract(meta: Mapping[str, Any] | None) -> list[str]:
+    """digiKam's side of the exported graph, and the backbone's side inside it (read from `iqs_meta`)."""
     meta = dict(meta or {})
-    size = meta.get("input_size") or cfg_get(cfg, "backbone.input_size") or cfg_get(cfg, "data.input_size")
-    mean = meta.get("mean") or cfg_get(cfg, "backbone.mean")
-    std = meta.get("std") or cfg_get(cfg, "backbone.std")
-    t1, t2 = meta.get("thresholds") or thresholds
-    interpolation = meta.get("interpolation") or cfg_get(cfg, "backbone.interpolation") or "bicubic"
-    src = (
-        "the checkpoint's `iqs_meta` record"
+    size = meta.get("input_size")
+    head = meta.get("head")
+    score = (
+        "the expected class index sum(p_c * c), 0..2"
+        if meta.get("score_scale") == "class_index" or head == "classification"
+        else "the predicted score on the common scale [1, 10]"
+    )
+    inner = (
+        f"resized bilinearly (no antialias) to the backbone's {_fmt(size, 'x')} and normalised with mean "
+        f"[{_fmt(meta.get('mean'))}], std [{_fmt(meta.get('std'))}] inside the graph"
         if meta
-        else "the run config (no `iqs_meta` record was available)"
+        else "resized and normalised inside the graph (no `iqs_meta` record was available for the values)"
     )
     return [
-        f"Network, as trained (read from {src}):",
+        "Every profile takes digiKam's pixels: the whole photo as RGB, stretched to 299x299 with "
+        "`INTER_NEAREST_EXACT` (no crop, aspect ratio not kept), `x / 127.5 - 1` in [-1, 1], NCHW float32, "
+        f"input name `input`; {inner}. Evaluation and `iqs predict` prepare photos the same way, and "
+        "training sees this view of mildly cropped and mirrored photos (iqs.deploy.preprocess).",
         "",
-        f"- **Input**: RGB, float32 NCHW, the whole photo resized to {_fmt_size(size)} ({interpolation}, no crop), "
-        f"scaled to [0, 1] and normalised with mean {_fmt_list(mean)}, std {_fmt_list(std)}.",
-        "- **Output** `probs` (N, 3): softmax over "
-        + ", ".join(f"{c} (digiKam {p})" for c, p in zip(CLASS_NAMES, PICK_LABELS, strict=True))
-        + "; the argmax is the pick label.",
-        f"- **Output** `score` (N,): common scale [1, 10] for score heads (score <= {t1:g} bad, "
-        f"<= {t2:g} normal, else good); the expected class index 0..2 for the classification head.",
+        "- **digikam** profile: input `1x3x299x299`; output `probs` `1x3`, softmax in the order bad, normal, "
+        "good. The argmax is the class digiKam reads (`minMaxLoc`); for score heads the argmax is the "
+        f"thresholded score. Loads with OpenCV DNN (`cv2.dnn.readNet`), opset {meta.get('onnx_opset', '?')}.",
+        f"- **full** profile: input `Nx3x299x299`; outputs `score` (N) - {score}; `probs` (Nx3)"
+        + ("; `dist` (Nx10, common-scale bins 1..10)" if head == "distribution" else "")
+        + ". Used by `iqs predict`.",
         "",
-        "digiKam's side (`iqs export`): a 1x3x299x299 RGB blob in [-1, 1] in, 1x3 probabilities "
-        "bad/normal/good out; the export maps that blob onto the input above inside the graph.",
+        "The full `iqs_meta` record is embedded in each ONNX file's metadata (key `iqs_meta`, JSON).",
     ]
-
-
-def _fmt_size(size: Any) -> str:
-    if size is None:
-        return "input size as in the export metadata"
-    size = list(size) if not isinstance(size, int) else [size, size]
-    return f"{size[0]}x{size[1]} (HxW)"
-
-
-def _fmt_list(values: Any) -> str:
-    if values is None:
-        return "(see export metadata)"
-    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"
 
 
 def render_model_card(
     *,
-    run_name: str,
-    run_id: str,
-    experiment: str,
-    tags: Mapping[str, str],
-    cfg: Mapping[str, Any],
+    title: str,
+    source: str,
+    meta: Mapping[str, Any] | None,
     metrics: Mapping[str, float],
-    counts: pd.DataFrame,
-    thresholds: tuple[float, float],
-    source_thresholds: Mapping[str, tuple[float, float]],
-    io_meta: Mapping[str, Any] | None,
-    command: str,
+    tags: Mapping[str, str] | None = None,
+    cfg: Mapping[str, Any] | None = None,
+    thresholds: tuple[float, float] | None = None,
+    counts: pd.DataFrame | None = None,
+    source_thresholds: Mapping[str, tuple[float, float]] | None = None,
+    params: Mapping[str, Any] | None = None,
+    files: Mapping[str, Path] | None = None,
+    command: str | None = None,
 ) -> str:
-    head = cfg_get(cfg, "head.name", tags.get("head", "?"))
-    backbone = cfg_get(cfg, "backbone.name", tags.get("backbone", "?"))
-    weights = cfg_get(cfg, "backbone.weights") or (io_meta or {}).get("weights")
-    commit = tags.get("git_commit", "unknown")
-    dirty = tags.get("git_dirty") == "true"
-    lines = [
-        f"# Model card: {run_name}",
-        "",
-        f"MLflow run `{run_id}` in experiment `{experiment}`, sweep `{tags.get('sweep_id', 'none')}`. "
-        f"Commit `{commit}`{' with uncommitted changes (see `git.diff`)' if dirty else ''}; "
-        f"data fingerprint `{tags.get('fingerprint', 'unknown')}`.",
+    """Markdown card. `source`: where the weights come from (run, checkpoint); `meta`: the `iqs_meta` record;
+    `cfg`/`counts`/`source_thresholds`: the run's config and mixture (training); `params`: the run's MLflow
+    params (export: their data/thresholds/rebalance keys stand in for the mixture); `files`: exported files."""
+    tags, meta_d, params = dict(tags or {}), dict(meta or {}), dict(params or {})
+    head = cfg_get(cfg, "head.name") or meta_d.get("head") or tags.get("head", "?")
+    backbone = cfg_get(cfg, "backbone.name") or meta_d.get("backbone") or tags.get("backbone", "?")
+    weights = cfg_get(cfg, "backbone.weights") or meta_d.get("weights")
+    rebalance = cfg_get(cfg, "rebalance.name") or params.get("rebalance.name") or tags.get("rebalance")
+    if thresholds is None and meta_d.get("thresholds"):
+        thresholds = (float(meta_d["thresholds"][0]), float(meta_d["thresholds"][1]))
+    t1, t2 = thresholds if thresholds is not None else (float("nan"), float("nan"))
+    names = list(meta_d.get("class_names") or CLASS_NAMES)
+    commit, dirty = tags.get("git_commit"), tags.get("git_dirty") == "true"
+    lines = [f"# Model card: {title}", "", f"Source: {source}."]
+    if tags:
+        lines += [
+            f"Sweep `{tags.get('sweep_id', 'none')}`; commit `{commit or 'unknown'}`"
+            f"{' with uncommitted changes (see `git.diff`)' if dirty else ''}; "
+            f"data fingerprint `{tags.get('fingerprint', 'unknown')}`."
+        ]
+    lines += [
         "",
         "## Model",
         "",
         f"- head: **{head}**; backbone: **{backbone}**" + (f" (weights: {weights})" if weights else ""),
-        f"- rebalancing: **{cfg_get(cfg, 'rebalance.name', tags.get('rebalance', 'none'))}**",
-        f"- thresholds (common scale): **{thresholds[0]:g} / {thresholds[1]:g}** "
-        "(score <= t1 bad, t1 < score <= t2 normal, else good)",
+        f"- rebalancing: **{rebalance or 'not recorded'}**",
+        f"- thresholds (common scale [1, 10]): **{t1:g} / {t2:g}**: score <= {t1:g} is {names[0]}, "
+        f"<= {t2:g} is {names[1]}, else {names[2]}; the classification head predicts the class directly",
+        "- classes -> digiKam pick labels: "
+        + ", ".join(f"{i} {names[i]} -> {PICK_LABEL_NAMES[PICK_LABELS[i]]}" for i in range(3)),
         "",
-        f"## Data mixture `{cfg_get(cfg, 'data.name', tags.get('data', '?'))}`",
+        f"## Data mixture `{cfg_get(cfg, 'data.name') or params.get('data.name') or tags.get('data', '?')}`",
         "",
-        md_table(mixture_table(cfg, counts, source_thresholds)),
+    ]
+    if counts is not None and len(counts):
+        lines.append(md_table(mixture_table(cfg or {}, counts, source_thresholds or {})))
+    else:
+        data = {k: v for k, v in params.items() if _DATA_PARAM.match(k)}
+        lines.append(_kv_table(data))
+    table = metrics_by_dataset(metrics)
+    lines += [
         "",
-        "## Test metrics",
+        "## Test metrics (per source dataset)",
         "",
         "PLCC/SRCC/KRCC are the scipy definitions on raw predictions (no logistic fit); `all` pools every source.",
         "",
-    ]
-    table = metrics_by_dataset(metrics)
-    lines += [md_table(table) if len(table) else "_no test metrics were logged_", ""]
-    lines += ["## I/O contract", "", *_io_contract(cfg, io_meta, thresholds), ""]
-    lines += [
-        "## Reproduce",
-        "",
-        "```",
-        f"git checkout {commit}" + ("  # plus git.diff from this run's artifacts" if dirty else ""),
-        command,
-        "```",
+        md_table(table) if len(table) else "_No test metrics were recorded for this model._",
         "",
     ]
+    if files:
+        lines += ["## Files", "", *(f"- `{p.name}` ({kind})" for kind, p in files.items()), ""]
+    lines += ["## Input / output contract", "", *io_contract(meta), ""]
+    if command:
+        lines += [
+            "## Reproduce",
+            "",
+            "```",
+            f"git checkout {commit or '<commit>'}"
+            + ("  # plus git.diff from this run's artifacts" if dirty else ""),
+            command,
+            "```",
+            "",
+        ]
+    if meta_d:
+        lines += ["## Model metadata (`iqs_meta`)", "", _kv_table(meta_d), ""]
     return "\n".join(lines)

@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from iqs.data.prepare import PreparedImages
 from iqs.data.table import DIST_COLUMNS, SPLITS, fingerprint
+from iqs.deploy.decode import load_rgb
+from iqs.deploy.preprocess import InputSpec, eval_transform, train_transform
 from iqs.train.features import CachedFeatures
-from iqs.train.transforms import InputSpec, eval_transform, read_rgb, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class ImageRows(_Rows):
         source, rel = self.keys[i]
         shards = self.prepared.get(source)
         image = shards.get(rel) if shards is not None else None
-        return read_rgb(self.paths[i]) if image is None else image
+        return load_rgb(self.paths[i]) if image is None else image
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image = self.transform(image=self.pixels(i))["image"]

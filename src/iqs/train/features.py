@@ -39,7 +39,8 @@ from filelock import FileLock
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from iqs.train.transforms import EVAL_RECIPE, InputSpec, eval_transform, read_rgb, train_transform
+from iqs.deploy.decode import load_rgb
+from iqs.deploy.preprocess import EVAL_RECIPE, InputSpec, eval_transform, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class _ImageFiles(Dataset):
         if self.seed is not None:
             # per-item seed: an augmented view does not depend on batch size or worker count
             self.transform.set_random_seed(self.seed * 1_000_003 + i)
-        return self.transform(image=read_rgb(self.paths[i]))["image"]
+        return self.transform(image=load_rgb(self.paths[i]))["image"]
 
 
 def extract_features(

@@ -12,7 +12,6 @@ whole epoch by `GroupedQualityMetrics` (correlations need every sample, not batc
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,11 +19,10 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
+from iqs.checkpoints import META_KEY
 from iqs.data.scale import CLASS_NAMES
 from iqs.metrics import GroupedQualityMetrics, LabelRule
-from iqs.models import QualityModel, build_quality_model
-
-META_KEY = "iqs_meta"
+from iqs.models import QualityModel
 
 
 class QualityLitModule(pl.LightningModule):
@@ -156,18 +154,9 @@ class QualityLitModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What export and predict rebuild the model from, without ever guessing a preprocessing value.
+        # A plain dict, and no save_hyperparameters(): the file must load with weights_only=True
+        # (see iqs.checkpoints).
         checkpoint[META_KEY] = dict(self.model.meta)
-
-
-def load_quality_model(path: str | Path, map_location: str | torch.device = "cpu") -> QualityModel:
-    """The trained QualityModel of a training checkpoint (rebuilt from its `iqs_meta`, weights_only load)."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if META_KEY not in ckpt:
-        raise KeyError(f"{path}: not an iqs training checkpoint (no '{META_KEY}' record)")
-    model = build_quality_model(ckpt[META_KEY])
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state, strict=True)
-    return model.eval()
 
 
 def predictions_frame(table: pd.DataFrame, outputs: Mapping[str, np.ndarray]) -> pd.DataFrame:

@@ -94,8 +94,8 @@ def frozen_features(cfg: DictConfig, model: Any, datamodule: Any) -> Any:
     One place builds the cache key from the config, so anything else that reads a run's embeddings
     (e.g. an analysis script) gets the very entry the run trained on.
     """
+    from iqs.deploy.preprocess import InputSpec
     from iqs.train.features import cached_features
-    from iqs.train.transforms import InputSpec
 
     return cached_features(
         model.backbone,
@@ -179,12 +179,12 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     from hydra.utils import instantiate
 
     from iqs.data.mixture import build_mixture
+    from iqs.deploy.preprocess import InputSpec
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer
     from iqs.tracking import make_lightning_logger
     from iqs.train.datamodule import QualityDataModule
     from iqs.train.module import QualityLitModule, predictions_frame
-    from iqs.train.transforms import InputSpec
 
     log.info("building mixture <%s>", cfg.data.name)
     mixture = build_mixture(cfg.data, cfg.thresholds)
