@@ -21,7 +21,7 @@ import torch
 
 from iqs.checkpoints import META_KEY
 from iqs.data.scale import CLASS_NAMES
-from iqs.metrics import GroupedQualityMetrics
+from iqs.metrics import GroupedQualityMetrics, LabelRule
 from iqs.models import QualityModel
 
 
@@ -34,6 +34,7 @@ class QualityLitModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         backbone_lr_scale: float = 0.1,
+        source_thresholds: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -45,9 +46,13 @@ class QualityLitModule(pl.LightningModule):
         self.has_dist = head == "distribution"
         # The classification head's score is an expected class index (0..2): rmse/binary_acc_5 do not apply.
         common = model.meta.get("score_scale", "common") == "common"
-        self.val_metrics = GroupedQualityMetrics(self.dataset_names, self.has_dist, common_scale_score=common)
+        # sources with their own threshold pair are scored on it, `all` on the model's (iqs.metrics.label_rule)
+        rule = LabelRule(tuple(float(t) for t in model.meta["thresholds"]), dict(source_thresholds or {}))
+        self.val_metrics = GroupedQualityMetrics(
+            self.dataset_names, self.has_dist, common_scale_score=common, label_rule=rule
+        )
         self.test_metrics = GroupedQualityMetrics(
-            self.dataset_names, self.has_dist, common_scale_score=common
+            self.dataset_names, self.has_dist, common_scale_score=common, label_rule=rule
         )
         self._test_chunks: list[dict[str, torch.Tensor]] = []
         self.test_outputs: dict[str, np.ndarray] = {}
