@@ -183,6 +183,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     from iqs.rebalance import build_rebalancer
     from iqs.tracking import make_lightning_logger
     from iqs.train.datamodule import QualityDataModule
+    from iqs.train.decision_cuts import CutsConfig, tune_and_evaluate
     from iqs.train.module import QualityLitModule, predictions_frame
     from iqs.train.transforms import InputSpec
 
@@ -240,14 +241,19 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
 
     predictions = predictions_frame(datamodule.table, module.test_outputs)
+    test_results = dict(module.test_results)
+    cuts_cfg = CutsConfig.from_cfg(cfg.get("decision_cuts"))
+    if cuts_cfg.enabled:  # val-tuned class cuts on the predicted score (iqs.train.decision_cuts)
+        _, tuned = tune_and_evaluate(cuts_cfg, module.model, datamodule, predictions, best or None)
+        test_results.update(tuned)
     predictions.to_csv(output_dir / "test_predictions.csv", index=False, float_format="%.6g")
     thresholds = (float(cfg.thresholds.t1), float(cfg.thresholds.t2))
     run.log_test_artifacts(
-        predictions, module.test_results, module.confusion, datamodule.table, thresholds, cfg, best or None
+        predictions, test_results, module.confusion, datamodule.table, thresholds, cfg, best or None
     )
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics.update(module.test_results)
+    metrics.update(test_results)
     objects = {
         "cfg": cfg,
         "mixture": mixture,
