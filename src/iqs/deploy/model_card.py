@@ -60,11 +60,10 @@ def render_model_card(
         if key in meta:
             data_params[f"meta.{key}"] = meta[key]
     head = meta.get("head", "?")
-    score_note = (
-        "expected class index sum(p_c * c), range 0..2"
-        if head == "classification"
-        else "predicted score on the common scale [1, 10]"
-    )
+    score_note = {
+        "class_index": "expected class index sum(p_c * c), range 0..2",
+        "latent": "an unscaled ranking score: only its order means something",
+    }.get(str(meta.get("score_scale", "common")), "predicted score on the common scale [1, 10]")
     labels = ", ".join(f"{i} {class_names[i]} -> PickLabel {PICK_LABELS[i]}" for i in range(3))
     out = [
         f"# iqs quality model: {meta.get('backbone', '?')} + {head} head",
