@@ -183,7 +183,7 @@ def build_head(name: str, in_features: int, cfg: Mapping[str, Any] | None, t1: f
 
 
 # The head modules register themselves on import; they need the names above, hence the late import.
-from iqs.models.heads import classification, distribution, ordinal, regression  # noqa: E402, F401
+from iqs.models.heads import classification, distribution, ordinal, rank, regression  # noqa: E402, F401
 
 __all__ = [
     "HEADS",
