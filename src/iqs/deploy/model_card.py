@@ -78,6 +78,7 @@ def render_model_card(
         "## Thresholds and classes",
         f"Common scale [1, 10]: score <= {t1} is {class_names[0]}, {t1} < score <= {t2} is {class_names[1]}, "
         f"score > {t2} is {class_names[2]}. The classification head predicts the class directly.",
+        *_cuts_note(meta, class_names),
         f"Classes -> digiKam pick labels: {labels}.",
         "",
         "## Test metrics (per source dataset)",
@@ -106,3 +107,16 @@ def render_model_card(
         _kv_table({k: v for k, v in meta.items() if k != "test_metrics"}),
     ]
     return "\n".join(out)
+
+
+def _cuts_note(meta: Mapping[str, Any], class_names: list[str]) -> list[str]:
+    """The decision cuts tuned on validation (iqs.train.decision_cuts), which the exported graphs use."""
+    cuts = meta.get("decision_cuts")
+    if not cuts:
+        return []
+    c1, c2 = (float(c) for c in cuts)
+    return [
+        f"**Decision cuts tuned on the validation split** replace that mapping in both exported graphs: "
+        f"predicted score <= {c1:.6g} is {class_names[0]}, <= {c2:.6g} {class_names[1]}, else "
+        f"{class_names[2]} (`iqs_meta.decision_cuts`)."
+    ]

@@ -227,9 +227,14 @@ def val_predictions(model: torch.nn.Module, loader: Any, table: pd.DataFrame) ->
     """dataset, label, pred_score of every row the (validation) loader serves, in eval mode."""
     was_training = model.training
     model.eval()
+    # the trainer may leave the model on its accelerator
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     rows, scores = [], []
     for batch in loader:
-        out = model.forward_head(batch["features"]) if "features" in batch else model(batch["image"])
+        if "features" in batch:
+            out = model.forward_head(batch["features"].to(device))
+        else:
+            out = model(batch["image"].to(device))
         scores.append(out["score"].float().cpu())
         rows.append(batch["row"].cpu())
     model.train(was_training)
