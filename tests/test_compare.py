@@ -3,11 +3,16 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import matplotlib.image as mpimg
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
+from scipy import stats
 
+from iqs.data.scale import assign_labels
+from iqs.metrics.bootstrap import paired_bootstrap
 from iqs.tracking import tracked_run
 from iqs.tracking.compare import main
 
@@ -49,6 +54,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
         )
         metrics = {
             "test/all/srcc": srcc,
+            "test/all/srcc_lo": srcc - 0.04,
+            "test/all/srcc_hi": srcc + 0.03,
+            "test/all/n_groups": 12,
             "test/all/plcc": srcc + 0.01,
             "test/all/macro_f1": 0.5 + i / 100,
             "test/demo_ava/plcc": srcc - 0.1,
@@ -66,9 +74,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def run_csv(store: str, tmp_path: Path, *args: str) -> pd.DataFrame:
+    """The wide view as CSV unless args choose another view."""
     out = tmp_path / "cmp.csv"
-    assert main([f"logger.tracking_uri={store}", "format=csv", f"output={out}", *args]) == 0
-    return pd.read_csv(out)
+    view = (
+        [] if any(a.startswith(("view=", "baseline=")) for a in args) else ["view=wide", "sort=test/all/srcc"]
+    )
+    assert main([f"logger.tracking_uri={store}", "format=csv", f"output={out}", *view, *args]) == 0
+    return pd.read_csv(out, dtype={"run_id": str})
 
 
 def parse_markdown(text: str) -> pd.DataFrame:
@@ -96,16 +108,23 @@ def test_filters_select_the_right_runs(store: str, tmp_path: Path) -> None:
 
 def test_sort_order_and_limit(store: str, tmp_path: Path) -> None:
     desc = run_csv(store, tmp_path)
-    assert list(desc["all/srcc"]) == sorted(desc["all/srcc"], reverse=True)
-    asc = run_csv(store, tmp_path, "sort=all/macro_f1", "ascending=true")
+    # runs with other labels (thresholds) form their own block, blocks in the order of their best run
+    assert list(desc["labels"]) == ["5_6"] * 4 + ["4.5_6.5"] * 2
+    for _, block in desc.groupby("labels", sort=False):
+        assert list(block["all/srcc"]) == sorted(block["all/srcc"], reverse=True)
+    one_group = run_csv(store, tmp_path, "experiment=expA")
+    assert "labels" not in one_group.columns
+    assert list(one_group["all/srcc"]) == sorted(one_group["all/srcc"], reverse=True)
+    asc = run_csv(store, tmp_path, "experiment=expA", "sort=all/macro_f1", "ascending=true")
     assert list(asc["all/macro_f1"]) == sorted(asc["all/macro_f1"])
-    top = run_csv(store, tmp_path, "sort=test/demo_ava/plcc", "limit=2")
-    assert list(top["demo_ava/plcc"]) == pytest.approx([0.62, 0.60])
+    top = run_csv(store, tmp_path, "experiment=expA", "sort=test/demo_ava/plcc", "limit=2")
+    assert list(top["demo_ava/plcc"]) == pytest.approx([0.62, 0.58])
 
 
 def test_columns_axes_varying_params_and_metrics(store: str, tmp_path: Path) -> None:
     exp_b = run_csv(store, tmp_path, "experiment=expB")
     assert list(exp_b.columns[:6]) == ["run", "run_id", "head", "rebalance", "thresholds", "data"]
+    assert not any(c.endswith(("_lo", "_hi", "n_groups")) for c in run_csv(store, tmp_path, "metrics=all"))
     assert "optim.lr" in exp_b.columns  # swept within the sweep
     assert sorted(exp_b["optim.lr"]) == [1e-4, 1e-3]
     exp_a = run_csv(store, tmp_path, "experiment=expA")
@@ -130,7 +149,12 @@ def test_columns_axes_varying_params_and_metrics(store: str, tmp_path: Path) -> 
 def test_markdown_and_csv_agree(store: str, tmp_path: Path) -> None:
     csv = run_csv(store, tmp_path, "sweep=s1")
     md_path = tmp_path / "cmp.md"
-    assert main([f"logger.tracking_uri={store}", "sweep=s1", "format=markdown", f"output={md_path}"]) == 0
+    assert (
+        main(
+            [f"logger.tracking_uri={store}", "sweep=s1", "view=wide", "format=markdown", f"output={md_path}"]
+        )
+        == 0
+    )
     md = parse_markdown(md_path.read_text())
     assert list(md.columns) == list(csv.columns)
     assert list(md["run_id"].astype(str)) == list(csv["run_id"].astype(str))
@@ -138,7 +162,7 @@ def test_markdown_and_csv_agree(store: str, tmp_path: Path) -> None:
 
 
 def test_table_output_and_errors(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([f"logger.tracking_uri={store}", "sweep=s2"]) == 0
+    assert main([f"logger.tracking_uri={store}", "sweep=s2", "view=wide"]) == 0
     out = capsys.readouterr().out
     assert "regression" in out and "optim.lr" in out
     assert main([f"logger.tracking_uri={store}", "experiment=nope"]) == 2
@@ -152,3 +176,148 @@ def test_table_output_and_errors(store: str, tmp_path: Path, capsys: pytest.Capt
         [e.experiment_id for e in MlflowClient(store).search_experiments()]
     )
     assert len(runs) == len(RUNS)
+
+
+def test_default_view_is_one_metric_with_its_ci_and_fits_a_terminal(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = run_csv(store, tmp_path, "view=metric", "experiment=expA")
+    assert list(csv.columns) == [
+        "run_id",
+        "head",
+        "rebalance",
+        "all",
+        "all_lo",
+        "all_hi",
+        "demo_ava",
+        "demo_ava_lo",
+        "demo_ava_hi",
+    ]
+    assert list(csv["all"]) == sorted(csv["all"], reverse=True)
+    assert list(csv["all_lo"]) == pytest.approx(list(csv["all"] - 0.04))
+    assert csv["demo_ava_lo"].isna().all()  # no CI logged: the value alone
+    assert main([f"logger.tracking_uri={store}", "experiment=expA"]) == 0
+    out = capsys.readouterr().out
+    assert "0.720 [0.68, 0.75]" in out  # 0.72 - 0.04, 0.72 + 0.03
+    assert "cluster bootstrap" in out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    # another metric, across two label groups: F1 is flagged as not comparable across them
+    assert main([f"logger.tracking_uri={store}", "metric=macro_f1", "format=markdown"]) == 0
+    md = capsys.readouterr().out
+    assert "| labels |" in md.splitlines()[0].replace("| run_id | labels |", "| labels |")
+    assert "macro_f1: depend on the label thresholds" in md
+    assert main([f"logger.tracking_uri={store}", "metric=srcc", "format=markdown"]) == 0
+    assert "depend on the label thresholds" not in capsys.readouterr().out  # SRCC compares across them
+
+
+def _predictions(seed: int, noise: float, n_photos: int = 24, per: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(0)  # the same truth for every run
+    n = n_photos * per
+    score = rng.normal(5.5, 1, n_photos).repeat(per) + rng.normal(0, 0.3, n)
+    pred = score + np.random.default_rng(seed).normal(0, noise, n)
+    frame = pd.DataFrame(
+        {
+            "dataset": np.where(np.arange(n) % 2, "demo_ava", "demo_koniq"),
+            "image_id": [f"img{i:03d}" for i in range(n)],
+            "path": [f"{i}.jpg" for i in range(n)],
+            "score": score,
+            "label": assign_labels(score, 5, 6),
+            "pred_score": pred,
+            "pred_class": assign_labels(pred, 5, 6),
+            "prob_bad": 1 / 3, "prob_normal": 1 / 3, "prob_good": 1 / 3,
+            "group": [f"photo{i // per:02d}" for i in range(n)],
+        }
+    )  # fmt: skip
+    return frame
+
+
+@pytest.fixture(scope="module")
+def paired_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
+    root = tmp_path_factory.mktemp("paired")
+    uri = f"sqlite:///{root}/mlflow.db"
+    ids = {}
+    for name, seed, noise, test_set in (
+        ("base", 1, 1.0, "full"),
+        ("better", 2, 0.4, "full"),
+        ("other", 3, 0.4, "half"),
+    ):
+        cfg = OmegaConf.create(
+            {
+                "logger": {
+                    "tracking_uri": uri,
+                    "artifact_location": str(root / "art"),
+                    "experiment_name": "pairs",
+                },
+                "head": {"name": "regression"},
+                "thresholds": {"name": "5_6", "t1": 5.0, "t2": 6.0},
+                "data": {"name": "demo"},
+            }
+        )
+        pred = _predictions(seed, noise)
+        if test_set == "half":
+            pred = pred.iloc[: len(pred) // 2]
+        with tracked_run(cfg, run_name=name, tags={"sweep_id": "p1", "test_set": test_set}) as run:
+            csv = root / name / "test_predictions.csv"
+            csv.parent.mkdir()
+            pred.to_csv(csv, index=False)
+            run.log_artifact(csv, "predictions")
+            run.log_metrics(
+                {"test/all/srcc": float(stats.spearmanr(pred["score"], pred["pred_score"]).statistic)}
+            )
+            ids[name] = run.run_id
+    return uri, ids
+
+
+def test_baseline_gives_paired_deltas_with_ci_and_p_value(
+    paired_store: tuple[str, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri, ids = paired_store
+    out = tmp_path / "pairs.csv"
+    args = [f"logger.tracking_uri={uri}", "tag.test_set=full", f"baseline={ids['base'][:8]}"]
+    assert main([*args, "format=csv", f"output={out}"]) == 0
+    got = pd.read_csv(out).set_index("dataset")
+    assert list(got.index) == ["all", "demo_ava", "demo_koniq"] and set(got["run"]) == {"better"}
+    base, better = _predictions(1, 1.0), _predictions(2, 0.4)
+    for ds in ["all", "demo_ava", "demo_koniq"]:
+        part = np.ones(len(base), bool) if ds == "all" else (base["dataset"] == ds).to_numpy()
+        want = paired_bootstrap(
+            "srcc",
+            base["score"][part],
+            base["pred_score"][part],
+            better["pred_score"][part],
+            base["group"][part],
+        )
+        row = got.loc[ds]
+        assert row["delta"] == pytest.approx(want.delta) and row["delta"] > 0
+        assert (row["delta_lo"], row["delta_hi"]) == pytest.approx((want.low, want.high))
+        assert row["p_value"] == pytest.approx(want.p_value) and row["p_value"] < 0.05
+        assert row["n_groups"] == 24
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "paired cluster" in text and "better" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    # a run tested on other images is refused, saying why
+    assert main([f"logger.tracking_uri={uri}", f"baseline={ids['base']}"]) == 2
+    err = capsys.readouterr().err
+    assert "tested on different images" in err and "60 only in base" in err
+    assert main([f"logger.tracking_uri={uri}", "baseline=nope"]) == 2
+    assert "not among the 3 selected run(s)" in capsys.readouterr().err
+
+
+def test_html_and_png_plots_with_ci_bars_are_written_and_logged_into_the_sweep(
+    paired_store: tuple[str, dict[str, str]], store: str, tmp_path: Path
+) -> None:
+    uri, ids = paired_store
+    png = tmp_path / "cmp.png"
+    assert main([f"logger.tracking_uri={store}", "experiment=expA", "format=png", f"output={png}"]) == 0
+    img = mpimg.imread(png)
+    assert img.ndim == 3 and img.shape[0] > 100
+    html = tmp_path / "pairs.html"
+    args = [f"logger.tracking_uri={uri}", "sweep=p1", "tag.test_set=full", "format=html", f"output={html}"]
+    assert main([*args, f"baseline={ids['base']}"]) == 0
+    page = html.read_text()
+    assert "data:image/png;base64," in page and "<table" in page and "paired cluster" in page
+    client = MlflowClient(uri)
+    for name in ("base", "better"):
+        assert [a.path for a in client.list_artifacts(ids[name], "compare")] == ["compare/pairs.html"]
+    assert not client.list_artifacts(ids["other"], "compare")  # not selected

@@ -15,13 +15,17 @@ from scipy import stats
 from sklearn.metrics import confusion_matrix
 
 from iqs.config import compose
+from iqs.data.scale import assign_labels
 from iqs.data.table import fingerprint
-from iqs.tracking import flatten_config, make_lightning_logger, run_name_for, tracked_run
+from iqs.metrics.label_rule import LabelRule, class_columns
+from iqs.tracking import axes_of, flatten_config, make_lightning_logger, run_name_for, tracked_run
 from iqs.tracking.artifacts import PREDICTION_COLUMNS
 from iqs.tracking.plots import confusion_figure, confusion_from_labels, scatter_figure
 
 T1, T2 = 5.0, 6.0
 SOURCES = ("demo_ava", "demo_koniq")
+KONIQ_PAIR = (4.0, 7.0)  # demo_koniq's own thresholds in make_cfg
+RULE = LabelRule((T1, T2), {"demo_ava": (T1, T2), "demo_koniq": KONIQ_PAIR})
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +66,13 @@ def make_cfg(tmp_path: Path, **logger) -> OmegaConf:
                 "name": "demo",
                 "seed": 0,
                 "sources": {
-                    "demo_ava": {"weight": 1.0, "thresholds": None, "keep_classes": None},
+                    "demo_ava": {
+                        "weight": 1.0,
+                        "thresholds": None,
+                        "keep_classes": None,
+                        "root": str(tmp_path / "ava"),
+                        "annotations": "AVA.txt",
+                    },
                     "demo_koniq": {"weight": 0.5, "thresholds": {"t1": 4.0, "t2": 7.0}, "keep_classes": [0]},
                 },
             },
@@ -82,8 +92,12 @@ def fake_table(seed: int = 0, n: int = 240) -> pd.DataFrame:
             "image_id": [f"img{i:04d}" for i in range(n)],
             "path": [f"images/img{i:04d}.jpg" for i in range(n)],
             "score": score,
-            "label": np.digitize(score, [T1, T2], right=True),
+            # each source labelled with its own pair, as the mixture does
+            "label": np.where(
+                np.arange(n) < n // 2, assign_labels(score, T1, T2), assign_labels(score, *KONIQ_PAIR)
+            ),
             "split": rng.choice(["train", "val", "test"], n, p=[0.6, 0.2, 0.2]),
+            "group": [f"photo{i // 4:03d}" for i in range(n)],  # 4 crops per photograph
         }
     )
 
@@ -102,10 +116,12 @@ def fake_predictions(table: pd.DataFrame, seed: int = 1) -> pd.DataFrame:
 
 def fake_metrics(pred: pd.DataFrame) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     metrics, confusion = {}, {}
-    for ds, part in [*pred.groupby("dataset"), ("all", pred)]:
+    ruled = RULE.add_columns(pred)
+    for ds, part in [*ruled.groupby("dataset"), ("all", ruled)]:
         metrics[f"test/{ds}/plcc"] = float(stats.pearsonr(part["score"], part["pred_score"]).statistic)
         metrics[f"test/{ds}/srcc"] = float(stats.spearmanr(part["score"], part["pred_score"]).statistic)
-        confusion[ds] = confusion_matrix(part["label"], part["pred_class"], labels=[0, 1, 2])
+        true_col, pred_col = class_columns(ds, part.columns)
+        confusion[ds] = confusion_matrix(part[true_col], part[pred_col], labels=[0, 1, 2])
     return metrics, confusion
 
 
@@ -174,6 +190,7 @@ def test_tracked_run_logs_params_tags_metrics_and_artifacts(store: Path) -> None
         "data/counts.csv",
         "model_card.md",
         "predictions/test_predictions.csv",
+        "metrics/test_ci.csv",
         "checkpoints/best.ckpt",
         *(f"plots/label_hist_train_{s}.png" for s in SOURCES),
         *(f"plots/confusion_{d}.png" for d in datasets),
@@ -186,8 +203,31 @@ def test_tracked_run_logs_params_tags_metrics_and_artifacts(store: Path) -> None
     for png in sorted(p for p in expected if p.endswith(".png")):
         img = mpimg.imread(local / png)
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
-    back = pd.read_csv(local / "predictions/test_predictions.csv", dtype={"image_id": str})
-    pd.testing.assert_frame_equal(back, pred, check_exact=False, rtol=1e-5, check_dtype=False)
+    back = pd.read_csv(local / "predictions/test_predictions.csv", dtype={"image_id": str, "group": str})
+    pd.testing.assert_frame_equal(back[pred.columns], pred, check_exact=False, rtol=1e-5, check_dtype=False)
+    # each row's photograph, and the label rule's views: demo_koniq judged on its own pair, `all` on 5/6
+    assert list(back["group"]) == list(pred.merge(table, on=["dataset", "image_id"])["group"])
+    koniq = back["dataset"] == "demo_koniq"
+    np.testing.assert_array_equal(
+        back.loc[koniq, "pred_class_source"], assign_labels(pred.loc[koniq, "pred_score"], *KONIQ_PAIR)
+    )
+    np.testing.assert_array_equal(back["label_declared"], assign_labels(pred["score"], T1, T2))
+    np.testing.assert_array_equal(back.loc[~koniq, "pred_class_source"], pred.loc[~koniq, "pred_class"])
+
+    # cluster-bootstrap CIs of every metric per dataset, over the photographs of the test split
+    ci = pd.read_csv(local / "metrics/test_ci.csv")
+    assert set(ci["dataset"]) == set(datasets) and set(ci["metric"]) >= {"srcc", "plcc", "acc", "macro_f1"}
+    for ds in datasets:
+        part = pred if ds == "all" else pred[pred["dataset"] == ds]
+        n_groups = part.merge(table, on=["dataset", "image_id"])["group"].nunique()
+        assert got.data.metrics[f"test/{ds}/n_groups"] == n_groups
+        for m in ("srcc", "plcc", "acc", "f1_good"):
+            lo, hi = got.data.metrics[f"test/{ds}/{m}_lo"], got.data.metrics[f"test/{ds}/{m}_hi"]
+            row = ci[(ci["dataset"] == ds) & (ci["metric"] == m)].iloc[0]
+            assert lo == pytest.approx(row["low"], rel=1e-5) and lo <= row["estimate"] <= hi, (ds, m)
+        assert ci.set_index(["dataset", "metric"]).loc[(ds, "srcc"), "estimate"] == pytest.approx(
+            metrics[f"test/{ds}/srcc"], rel=1e-5
+        )
     assert OmegaConf.to_container(OmegaConf.load(local / "config.yaml")) == OmegaConf.to_container(
         cfg, resolve=True
     )
@@ -204,6 +244,46 @@ def test_tracked_run_logs_params_tags_metrics_and_artifacts(store: Path) -> None
     assert f"{metrics['test/all/srcc']:.4g}" in card
     assert "256x256" in card and "0.9" in card  # I/O contract read from the checkpoint's iqs_meta
     assert "iqs train" in card and tags["git_commit"] in card
+
+    # each source is a dataset input of the run: name, the fingerprint of its rows, its annotation file
+    inputs = {d.dataset.name: d for d in got.inputs.dataset_inputs}
+    assert set(inputs) == set(SOURCES)
+    for source in SOURCES:
+        assert inputs[source].dataset.digest == fingerprint(table[table["dataset"] == source])
+        assert [(t.key, t.value) for t in inputs[source].tags] == [("mlflow.data.context", "mixture")]
+    assert str(tmp_path / "ava" / "AVA.txt") in inputs["demo_ava"].dataset.source
+    found = client.search_runs([got.info.experiment_id], "datasets.name = 'demo_koniq'")
+    assert [r.info.run_id for r in found] == [run_id]
+    # the experiment opens on the training-runs table in MLflow 3's UI, not the GenAI view
+    assert client.get_experiment(got.info.experiment_id).tags["mlflow.experimentKind"] == (
+        "custom_model_development"
+    )
+
+
+def test_an_existing_experiment_gets_its_kind_unless_one_is_set(store: Path) -> None:
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    plain = client.create_experiment("unit", artifact_location=(store / "a").as_uri())
+    genai = client.create_experiment(
+        "mine", artifact_location=(store / "b").as_uri(), tags={"mlflow.experimentKind": "genai_development"}
+    )
+    with tracked_run(make_cfg(store)):
+        pass
+    with tracked_run(make_cfg(store, experiment_name="mine")):
+        pass
+    assert client.get_experiment(plain).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(genai).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_threshold_tags_and_run_names_come_from_the_values() -> None:
+    """`thresholds.t1=4 thresholds.t2=7` on top of the 5_6 group is 4_7 everywhere (issue 12)."""
+    cfg = compose("train", ["thresholds.t1=4", "thresholds.t2=7"])
+    assert cfg.thresholds.name == "5_6"
+    axes = axes_of(cfg)
+    assert axes["thresholds"] == "4_7" and axes["labels"] == "4_7"
+    assert run_name_for(cfg) == "regression-none-t4_7-demo"
+    own = compose("train", ["thresholds=4.5_6.5", "data.sources.demo_ava.thresholds={t1: 4, t2: 7}"])
+    assert axes_of(own)["thresholds"] == "4.5_6.5"
+    assert axes_of(own)["labels"] == "4.5_6.5; demo_ava=4_7"  # runs with other labels are told apart
 
 
 def test_failing_run_ends_failed_with_traceback(store: Path) -> None:

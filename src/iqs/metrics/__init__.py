@@ -1,16 +1,38 @@
-"""Evaluation metrics: per source dataset and over all (see `iqs.metrics.grouped` for the definitions)."""
+"""Evaluation metrics: per source dataset and over all (see `iqs.metrics.grouped` for the definitions).
+
+Uncertainty: `iqs.metrics.bootstrap` (cluster-bootstrap CIs over groups, paired run-vs-run differences,
+Fisher-z intervals). Labels of sources with their own thresholds: `iqs.metrics.label_rule`.
+Names are imported on first use, so `iqs compare` (which needs no torch) starts without importing torch.
+"""
 
 from __future__ import annotations
 
-from iqs.metrics.emd import EarthMoversDistance, emd_per_sample
-from iqs.metrics.grouped import ALL, BINARY_THRESHOLD, HIGHER_IS_BETTER, METRIC_NAMES, GroupedQualityMetrics
+import importlib
+from typing import Any
 
-__all__ = [
-    "ALL",
-    "BINARY_THRESHOLD",
-    "HIGHER_IS_BETTER",
-    "METRIC_NAMES",
-    "EarthMoversDistance",
-    "GroupedQualityMetrics",
-    "emd_per_sample",
-]
+_WHERE = {
+    "ALL": "names",
+    "BINARY_THRESHOLD": "names",
+    "HIGHER_IS_BETTER": "names",
+    "LABEL_METRICS": "names",
+    "METRIC_NAMES": "names",
+    "BootstrapCI": "bootstrap",
+    "EvalRows": "bootstrap",
+    "PairedResult": "bootstrap",
+    "bootstrap_metrics": "bootstrap",
+    "cluster_bootstrap_ci": "bootstrap",
+    "fisher_z_ci": "bootstrap",
+    "paired_bootstrap": "bootstrap",
+    "EarthMoversDistance": "emd",
+    "emd_per_sample": "emd",
+    "GroupedQualityMetrics": "grouped",
+    "LabelRule": "label_rule",
+    "LabelRuleError": "label_rule",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'iqs.metrics' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"iqs.metrics.{_WHERE[name]}"), name)

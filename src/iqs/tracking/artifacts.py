@@ -7,7 +7,8 @@ Layout of a run's artifacts:
     plots/confusion_<dataset>.png    counts and row-normalised, one per dataset and `all`
     plots/scatter_<dataset>.png      predicted vs true score, thresholds, PLCC/SRCC
     plots/label_hist_train_<source>.png  train scores stacked by label, the source's thresholds drawn
-    predictions/test_predictions.csv one row per test image
+    predictions/test_predictions.csv one row per test image (with its group and both label views)
+    metrics/test_ci.csv              estimate and cluster-bootstrap CI of every metric per dataset
     checkpoints/<best>.ckpt          the checkpoint the test metrics come from
     model_card.md
     traceback.txt                    only when the run failed
@@ -25,8 +26,10 @@ import numpy as np
 import pandas as pd
 
 from iqs.data.plots import label_histogram
+from iqs.metrics.label_rule import DECLARED_LABEL, SOURCE_PRED, LabelRule, class_columns
+from iqs.metrics.names import ALL
 from iqs.tracking import plots
-from iqs.tracking.mlflow_run import _safe, cfg_get, to_container
+from iqs.tracking.mlflow_run import _safe, cfg_get, source_thresholds, to_container
 
 if TYPE_CHECKING:
     from iqs.tracking.mlflow_run import TrackedRun
@@ -45,7 +48,8 @@ PREDICTION_COLUMNS = [
     "prob_normal",
     "prob_good",
 ]
-ALL = "all"  # the pooled test set, next to the per-source datasets
+# added by `with_groups_and_label_rule`: the row's group (the bootstrap's unit) and the label rule's views
+RULE_COLUMNS = ["group", DECLARED_LABEL, SOURCE_PRED]
 
 
 def check_predictions(predictions: pd.DataFrame) -> None:
@@ -65,18 +69,66 @@ def check_predictions(predictions: pd.DataFrame) -> None:
         )
 
 
-def source_thresholds(
-    cfg: Any, sources: list[str], default: tuple[float, float]
-) -> dict[str, tuple[float, float]]:
-    """Each source's threshold pair: its own override in `data.sources.<name>.thresholds`, else the run's."""
-    out = {}
-    for name in sources:
-        own = cfg_get(cfg, f"data.sources.{name}.thresholds")
-        if own is not None and cfg_get(own, "t1") is not None:
-            out[name] = (float(cfg_get(own, "t1")), float(cfg_get(own, "t2")))
-        else:
-            out[name] = (float(default[0]), float(default[1]))
-    return out
+def with_groups_and_label_rule(
+    predictions: pd.DataFrame, label_table: pd.DataFrame, rule: LabelRule | None
+) -> pd.DataFrame:
+    """The predictions plus each row's `group` (from the data table) and the label rule's two columns."""
+    out = predictions.drop(columns=[c for c in RULE_COLUMNS if c in predictions.columns])
+    if "group" in label_table.columns:
+        keys = (
+            label_table[["dataset", "image_id", "group"]].astype(str).drop_duplicates(["dataset", "image_id"])
+        )
+        out = out.merge(keys, on=["dataset", "image_id"], how="left", validate="many_to_one")
+        if out["group"].isna().any():
+            row = int(np.flatnonzero(out["group"].isna().to_numpy())[0])
+            raise ValueError(
+                f"test prediction row {row} (dataset {out['dataset'].iloc[row]!r}, image_id "
+                f"{out['image_id'].iloc[row]!r}) is not in the run's data table: cannot find its group"
+            )
+    if rule is None:
+        rule = LabelRule((0.0, 1.0), {})  # no thresholds known: both views equal the stored ones
+    return rule.add_columns(out)
+
+
+def ci_settings(cfg: Any) -> dict[str, Any]:
+    """`logger.test_ci` (conf/logger/mlflow.yaml) as keyword arguments of the bootstrap; {} when disabled."""
+    from iqs.metrics import bootstrap
+
+    node = cfg_get(cfg, "logger.test_ci") or {}
+    if not bool(cfg_get(node, "enabled", True)):
+        return {}
+    return {
+        "n_resamples": int(cfg_get(node, "n_resamples", bootstrap.DEFAULT_RESAMPLES)),
+        "confidence": float(cfg_get(node, "confidence", bootstrap.DEFAULT_CONFIDENCE)),
+        "method": str(cfg_get(node, "method", bootstrap.DEFAULT_METHOD)),
+        "seed": int(cfg_get(node, "seed", 0)),
+    }
+
+
+def log_test_intervals(run: TrackedRun, predictions: pd.DataFrame, cfg: Any) -> pd.DataFrame | None:
+    """Cluster-bootstrap CIs of every test metric per dataset: metrics `test/<ds>/<m>_lo|_hi|n_groups`
+    and `metrics/test_ci.csv`. None when `logger.test_ci.enabled=false`."""
+    import time
+
+    from iqs.metrics import bootstrap
+
+    settings = ci_settings(cfg)
+    if not settings:
+        return None
+    names = list(bootstrap.METRICS)
+    if str(cfg_get(cfg, "head.name", "")) == "classification":
+        names = [m for m in names if m not in ("rmse", "binary_acc_5")]  # no common-scale score
+    started = time.perf_counter()
+    intervals = bootstrap.predictions_intervals(predictions, metrics=names, **settings)
+    log.info(
+        "test CIs: %d resamples of the groups, %s interval, %.1f s",
+        settings["n_resamples"],
+        settings["method"],
+        time.perf_counter() - started,
+    )
+    run.log_metrics(bootstrap.interval_metrics(intervals, "test"))
+    run.log_text(intervals.to_csv(index=False, float_format="%.6g"), "metrics/test_ci.csv")
+    return intervals
 
 
 def mixture_counts(table: pd.DataFrame) -> pd.DataFrame:
@@ -127,7 +179,8 @@ def _log_confusions(
     names = []
     for ds in datasets:
         part = predictions if ds == ALL else predictions[predictions["dataset"] == ds]
-        from_rows = plots.confusion_from_labels(part["label"].astype(int), part["pred_class"].astype(int))
+        true_col, pred_col = class_columns(ds, part.columns)  # the label rule's view of this dataset
+        from_rows = plots.confusion_from_labels(part[true_col].astype(int), part[pred_col].astype(int))
         given = confusion.get(ds)
         cm = from_rows if given is None else np.asarray(given)
         if given is not None and not np.array_equal(np.asarray(given, dtype=np.int64), from_rows):
@@ -164,6 +217,8 @@ def log_test_artifacts(
     if checkpoint_path is not None and not Path(checkpoint_path).is_file():
         raise FileNotFoundError(f"best checkpoint {checkpoint_path} does not exist")
     thresholds = (float(thresholds[0]), float(thresholds[1]))
+    per_source = source_thresholds(cfg, sorted(label_table["dataset"].astype(str).unique()), thresholds)
+    predictions = with_groups_and_label_rule(predictions, label_table, LabelRule(thresholds, per_source))
     datasets = [*sorted(predictions["dataset"].astype(str).unique()), ALL]
     written: list[str] = []
 
@@ -172,6 +227,8 @@ def log_test_artifacts(
     if missing:
         run.log_metrics(missing)
 
+    if log_test_intervals(run, predictions, cfg) is not None:
+        written.append("metrics/test_ci.csv")
     written += _log_confusions(run, predictions, confusion, datasets)
     from iqs.models.heads import HEADS
 
@@ -182,7 +239,7 @@ def log_test_artifacts(
         fig = plots.scatter_figure(
             part["score"].to_numpy(),
             part["pred_score"].to_numpy(),
-            thresholds,
+            thresholds if ds == ALL else per_source.get(ds, thresholds),
             ds,
             pred_on_common_scale=on_common_scale,
         )
@@ -190,7 +247,6 @@ def log_test_artifacts(
         run.log_figure(fig, name)
         written.append(name)
 
-    per_source = source_thresholds(cfg, sorted(label_table["dataset"].astype(str).unique()), thresholds)
     train = label_table[label_table["split"] == "train"] if "split" in label_table.columns else label_table
     for source, (t1, t2) in per_source.items():
         scores = train.loc[train["dataset"].astype(str) == source, "score"].to_numpy()

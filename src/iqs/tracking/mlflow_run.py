@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
+from iqs.metrics.label_rule import LabelRule, pair_name
 from iqs.tracking.gitinfo import git_info
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ AXES = {
     "data": "data.name",
 }
 REMOTE_SCHEMES = ("http", "https", "databricks")
+# MLflow 3 opens an experiment without this tag in its GenAI view (traces); this value opens the
+# training-runs table ("Machine learning" in the UI's kind selector; mlflow/server/js ExperimentKind).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -102,18 +107,48 @@ def _safe(text: Any) -> str:
 
 
 def thresholds_name(cfg: Any) -> str:
-    name = cfg_get(cfg, "thresholds.name")
-    if name is not None:
-        return str(name)
+    """`5_6` from the pair's values: `thresholds=5_6 thresholds.t1=4 thresholds.t2=7` is `4_7`, not its
+    config group's name; the name is used only when the config has no values."""
     t1, t2 = cfg_get(cfg, "thresholds.t1"), cfg_get(cfg, "thresholds.t2")
-    return f"{t1:g}_{t2:g}" if t1 is not None and t2 is not None else "none"
+    if t1 is not None and t2 is not None:
+        return pair_name(float(t1), float(t2))
+    name = cfg_get(cfg, "thresholds.name")
+    return "none" if name is None else str(name)
+
+
+def source_thresholds(
+    cfg: Any, sources: list[str], default: tuple[float, float]
+) -> dict[str, tuple[float, float]]:
+    """Each source's threshold pair: its own override in `data.sources.<name>.thresholds`, else the run's."""
+    out = {}
+    for name in sources:
+        own = cfg_get(cfg, f"data.sources.{name}.thresholds")
+        if own is not None and cfg_get(own, "t1") is not None:
+            out[name] = (float(cfg_get(own, "t1")), float(cfg_get(own, "t2")))
+        else:
+            out[name] = (float(default[0]), float(default[1]))
+    return out
+
+
+def label_rule_of(cfg: Any) -> LabelRule | None:
+    """The run's label rule (declared pair + source overrides) from its config; None without thresholds."""
+    t1, t2 = cfg_get(cfg, "thresholds.t1"), cfg_get(cfg, "thresholds.t2")
+    if t1 is None or t2 is None:
+        return None
+    declared = (float(t1), float(t2))
+    sources = cfg_get(cfg, "data.sources") or {}
+    return LabelRule(declared, source_thresholds(cfg, [str(s) for s in sources], declared))
 
 
 def axes_of(cfg: Any) -> dict[str, str]:
-    """The values of the research axes (head, rebalance, thresholds, data, backbone), 'none' when absent."""
+    """The values of the research axes (head, rebalance, thresholds, data, backbone), 'none' when absent,
+    and `labels`: the label rule's key (the declared pair plus any source's own pair, e.g.
+    `5_6; demo_ava=4_7`); runs label their images alike iff their `labels` tags are equal."""
     axes = {tag: str(cfg_get(cfg, key, "none")) for tag, key in AXES.items()}
     axes["thresholds"] = thresholds_name(cfg)
     axes["backbone"] = str(cfg_get(cfg, "backbone.name", "none"))
+    rule = label_rule_of(cfg)
+    axes["labels"] = rule.key if rule is not None else axes["thresholds"]
     return axes
 
 
@@ -143,6 +178,19 @@ def sweep_id_for(cfg: Any) -> str:
     except (ImportError, ValueError):
         pass
     return "none"
+
+
+def annotation_source(cfg: Any, source: str) -> str:
+    """The annotation file of a mixture source (`<root>/<annotations>`, the first of a list), else its root."""
+    node = cfg_get(cfg, f"data.sources.{source}")
+    root = cfg_get(node, "root")
+    if root is None:
+        return source
+    names = cfg_get(node, "annotations")
+    if isinstance(names, list | tuple) or (names is not None and not isinstance(names, str)):
+        names = next(iter(names), None)
+    path = Path(str(root)).expanduser() / str(names) if names else Path(str(root)).expanduser()
+    return str(path.resolve())
 
 
 # ---------------------------------------------------------------- store
@@ -188,7 +236,10 @@ def artifact_location_for(cfg: Any, tracking_uri: str, experiment_name: str) -> 
 
 
 def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> str:
-    """Id of the active experiment `name`, created (with the artifact location) when absent."""
+    """Id of the active experiment `name`, created (with the artifact location) when absent.
+
+    The experiment is marked as model training (EXPERIMENT_KIND_TAG) unless someone set its kind already.
+    """
     from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(name)
@@ -199,9 +250,13 @@ def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> 
                 f"restore it with `mlflow experiments restore --experiment-id {exp.experiment_id}` "
                 "or choose another logger.experiment_name"
             )
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # stores made before the tag was set
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(
+            name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except MlflowException:
         # another job of the same sweep created it between our lookup and our create
         exp = client.get_experiment_by_name(name)
@@ -296,16 +351,48 @@ class TrackedRun:
         self.client.log_text(self.run_id, text, name)
 
     def log_mixture(self, table: Any, fingerprint: str | None = None) -> str:
-        """Tag the data fingerprint and store per-source/split/label counts (`data/counts.csv`)."""
+        """Tag the data fingerprint, store per-source/split/label counts (`data/counts.csv`) and log
+        each source as an MLflow dataset input (the runs table's Dataset column; see log_sources)."""
+        from iqs.data.table import fingerprint as table_fingerprint
         from iqs.tracking.artifacts import mixture_counts
 
         if fingerprint is None:
-            from iqs.data.table import fingerprint as table_fingerprint
-
             fingerprint = table_fingerprint(table)
         self.set_tags({"fingerprint": fingerprint})
         self.log_text(mixture_counts(table).to_csv(index=False), "data/counts.csv")
+        self.log_sources(table)
         return fingerprint
+
+    def log_sources(self, table: Any) -> None:
+        """One MLflow dataset input per source: name = the source, digest = the fingerprint of its rows
+        (iqs.data.table.fingerprint), source = its annotation file, context `mixture`. The UI can then
+        filter runs by dataset, as can `mlflow.search_runs(filter_string="datasets.name = 'ava'")`."""
+        import warnings
+
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        from iqs.data.table import fingerprint as table_fingerprint
+
+        inputs = []
+        for name, rows in table.groupby(table["dataset"].astype(str), sort=True):
+            with warnings.catch_warnings():
+                # a local path matches two equivalent source types; MLflow picks the local-artifact one
+                warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+                # the schema shown in the UI needs no advice about missing integers
+                warnings.filterwarnings("ignore", message=".*Inferred schema contains integer.*")
+                dataset = mlflow.data.from_pandas(
+                    rows.reset_index(drop=True),
+                    source=annotation_source(self.cfg, str(name)),
+                    name=str(name),
+                    digest=table_fingerprint(rows),
+                )
+            inputs.append(
+                DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "mixture")])
+            )
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
     def log_test_artifacts(
         self,

@@ -107,3 +107,41 @@ def scatter_figure(
     ax.set_xlabel(f"true score (common scale); thresholds {t1:g}, {t2:g}")
     ax.set_title(f"{title}: PLCC {plcc:.3f}  SRCC {srcc:.3f}  (n={len(true_score)})")
     return fig
+
+
+def ci_figure(
+    rows: Sequence[str],
+    datasets: Sequence[str],
+    values: np.ndarray,
+    lows: np.ndarray,
+    highs: np.ndarray,
+    title: str,
+    xlabel: str,
+    *,
+    zero_line: bool = False,
+) -> Figure:
+    """One panel per dataset, one line per run: the value as a dot, its CI as a horizontal bar.
+
+    `values`, `lows`, `highs`: (runs, datasets); NaN bounds draw the dot alone. `fig.axes[j]` is dataset j.
+    """
+    values, lows, highs = (np.asarray(a, dtype=np.float64) for a in (values, lows, highs))
+    n_rows, n_ds = len(rows), len(datasets)
+    if values.shape != (n_rows, n_ds) or lows.shape != values.shape or highs.shape != values.shape:
+        raise ValueError(f"values/lows/highs must be ({n_rows}, {n_ds}), got {values.shape}")
+    fig = Figure(figsize=(2.0 + 2.6 * n_ds, 1.2 + 0.38 * n_rows))
+    axes = np.atleast_1d(fig.subplots(1, n_ds, sharey=True, squeeze=False)[0])
+    y = np.arange(n_rows)[::-1]
+    for j, (ax, ds) in enumerate(zip(axes, datasets, strict=True)):
+        v, lo, hi = values[:, j], lows[:, j], highs[:, j]
+        has_ci = np.isfinite(lo) & np.isfinite(hi)
+        err = np.vstack([np.where(has_ci, v - lo, 0.0), np.where(has_ci, hi - v, 0.0)])
+        ax.errorbar(v, y, xerr=err, fmt="o", ms=4, capsize=3, color="tab:blue", ecolor="0.35", lw=1.2)
+        if zero_line:
+            ax.axvline(0.0, color="tab:red", lw=0.9, ls="--")
+        ax.set_title(ds)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel(xlabel)
+    axes[0].set_yticks(y, [str(r) for r in rows])
+    axes[0].set_ylim(-0.6, n_rows - 0.4)
+    fig.suptitle(title)
+    return fig

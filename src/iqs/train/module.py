@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 
 from iqs.data.scale import CLASS_NAMES
-from iqs.metrics import GroupedQualityMetrics
+from iqs.metrics import GroupedQualityMetrics, LabelRule
 from iqs.models import QualityModel, build_quality_model
 
 META_KEY = "iqs_meta"
@@ -37,6 +37,7 @@ class QualityLitModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         backbone_lr_scale: float = 0.1,
         rank_weight: float = 0.0,
+        source_thresholds: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         super().__init__()
         # weight of the within-source fidelity loss added to the head's own (iqs.losses.fidelity)
@@ -50,9 +51,13 @@ class QualityLitModule(pl.LightningModule):
         self.has_dist = head == "distribution"
         # The classification head's score is an expected class index (0..2): rmse/binary_acc_5 do not apply.
         common = model.meta.get("score_scale", "common") == "common"
-        self.val_metrics = GroupedQualityMetrics(self.dataset_names, self.has_dist, common_scale_score=common)
+        # sources with their own threshold pair are scored on it, `all` on the model's (iqs.metrics.label_rule)
+        rule = LabelRule(tuple(float(t) for t in model.meta["thresholds"]), dict(source_thresholds or {}))
+        self.val_metrics = GroupedQualityMetrics(
+            self.dataset_names, self.has_dist, common_scale_score=common, label_rule=rule
+        )
         self.test_metrics = GroupedQualityMetrics(
-            self.dataset_names, self.has_dist, common_scale_score=common
+            self.dataset_names, self.has_dist, common_scale_score=common, label_rule=rule
         )
         self._test_chunks: list[dict[str, torch.Tensor]] = []
         self.test_outputs: dict[str, np.ndarray] = {}

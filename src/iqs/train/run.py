@@ -243,6 +243,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         backbone_lr_scale=float(cfg.backbone_lr_scale),
         rank_weight=rank_weight(cfg),
+        source_thresholds=mixture.source_thresholds,
     )
 
     cache_state = "off"
@@ -327,11 +328,13 @@ def print_test_table(metrics: dict[str, float], dataset_names: list[str], title:
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float | None:
     """The Hydra task: returns the monitored metric (what a sweeper such as Optuna optimises)."""
+    from iqs.tracking.mlflow_run import thresholds_name
+
     metrics, objects = train(cfg)
     print_test_table(
         metrics,
         objects["datamodule"].dataset_names,
-        f"test metrics: {cfg.head.name} head, rebalance={cfg.rebalance.name}, thresholds {cfg.thresholds.name}"
+        f"test metrics: {cfg.head.name} head, rebalance={cfg.rebalance.name}, thresholds {thresholds_name(cfg)}"
         f" (MLflow run {objects['run_id']})",
     )
     return monitored_value(cfg, metrics)
