@@ -158,6 +158,8 @@ def test_tuned_cuts_never_see_test_labels(tmp_path) -> None:
     predictions = table.iloc[test_rows][["dataset", "label"]].assign(pred_score=pred[test_rows])
     cfg = CutsConfig.from_cfg({"per_source": True})
     cuts, metrics = tune_and_evaluate(cfg, _Model(), data, predictions.copy())
+    pooled = tuned_metrics("test", predictions, {ALL: cuts[ALL]})
+    assert metrics["test/all/macro_f1_tuned_pooled"] == pooled["test/all/macro_f1_tuned"]
 
     shuffled = table.copy()
     shuffled.loc[test_rows, "label"] = rng.permutation(table.loc[test_rows, "label"].to_numpy())

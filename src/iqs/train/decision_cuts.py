@@ -200,9 +200,9 @@ def class_metrics(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def tuned_metrics(
-    stage: str, frame: pd.DataFrame, cuts: Mapping[str, tuple[float, float]]
+    stage: str, frame: pd.DataFrame, cuts: Mapping[str, tuple[float, float]], suffix: str = "_tuned"
 ) -> dict[str, float]:
-    """`<stage>/<ds>/<metric>_tuned` for every source and `all` (rows classed with their own cuts)."""
+    """`<stage>/<ds>/<metric><suffix>` for every source and `all` (rows classed with their own cuts)."""
     pred = tuned_classes(frame, cuts)
     true = frame["label"].to_numpy(np.int64)
     datasets = frame["dataset"].astype(str).to_numpy()
@@ -210,7 +210,7 @@ def tuned_metrics(
     for ds in [*pd.unique(datasets), ALL]:
         mask = np.ones(len(frame), bool) if ds == ALL else datasets == ds
         for k, v in class_metrics(true[mask], pred[mask]).items():
-            out[f"{stage}/{ds}/{k}_tuned"] = v
+            out[f"{stage}/{ds}/{k}{suffix}"] = v
     return out
 
 
@@ -267,7 +267,8 @@ def tune_and_evaluate(
     """The run's hook: tune on the validation split, evaluate on `predictions` (the test rows), bake.
 
     Adds `pred_class_tuned` to `predictions`. Returns the cuts and the metrics to log: `cuts/<ds>/t1|t2`,
-    `val/<ds>/<metric>_tuned` (the tuning objective, optimistic by construction) and `test/<ds>/<metric>_tuned`.
+    `val/<ds>/<metric>_tuned` (the tuning objective, optimistic by construction) and `test/<ds>/<metric>_tuned`
+    (with `per_source`, also `test/<ds>/<metric>_tuned_pooled` under the pooled cuts an export bakes).
     """
     val = val_predictions(model, datamodule.val_dataloader(), datamodule.table)
     cuts = tune_cuts(val, cfg)
@@ -276,6 +277,10 @@ def tune_and_evaluate(
     if len(predictions):
         metrics.update(tuned_metrics("test", predictions, cuts))
         predictions["pred_class_tuned"] = tuned_classes(predictions, cuts)
+        if cfg.per_source:  # what an export can bake: the pooled pair for every source
+            pooled = {ALL: cuts[ALL]}
+            metrics.update(tuned_metrics("test", predictions, pooled, suffix="_tuned_pooled"))
+            predictions["pred_class_tuned_pooled"] = tuned_classes(predictions, pooled)
     if cfg.bake and checkpoint:
         bake_into_checkpoint(checkpoint, cuts[ALL])
         log.info("baked the pooled cuts %s into %s", cuts[ALL], checkpoint)
