@@ -7,15 +7,19 @@ decision thresholds, and rank-consistent class probabilities by construction. CO
 have their own weights, so there is no one latent score, and its extra freedom buys little for a linear
 head over 3 classes.
 
-Rank consistency: the paper's theorem only says the optimal biases are ordered; here b_2 = b_1 - softplus(r)
+Rank consistency: the paper's theorem only says the optimal biases are ordered; here b_1 = b_0 - softplus(r)
 is ordered by construction, so P(y > 0) >= P(y > 1) holds for every input and the 3 class probabilities
 P(bad) = 1 - p_0, P(normal) = p_0 - p_1, P(good) = p_1 are never negative. The loss itself is CORAL's
 (the `coral-pytorch` package's `coral_loss`), with the paper's task importance weights lambda_k.
 
 Outputs (the contract of every head): `score` = expected class index E[y] = p_0 + p_1 on 0..2 (monotone in
-g, like the classification head's score), `logits3` = log class probabilities (bad, normal, good), so
-`probs` = softmax(logits3) are CORAL's class probabilities and the class is the most probable one;
-`latent` = g(x) and `cum_logits` (N, 2) = g + b_k for the loss.
+g, like the classification head's score); the class is CORAL's own rule, the number of tasks with
+P(y > k) > 0.5, i.e. the latent g against the learned cuts -b_0 <= -b_1, and `logits3` =
+sharpness * (-z_0, min(z_0, -z_1), z_1) with z_k = g + b_k (the form of `score_to_class_logits`), so that
+argmax(logits3) is that class (ties to the lower class, as P > 0.5 is strict). `coral_probs` are the
+class probabilities (1 - p_0, p_0 - p_1, p_1). Why not argmax of those: a narrow middle class rarely has the
+largest probability; on the demo (experiments/2026-12-ordinal-vs-softmax-vs-score) that argmax never
+predicted `normal` (f1_normal 0). `latent` = g(x) and `cum_logits` (N, 2) = z for the loss.
 """
 
 from __future__ import annotations
@@ -30,9 +34,6 @@ from torch import nn
 
 from iqs.data.scale import CLASS_NAMES
 from iqs.models.heads import Head, make_mlp, reduce_weighted, register_head
-
-# Floor of P(normal) before the log: softplus(r) can underflow to 0, and log(0) would poison the gradient.
-_MIN_PROB = 1e-12
 
 
 def cumulative_levels(label: torch.Tensor, num_classes: int = len(CLASS_NAMES)) -> torch.Tensor:
@@ -49,6 +50,7 @@ class OrdinalHead(Head):
         "dropout": 0.0,
         "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
         "importance_weights": None,  # null or K-1 = 2 weights lambda_k of the binary tasks (y > bad, y > normal)
+        "sharpness": 4.0,  # slope of logits3 in the cumulative logits (the class is their sign pattern)
     }
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
@@ -85,15 +87,14 @@ class OrdinalHead(Head):
         latent = self.mlp(features).squeeze(-1)
         cum_logits = latent.unsqueeze(-1) + self.cut_biases().to(latent.dtype)
         p_above = torch.sigmoid(cum_logits)  # (N, 2): P(y > bad), P(y > normal)
-        p_normal = (p_above[:, 0] - p_above[:, 1]).clamp_min(_MIN_PROB)
-        # log P(bad) = log(1 - sigmoid(z0)) = logsigmoid(-z0): exact in the tails, unlike log(1 - p)
-        logits3 = torch.stack(
-            [F.logsigmoid(-cum_logits[:, 0]), p_normal.log(), F.logsigmoid(cum_logits[:, 1])], dim=-1
-        )
+        z0, z1 = cum_logits[:, 0], cum_logits[:, 1]
+        logits3 = float(self.cfg["sharpness"]) * torch.stack([-z0, torch.minimum(z0, -z1), z1], dim=-1)
+        coral_probs = torch.stack([1 - p_above[:, 0], p_above[:, 0] - p_above[:, 1], p_above[:, 1]], dim=-1)
         return {
             "score": p_above.sum(dim=-1),  # E[y] = sum_k P(y > k)
             "logits3": logits3,
             "probs": logits3.softmax(dim=-1),
+            "coral_probs": coral_probs,
             "latent": latent,
             "cum_logits": cum_logits,
         }
