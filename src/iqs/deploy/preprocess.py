@@ -76,6 +76,8 @@ class InputSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
 # digiKam computes x / 127.5 - 1 as `mul(1.0F / 127.5F)` then `subtract(1)` in float32; a true division by 127.5
 # differs from that product in the last bit for many pixel values (tests/test_opencv_matrix.py checks equality)
 DIGIKAM_SCALE = np.float32(1.0) / np.float32(127.5)

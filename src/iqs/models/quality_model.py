@@ -4,7 +4,10 @@
 input_size [H, W], mean, std, interpolation, crop_pct, pool (avg | mlsp | mlsp_blocks) and pool_levels
 (null = every level; a record without them predates the options and means avg), exportable (false: the
 backbone's graph needs operators some digiKam OpenCV lacks; absent = true), head, head_cfg (effective options), thresholds
-[t1, t2], class_names, num_bins, score_scale ("common" 1..10, or "class_index" 0..2 for classification).
+[t1, t2], class_names, num_bins, score_scale (the head's `score_scale`: "common" 1..10, "class_index" 0..2
+for the classification and ordinal heads, "latent" for the rank head), and optionally decision_cuts
+[t1, t2]: cuts tuned on validation (iqs.train.decision_cuts) that then class every score instead of the
+head's own mapping.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from iqs.models.backbone import (
     create_backbone_from_cfg,
     resolve_info,
 )
-from iqs.models.heads import Head, build_head, plain_cfg
+from iqs.models.heads import Head, build_head, plain_cfg, score_to_class_logits
 
 META_SCHEMA = 1
 META_KEYS = (
@@ -68,7 +71,7 @@ def make_meta(info: BackboneInfo, backbone: Backbone, head_name: str, head: Head
         "thresholds": [head.t1, head.t2],
         "class_names": list(CLASS_NAMES),
         "num_bins": N_BINS,
-        "score_scale": "class_index" if head_name == "classification" else "common",
+        "score_scale": head.score_scale,
     }
 
 
@@ -83,12 +86,24 @@ class QualityModel(nn.Module):
         self.backbone = backbone
         self.head = head
         self.meta: dict[str, Any] = dict(meta)
+        cuts = self.meta.get("decision_cuts")
+        self.decision_cuts: tuple[float, float] | None = (
+            None if cuts is None else (float(cuts[0]), float(cuts[1]))
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.head(features)
+        out = self.head(features)
+        if self.decision_cuts is None:
+            return out
+        # Tuned cuts replace the head's class mapping for every head (score heads' label thresholds,
+        # classification/ordinal argmax): the exported graphs and `iqs predict` then give the tuned classes.
+        logits3 = score_to_class_logits(
+            out["score"], *self.decision_cuts, float(self.head.cfg.get("sharpness", 4.0))
+        )
+        return {**out, "logits3": logits3, "probs": logits3.softmax(dim=-1)}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_head(self.forward_features(x))
@@ -138,6 +153,8 @@ def _from_meta(meta: Mapping[str, Any], pretrained: bool) -> QualityModel:
     rebuilt.update(weights=meta["weights"], crop_pct=float(meta["crop_pct"]))
     if "exportable" in meta:
         rebuilt["exportable"] = bool(meta["exportable"])
+    if meta.get("decision_cuts") is not None:
+        rebuilt["decision_cuts"] = [float(c) for c in meta["decision_cuts"]]
     return QualityModel(backbone, head, rebuilt)
 
 

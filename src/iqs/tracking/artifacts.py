@@ -226,7 +226,10 @@ def log_test_artifacts(
     if log_test_intervals(run, predictions, cfg) is not None:
         written.append("metrics/test_ci.csv")
     written += _log_confusions(run, predictions, confusion, datasets)
-    on_common_scale = str(cfg_get(cfg, "head.name", "")) != "classification"
+    from iqs.models.heads import HEADS
+
+    head = str(cfg_get(cfg, "head.name", ""))
+    on_common_scale = head not in HEADS or HEADS.get(head).score_scale == "common"
     for ds in datasets:
         part = predictions if ds == ALL else predictions[predictions["dataset"] == ds]
         fig = plots.scatter_figure(

@@ -90,16 +90,33 @@ def _fmt(values: Any, sep: str = ", ") -> str:
     return sep.join(f"{float(v):.4g}" for v in (values if not isinstance(values, int) else [values, values]))
 
 
+# what a head's `score` means, by its declared `score_scale` (recorded in iqs_meta)
+SCORE_NOTES = {
+    "common": "the predicted score on the common scale [1, 10]",
+    "class_index": "the expected class index sum(p_c * c), 0..2",
+    "latent": "an unscaled ranking score: only its order means something",
+}
+
+
+def cuts_note(meta: Mapping[str, Any], names: list[str]) -> list[str]:
+    """The decision cuts tuned on validation (iqs.train.decision_cuts) that the exported graphs use."""
+    cuts = meta.get("decision_cuts")
+    if not cuts:
+        return []
+    c1, c2 = (float(c) for c in cuts)
+    return [
+        f"- **decision cuts tuned on the validation split** replace that mapping in both exported graphs: "
+        f"predicted score <= {c1:.6g} is {names[0]}, <= {c2:.6g} {names[1]}, else {names[2]} "
+        "(`iqs_meta.decision_cuts`)"
+    ]
+
+
 def io_contract(meta: Mapping[str, Any] | None) -> list[str]:
     """digiKam's side of the exported graph, and the backbone's side inside it (read from `iqs_meta`)."""
     meta = dict(meta or {})
     size = meta.get("input_size")
     head = meta.get("head")
-    score = (
-        "the expected class index sum(p_c * c), 0..2"
-        if meta.get("score_scale") == "class_index" or head == "classification"
-        else "the predicted score on the common scale [1, 10]"
-    )
+    score = SCORE_NOTES.get(str(meta.get("score_scale", "common")), SCORE_NOTES["common"])
     inner = (
         f"resized bilinearly (no antialias) to the backbone's {_fmt(size, 'x')} and normalised with mean "
         f"[{_fmt(meta.get('mean'))}], std [{_fmt(meta.get('std'))}] inside the graph"
@@ -165,7 +182,9 @@ def render_model_card(
         f"- head: **{head}**; backbone: **{backbone}**" + (f" (weights: {weights})" if weights else ""),
         f"- rebalancing: **{rebalance or 'not recorded'}**",
         f"- thresholds (common scale [1, 10]): **{t1:g} / {t2:g}**: score <= {t1:g} is {names[0]}, "
-        f"<= {t2:g} is {names[1]}, else {names[2]}; the classification head predicts the class directly",
+        f"<= {t2:g} is {names[1]}, else {names[2]}; the classification and ordinal heads predict the class "
+        "directly",
+        *cuts_note(meta_d, names),
         "- classes -> digiKam pick labels: "
         + ", ".join(f"{i} {names[i]} -> {PICK_LABEL_NAMES[PICK_LABELS[i]]}" for i in range(3)),
         "",

@@ -117,8 +117,11 @@ class QualityDataModule(pl.LightningDataModule):
         seed: int = 0,
         check_files: bool = True,
         prepared: Mapping[str, PreparedImages] | None = None,
+        within_source_batches: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # kwargs of iqs.train.pair_batches.WithinSourceBatchSampler for the training loader; None = shuffle
+        self.within_source_batches = None if within_source_batches is None else dict(within_source_batches)
         self.prepared = dict(prepared or {})
         self.mixture = mixture
         self.spec = spec
@@ -199,25 +202,40 @@ class QualityDataModule(pl.LightningDataModule):
         tf = train_transform(self.spec, **self.augment) if train else eval_transform(self.spec)
         return ImageRows(self.table, rows, self.dataset_idx, weight, self.paths, tf, self.prepared)
 
-    def _loader(self, split: str, shuffle: bool, sampler=None) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, sampler=None, batch_sampler=None) -> DataLoader:
         gen = torch.Generator()
         gen.manual_seed(self.seed)
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        batching: dict[str, Any] = (
+            {"batch_sampler": batch_sampler}
+            if batch_sampler is not None
+            else {"batch_size": batch_size, "shuffle": shuffle and sampler is None, "sampler": sampler}
+        )
         return DataLoader(
             self._datasets[split],
-            batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
+            **batching,
             num_workers=self.num_workers if self.features is None else 0,
             persistent_workers=self.num_workers > 0 and self.features is None,
             pin_memory=torch.cuda.is_available(),
             generator=gen,
-            drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_df is not None
         sampler = self.rebalancer.sampler(self.train_df)
+        if self.within_source_batches is not None:
+            from iqs.train.pair_batches import WithinSourceBatchSampler
+
+            if sampler is not None:
+                raise ValueError(
+                    f"rebalance '{self.rebalancer.name}' draws its own training rows, which within-source "
+                    "batches cannot honour; use loss.within_source_batches=false or another rebalance"
+                )
+            group = self._datasets["train"].dataset_idx.numpy()
+            batches = WithinSourceBatchSampler(
+                group, self.batch_size, seed=self.seed, **self.within_source_batches
+            )
+            return self._loader("train", shuffle=False, batch_sampler=batches)
         return self._loader("train", shuffle=True, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -34,9 +34,12 @@ class QualityLitModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         backbone_lr_scale: float = 0.1,
+        rank_weight: float = 0.0,
         source_thresholds: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         super().__init__()
+        # weight of the within-source fidelity loss added to the head's own (iqs.losses.fidelity)
+        self.rank_weight = float(rank_weight)
         self.model = model
         self.dataset_names = [str(n) for n in dataset_names]
         self.optimizer_factory = optimizer
@@ -72,6 +75,12 @@ class QualityLitModule(pl.LightningModule):
         out = self(batch)
         weight = batch.get("weight")
         loss = self.model.loss(out, batch, weight)
+        if self.rank_weight:
+            from iqs.losses.fidelity import batch_fidelity
+
+            rank = batch_fidelity(out["score"], batch, weight)
+            self.log("train/rank_loss", rank, on_step=False, on_epoch=True, batch_size=len(batch["score"]))
+            loss = loss + self.rank_weight * rank
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["score"])
         )

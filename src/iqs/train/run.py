@@ -64,6 +64,31 @@ def model_config(cfg: DictConfig, rebalancer: Any) -> DictConfig:
     return model_cfg
 
 
+def rank_weight(cfg: DictConfig) -> float:
+    """`loss.rank_weight`: the within-source fidelity loss added to a score head's own loss."""
+    weight = float((cfg.get("loss") or {}).get("rank_weight", 0.0))
+    if weight < 0:
+        raise ValueError(f"loss.rank_weight must be >= 0, got {weight}")
+    if weight and str(cfg.head.name) == "rank":
+        raise ValueError("head=rank is trained on the ranking loss alone; leave loss.rank_weight at 0")
+    return weight
+
+
+def within_source_batches(cfg: DictConfig) -> dict[str, Any] | None:
+    """WithinSourceBatchSampler kwargs when the run trains on within-source pairs (None = plain shuffle).
+
+    `loss.within_source_batches`: auto (on for head=rank or rank_weight > 0) | true | false.
+    """
+    loss = cfg.get("loss") or {}
+    mode = str(loss.get("within_source_batches", "auto")).lower()
+    if mode not in ("auto", "true", "false"):
+        raise ValueError(f"loss.within_source_batches must be auto, true or false, got {mode!r}")
+    ranking = str(cfg.head.name) == "rank" or rank_weight(cfg) > 0
+    if mode == "false" or (mode == "auto" and not ranking):
+        return None
+    return {"sources_per_batch": loss.get("sources_per_batch")}
+
+
 def extraction_device(cfg: DictConfig) -> str:
     """Embed on the GPU when the trainer will use one (the trainer itself only starts at `fit`)."""
     import torch
@@ -184,6 +209,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     from iqs.rebalance import build_rebalancer
     from iqs.tracking import make_lightning_logger
     from iqs.train.datamodule import QualityDataModule
+    from iqs.train.decision_cuts import CutsConfig, tune_and_evaluate
     from iqs.train.module import QualityLitModule, predictions_frame
 
     log.info("building mixture <%s>", cfg.data.name)
@@ -205,6 +231,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
         augment=OmegaConf.to_container(cfg.augment, resolve=True),
         seed=int(cfg.seed),
         prepared=prepared_images(cfg, mixture),
+        within_source_batches=within_source_batches(cfg),
     )
     run.log_mixture(datamodule.table, datamodule.fingerprint)
     run.set_tags({"missing_images": datamodule.n_missing, "output_dir": str(output_dir.resolve())})
@@ -215,6 +242,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         backbone_lr_scale=float(cfg.backbone_lr_scale),
+        rank_weight=rank_weight(cfg),
         source_thresholds=mixture.source_thresholds,
     )
 
@@ -241,14 +269,19 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
 
     predictions = predictions_frame(datamodule.table, module.test_outputs)
+    test_results = dict(module.test_results)
+    cuts_cfg = CutsConfig.from_cfg(cfg.get("decision_cuts"))
+    if cuts_cfg.enabled:  # val-tuned class cuts on the predicted score (iqs.train.decision_cuts)
+        _, tuned = tune_and_evaluate(cuts_cfg, module.model, datamodule, predictions, best or None)
+        test_results.update(tuned)
     predictions.to_csv(output_dir / "test_predictions.csv", index=False, float_format="%.6g")
     thresholds = (float(cfg.thresholds.t1), float(cfg.thresholds.t2))
     run.log_test_artifacts(
-        predictions, module.test_results, module.confusion, datamodule.table, thresholds, cfg, best or None
+        predictions, test_results, module.confusion, datamodule.table, thresholds, cfg, best or None
     )
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics.update(module.test_results)
+    metrics.update(test_results)
     objects = {
         "cfg": cfg,
         "mixture": mixture,

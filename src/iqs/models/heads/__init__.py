@@ -146,6 +146,11 @@ class Head(nn.Module):
     """Base: subclasses set `options` (their config keys with defaults) and implement forward / loss."""
 
     options: dict[str, Any] = {}
+    # What `score` means, recorded in the meta as `score_scale`: "common" (1..10, comparable to the labels'
+    # thresholds), "class_index" (expected class index 0..2) or "latent" (an unscaled ranking score).
+    score_scale: str = "common"
+    # True when the loss compares samples of a batch with each other (no per-sample loss exists).
+    pairwise: bool = False
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__()
@@ -194,7 +199,7 @@ def build_head(name: str, in_features: int, cfg: Mapping[str, Any] | None, t1: f
 
 
 # The head modules register themselves on import; they need the names above, hence the late import.
-from iqs.models.heads import classification, distribution, regression  # noqa: E402, F401
+from iqs.models.heads import classification, distribution, ordinal, rank, regression  # noqa: E402, F401
 
 __all__ = [
     "HEADS",

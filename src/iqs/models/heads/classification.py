@@ -18,6 +18,7 @@ from iqs.models.heads import Head, expectation, make_mlp, reduce_weighted, regis
 
 @register_head("classification")
 class ClassificationHead(Head):
+    score_scale = "class_index"
     options = {
         "hidden": [],
         "dropout": 0.0,

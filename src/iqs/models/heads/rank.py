@@ -1,0 +1,55 @@
+"""Rank head: one unscaled quality score per image, trained only to order images WITHIN each source.
+
+The loss is UNIQUE's fidelity loss on within-source pairs (`iqs.losses.fidelity`), so the sources' common
+scale mapping never enters training. The score has no scale of its own (`score_scale = "latent"`): SRCC and
+KRCC apply, PLCC only up to a monotone map, RMSE not at all; the classes need cuts learned on validation
+(`decision_cuts`, ideally `per_source=true`), since the label thresholds mean nothing on this scale.
+Batches should hold several images of each source (`loss.within_source_batches`): pairs are formed only
+inside a source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from iqs.losses.fidelity import batch_fidelity
+from iqs.models.heads import Head, make_mlp, register_head
+
+
+@register_head("rank")
+class RankHead(Head):
+    score_scale = "latent"
+    pairwise = True
+    options = {
+        "hidden": [],  # MLP widths; [] is a linear layer
+        "dropout": 0.0,
+        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
+        "sharpness": 4.0,  # slope of the class logits derived from the score (and the decision cuts)
+    }
+
+    def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
+        super().__init__(in_features, cfg, t1, t2)
+        self.mlp = make_mlp(
+            self.in_features,
+            list(self.cfg["hidden"]),
+            float(self.cfg["dropout"]),
+            1,
+            str(self.cfg["input_norm"]),
+        )
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        score = self.mlp(features).squeeze(-1)
+        # Until decision cuts replace them, the label thresholds class this unscaled score arbitrarily.
+        logits3 = self.class_logits(score)
+        return {"score": score, "logits3": logits3, "probs": logits3.softmax(dim=-1)}
+
+    def loss(
+        self,
+        outputs: dict[str, torch.Tensor],
+        batch: Mapping[str, torch.Tensor],
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return batch_fidelity(outputs["score"], batch, weights)

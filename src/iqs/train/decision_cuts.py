@@ -1,0 +1,287 @@
+"""Learned decision cuts: where to cut the model's predicted score into bad / normal / good.
+
+The label thresholds (`thresholds=5_6`) define what the classes MEAN; nothing says that cutting the
+model's prediction at the same values reproduces them best (a regression shrinks towards the mean, and a
+classification or ordinal head's score lives on 0..2). After fitting, `tune_cuts` picks two cuts on the
+VALIDATION split's predicted scores only:
+
+- `objective=macro_f1`: the pair maximising macro-F1 against the run's labels, by exact search over every
+  midpoint between consecutive distinct predicted scores (plus "below all" / "above all", which leave a
+  class empty). Prefix counts make each pair O(1); ties go to the lowest cuts.
+- `objective=target`: cuts at the predicted-score quantiles that give the class proportions `target`
+  (e.g. [0.2, 0.5, 0.3]); labels are not used. A product choice: a fixed share of photos per class.
+
+`per_source=true` tunes one pair per source (each source's own val rows); the pooled pair is always
+tuned too, and it is the one an export can bake in (`iqs_meta["decision_cuts"]`: the digiKam graph does not
+know which source a photo comes from). Cuts apply as the labels do: score <= t1 bad, <= t2 normal, else good
+(`iqs.data.scale.assign_labels`).
+
+MLflow metric names cannot hold '@', so the tuned results are `test/<ds>/<metric>_tuned` (acc, macro_f1,
+balanced_acc); the untuned `test/<ds>/<metric>` are the head's own classes (label cuts for score heads).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+from iqs.data.scale import CLASS_NAMES, assign_labels
+
+log = logging.getLogger(__name__)
+
+ALL = "all"
+OBJECTIVES = ("macro_f1", "target")
+TUNED_METRICS = ("acc", "macro_f1", "balanced_acc")
+META_KEY = "decision_cuts"
+# Candidate cuts beyond the scores' range leave the bad (or good) class empty; the margin keeps them clear
+# of any score in float32 too.
+_EDGE_MARGIN = 1.0
+
+
+@dataclass(frozen=True)
+class CutsConfig:
+    """The `decision_cuts` config block (conf/train.yaml)."""
+
+    enabled: bool = True
+    objective: str = "macro_f1"
+    target: tuple[float, float, float] | None = None
+    per_source: bool = False
+    max_candidates: int = 4096
+    bake: bool = False
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any] | None) -> CutsConfig:
+        cfg = dict(cfg or {})
+        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise KeyError(
+                f"decision_cuts: unknown key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}"
+            )
+        out = cls(**{**cfg, "target": None if cfg.get("target") is None else tuple(cfg["target"])})
+        if out.objective not in OBJECTIVES:
+            raise ValueError(f"decision_cuts.objective must be one of {OBJECTIVES}, got {out.objective!r}")
+        if out.objective == "target":
+            t = out.target
+            if t is None or len(t) != len(CLASS_NAMES) or min(t) < 0 or not math.isclose(sum(t), 1.0):
+                raise ValueError(
+                    f"decision_cuts.target needs {len(CLASS_NAMES)} proportions ({', '.join(CLASS_NAMES)}) "
+                    f"summing to 1, e.g. [0.2, 0.5, 0.3]; got {t}"
+                )
+        if int(out.max_candidates) < 2:
+            raise ValueError(f"decision_cuts.max_candidates must be >= 2, got {out.max_candidates}")
+        return out
+
+
+def _boundaries(sorted_score: np.ndarray, max_candidates: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut positions p (the first p sorted samples are <= the cut) and the cut values, edges included."""
+    n = len(sorted_score)
+    # position after the last copy of each distinct value, except the last value (that is the upper edge)
+    ends = np.flatnonzero(np.diff(sorted_score) > 0) + 1
+    if len(ends) > max_candidates:
+        # more distinct scores than candidates: evenly spaced (by rank) boundaries, still at midpoints
+        ends = np.unique(ends[np.linspace(0, len(ends) - 1, max_candidates).round().astype(int)])
+    values = (sorted_score[ends - 1] + sorted_score[ends]) / 2
+    positions = np.concatenate([[0], ends, [n]])
+    values = np.concatenate([[sorted_score[0] - _EDGE_MARGIN], values, [sorted_score[-1] + _EDGE_MARGIN]])
+    return positions, values
+
+
+def search_macro_f1(
+    score: np.ndarray, label: np.ndarray, max_candidates: int = 4096
+) -> tuple[float, float, float]:
+    """(t1, t2, macro_f1): the cuts maximising macro-F1 of assign_labels(score, t1, t2) against `label`.
+
+    macro-F1 is sklearn's (mean over the classes present in the truth or the prediction). Exact over all
+    midpoints when the scores have at most `max_candidates` distinct values. Hand-rolled because no library
+    searches two ordered thresholds for a multiclass F1; the tests check it against sklearn by brute force.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    label = np.asarray(label, dtype=np.int64)
+    if score.shape != label.shape or score.ndim != 1 or len(score) < 2:
+        raise ValueError(f"need >= 2 scores and as many labels, got {score.shape} and {label.shape}")
+    if not np.isfinite(score).all():
+        raise ValueError("cannot tune cuts on non-finite predicted scores")
+    order = np.argsort(score, kind="stable")
+    s, y = score[order], label[order]
+    n = len(s)
+    pos, val = _boundaries(s, int(max_candidates))
+    # prefix[c][p] = samples of class c among the first p sorted ones
+    prefix = np.stack([np.concatenate([[0], np.cumsum(y == c)]) for c in range(3)])
+    true = prefix[:, -1].astype(np.float64)
+    best = (-1.0, 0, 1)
+    for i in range(len(pos) - 1):
+        pi, pj = pos[i], pos[i + 1 :]
+        tp = np.stack(
+            [
+                np.full(len(pj), prefix[0, pi]),
+                prefix[1, pj] - prefix[1, pi],
+                true[2] - prefix[2, pj],
+            ]
+        ).astype(np.float64)
+        pred = np.stack([np.full(len(pj), pi), pj - pi, n - pj]).astype(np.float64)
+        denom = true[:, None] + pred
+        present = denom > 0
+        f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=present)
+        macro = f1.sum(0) / present.sum(0)
+        j = int(np.argmax(macro))
+        if macro[j] > best[0] + 1e-12:
+            best = (float(macro[j]), i, i + 1 + j)
+    f1, i, j = best
+    return float(val[i]), float(val[j]), f1
+
+
+def cuts_for_proportions(score: np.ndarray, target: Sequence[float]) -> tuple[float, float]:
+    """Cuts at midpoints whose bad / normal / good shares of `score` come closest to `target`."""
+    s = np.sort(np.asarray(score, dtype=np.float64))
+    if len(s) < 2 or not np.isfinite(s).all():
+        raise ValueError("need >= 2 finite predicted scores to place proportion cuts")
+    pos, val = _boundaries(s, len(s))
+    n = len(s)
+    want = np.cumsum(np.asarray(target, dtype=np.float64))[:2] * n
+    i = int(np.argmin(np.abs(pos - want[0])))
+    rest = np.arange(i + 1, len(pos))
+    if len(rest) == 0:  # the first cut took the upper edge: step it back one
+        i, rest = i - 1, np.array([i])
+    j = int(rest[np.argmin(np.abs(pos[rest] - want[1]))])
+    return float(val[i]), float(val[j])
+
+
+def tune_cuts(val: pd.DataFrame, cfg: CutsConfig) -> dict[str, tuple[float, float]]:
+    """Cuts from the validation predictions (`dataset`, `label`, `pred_score`): `all` and, with
+    `per_source`, one pair per source. The frame must hold validation rows only."""
+
+    def one(part: pd.DataFrame) -> tuple[float, float]:
+        if cfg.objective == "target":
+            return cuts_for_proportions(part["pred_score"].to_numpy(), cfg.target or ())
+        t1, t2, _ = search_macro_f1(
+            part["pred_score"].to_numpy(), part["label"].to_numpy(), cfg.max_candidates
+        )
+        return t1, t2
+
+    cuts = {ALL: one(val)}
+    if cfg.per_source:
+        for ds, part in val.groupby("dataset", sort=False):
+            if part["pred_score"].nunique() < 2:
+                log.warning("decision cuts: %s has < 2 distinct val scores; it uses the pooled cuts", ds)
+                continue
+            cuts[str(ds)] = one(part)
+    return cuts
+
+
+def tuned_classes(frame: pd.DataFrame, cuts: Mapping[str, tuple[float, float]]) -> np.ndarray:
+    """Each row's class under its source's cuts (the pooled `all` cuts for sources without their own)."""
+    out = np.empty(len(frame), dtype=np.int64)
+    datasets = frame["dataset"].astype(str).to_numpy()
+    score = frame["pred_score"].to_numpy(np.float64)
+    for ds in np.unique(datasets):
+        mask = datasets == ds
+        out[mask] = assign_labels(score[mask], *cuts.get(ds, cuts[ALL]))
+    return out
+
+
+def class_metrics(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """acc, macro_f1 and balanced_acc with the definitions of `iqs.metrics.grouped` (sklearn's)."""
+    if len(true) == 0:
+        return dict.fromkeys(TUNED_METRICS, float("nan"))
+    return {
+        "acc": float(accuracy_score(true, pred)),
+        "macro_f1": float(f1_score(true, pred, average="macro", zero_division=0)),
+        "balanced_acc": float(balanced_accuracy_score(true, pred)),
+    }
+
+
+def tuned_metrics(
+    stage: str, frame: pd.DataFrame, cuts: Mapping[str, tuple[float, float]], suffix: str = "_tuned"
+) -> dict[str, float]:
+    """`<stage>/<ds>/<metric><suffix>` for every source and `all` (rows classed with their own cuts)."""
+    pred = tuned_classes(frame, cuts)
+    true = frame["label"].to_numpy(np.int64)
+    datasets = frame["dataset"].astype(str).to_numpy()
+    out: dict[str, float] = {}
+    for ds in [*pd.unique(datasets), ALL]:
+        mask = np.ones(len(frame), bool) if ds == ALL else datasets == ds
+        for k, v in class_metrics(true[mask], pred[mask]).items():
+            out[f"{stage}/{ds}/{k}{suffix}"] = v
+    return out
+
+
+def cut_metrics(cuts: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+    return {
+        f"cuts/{ds}/{name}": float(v)
+        for ds, pair in cuts.items()
+        for name, v in zip(("t1", "t2"), pair, strict=True)
+    }
+
+
+@torch.no_grad()
+def val_predictions(model: torch.nn.Module, loader: Any, table: pd.DataFrame) -> pd.DataFrame:
+    """dataset, label, pred_score of every row the (validation) loader serves, in eval mode."""
+    was_training = model.training
+    model.eval()
+    # the trainer may leave the model on its accelerator
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    rows, scores = [], []
+    for batch in loader:
+        if "features" in batch:
+            out = model.forward_head(batch["features"].to(device))
+        else:
+            out = model(batch["image"].to(device))
+        scores.append(out["score"].float().cpu())
+        rows.append(batch["row"].cpu())
+    model.train(was_training)
+    idx = torch.cat(rows).numpy()
+    part = table.iloc[idx]
+    return pd.DataFrame(
+        {
+            "dataset": part["dataset"].astype(str).to_numpy(),
+            "label": part["label"].to_numpy(np.int64),
+            "pred_score": torch.cat(scores).double().numpy(),
+        }
+    )
+
+
+def bake_into_checkpoint(path: str | Path, cuts: tuple[float, float], meta_key: str = "iqs_meta") -> None:
+    """Record the pooled cuts in the checkpoint's `iqs_meta` so that export / predict rebuild the model
+    with them (`QualityModel` then classes every score through these cuts)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt[meta_key] = {**ckpt[meta_key], META_KEY: [float(cuts[0]), float(cuts[1])]}
+    torch.save(ckpt, path)
+
+
+def tune_and_evaluate(
+    cfg: CutsConfig,
+    model: torch.nn.Module,
+    datamodule: Any,
+    predictions: pd.DataFrame,
+    checkpoint: str | Path | None = None,
+) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """The run's hook: tune on the validation split, evaluate on `predictions` (the test rows), bake.
+
+    Adds `pred_class_tuned` to `predictions`. Returns the cuts and the metrics to log: `cuts/<ds>/t1|t2`,
+    `val/<ds>/<metric>_tuned` (the tuning objective, optimistic by construction) and `test/<ds>/<metric>_tuned`
+    (with `per_source`, also `test/<ds>/<metric>_tuned_pooled` under the pooled cuts an export bakes).
+    """
+    val = val_predictions(model, datamodule.val_dataloader(), datamodule.table)
+    cuts = tune_cuts(val, cfg)
+    log.info("decision cuts (%s%s): %s", cfg.objective, ", per source" if cfg.per_source else "", cuts)
+    metrics = {**cut_metrics(cuts), **tuned_metrics("val", val, cuts)}
+    if len(predictions):
+        metrics.update(tuned_metrics("test", predictions, cuts))
+        predictions["pred_class_tuned"] = tuned_classes(predictions, cuts)
+        if cfg.per_source:  # what an export can bake: the pooled pair for every source
+            pooled = {ALL: cuts[ALL]}
+            metrics.update(tuned_metrics("test", predictions, pooled, suffix="_tuned_pooled"))
+            predictions["pred_class_tuned_pooled"] = tuned_classes(predictions, pooled)
+    if cfg.bake and checkpoint:
+        bake_into_checkpoint(checkpoint, cuts[ALL])
+        log.info("baked the pooled cuts %s into %s", cuts[ALL], checkpoint)
+    return cuts, metrics
