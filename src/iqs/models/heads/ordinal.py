@@ -87,8 +87,10 @@ class OrdinalHead(Head):
         latent = self.mlp(features).squeeze(-1)
         cum_logits = latent.unsqueeze(-1) + self.cut_biases().to(latent.dtype)
         p_above = torch.sigmoid(cum_logits)  # (N, 2): P(y > bad), P(y > normal)
-        z0, z1 = cum_logits[:, 0], cum_logits[:, 1]
-        logits3 = float(self.cfg["sharpness"]) * torch.stack([-z0, torch.minimum(z0, -z1), z1], dim=-1)
+        # (N, 1) columns and min(z0, -z1) as z0 - relu(z0 + z1): the operators every digiKam OpenCV loads
+        # (no 1-D element-wise ops, no Min/Minimum; see score_to_class_logits)
+        z0, z1 = cum_logits[:, 0:1], cum_logits[:, 1:2]
+        logits3 = float(self.cfg["sharpness"]) * torch.cat([-z0, z0 - torch.relu(z0 + z1), z1], dim=-1)
         coral_probs = torch.stack([1 - p_above[:, 0], p_above[:, 0] - p_above[:, 1], p_above[:, 1]], dim=-1)
         return {
             "score": p_above.sum(dim=-1),  # E[y] = sum_k P(y > k)
