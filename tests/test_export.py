@@ -16,7 +16,6 @@ from iqs.deploy import export
 from iqs.deploy.compat import compat_photos, fixed_seed_model
 from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
 
-
 # the photos live in iqs.deploy.compat (make compat uses them too); other tests import them from here
 demo_photos = compat_photos
 
