@@ -17,6 +17,9 @@ from iqs.deploy import export
 from iqs.deploy.compat import compat_photos, fixed_seed_model
 from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
 
+# the photos live in iqs.deploy.compat (make compat uses them too); other tests import them from here
+demo_photos = compat_photos
+
 
 def make_model(head: str, blobs: np.ndarray | None = None, seed: int = 0):
     """Real packaged lite0 backbone, random-but-fixed head; score-head thresholds at score terciles."""
