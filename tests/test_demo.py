@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from omegaconf import open_dict
+from PIL import Image
 from scipy import stats
 
 from iqs.data.demo import DemoSpec, build_demo, ensure_demo, main, read_build
