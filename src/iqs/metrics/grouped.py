@@ -17,6 +17,10 @@ Definitions (DESIGN.md, "Metrics"):
 
 Scores must be on the common scale for rmse and binary_acc_5; for a head whose score is not (the
 classification head's expected class index 0..2) pass `common_scale_score=False` and both are NaN.
+
+Classes follow the label rule (iqs.metrics.label_rule) when a `label_rule` is given: a source with its
+own threshold pair is scored on that pair (its labels vs its predicted scores cut at the pair), `all`
+on the run's declared pair (true scores cut at it vs the model's classes).
 """
 
 from __future__ import annotations
@@ -37,10 +41,10 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import KendallRankCorrCoef, MeanSquaredError, PearsonCorrCoef, SpearmanCorrCoef
 
-from iqs.data.scale import CLASS_NAMES
+from iqs.data.scale import CLASS_NAMES, assign_labels
 from iqs.metrics.emd import EarthMoversDistance
+from iqs.metrics.label_rule import ALL, LabelRule
 
-ALL = "all"
 METRIC_NAMES = (
     "plcc", "srcc", "krcc", "rmse", "emd", "acc", "f1_bad", "f1_normal", "f1_good", "macro_f1",
     "balanced_acc", "binary_acc_5",
@@ -102,6 +106,7 @@ class GroupedQualityMetrics(nn.Module):
         num_classes: int = len(CLASS_NAMES),
         class_names: Sequence[str] = CLASS_NAMES,
         dtype: torch.dtype = torch.float64,
+        label_rule: LabelRule | None = None,
     ) -> None:
         super().__init__()
         names = [str(n) for n in dataset_names]
@@ -117,6 +122,14 @@ class GroupedQualityMetrics(nn.Module):
         self.num_classes = int(num_classes)
         self.class_names = tuple(class_names)
         self.dtype = dtype
+        self.label_rule = label_rule
+        # dataset index -> its own pair, for the sources whose pair differs from the declared one
+        self._own_pairs: dict[int, tuple[float, float]] = {}
+        if label_rule is not None:
+            label_rule.check_head(self.common_scale_score)
+            self._own_pairs = {
+                names.index(s): label_rule.pair(s) for s in label_rule.overridden if s in names
+            }
         # ModuleDict keys cannot hold every string a dataset may be called (e.g. '.'), hence positional keys
         self._keys = [f"ds{i}" for i in range(len(names))]
         self.groups = nn.ModuleDict(
@@ -168,10 +181,28 @@ class GroupedQualityMetrics(nn.Module):
             pred_dist,
             true_dist,
         )
-        self._update_group(ALL, batch)
+        self._update_group(ALL, self._relabelled(batch, dataset_idx))
         for g in torch.unique(dataset_idx).tolist():
             mask = dataset_idx == g
-            self._update_group(self._keys[g], tuple(None if t is None else t[mask] for t in batch))
+            part = tuple(None if t is None else t[mask] for t in batch)
+            if g in self._own_pairs:
+                # the source's own pair on the prediction side too (the truth already uses it)
+                cut = assign_labels(part[0].double().cpu().numpy(), *self._own_pairs[g])
+                part = (part[0], part[1], torch.from_numpy(cut).to(part[2].device), *part[3:])
+            self._update_group(self._keys[g], part)
+
+    def _relabelled(self, batch: tuple, dataset_idx: torch.Tensor) -> tuple:
+        """For `all`: the truth of overriding sources re-cut at the declared pair (the model predicts with it)."""
+        if not self._own_pairs:
+            return batch
+        assert self.label_rule is not None
+        true_class = batch[3].clone()
+        for g in self._own_pairs:
+            mask = dataset_idx == g
+            if bool(mask.any()):
+                cut = assign_labels(batch[1][mask].double().cpu().numpy(), *self.label_rule.declared)
+                true_class[mask] = torch.from_numpy(cut).to(true_class.device)
+        return (*batch[:3], true_class, *batch[4:])
 
     def _update_group(self, key: str, batch: tuple) -> None:
         ps, ts, pc, tc, pd_, td = batch
