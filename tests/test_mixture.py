@@ -226,3 +226,14 @@ def test_held_out_source_is_only_tested_on_the_same_images(fake_sources) -> None
         build_mixture({**data, "held_out": "c"}, THRESHOLDS)
     with pytest.raises(ConfigError, match="only source"):
         build_mixture({**data, "held_out": "a", "sources": {"a": source()}}, THRESHOLDS)
+
+
+def test_lodo_demo_preset_sweeps_every_demo_source() -> None:
+    from iqs.config import compose, conf_dir
+
+    preset = OmegaConf.load(conf_dir() / "experiment" / "lodo_demo.yaml")
+    swept = str(preset.hydra.sweeper.params["data.held_out"]).split(",")
+    cfg = compose("train", ["experiment=lodo_demo"])
+    assert cfg.data.held_out is None and sorted(swept) == sorted(cfg.data.sources)
+    for name in swept:
+        assert compose("train", ["experiment=lodo_demo", f"data.held_out={name}"]).data.held_out == name
