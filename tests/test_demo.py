@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import open_dict
 from PIL import Image
 from scipy import stats
 
@@ -204,8 +205,32 @@ def test_every_image_has_a_demo_group(demo: Path) -> None:
         assert set(groups["image_id"]) == ids and groups["image_id"].is_unique
         assert groups["group"].str.startswith("demo:").all()
         m = meta[meta["source"] == source].merge(groups, on="image_id")
-        # the group is the reference photo (one crop): all its distortions share a split
-        assert (m["group"] == "demo:" + m["reference"]).all()
+        # the group is the photograph: its crops overlap, so all of them (and their distortions) share a split
+        assert (m["group"] == "demo:" + m["photo"]).all()
+
+
+def test_no_photograph_has_crops_in_two_splits(demo: Path) -> None:
+    """Through the real mixture (conf/data/demo.yaml) at several seeds: every source, every photograph."""
+    from iqs.config import compose
+    from iqs.data.mixture import build_mixture
+
+    meta = pd.read_csv(demo / "distortions.csv", dtype={"image_id": str})
+    meta["dataset"] = "demo_" + meta["source"]
+    for seed in (0, 1, 2):
+        cfg = compose("train", [f"paths.data_dir={demo.parent}", f"data.seed={seed}"])
+        with open_dict(cfg):
+            cfg.data.demo_dir = None  # the small build above, not the full demo
+        mix = build_mixture(cfg.data, cfg.thresholds)
+        table = mix.table.merge(meta, on=["dataset", "image_id"], how="left", validate="one_to_one")
+        assert table["photo"].notna().all() and set(table["dataset"]) == {
+            "demo_ava",
+            "demo_koniq",
+            "demo_spaq",
+        }
+        splits_per_photo = table.groupby("photo")["split"].nunique()
+        assert (splits_per_photo == 1).all(), splits_per_photo[splits_per_photo > 1]
+        # ...while the crops of the small build do spread over train and a held-out split
+        assert table["split"].nunique() >= 2 and table["reference"].nunique() > table["photo"].nunique()
 
 
 def test_images_are_small_decodable_jpegs(demo: Path) -> None:

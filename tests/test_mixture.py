@@ -201,3 +201,39 @@ def test_keep_classes_by_name_and_single_source(fake_sources) -> None:
     )
     assert single.name == "ava" and len(single.table) == 500
     assert single.table["split"].value_counts(normalize=True)["test"] == pytest.approx(0.2, abs=0.06)
+
+
+def test_held_out_source_is_only_tested_on_the_same_images(fake_sources) -> None:
+    tables, _ = fake_sources
+    # the demo's shape: two sources share their groups (photographs)
+    tables["a"] = synthetic("a", range(600), None, "photo")
+    tables["b"] = synthetic("b", range(600), None, "photo", lo=1.0, hi=5.0, seed=4)
+    data = {"name": "m", "seed": 3, "val_fraction": 0.2, "test_fraction": 0.2}
+    data["sources"] = {"a": source(), "b": source()}
+    full = build_mixture(data, THRESHOLDS).table
+    mix = build_mixture({**data, "held_out": "b"}, THRESHOLDS)
+    t = mix.table
+    b = t[t["dataset"] == "b"]
+    assert set(b["split"]) == {"test"} and mix.held_out == "b"
+    ids = lambda df, ds, s: set(df.loc[(df["dataset"] == ds) & (df["split"] == s), "image_id"])  # noqa: E731
+    assert ids(t, "b", "test") == ids(full, "b", "test")  # the in-domain run's test images, paired
+    for s in ("train", "val", "test"):
+        assert ids(t, "a", s) == ids(full, "a", s)  # the other source is untouched
+    assert mix.dropped["b"]["held_out"] == int(((full["dataset"] == "b") & (full["split"] != "test")).sum())
+    # no held-out test photograph is trained on through the other source
+    assert not set(b["group"]) & set(t.loc[t["split"] != "test", "group"])
+    with pytest.raises(ConfigError, match="'c' is not a source.*a, b"):
+        build_mixture({**data, "held_out": "c"}, THRESHOLDS)
+    with pytest.raises(ConfigError, match="only source"):
+        build_mixture({**data, "held_out": "a", "sources": {"a": source()}}, THRESHOLDS)
+
+
+def test_lodo_demo_preset_sweeps_every_demo_source() -> None:
+    from iqs.config import compose, conf_dir
+
+    preset = OmegaConf.load(conf_dir() / "experiment" / "lodo_demo.yaml")
+    swept = str(preset.hydra.sweeper.params["data.held_out"]).split(",")
+    cfg = compose("train", ["experiment=lodo_demo"])
+    assert cfg.data.held_out is None and sorted(swept) == sorted(cfg.data.sources)
+    for name in swept:
+        assert compose("train", ["experiment=lodo_demo", f"data.held_out={name}"]).data.held_out == name

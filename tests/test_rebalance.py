@@ -345,3 +345,72 @@ def test_rebalancing_improves_rare_score_predictions_of_a_toy_regressor() -> Non
         bias, mae = tail_errors(cfg)
         assert bias < 0.5 * base_bias, cfg["name"]
         assert mae < 0.9 * base_mae, cfg["name"]
+
+
+# --- source weights ---------------------------------------------------------------------------------
+
+SOURCE_WEIGHTS = {"ava": 0.5, "koniq10k": 3.0, "spaq": 2.0}
+
+
+def weighted_table() -> pd.DataFrame:
+    df = skewed_table()
+    df["source_weight"] = df["dataset"].map(SOURCE_WEIGHTS)
+    return df
+
+
+def drawn_share(rb: Rebalancer, df: pd.DataFrame) -> pd.Series:
+    rb.prepare(df)
+    sampler = rb.sampler(rb.filter_train(df))
+    assert sampler is not None, f"{rb.name}: unequal source weights must give a sampler"
+    kept = rb.filter_train(df)
+    return kept["dataset"].iloc[drawn(sampler)].value_counts(normalize=True)
+
+
+def assert_share(got: pd.Series, expected: dict[str, float], n: int) -> None:
+    for s, p in expected.items():
+        # 5 binomial standard errors: fails only when the composition is wrong
+        assert abs(got.get(s, 0.0) - p) < 5 * np.sqrt(p * (1 - p) / n), (s, got.get(s, 0.0), p)
+
+
+@pytest.mark.parametrize("name", ["none", "loss_weight", "lds"])
+def test_source_weight_is_a_sampling_weight_without_a_sampling_strategy(name: str) -> None:
+    # no draw weights of its own: source s is drawn in proportion to weight_s * rows_s
+    df = weighted_table()
+    mass = {s: SOURCE_WEIGHTS[s] * n for s, n in SOURCES.items()}
+    expected = {s: m / sum(mass.values()) for s, m in mass.items()}
+    assert_share(drawn_share(build_rebalancer({"name": name}), df), expected, len(df))
+
+
+def test_source_weight_composes_with_the_sampler_strategys_weights() -> None:
+    # over classes, alpha 1: a row weighs 1/count(its class); times its source's weight
+    df = weighted_table()
+    class_count = df["label"].map(df["label"].value_counts())
+    mass = (df["dataset"].map(SOURCE_WEIGHTS) / class_count).groupby(df["dataset"]).sum()
+    expected = (mass / mass.sum()).to_dict()
+    got = drawn_share(build_rebalancer({"name": "sampler", "over": "classes", "seed": 1}), df)
+    assert_share(got, expected, len(df))
+
+
+def test_source_weight_composes_with_dataset_balance_and_class_cap() -> None:
+    df = weighted_table()
+    total = sum(SOURCE_WEIGHTS.values())
+    got = drawn_share(build_rebalancer({"name": "dataset_balance", "seed": 2}), df)
+    assert_share(got, {s: w / total for s, w in SOURCE_WEIGHTS.items()}, len(df))
+    # class_cap undersamples first; the weights then act on the rows it kept
+    rb = build_rebalancer({"name": "class_cap", "seed": 0})
+    rb.prepare(df)
+    kept = rb.filter_train(df)
+    mass = {s: SOURCE_WEIGHTS[s] * n for s, n in kept["dataset"].value_counts().items()}
+    expected = {s: m / sum(mass.values()) for s, m in mass.items()}
+    assert_share(drawn_share(build_rebalancer({"name": "class_cap", "seed": 0}), df), expected, len(kept))
+
+
+def test_equal_source_weights_leave_plain_shuffling_alone() -> None:
+    df = skewed_table()
+    df["source_weight"] = 2.0  # equal weights, whatever their value, change nothing
+    rb = build_rebalancer({"name": "none"})
+    rb.prepare(df)
+    assert rb.sampler(df) is None
+    bad = df.assign(source_weight=np.where(df.index == 7, np.nan, 1.0))
+    with pytest.raises(DataError, match="source_weight"):
+        rb.sampler(bad)

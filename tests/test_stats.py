@@ -174,3 +174,36 @@ def test_real_ava_test_list(realdata, conf, capsys, monkeypatch, tmp_path) -> No
     expected = np.bincount(np.searchsorted([5.0, 6.0], df["quality"], side="left"), minlength=3)
     assert list(stats["class_counts"].values()) == expected.tolist()
     assert stats["score_mean"] == pytest.approx(df["quality"].mean())
+
+
+def test_shortcut_audit_in_stats(conf, tables, tmp_path, capsys) -> None:
+    import torch
+
+    base = ["data=demo", "data.demo_dir=null", f"paths.cache_dir={tmp_path / 'cache'}"]
+    stats = run_json(capsys, base)
+    audit, fp = stats["all"]["audit"], stats["all"]["fingerprint"]
+    train = pd.concat([tables[n] for n in DEMO])  # every fake row is drawn; the audit uses train rows
+    n_train = sum(stats[n]["split_counts"]["train"] for n in DEMO)
+    assert sum(sum(c.values()) for c in audit["composition"]["counts"].values()) == n_train < len(train)
+    assert 0 <= audit["composition"]["cramers_v"] <= 1 and "identity_probe" not in audit
+    # the probe needs a run's feature cache of this very table
+    assert main([*base, "probe=true"]) == 2
+    assert "no feature cache" in capsys.readouterr().err
+    n = stats["all"]["n"]
+    rows = np.repeat(np.arange(3), [stats[d]["n"] for d in DEMO])  # table order: sources as configured
+    x = np.random.default_rng(0).normal(size=(n, 4)) + 3.0 * rows[:, None]  # sources far apart
+    folder = tmp_path / "cache" / "features"
+    folder.mkdir(parents=True)
+    torch.save(
+        {"key": {"table_fingerprint": fp, "backbone": "b", "pool": "avg"}, "eval": torch.tensor(x)},
+        folder / "e.pt",
+    )
+    probe = run_json(capsys, [*base, "probe=true"])["all"]["audit"]["identity_probe"]
+    assert probe["balanced_accuracy"] > 0.95 and probe["chance"] == pytest.approx(1 / 3)
+    preds = pd.DataFrame({"dataset": "demo_ava", "label": [0, 2, 1, 2], "pred_class": [0, 2, 2, 1]})
+    preds["pred_score"] = [3.0, 8.0, 6.5, 6.0]
+    preds.to_csv(tmp_path / "p.csv", index=False)
+    assert main([*base, f"probe={folder / 'e.pt'}", f"predictions={tmp_path / 'p.csv'}"]) == 0
+    out = capsys.readouterr().out
+    for words in ("Shortcut audit", "Cramér's V", "Dataset-identity probe", "Within-source", "source only"):
+        assert words in out

@@ -1,7 +1,7 @@
 """Probe how well a run's frozen embeddings can rank the demo, whatever head sits on them.
 
-An RBF SVR on the standardised embeddings, cross-validated over reference photos (5 folds: every image
-is scored by a model that never saw its reference), on exactly the embeddings `iqs train` caches for the
+An RBF SVR on the standardised embeddings, cross-validated over photographs (5 folds: every image
+is scored by a model that never saw its photograph, nor any overlapping crop of it), on exactly the embeddings `iqs train` caches for the
 same overrides. It prints SRCC pooled and per source against the scores, and against the demo's latent
 quality (`distortions.csv`), which no source's rater skew distorts.
 
@@ -45,7 +45,7 @@ def main(overrides: list[str]) -> None:
     meta = pd.read_csv(Path(str(cfg.data.demo_dir)) / "distortions.csv", dtype={"image_id": str})
     meta["dataset"] = "demo_" + meta["source"]
     table = table.assign(image_id=table["image_id"].astype(str)).merge(
-        meta[["dataset", "image_id", "latent_quality"]],
+        meta[["dataset", "image_id", "latent_quality", "photo"]],
         on=["dataset", "image_id"],
         how="left",
         validate="1:1",
@@ -53,12 +53,13 @@ def main(overrides: list[str]) -> None:
 
     x, y = features.eval.numpy().astype(np.float64), table["score"].to_numpy()
     pred = np.empty(len(y))
-    for train, test in GroupKFold(5).split(x, y, table["group"]):
+    # grouped by photograph: crops of one photograph overlap, so a crop-level split would leak
+    for train, test in GroupKFold(5).split(x, y, table["photo"]):
         svr = make_pipeline(StandardScaler(), SVR(C=3.0)).fit(x[train], y[train])
         pred[test] = svr.predict(x[test])
 
     print(
-        f"{features.key.pool} at {spec.size[0]} px, {x.shape[1]} features, {table['group'].nunique()} references"
+        f"{features.key.pool} at {spec.size[0]} px, {x.shape[1]} features, {table['photo'].nunique()} photographs"
     )
     print(f"  SRCC vs score, pooled:      {spearmanr(pred, y)[0]:.3f}")
     for name, sub in table.groupby("dataset"):

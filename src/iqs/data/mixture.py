@@ -15,6 +15,11 @@ Steps, in order, and why in that order:
 5. max_samples: cap the source's *train* rows; val and test stay intact so that evaluation is the same
    with or without the cap. The kept rows are those with the smallest seeded hash of their id, so a
    larger cap keeps a superset of a smaller one (learning curves compare nested training sets).
+6. held_out (leave-one-dataset-out): the named source loses its train and val rows and keeps its
+   test rows, so a run trains and early-stops on the other sources only and is tested on the held-out
+   one. Its test rows are the very images of its test split in every other run with the same seed,
+   so LODO and in-domain runs compare on the same images; and since the split is by group, no test
+   photograph is trained on through another source either (the demo's sources share photographs).
 """
 
 from __future__ import annotations
@@ -36,7 +41,16 @@ from iqs.data.table import COLUMNS, SPLITS, fingerprint, validate_table
 
 log = logging.getLogger(__name__)
 
-MIXTURE_KEYS = ("name", "seed", "val_fraction", "test_fraction", "demo_dir", "demo_seed", "sources")
+MIXTURE_KEYS = (
+    "name",
+    "seed",
+    "val_fraction",
+    "test_fraction",
+    "demo_dir",
+    "demo_seed",
+    "sources",
+    "held_out",
+)
 # keys a mixture adds to a dataset config under sources.<name>
 SOURCE_KEYS = ("weight", "thresholds", "keep_classes", "max_samples")
 # keys every dataset config may have (adapter-specific keys are validated by the adapter)
@@ -178,11 +192,12 @@ class Mixture:
     source_thresholds: dict[str, tuple[float, float]]
     weights: dict[str, float] = field(default_factory=dict)
     keep_classes: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
-    # rows a source lost on purpose: {"keep_classes": n, "max_samples": n}
+    # rows a source lost on purpose: {"keep_classes": n, "max_samples": n, "held_out": n}
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)
     seed: int = 0
     val_fraction: float = 0.0
     test_fraction: float = 0.0
+    held_out: str | None = None  # leave-one-dataset-out: the source that is only tested on
 
     @property
     def fingerprint(self) -> str:
@@ -247,6 +262,15 @@ def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | Dict
     if isinstance(data_cfg, DictConfig) and data_cfg.get("sources") is not None:
         sources_cfg = data_cfg.sources  # keep the nodes (full keys in error messages)
     specs = [parse_source(str(k), v) for k, v in sources_cfg.items()]
+    held_out = data.get("held_out")
+    if held_out is not None and str(held_out) not in {s.name for s in specs}:
+        names = [s.name for s in specs]
+        raise ConfigError(
+            f"data.held_out: '{held_out}' is not a source of this mixture ({', '.join(names)})."
+            f"{_did_you_mean(str(held_out), names)}"
+        )
+    if held_out is not None and len(specs) < 2:
+        raise ConfigError("data.held_out: leaving out the only source leaves nothing to train on")
 
     if data.get("demo_dir"):
         from iqs.data.demo import ensure_demo
@@ -262,7 +286,7 @@ def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | Dict
         table = table.assign(
             label=assign_labels(table["score"].to_numpy(), t1, t2), source_weight=spec.weight
         )
-        dropped[spec.name] = {"keep_classes": 0, "max_samples": 0}
+        dropped[spec.name] = {"keep_classes": 0, "max_samples": 0, "held_out": 0}
         if spec.keep_classes is not None:
             keep = table["label"].isin(spec.keep_classes)
             dropped[spec.name]["keep_classes"] = int((~keep).sum())
@@ -278,6 +302,10 @@ def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | Dict
         if spec.max_samples is not None:
             table, n = _cap_train(table, spec.name, spec.max_samples, seed)
             dropped[spec.name]["max_samples"] = n
+    if held_out is not None:
+        gone = (table["dataset"] == str(held_out)) & (table["split"] != "test")
+        dropped[str(held_out)]["held_out"] = int(gone.sum())
+        table = table[~gone]
     table = table.reset_index(drop=True)[[*COLUMNS, "label", "source_weight"]]
     table["label"] = table["label"].astype(np.int64)
     table["source_weight"] = table["source_weight"].astype(np.float64)
@@ -297,6 +325,7 @@ def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | Dict
         seed=seed,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
+        held_out=None if held_out is None else str(held_out),
     )
     log.info(
         "mixture %s: %d images, splits %s, fingerprint %s",

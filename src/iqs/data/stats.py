@@ -3,6 +3,13 @@
     iqs data stats data=demo thresholds=5_6
     iqs data stats data=ava_eva format=json > stats.json
     iqs data stats dataset=ava dataset.root=/path/to/AVA dataset.annotations=AVA.txt histogram=plots/
+    iqs data stats data=demo probe=true                 # + the dataset-identity probe (feature cache)
+    iqs data stats data=demo predictions=<run output>/test_predictions.csv   # + within-source metrics
+
+After the per-source tables comes the shortcut audit (iqs.data.audit): the class x source
+composition always; the dataset-identity probe with `probe=true`, on the embeddings a frozen-backbone
+run cached for this very table (same data, thresholds and seed: run `iqs train` first), or
+`probe=<path to a cache/features/<key>.pt>`; within-source metrics of a run's test predictions.
 
 Every number is computed on the mixture's table, i.e. after keep_classes, splitting, dedup and
 max_samples: it describes what a run sees. Standard deviations are sample SDs (ddof=1).
@@ -95,7 +102,8 @@ def compute_stats(mix: Any) -> dict[str, dict[str, Any]]:
         "keep_classes": None,
         "removed": len(removed),
         "dropped": {
-            k: sum(d.get(k, 0) for d in mix.dropped.values()) for k in ("keep_classes", "max_samples")
+            k: sum(d.get(k, 0) for d in mix.dropped.values())
+            for k in ("keep_classes", "max_samples", "held_out")
         },
         "missing": sum(len(v) for v in mix.missing.values()),
         "fingerprint": mix.fingerprint,
@@ -209,6 +217,49 @@ def render_tables(stats: dict[str, dict[str, Any]], mix: Any, console: Any) -> N
     console.print(f"fingerprint {stats[ALL]['fingerprint']}")
 
 
+def audit_report(mix: Any, cfg: Any) -> dict[str, Any]:
+    """The shortcut audit that `iqs data stats` shows (see iqs.data.audit)."""
+    from iqs.data.audit import cached_embeddings, composition, identity_probe, within_source
+    from iqs.data.mixture import ConfigError
+
+    report: dict[str, Any] = {"composition": composition(mix.table)}
+    probe = cfg.get("probe")
+    if probe not in (None, False, "false"):
+        if probe in (True, "true"):
+            entries = cached_embeddings(str(cfg.paths.cache_dir), mix.fingerprint)
+            if not entries:
+                raise ConfigError(
+                    f"probe=true: no feature cache in {cfg.paths.cache_dir}/features for this table "
+                    f"(fingerprint {mix.fingerprint}). Train a frozen-backbone run on the same data, "
+                    "thresholds and seed first (e.g. `iqs train experiment=demo`), or pass "
+                    "probe=<path to a cache/features/<key>.pt>"
+                )
+            path, key, x = entries[0]
+        else:
+            import torch
+
+            path = Path(str(probe))
+            if not path.is_file():
+                raise ConfigError(f"probe={path}: no such feature cache file")
+            entry = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            key, x = entry.get("key") or {}, entry["eval"].float().numpy()
+            if key.get("table_fingerprint") != mix.fingerprint or len(x) != len(mix.table):
+                raise ConfigError(
+                    f"probe={path}: embeds table {key.get('table_fingerprint')} ({len(x)} rows), not this "
+                    f"one ({mix.fingerprint}, {len(mix.table)} rows); use the same data, thresholds and seed"
+                )
+        table = mix.table
+        report["identity_probe"] = identity_probe(
+            x, table["dataset"].to_numpy(), table["group"].to_numpy(), seed=int(cfg.get("seed", 0))
+        )
+        report["identity_probe"]["features"] = f"{key.get('backbone')} {key.get('pool')}, {path.name}"
+    if cfg.get("predictions"):
+        import pandas as pd
+
+        report["within_source"] = within_source(pd.read_csv(str(cfg.predictions)))
+    return report
+
+
 def _error(message: str) -> int:
     print(f"iqs data stats: {message}", file=sys.stderr)
     return 2
@@ -242,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             mix = build_mixture(cfg.data, cfg.thresholds)
         stats = compute_stats(mix)
+        audit = audit_report(mix, cfg)
         if cfg.histogram:
             for path in write_histograms(mix, str(cfg.histogram)):
                 log.info("wrote %s", path)
@@ -263,12 +315,17 @@ def main(argv: list[str] | None = None) -> int:
             f"cannot compose the config: {msg}. See conf/stats.yaml and conf/data/ for the options."
         )
 
+    from iqs.data.audit import render, to_json
+
     if fmt == "json":
+        stats[ALL]["audit"] = to_json(audit)
         sys.stdout.write(json.dumps(stats, indent=2) + "\n")
     else:
         from rich.console import Console
 
-        render_tables(stats, mix, Console(width=None if sys.stdout.isatty() else 160))
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        render_tables(stats, mix, console)
+        render(audit, console)
     return 0
 
 

@@ -8,6 +8,10 @@ Call order, by the training DataModule / LightningModule:
 3. ``train_df = rb.filter_train(train_df)`` (undersampling strategies drop rows here; call before building
    the training Dataset).
 4. ``sampler = rb.sampler(train_df)`` -> pass to the training DataLoader (``shuffle=False`` when not None).
+   Strategies give their own draw weights through ``draw_weights``; ``sampler`` multiplies them by each
+   row's ``source_weight`` (the mixture's per-source ``weight``), for every strategy: a source with
+   weight 2 has each of its rows drawn twice as often as under the strategy alone. With no draw weights
+   and equal source weights it returns None (a plain shuffled epoch).
 5. In ``training_step``: ``w = rb.sample_weights(batch_score, batch_label)``; when not None, the loss is
    ``(w * per_sample_loss).mean()``.
 6. ``rb.regression_loss`` names a loss that replaces the head's default loss (``"balanced_mse"``), with its
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Sampler, WeightedRandomSampler
 
 from iqs.data.errors import DataError
 from iqs.data.scale import COMMON_HI, COMMON_LO
@@ -42,6 +46,9 @@ class Rebalancer:
 
     name: str = "base"
     regression_loss: str | None = None
+    # draws per epoch and the sampler's seed; strategies that sample set them from their config
+    num_samples: int | None = None
+    seed: int = 0
 
     @property
     def loss_params(self) -> dict[str, Any]:
@@ -58,8 +65,29 @@ class Rebalancer:
     def filter_train(self, train_df: pd.DataFrame) -> pd.DataFrame:
         return train_df
 
-    def sampler(self, train_df: pd.DataFrame) -> Sampler[int] | None:
+    def draw_weights(self, train_df: pd.DataFrame) -> np.ndarray | None:
+        """The strategy's own unnormalised draw weight per row, or None for uniform draws."""
         return None
+
+    def sampler(self, train_df: pd.DataFrame) -> Sampler[int] | None:
+        """Draws with P(row) ∝ draw_weights(row) * source_weight(row); None when both are uniform."""
+        own = self.draw_weights(train_df)
+        source = source_weights(train_df)
+        if own is None and (source is None or np.all(source == source[0])):
+            return None
+        w = np.ones(len(train_df)) if own is None else np.asarray(own, dtype=np.float64)
+        if source is not None:
+            w = w * source
+        if not (w > 0).any():
+            raise RuntimeError(
+                f"rebalance '{self.name}': every training row has draw weight 0 (source weights x strategy)"
+            )
+        return WeightedRandomSampler(
+            torch.as_tensor(w, dtype=torch.float64),
+            num_samples=self.num_samples or len(train_df),
+            replacement=True,
+            generator=seeded_generator(self.seed),
+        )
 
     def sample_weights(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         return None
@@ -67,6 +95,15 @@ class Rebalancer:
     def describe(self) -> dict[str, Any]:
         """Flat parameters for logging (MLflow params)."""
         return {"name": self.name}
+
+
+def source_weights(df: pd.DataFrame) -> np.ndarray | None:
+    """Each row's `source_weight` (None when the table has no such column, e.g. a single dataset)."""
+    if "source_weight" not in df.columns:
+        return None
+    w = pd.to_numeric(df["source_weight"], errors="coerce").to_numpy(dtype=np.float64)
+    _raise_first(df, ~np.isfinite(w) | (w < 0), "source_weight must be a finite number >= 0")
+    return w
 
 
 def require(cond: bool, strategy: str, message: str) -> None:

@@ -6,15 +6,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import WeightedRandomSampler
 
 from iqs.rebalance.base import (
     NUM_CLASSES,
     REBALANCERS,
     Rebalancer,
     require,
-    seeded_generator,
     validate_train_table,
 )
 from iqs.rebalance.weights import bin_counts, inverse_frequency, score_bin_index
@@ -58,16 +55,22 @@ class DatasetBalanceRebalance(Rebalancer):
         validate_train_table(train_df, num_classes, columns=("dataset", "source_weight"))
         self.num_classes = num_classes
 
-    def row_weights(self, df: pd.DataFrame) -> np.ndarray:
-        """Unnormalised draw weight per row; the rows of source s sum to (mean) source_weight of s."""
+    def draw_weights(self, df: pd.DataFrame) -> np.ndarray:
+        """Per row 1 / (its source's size), flattened `within` if asked: every source sums to 1.
+
+        The base class's `sampler` multiplies by `source_weight`, so source s is drawn ∝ its weight."""
         validate_train_table(df, self.num_classes, columns=("dataset", "source_weight"))
         sources = df["dataset"].to_numpy()
-        sw = df["source_weight"].to_numpy(dtype=np.float64)
         w = np.zeros(len(df))
         for s in pd.unique(sources):
             rows = np.flatnonzero(sources == s)
             within = self._within_weights(df.iloc[rows])
-            w[rows] = sw[rows] * within / within.sum()
+            w[rows] = within / within.sum()
+        return w
+
+    def row_weights(self, df: pd.DataFrame) -> np.ndarray:
+        """Unnormalised draw weight per row, source weights included: source s sums to its weight."""
+        w = self.draw_weights(df) * df["source_weight"].to_numpy(dtype=np.float64)
         if not (w > 0).any():
             raise RuntimeError("rebalance 'dataset_balance': every source has source_weight 0")
         return w
@@ -80,14 +83,6 @@ class DatasetBalanceRebalance(Rebalancer):
         else:
             keys, n = part["label"].to_numpy().astype(np.int64), self.num_classes
         return inverse_frequency(bin_counts(keys, n), self.alpha)[keys]
-
-    def sampler(self, train_df: pd.DataFrame) -> WeightedRandomSampler:
-        return WeightedRandomSampler(
-            torch.as_tensor(self.row_weights(train_df), dtype=torch.float64),
-            num_samples=self.num_samples or len(train_df),
-            replacement=True,
-            generator=seeded_generator(self.seed),
-        )
 
     def describe(self) -> dict[str, Any]:
         return {

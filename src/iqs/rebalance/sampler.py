@@ -7,14 +7,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import WeightedRandomSampler
 
 from iqs.rebalance.base import (
     NUM_CLASSES,
     REBALANCERS,
     Rebalancer,
     require,
-    seeded_generator,
     validate_train_table,
 )
 from iqs.rebalance.weights import Over, bin_counts, inverse_frequency, score_bin_index
@@ -84,16 +82,11 @@ class SamplerRebalance(FrequencyWeighted):
         self.num_samples = None if num_samples is None else int(num_samples)
         self.seed = int(seed)
 
-    def sampler(self, train_df: pd.DataFrame) -> WeightedRandomSampler:
+    def draw_weights(self, train_df: pd.DataFrame) -> np.ndarray:
         w = self.row_weights(train_df)
         if not (w > 0).any():
             raise RuntimeError(f"rebalance '{self.name}': every row of the training table has weight 0")
-        return WeightedRandomSampler(
-            torch.as_tensor(w, dtype=torch.float64),
-            num_samples=self.num_samples or len(train_df),
-            replacement=True,
-            generator=seeded_generator(self.seed),
-        )
+        return w
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "num_samples": self.num_samples, "seed": self.seed}

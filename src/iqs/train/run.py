@@ -279,6 +279,10 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     run.log_test_artifacts(
         predictions, test_results, module.confusion, datamodule.table, thresholds, cfg, best or None
     )
+    # shortcut audit (class x source composition, dataset-identity probe, within-source metrics)
+    from iqs.data.audit import log_run_audit
+
+    log_run_audit(run, datamodule, predictions, seed=int(cfg.seed))
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(test_results)

@@ -37,7 +37,8 @@ from iqs.data.demo.scoring import (
 from iqs.data.scale import std_to_common, to_common
 
 # bump whenever a change alters the files, so existing builds are rebuilt on next use
-DEMO_VERSION = 3
+# (4: the split group is the source photograph, not the crop: crops of one photo overlap)
+DEMO_VERSION = 4
 BUILD_FILE = "BUILD.json"
 META_FILE = "distortions.csv"  # per image: source, id, reference crop, distortion, level (for analysis)
 
@@ -144,7 +145,9 @@ def _write_source(
         mos = np.round(mos, 2)
         writers.write_spaq(root / annotations, names, mos, spaq_attributes(items, mos, rng))
 
-    groups = [f"demo:{refs[it.ref].name}" for it in items]
+    # the group is the photograph, not the crop: crops of one photograph overlap (up to 30% IoU) and
+    # share its content, so they must all land in one split
+    groups = [f"demo:{refs[it.ref].photo}" for it in items]
     writers.write_groups(root / writers.GROUPS_FILE, ids, groups)
 
     meta = []

@@ -46,7 +46,7 @@ def _grace_hopper() -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-# name -> (loader, package it ships with); each crop `<name>-c<k>` is a reference photo and split group
+# name -> (loader, package it ships with); each photograph is one split group, cut into crops `<name>-c<k>`
 PHOTOS: dict[str, tuple[Callable[[], np.ndarray], str]] = {
     "astronaut": (_skimage("astronaut"), "scikit-image"),
     "camera": (_skimage("camera"), "scikit-image"),
