@@ -29,6 +29,8 @@ RAW_KEYS = {
     "experiment_name": "experiment_name",
     "sweep": "sweep",
     "status": "status",
+    "cv": "cv",
+    "baseline": "baseline",
 }
 TAG_ARG = re.compile(r"^\+?tags?\.(?P<key>[^=]+)=(?P<value>.*)$")
 
@@ -272,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         cfg = load_config(argv)
+        if cfg.get("cv"):
+            from iqs.tracking.cv import print_cv
+
+            return print_cv(cfg)
         table, text = compare(cfg)
     except CompareError as exc:
         print(f"iqs compare: {exc}", file=sys.stderr)
