@@ -169,7 +169,6 @@ def test_paired_folds_find_the_better_configuration() -> None:
 
 
 def test_compare_pools_a_cv_id_from_the_store(tmp_path: Path, capsys) -> None:
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     from iqs.tracking.compare import main
@@ -187,7 +186,6 @@ def test_compare_pools_a_cv_id_from_the_store(tmp_path: Path, capsys) -> None:
             client.log_artifact(run.info.run_id, str(csv), "predictions")
             client.set_terminated(run.info.run_id)
             ids[name, fold] = run.info.run_id
-    mlflow.set_tracking_uri(uri)
     pooled = cv.pool_from_store(client, "cv-better", ["srcc"], n_resamples=200)
     assert pooled.run_ids == {f: ids["cv-better", f] for f in range(K)}
     assert len(pooled.predictions) == 120

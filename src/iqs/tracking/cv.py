@@ -224,12 +224,9 @@ def fold_runs(client: Any, cv_id: str) -> tuple[int, dict[int, str]]:
 def load_predictions(client: Any, run_id: str) -> pd.DataFrame:
     import tempfile
 
-    import mlflow
-
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="predictions/test_predictions.csv", dst_path=tmp
-        )
+        # the client's own store, not whatever mlflow's global tracking URI happens to be
+        path = client.download_artifacts(run_id, "predictions/test_predictions.csv", tmp)
         return pd.read_csv(path, dtype={"image_id": str, "group": str})
 
 
