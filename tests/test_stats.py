@@ -181,7 +181,7 @@ def test_shortcut_audit_in_stats(conf, tables, tmp_path, capsys) -> None:
 
     base = ["data=demo", "data.demo_dir=null", f"paths.cache_dir={tmp_path / 'cache'}"]
     stats = run_json(capsys, base)
-    audit, fp = stats["all"]["audit"], stats["all"]["fingerprint"]
+    audit, fp = stats["all"]["audit"], stats["all"]["images_fingerprint"]
     train = pd.concat([tables[n] for n in DEMO])  # every fake row is drawn; the audit uses train rows
     n_train = sum(stats[n]["split_counts"]["train"] for n in DEMO)
     assert sum(sum(c.values()) for c in audit["composition"]["counts"].values()) == n_train < len(train)

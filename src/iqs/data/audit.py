@@ -151,8 +151,9 @@ def identity_probe(
 
 
 def cached_embeddings(cache_dir: str | Path, table_fingerprint: str) -> list[tuple[Path, dict, np.ndarray]]:
-    """Feature-cache entries (iqs.train.features: `<cache_dir>/features/<key>.pt`) of the table whose
-    fingerprint is `table_fingerprint`, as (path, key record, (N, D) embeddings), newest first."""
+    """Feature-cache entries (iqs.train.features: `<cache_dir>/features/<key>.pt`) of the images whose
+    `iqs.data.table.images_fingerprint` is `table_fingerprint`, as (path, key record, (N, D)
+    embeddings), newest first."""
     import torch
 
     folder = Path(cache_dir) / "features"

@@ -11,7 +11,8 @@ Steps, in order, and why in that order:
 2. label it with its thresholds (the source's override or the mixture's pair);
 3. keep_classes: drop the other classes from all of the source's splits (the rows never enter the
    mixture, so they cannot leak either);
-4. split by group over the whole mixture (iqs.data.splits), then dedup across sources;
+4. split by group over the whole mixture (iqs.data.splits; with `folds: k, fold: i`, k-fold
+   cross-validation over groups), then dedup across sources;
 5. max_samples: cap the source's *train* rows; val and test stay intact so that evaluation is the same
    with or without the cap. The kept rows are those with the smallest seeded hash of their id, so a
    larger cap keeps a superset of a smaller one (learning curves compare nested training sets).
@@ -36,7 +37,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from iqs.data.scale import CLASS_NAMES, COMMON_HI, COMMON_LO, assign_labels
-from iqs.data.splits import REMOVED_COLUMNS, assign_splits, check_fractions, dedupe, group_uniform
+from iqs.data.splits import (
+    REMOVED_COLUMNS,
+    assign_splits,
+    check_folds,
+    check_fractions,
+    dedupe,
+    group_uniform,
+)
 from iqs.data.table import COLUMNS, SPLITS, fingerprint, validate_table
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,8 @@ MIXTURE_KEYS = (
     "demo_seed",
     "sources",
     "held_out",
+    "folds",
+    "fold",
 )
 # keys a mixture adds to a dataset config under sources.<name>
 SOURCE_KEYS = ("weight", "thresholds", "keep_classes", "max_samples")
@@ -198,6 +208,8 @@ class Mixture:
     val_fraction: float = 0.0
     test_fraction: float = 0.0
     held_out: str | None = None  # leave-one-dataset-out: the source that is only tested on
+    folds: int | None = None  # k-fold cross-validation over groups: k, and the tested fold
+    fold: int | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -251,8 +263,10 @@ def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | Dict
     seed = int(data.get("seed") or 0)
     val_fraction = float(data.get("val_fraction", 0.1))
     test_fraction = float(data.get("test_fraction", 0.1))
+    folds, fold = data.get("folds"), data.get("fold")
     try:
-        check_fractions(val_fraction, test_fraction)
+        check_folds(folds, fold)
+        check_fractions(val_fraction, 0.0 if folds else test_fraction)
     except ValueError as exc:
         raise ConfigError(f"data: {exc}") from None
     thresholds = parse_thresholds(thresholds_cfg)
@@ -296,7 +310,7 @@ def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | Dict
         parts.append(table)
 
     table = pd.concat(parts, ignore_index=True)
-    table["split"] = assign_splits(table, seed, val_fraction, test_fraction)
+    table["split"] = assign_splits(table, seed, val_fraction, test_fraction, folds, fold)
     table, removed = dedupe(table)
     for spec in specs:
         if spec.max_samples is not None:
@@ -326,6 +340,8 @@ def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | Dict
         val_fraction=val_fraction,
         test_fraction=test_fraction,
         held_out=None if held_out is None else str(held_out),
+        folds=folds,
+        fold=fold,
     )
     log.info(
         "mixture %s: %d images, splits %s, fingerprint %s",

@@ -20,6 +20,18 @@ The hash depends only on the seed and the group name, not on which other sources
 mixture, so a source's seeded test set is the same in every mixture with the same seed and fractions
 (per-dataset test metrics of two runs on different mixtures stay comparable). The price is that the
 fractions are met in expectation (binomial noise, about sqrt(p(1-p)/n_groups)), not exactly.
+
+**k-fold cross-validation over groups** (`folds=k, fold=i`; `assign_folds`): every group that rule 3
+would split (no official split) goes to one of k folds; fold i is the test split, and validation is
+drawn by group from the other folds (a second seeded hash, `val_fraction` of those groups). Official
+splits keep rule 2 ("trainval" rows are never tested). The folds are balanced: the groups, ordered by
+their seeded hash, are dealt round-robin, so with 15 photographs and k=5 every fold tests exactly 3.
+Plain `floor(k * hash)` would keep a group's fold independent of the other groups, but on small data
+it leaves folds empty or double-sized (15 groups, k=5: a fold of 0 or 6 photographs is likely), which
+is exactly where cross-validation is needed. The price: a group's fold depends on the set of groups in
+the mixture, so pooled results compare only between runs of one mixture (a paired comparison needs
+the same test images anyway). A group still lands in one fold in every source of the mixture (EVA
+and its AVA twins share the group name).
 """
 
 from __future__ import annotations
@@ -70,9 +82,47 @@ def group_uniform(groups: pd.Series | np.ndarray | list, seed: int) -> np.ndarra
     return u[codes]
 
 
-def assign_splits(df: pd.DataFrame, seed: int, val_fraction: float, test_fraction: float) -> pd.Series:
-    """Final split (train/val/test) of every row of a (mixture) SampleTable; see the module doc."""
-    check_fractions(val_fraction, test_fraction)
+def check_folds(folds: int | None, fold: int | None) -> None:
+    if folds is None:
+        if fold is not None:
+            raise ValueError(f"fold={fold} needs folds=k (the number of folds)")
+        return
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds must be an integer >= 2 (or null for one seeded split), got {folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ValueError(f"fold must be an integer in [0, {folds - 1}] with folds={folds}, got {fold!r}")
+
+
+def assign_folds(groups: pd.Series | np.ndarray | list, seed: int, folds: int) -> np.ndarray:
+    """Fold (0..folds-1) of every row's group: groups ordered by their seeded hash, dealt round-robin.
+
+    Balanced to within one group per fold; see the module doc for why not `floor(folds * hash)`.
+    """
+    values = pd.Series(np.asarray(groups, dtype=object)).astype(str)
+    codes, uniques = pd.factorize(values)
+    order = np.lexsort((uniques.to_numpy(dtype=str), group_uniform(uniques, seed)))  # name breaks ties
+    fold_of_unique = np.empty(len(uniques), dtype=np.int64)
+    fold_of_unique[order] = np.arange(len(uniques)) % int(folds)
+    return fold_of_unique[codes]
+
+
+def assign_splits(
+    df: pd.DataFrame,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    folds: int | None = None,
+    fold: int | None = None,
+) -> pd.Series:
+    """Final split (train/val/test) of every row of a (mixture) SampleTable; see the module doc.
+
+    With `folds=k, fold=i`: k-fold cross-validation over groups, fold i tested (`test_fraction` unused).
+    """
+    check_folds(folds, fold)
+    if folds is None:
+        check_fractions(val_fraction, test_fraction)
+    else:
+        check_fractions(val_fraction, 0.0)
     official = df["split"].astype(object).where(df["split"].notna(), None)
     unknown = set(official.dropna().unique()) - {*SPLITS, "trainval"}
     if unknown:
@@ -87,10 +137,20 @@ def assign_splits(df: pd.DataFrame, seed: int, val_fraction: float, test_fractio
     in_test, in_val, in_train, in_trainval = (groups_with(s) for s in ("test", "val", "train", "trainval"))
 
     u = group_uniform(group.to_numpy(), seed)
-    seeded_full = np.where(
-        u < test_fraction, "test", np.where(u < test_fraction + val_fraction, "val", "train")
-    )
-    seeded_trainval = np.where(u < val_fraction, "val", "train")
+    if folds is None:
+        seeded_full = np.where(
+            u < test_fraction, "test", np.where(u < test_fraction + val_fraction, "val", "train")
+        )
+        seeded_trainval = np.where(u < val_fraction, "val", "train")
+    else:
+        # only groups without an official split take part in the folds
+        free = ~group.isin(in_test | in_val | in_train | in_trainval).to_numpy()
+        fold_of = np.full(len(group), -1, dtype=np.int64)
+        fold_of[free] = assign_folds(group.to_numpy()[free], seed, folds)
+        # validation: a second, independent hash over the groups of the other folds
+        u_val = group_uniform(("val:" + group).to_numpy(), seed)
+        seeded_trainval = np.where(u_val < val_fraction, "val", "train")
+        seeded_full = np.where(fold_of == fold, "test", seeded_trainval)
     g_test, g_val, g_train, g_tv = (
         group.isin(s).to_numpy() for s in (in_test, in_val, in_train, in_trainval)
     )

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from iqs.data.scale import CLASS_NAMES
-from iqs.data.table import SPLITS
+from iqs.data.table import SPLITS, images_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ def compute_stats(mix: Any) -> dict[str, dict[str, Any]]:
         },
         "missing": sum(len(v) for v in mix.missing.values()),
         "fingerprint": mix.fingerprint,
+        # what the feature cache keys on (images, not labels or splits): `probe=true` looks it up
+        "images_fingerprint": images_fingerprint(mix.table),
     }
     return out
 
@@ -226,12 +228,13 @@ def audit_report(mix: Any, cfg: Any) -> dict[str, Any]:
     probe = cfg.get("probe")
     if probe not in (None, False, "false"):
         if probe in (True, "true"):
-            entries = cached_embeddings(str(cfg.paths.cache_dir), mix.fingerprint)
+            images = images_fingerprint(mix.table)
+            entries = cached_embeddings(str(cfg.paths.cache_dir), images)
             if not entries:
                 raise ConfigError(
-                    f"probe=true: no feature cache in {cfg.paths.cache_dir}/features for this table "
-                    f"(fingerprint {mix.fingerprint}). Train a frozen-backbone run on the same data, "
-                    "thresholds and seed first (e.g. `iqs train experiment=demo`), or pass "
+                    f"probe=true: no feature cache in {cfg.paths.cache_dir}/features for these images "
+                    f"(fingerprint {images}). Train a frozen-backbone run on the same data "
+                    "first (e.g. `iqs train experiment=demo`), or pass "
                     "probe=<path to a cache/features/<key>.pt>"
                 )
             path, key, x = entries[0]
@@ -243,10 +246,11 @@ def audit_report(mix: Any, cfg: Any) -> dict[str, Any]:
                 raise ConfigError(f"probe={path}: no such feature cache file")
             entry = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             key, x = entry.get("key") or {}, entry["eval"].float().numpy()
-            if key.get("table_fingerprint") != mix.fingerprint or len(x) != len(mix.table):
+            images = images_fingerprint(mix.table)
+            if key.get("table_fingerprint") != images or len(x) != len(mix.table):
                 raise ConfigError(
-                    f"probe={path}: embeds table {key.get('table_fingerprint')} ({len(x)} rows), not this "
-                    f"one ({mix.fingerprint}, {len(mix.table)} rows); use the same data, thresholds and seed"
+                    f"probe={path}: embeds images {key.get('table_fingerprint')} ({len(x)} rows), not "
+                    f"these ({images}, {len(mix.table)} rows); use the same data and seed"
                 )
         table = mix.table
         report["identity_probe"] = identity_probe(

@@ -108,8 +108,21 @@ def is_safe_relative(path: str) -> bool:
     return True
 
 
-def fingerprint(df: pd.DataFrame) -> str:
+FINGERPRINT_COLUMNS = ("dataset", "image_id", "path", "score", "label", "split")
+IMAGE_COLUMNS = ("dataset", "image_id", "path")
+
+
+def fingerprint(df: pd.DataFrame, columns: tuple[str, ...] = FINGERPRINT_COLUMNS) -> str:
     """Stable short hash of what a model is trained and judged on (ids, scores, labels, splits)."""
-    cols = [c for c in ("dataset", "image_id", "path", "score", "label", "split") if c in df.columns]
+    cols = [c for c in columns if c in df.columns]
     h = pd.util.hash_pandas_object(df[cols].reset_index(drop=True), index=False).to_numpy()
     return hashlib.sha256(h.tobytes()).hexdigest()[:16]
+
+
+def images_fingerprint(df: pd.DataFrame) -> str:
+    """Hash of which images, in which order, a table holds: what embeddings depend on.
+
+    Labels and splits are left out, so runs that differ only in thresholds or cross-validation fold
+    share one feature-cache entry.
+    """
+    return fingerprint(df, IMAGE_COLUMNS)

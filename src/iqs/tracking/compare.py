@@ -50,6 +50,7 @@ RAW_KEYS = {
     "sweep": "sweep",
     "status": "status",
     "baseline": "baseline",  # a run id such as 12345678 would otherwise become an integer
+    "cv": "cv",
 }
 LABEL_PARAM = re.compile(r"^(thresholds\.|data\.sources\.[^.]+\.thresholds(\.|$))")
 TAG_ARG = re.compile(r"^\+?tags?\.(?P<key>[^=]+)=(?P<value>.*)$")
@@ -709,6 +710,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         cfg = load_config(argv)
+        if cfg.get("cv"):
+            from iqs.tracking.cv import print_cv
+
+            return print_cv(cfg)
         table, text = compare(cfg)
         if table.empty:
             print("iqs compare: no runs match the filters", file=sys.stderr)

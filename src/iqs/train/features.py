@@ -7,7 +7,9 @@ it every epoch only burns time. `cached_features` embeds the rows of a table onc
 The key is a hash of everything the embeddings depend on: backbone name, weights source, a digest
 of the backbone's actual parameters (so a retrained or swapped weights file can never hit a stale
 entry), the input transform (size, mean, std, interpolation), the fingerprint of the embedded rows
-(ids, paths, scores, labels, splits), the storage dtype, and the augmentation recipe. Any change
+(which images in which order: `iqs.data.table.images_fingerprint`; not their labels or splits, so the
+runs of a thresholds sweep or of cross-validation folds share one entry), the storage dtype, and the
+augmentation recipe. Any change
 gives a new key, hence a miss; stale entries are never read.
 
 Augmentation: cached features are of the deterministic eval transform, so training on a cache has

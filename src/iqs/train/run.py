@@ -119,6 +119,7 @@ def frozen_features(cfg: DictConfig, model: Any, datamodule: Any) -> Any:
     One place builds the cache key from the config, so anything else that reads a run's embeddings
     (e.g. an analysis script) gets the very entry the run trained on.
     """
+    from iqs.data.table import images_fingerprint
     from iqs.deploy.preprocess import InputSpec
     from iqs.train.features import cached_features
 
@@ -128,7 +129,7 @@ def frozen_features(cfg: DictConfig, model: Any, datamodule: Any) -> Any:
         weights=str(model.meta["weights"]),
         spec=InputSpec.from_meta(model.meta),
         paths=list(datamodule.paths),
-        table_fingerprint=datamodule.fingerprint,
+        table_fingerprint=images_fingerprint(datamodule.table),
         cache_dir=Path(str(cfg.paths.cache_dir)),
         aug_views=int(cfg.cache.aug_views),
         aug=OmegaConf.to_container(cfg.augment, resolve=True),
@@ -185,13 +186,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import torch
 
     from iqs.tracking import tracked_run
+    from iqs.tracking.cv import cv_tags
 
     started = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     output_dir = job_output_dir(cfg)
-    tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
+    # the folds of one cross-validated configuration share a cv_id (iqs compare cv=<id> pools them)
+    tags = {**cv_tags(cfg), **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}}
     with tracked_run(cfg, tags=tags) as run:
         metrics, objects = fit_and_test(cfg, run, output_dir)
         run.log_metrics({"time/total_s": time.perf_counter() - started})
