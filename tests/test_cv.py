@@ -189,10 +189,10 @@ def test_compare_pools_a_cv_id_from_the_store(tmp_path: Path, capsys) -> None:
     pooled = cv.pool_from_store(client, "cv-better", ["srcc"], n_resamples=200)
     assert pooled.run_ids == {f: ids["cv-better", f] for f in range(K)}
     assert len(pooled.predictions) == 120
-    assert main(["cv=cv-better", f"logger.tracking_uri={uri}", "format=csv", "metrics=[srcc]"]) == 0
+    assert main(["cv=cv-better", f"logger.tracking_uri={uri}", "format=csv"]) == 0
     out = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
     assert list(out["dataset"]) == ["all", "src_a", "src_b"] and out["groups"].iloc[0] == 40
-    assert main(["cv=cv-better", "baseline=cv-worse", f"logger.tracking_uri={uri}", "format=csv"]) == 0
+    assert main(["cv=cv-better", "baseline=cv-worse", f"logger.tracking_uri={uri}", "format=csv", "view=wide"]) == 0
     paired = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
     assert paired.loc[(paired["dataset"] == "all") & (paired["metric"] == "srcc"), "p"].iloc[0] < 0.01
     assert main(["cv=cv-missing", f"logger.tracking_uri={uri}"]) == 2

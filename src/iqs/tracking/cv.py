@@ -283,7 +283,9 @@ def paired_frame(result: Mapping[str, Mapping[str, PairedResult]], digits: int =
 
 def cv_compare(cfg: Any, client: Any) -> tuple[pd.DataFrame, str]:
     """`iqs compare cv=<id> [baseline=<cv id>]`: (table, title) of the pooled or paired folds."""
-    metrics = [m for m in _metric_list(cfg.metrics) if m in METRICS]
+    # view=metric (the default): the one `metric`; view=wide: every metric in `metrics`
+    wanted = [cfg.metric] if cfg.get("view", "metric") == "metric" else _metric_list(cfg.metrics)
+    metrics = [m for m in wanted if m in METRICS]
     n_resamples = int(cfg.get("n_resamples") or 1000)
     result = pool_from_store(client, str(cfg.cv), metrics, n_resamples=n_resamples)
     datasets = list(cfg.datasets) if cfg.get("datasets") else None

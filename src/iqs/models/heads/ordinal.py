@@ -84,20 +84,24 @@ class OrdinalHead(Head):
         return torch.stack([self.bias_first, self.bias_first - F.softplus(self.bias_gap_raw)])
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        latent = self.mlp(features).squeeze(-1)
-        cum_logits = latent.unsqueeze(-1) + self.cut_biases().to(latent.dtype)
+        latent = self.mlp(features)  # (N, 1)
+        b0, b1 = self.cut_biases().to(latent.dtype)
+        if torch.onnx.is_in_onnx_export():
+            # the cuts are fixed in an exported model: graph constants, so it needs no Softplus/Squeeze
+            b0, b1 = float(b0), float(b1)
+        # (N, 1) columns, -z as z * -1 and min(z0, -z1) as z0 - relu(z0 + z1): only operators that every
+        # digiKam OpenCV loads (iqs.deploy.onnx_ops; see score_to_class_logits)
+        z0, z1 = latent + b0, latent + b1
+        logits3 = float(self.cfg["sharpness"]) * torch.cat([z0 * -1.0, z0 - torch.relu(z0 + z1), z1], dim=-1)
+        cum_logits = torch.cat([z0, z1], dim=-1)
         p_above = torch.sigmoid(cum_logits)  # (N, 2): P(y > bad), P(y > normal)
-        # (N, 1) columns and min(z0, -z1) as z0 - relu(z0 + z1): the operators every digiKam OpenCV loads
-        # (no 1-D element-wise ops, no Min/Minimum; see score_to_class_logits)
-        z0, z1 = cum_logits[:, 0:1], cum_logits[:, 1:2]
-        logits3 = float(self.cfg["sharpness"]) * torch.cat([-z0, z0 - torch.relu(z0 + z1), z1], dim=-1)
         coral_probs = torch.stack([1 - p_above[:, 0], p_above[:, 0] - p_above[:, 1], p_above[:, 1]], dim=-1)
         return {
             "score": p_above.sum(dim=-1),  # E[y] = sum_k P(y > k)
             "logits3": logits3,
             "probs": logits3.softmax(dim=-1),
             "coral_probs": coral_probs,
-            "latent": latent,
+            "latent": latent.reshape(-1),
             "cum_logits": cum_logits,
         }
 
