@@ -192,7 +192,10 @@ def test_compare_pools_a_cv_id_from_the_store(tmp_path: Path, capsys) -> None:
     assert main(["cv=cv-better", f"logger.tracking_uri={uri}", "format=csv"]) == 0
     out = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
     assert list(out["dataset"]) == ["all", "src_a", "src_b"] and out["groups"].iloc[0] == 40
-    assert main(["cv=cv-better", "baseline=cv-worse", f"logger.tracking_uri={uri}", "format=csv", "view=wide"]) == 0
+    assert (
+        main(["cv=cv-better", "baseline=cv-worse", f"logger.tracking_uri={uri}", "format=csv", "view=wide"])
+        == 0
+    )
     paired = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
     assert paired.loc[(paired["dataset"] == "all") & (paired["metric"] == "srcc"), "p"].iloc[0] < 0.01
     assert main(["cv=cv-missing", f"logger.tracking_uri={uri}"]) == 2

@@ -221,7 +221,7 @@ def export_model(
     metrics: Mapping[str, float] | None = None,
     params: Mapping[str, Any] | None = None,
     verify: bool = True,
-    cache_dir: Path | None = None,
+    venv_root: Path | None = None,
 ) -> dict[str, Path]:
     """Write every profile and the model card; returns {profile: path, 'card': path}."""
     files: dict[str, Path] = {}
@@ -230,7 +230,7 @@ def export_model(
             from iqs.deploy.tf_export import export_tf
 
             path = out_dir / f"{name}.{profile}.pb"
-            files[profile] = export_tf(model, meta, path, opset, cache_dir, verify)
+            files[profile] = export_tf(model, meta, path, opset, venv_root, verify)
             continue
         path = export_onnx(model, meta, out_dir / f"{name}.{profile}.onnx", profile, opset)
         if verify:
@@ -298,7 +298,6 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Path]:
             metrics,
             params,
             verify=cfg.verify,
-            cache_dir=Path(cfg.paths.cache_dir),
         )
         if run is not None and cfg.log_to_run:
             from mlflow.tracking import MlflowClient

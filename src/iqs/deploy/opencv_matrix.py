@@ -5,8 +5,7 @@
     runs["4.6.0.66"]["m.digikam.onnx"].classes        # or .error when the release cannot load it
 
 Each release of `onnx_ops.OPENCV_RELEASES` gets one small virtualenv (pip `opencv-python-headless` at that
-exact version, plus numpy) under `<cache_dir>/opencv-venvs/`, built once and reused; a file lock keeps
-parallel test runs from building the same one twice. `opencv_worker.py` runs inside it with one `cv::dnn::Net`
+exact version, plus numpy), cached once per machine and reused (iqs.deploy.tool_venvs). `opencv_worker.py` runs inside it with one `cv::dnn::Net`
 per model file, reused for every image, and digiKam's own preprocessing and argmax.
 
 `python -m iqs.deploy.compat` (`make compat`) exports fixed-seed models and prints the matrix against
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from iqs.deploy.onnx_ops import OPENCV_RELEASES, release_name
+from iqs.deploy.tool_venvs import VenvError, cached_venv
 
 WORKER = Path(__file__).with_name("opencv_worker.py")
 # The 4.6 and 4.8 wheels are built against numpy 1.x and fail to import under numpy 2.
 NUMPY_PINS = {"4.6.0.66": ("numpy<2",), "4.8.0.76": ("numpy<2",)}
-READY = ".iqs-ready"
-LOCK_TIMEOUT_S = 1800  # another process may be building the same venv (a download of ~60 MB)
 WORKER_TIMEOUT_S = 1800
 
 
@@ -38,37 +35,17 @@ class MatrixError(RuntimeError):
     pass
 
 
-def default_venv_root() -> Path:
-    """`<paths.cache_dir>/opencv-venvs` (conf/paths; IQS_CACHE_DIR moves it)."""
-    from iqs.config import compose
-
-    return Path(str(compose("export").paths.cache_dir)) / "opencv-venvs"
-
-
 def ensure_venv(version: str, root: str | Path | None = None) -> Path:
     """The Python of the venv holding `opencv-python-headless==version`; built on first use, then reused."""
-    from filelock import FileLock
-
-    root = Path(root) if root is not None else default_venv_root()
-    root.mkdir(parents=True, exist_ok=True)
-    venv = root / f"opencv-{version}"
-    python = venv / "bin" / "python"
-    with FileLock(str(root / f"opencv-{version}.lock"), timeout=LOCK_TIMEOUT_S):
-        if (venv / READY).is_file() and python.is_file():
-            return python
-        if not python.is_file():
-            _run([sys.executable, "-m", "venv", str(venv)], f"create the virtualenv {venv}")
-        wanted = [f"opencv-python-headless=={version}", *NUMPY_PINS.get(version, ())]
-        _run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *wanted],
-            f"pip install {' '.join(wanted)} into {venv}. pip needs the package registry (PyPI or "
-            "$PIP_INDEX_URL): run once where it is reachable; the venvs are reused afterwards",
-        )
-        probe = "import cv2, numpy; print(cv2.__version__, numpy.__version__)"
-        found = _run([str(python), "-c", probe], f"import cv2 in {venv}").split()
-        if found[0] != release_name(version):
-            raise MatrixError(f"{venv}: imports OpenCV {found[0]}, expected {release_name(version)}")
-        (venv / READY).write_text(json.dumps({"opencv": found[0], "numpy": found[1]}) + "\n")
+    wanted = [f"opencv-python-headless=={version}", *NUMPY_PINS.get(version, ())]
+    try:
+        python = cached_venv(f"opencv-{version}", wanted, f"OpenCV {version}", root=root)
+    except VenvError as err:
+        raise MatrixError(str(err)) from None
+    probe = "import cv2, numpy; print(cv2.__version__, numpy.__version__)"
+    found = _run([str(python), "-c", probe], f"import cv2 with {python}").split()
+    if found[0] != release_name(version):
+        raise MatrixError(f"{python}: imports OpenCV {found[0]}, expected {release_name(version)}")
     return python
 
 

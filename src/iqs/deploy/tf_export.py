@@ -13,7 +13,7 @@ then readNetFromTensorflow in this venv's OpenCV must agree with PyTorch before 
 Why a venv of its own: onnx2tf pins its whole stack exactly (1.29.24: tensorflow 2.19.0, protobuf 4.25.5,
 numpy 1.26.4, onnx 1.19.1), which conflicts with the project's (protobuf 7, numpy 2, onnx 1.23), and
 onnx2tf 2.x needs Python 3.12. So the `tf` extra in pyproject.toml is installed, once, into
-`<cache_dir>/tf-venv/<key>` and tf_worker runs there as a subprocess.
+a cached venv (iqs.deploy.tool_venvs) and tf_worker runs there as a subprocess.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import tomllib
 from collections.abc import Mapping
@@ -32,12 +31,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
 from torch import nn
 
 from iqs.deploy.export import ExportError, export_onnx
 from iqs.deploy.onnx_wrappers import TF_PROFILE, wrap
 from iqs.deploy.preprocess import DIGIKAM_SIZE
+from iqs.deploy.tool_venvs import VenvError, cached_venv
 
 TF_EXTRA = "tf"
 WORKER = Path(__file__).with_name("tf_worker.py")
@@ -65,50 +64,14 @@ def tf_requirements() -> list[str]:
     return [r.split(";")[0].strip() for r in requires("iqs-digikam") or [] if marker in r]
 
 
-def default_cache_dir() -> Path:
-    from iqs.config import compose
-
-    return Path(str(compose("export").paths.cache_dir))
-
-
-def cached_venv(venv: Path, requirements: list[str], what: str) -> Path:
-    """Python of `venv` holding exactly `requirements`; built once under a file lock, reused after."""
-    venv = Path(venv).resolve()
-    python, stamp = venv / "bin" / "python", venv / ".installed"
-    wanted = "\n".join(requirements) + "\n"
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(venv) + ".lock"):
-        if stamp.is_file() and stamp.read_text(encoding="utf-8") == wanted:
-            return python
-        shutil.rmtree(venv, ignore_errors=True)
-        print(f"iqs: installing {what} ({', '.join(requirements)}) into {venv}, once", file=sys.stderr)
-        commands = [
-            [sys.executable, "-m", "venv", str(venv)],
-            [str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements],
-        ]
-        for command in commands:
-            try:
-                failed = subprocess.run(command).returncode != 0  # pip shows its own progress and errors
-            except OSError as err:
-                failed = err
-            if failed:
-                shutil.rmtree(venv, ignore_errors=True)
-                raise ExportError(
-                    f"installing {what} ({', '.join(requirements)}) into {venv} failed at `{' '.join(command)}`"
-                    f"{f' ({failed})' if isinstance(failed, OSError) else ''}; it needs PyPI once"
-                )
-        stamp.write_text(wanted, encoding="utf-8")
-    return python
-
-
-def converter_python(cache_dir: str | Path | None = None) -> Path:
-    """Python of `<cache_dir>/tf-venv/<key>`, holding the `tf` extra (about 1.5 GB, built on first use)."""
+def converter_python(venv_root: str | Path | None = None) -> Path:
+    """Python of the cached venv holding the `tf` extra (about 1.5 GB, built on first use; iqs.deploy.tool_venvs)."""
     requirements = tf_requirements()
     key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:12]
-    venv = Path(cache_dir or default_cache_dir()) / "tf-venv" / key
+    what = f"the `{TF_EXTRA}` extra for profile {TF_PROFILE}"
     try:
-        return cached_venv(venv, requirements, f"the `{TF_EXTRA}` extra for profile {TF_PROFILE}")
-    except ExportError as err:
+        return cached_venv(f"tf-{key}", requirements, what, root=venv_root, quiet=False)
+    except VenvError as err:
         raise ExportError(f"{err}. Retry when online, or drop {TF_PROFILE} from profiles=") from None
 
 
@@ -118,9 +81,9 @@ def _example_inputs(n: int) -> np.ndarray:
     return (x * 2 - 1).numpy()
 
 
-def convert_onnx_to_tf(onnx_path: Path, pb_path: Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
+def convert_onnx_to_tf(onnx_path: Path, pb_path: Path, venv_root: str | Path | None = None) -> dict[str, Any]:
     """Run tf_worker in the converter venv (network blocked there); returns its report."""
-    python = converter_python(cache_dir)
+    python = converter_python(venv_root)
     onnx_path, pb_path = Path(onnx_path).resolve(), Path(pb_path).resolve()  # the worker runs in a temp cwd
     pb_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,7 +131,7 @@ def export_tf(
     meta: Mapping[str, Any],
     path: str | Path,
     opset: int = 17,
-    cache_dir: str | Path | None = None,
+    venv_root: str | Path | None = None,
     verify: bool = True,
 ) -> Path:
     """Write the digikam_tf frozen graph to `path` (verified with OpenCV before it is kept)."""
@@ -176,7 +139,7 @@ def export_tf(
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, meta, Path(tmp) / "digikam.onnx", "digikam", opset)
         scratch = Path(tmp) / path.name
-        report = convert_onnx_to_tf(onnx_path, scratch, cache_dir)
+        report = convert_onnx_to_tf(onnx_path, scratch, venv_root)
         check_ops(path, report["ops"])
         if verify:
             verify_tf(model, meta, scratch)

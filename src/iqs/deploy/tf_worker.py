@@ -1,7 +1,7 @@
 """ONNX -> TensorFlow frozen graph that OpenCV's TF importer reads; runs inside the `tf` extra's own venv.
 
-Standalone on purpose: `tf_export` runs this file with the Python of `<cache_dir>/tf-venv/<key>`, which holds
-only the `tf` extra (onnx2tf and its pinned TensorFlow, protobuf 4, numpy 1), so it imports nothing from `iqs`.
+Standalone on purpose: `tf_export` runs this file with the Python of its cached venv
+(iqs.deploy.tool_venvs), which holds only the `tf` extra (onnx2tf and its pinned TensorFlow, protobuf 4, numpy 1), so it imports nothing from `iqs`.
 
     <venv>/bin/python tf_worker.py model.onnx out.pb samples.npy report.json
 

@@ -33,7 +33,7 @@ from coral_pytorch.losses import coral_loss
 from torch import nn
 
 from iqs.data.scale import CLASS_NAMES
-from iqs.models.heads import Head, make_mlp, reduce_weighted, register_head
+from iqs.models.heads import Head, expectation, make_mlp, reduce_weighted, register_head
 
 
 def cumulative_levels(label: torch.Tensor, num_classes: int = len(CLASS_NAMES)) -> torch.Tensor:
@@ -97,7 +97,8 @@ class OrdinalHead(Head):
         p_above = torch.sigmoid(cum_logits)  # (N, 2): P(y > bad), P(y > normal)
         coral_probs = torch.stack([1 - p_above[:, 0], p_above[:, 0] - p_above[:, 1], p_above[:, 1]], dim=-1)
         return {
-            "score": p_above.sum(dim=-1),  # E[y] = sum_k P(y > k)
+            # E[y] = sum_k P(y > k), as a product with ones: ReduceSum is not in every digiKam OpenCV
+            "score": expectation(p_above, torch.ones(2)),
             "logits3": logits3,
             "probs": logits3.softmax(dim=-1),
             "coral_probs": coral_probs,

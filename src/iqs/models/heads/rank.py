@@ -41,7 +41,7 @@ class RankHead(Head):
         )
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        score = self.mlp(features).squeeze(-1)
+        score = self.mlp(features).reshape(-1)  # not squeeze: OpenCV 4.6 cannot import Squeeze-13
         # Until decision cuts replace them, the label thresholds class this unscaled score arbitrarily.
         logits3 = self.class_logits(score)
         return {"score": score, "logits3": logits3, "probs": logits3.softmax(dim=-1)}

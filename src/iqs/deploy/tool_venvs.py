@@ -1,0 +1,79 @@
+"""Cached virtualenvs for tools that cannot live in the project's environment.
+
+Two consumers: the OpenCV releases digiKam links (`opencv_matrix`: 4.6 needs numpy < 2, the project runs
+OpenCV 5 and numpy 2) and the TensorFlow converter of the `digikam_tf` profile (`tf_export`: onnx2tf pins
+protobuf 4 and onnx 1.19, the project needs protobuf 7 and onnx 1.23).
+
+They live under `$IQS_VENV_DIR`, by default `$XDG_CACHE_HOME/iqs-digikam/venvs` (`~/.cache/...`), not in a
+checkout's `cache/`: a venv depends only on its pinned requirements, never on data or code, so every
+checkout, worktree and CI run on a machine shares one build (the TF one is about 1.5 GB and takes minutes
+to install) and `make clean` keeps them. Each venv is built once under a file lock (parallel pytest
+workers and sweep jobs wait for one build), and a stamp file holding the exact requirements marks a
+complete build: a half-built or differently pinned venv is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+STAMP = ".iqs-requirements"
+LOCK_TIMEOUT_S = 3600  # a first TF install on a slow line takes minutes; never wait forever
+
+
+class VenvError(RuntimeError):
+    pass
+
+
+def venv_root() -> Path:
+    """`$IQS_VENV_DIR`, else `$XDG_CACHE_HOME/iqs-digikam/venvs` (`~/.cache/iqs-digikam/venvs`)."""
+    if os.environ.get("IQS_VENV_DIR"):
+        return Path(os.environ["IQS_VENV_DIR"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return cache / "iqs-digikam" / "venvs"
+
+
+def cached_venv(
+    name: str, requirements: Sequence[str], what: str, root: str | Path | None = None, quiet: bool = True
+) -> Path:
+    """The Python of `<root>/<name>` holding exactly `requirements`; built on first use, then reused.
+
+    `what` names the tool in messages. Raises VenvError naming the failed command (pip needs the package
+    registry once; afterwards everything runs offline).
+    """
+    from filelock import FileLock
+
+    root = Path(root) if root is not None else venv_root()
+    venv = (root / name).resolve()
+    python, stamp = venv / "bin" / "python", venv / STAMP
+    wanted = "\n".join(requirements) + "\n"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(venv) + ".lock", timeout=LOCK_TIMEOUT_S):
+        if stamp.is_file() and python.is_file() and stamp.read_text(encoding="utf-8") == wanted:
+            return python
+        shutil.rmtree(venv, ignore_errors=True)
+        print(f"iqs: installing {what} ({', '.join(requirements)}) into {venv}, once", file=sys.stderr)
+        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *(["-q"] if quiet else [])]
+        for command in ([sys.executable, "-m", "venv", str(venv)], [*pip, *requirements]):
+            try:
+                proc = subprocess.run(command, capture_output=quiet, text=True, check=False)
+                failed = proc.returncode != 0
+                detail = (
+                    "\n".join(((proc.stderr or proc.stdout) or "").strip().splitlines()[-8:]) if quiet else ""
+                )
+            except OSError as err:
+                failed, detail = True, str(err)
+            if failed:
+                shutil.rmtree(venv, ignore_errors=True)
+                raise VenvError(
+                    f"installing {what} ({', '.join(requirements)}) into {venv} failed at `{' '.join(command)}`; "
+                    "pip needs the package "
+                    f"registry (PyPI or $PIP_INDEX_URL) once, after which the venv is reused offline"
+                    + (f":\n{detail}" if detail else "")
+                )
+        stamp.write_text(wanted, encoding="utf-8")
+    return python
