@@ -190,6 +190,7 @@ def test_quality_model_rebuilds_from_its_meta(head: str) -> None:
         "score": torch.tensor([3.0, 7.0]),
         "dist": torch.full((2, 10), 0.1),
         "label": torch.tensor([0, 2]),
+        "dataset_idx": torch.tensor([0, 0]),  # a training batch's sources (pairwise heads rank within one)
     }
     frozen.loss(frozen(x), batch).backward()
     assert all(p.grad is None for p in frozen.backbone.parameters())

@@ -176,7 +176,7 @@ def test_tuned_cuts_never_see_test_labels(tmp_path) -> None:
 
 
 def test_baked_cuts_class_every_score_and_survive_the_meta_round_trip(tmp_path) -> None:
-    from iqs.train.module import load_quality_model
+    from iqs.checkpoints import load_checkpoint
 
     cfg = {
         "backbone": {"name": "resnet50", "weights": "none"},
@@ -188,7 +188,7 @@ def test_baked_cuts_class_every_score_and_survive_the_meta_round_trip(tmp_path) 
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "iqs_meta": dict(model.meta)}, path)
     bake_into_checkpoint(path, (5.3, 5.55))
-    loaded = load_quality_model(path)
+    loaded = load_checkpoint(path)[0]
     assert loaded.meta["decision_cuts"] == [5.3, 5.55] and loaded.decision_cuts == (5.3, 5.55)
     x = torch.randn(500, model.meta["num_features"])
     with torch.no_grad():

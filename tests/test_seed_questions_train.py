@@ -36,7 +36,7 @@ def test_rank_mixture_preset_composes() -> None:
     ids=["rank", "ordinal", "regression+rank"],
 )
 def test_train_runs_with_tuned_cuts(overrides, tiny_demo, tmp_path):  # noqa: F811
-    from iqs.train.module import load_quality_model
+    from iqs.checkpoints import load_checkpoint
     from iqs.train.pair_batches import WithinSourceBatchSampler
 
     metrics, objs = run_train(shrink(tmp_path, *demo_sources(tiny_demo), *overrides))
@@ -51,7 +51,7 @@ def test_train_runs_with_tuned_cuts(overrides, tiny_demo, tmp_path):  # noqa: F8
     assert set(preds["pred_class_tuned"].unique()) <= {0, 1, 2}
     ranking = cfg.head.name == "rank" or cfg.loss.rank_weight > 0
     assert isinstance(dm.train_dataloader().batch_sampler, WithinSourceBatchSampler) == ranking
-    model = load_quality_model(objs["best_checkpoint"])
+    model = load_checkpoint(objs["best_checkpoint"])[0]
     assert model.meta["score_scale"] == {"rank": "latent", "ordinal": "class_index"}.get(
         cfg.head.name, "common"
     )

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
-from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
@@ -28,6 +27,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 def main(overrides: list[str]) -> None:
     from iqs.config import compose
     from iqs.data.mixture import build_mixture
+    from iqs.data.splits import assign_folds
     from iqs.deploy.preprocess import InputSpec
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer
@@ -53,8 +53,11 @@ def main(overrides: list[str]) -> None:
 
     x, y = features.eval.numpy().astype(np.float64), table["score"].to_numpy()
     pred = np.empty(len(y))
-    # grouped by photograph: crops of one photograph overlap, so a crop-level split would leak
-    for train, test in GroupKFold(5).split(x, y, table["photo"]):
+    # the pipeline's own folds (`data.folds=5`): grouped by photograph, since crops of one photograph
+    # overlap and a crop-level split would leak; the same assignment `iqs train data.folds=5` uses
+    folds = assign_folds(table["group"], seed=int(cfg.data.seed), folds=5)
+    for fold in range(5):
+        train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
         svr = make_pipeline(StandardScaler(), SVR(C=3.0)).fit(x[train], y[train])
         pred[test] = svr.predict(x[test])
 

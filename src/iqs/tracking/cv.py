@@ -233,7 +233,11 @@ def load_predictions(client: Any, run_id: str) -> pd.DataFrame:
 def pool_from_store(
     client: Any, cv_id: str, metrics: Sequence[str], n_resamples: int = 1000, seed: int = 0
 ) -> PooledCV:
+    import os
+
     folds, run_ids = fold_runs(client, cv_id)
+    # one small CSV per fold: MLflow's per-file progress bars would only be noise
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     by_fold = {f: load_predictions(client, rid) for f, rid in run_ids.items()}
     return pool(cv_id, by_fold, folds, metrics, run_ids, n_resamples, seed)
 

@@ -105,7 +105,7 @@ def cuts_note(meta: Mapping[str, Any], names: list[str]) -> list[str]:
         return []
     c1, c2 = (float(c) for c in cuts)
     return [
-        f"- **decision cuts tuned on the validation split** replace that mapping in both exported graphs: "
+        f"- **Decision cuts tuned on the validation split** replace that mapping in both exported graphs: "
         f"predicted score <= {c1:.6g} is {names[0]}, <= {c2:.6g} {names[1]}, else {names[2]} "
         "(`iqs_meta.decision_cuts`)"
     ]

@@ -169,7 +169,7 @@ class QualityLitModule(pl.LightningModule):
 
 
 def predictions_frame(table: pd.DataFrame, outputs: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """One row per test image: dataset, image_id, path, group, true `score`/`label`, `pred_score`, `pred_class`
+    """One row per test image: dataset, image_id, path, true `score`/`label`, `pred_score`, `pred_class`
     (0 bad / 1 normal / 2 good), `prob_<class>`, and `pred_dist_1..10` for the distribution head."""
     if not outputs:
         return pd.DataFrame()
@@ -180,8 +180,6 @@ def predictions_frame(table: pd.DataFrame, outputs: Mapping[str, np.ndarray]) ->
             "dataset": part["dataset"].to_numpy(),
             "image_id": part["image_id"].to_numpy(),
             "path": part["path"].to_numpy(),
-            # the unit a split holds out, hence the unit of bootstrap CIs and of cross-validation folds
-            "group": part["group"].astype(str).to_numpy(),
             "score": part["score"].to_numpy(np.float64),
             "label": part["label"].to_numpy(np.int64),
             "pred_score": np.asarray(outputs["score"], dtype=np.float64),
