@@ -40,7 +40,7 @@ compare: setup ## side-by-side table of the tracked runs
 ui: setup ## MLflow UI on 127.0.0.1:5000, same store as train (MLFLOW_TRACKING_URI / logger.tracking_uri=)
 	$(BIN)/iqs ui $(ARGS)
 
-test: setup ## the test suite (slow tests included; about 10 min on 2 cores)
+test: setup ## the test suite (slow and OpenCV-matrix tests included; about 4-6 min on 2 cores once the tool venvs exist)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 test-fast: setup ## the test suite without slow tests
@@ -56,7 +56,7 @@ bench: setup ## every benchmark, measured side by side; writes bench/results.jso
 bench-predict: setup ## predict benchmark only (12 MP and 24 MP JPEGs)
 	$(BIN)/python bench/run.py --only predict_bench
 
-compat: setup ## OpenCV matrix: fixed-seed demo exports in OpenCV 4.6-5.x vs iqs predict and PyTorch (ARGS=--backbones)
+compat: setup ## OpenCV matrix: fixed-seed demo exports (ONNX and TF .pb) in OpenCV 4.6-5.x vs iqs predict and PyTorch (ARGS=--backbones)
 	$(BIN)/python -m iqs.deploy.compat $(ARGS)
 
 clean: ## remove caches and outputs (keeps .venv and mlruns)

@@ -255,3 +255,35 @@ def test_batchnorm_input_norm_standardises_with_the_training_statistics(name: st
 def test_unknown_input_norm_gets_a_hint() -> None:
     with pytest.raises(ValueError, match="Did you mean 'batchnorm'"):
         build_head("regression", 16, {"input_norm": "batchnrom"}, T1, T2)
+
+
+def test_head_traits_are_declared_on_the_class_recorded_in_the_meta_and_read_from_it() -> None:
+    """Consumers read traits (has_dist, score_scale, regression_losses), never head names."""
+    from iqs.deploy.onnx_wrappers import has_dist, output_names
+    from iqs.models import build_quality_model
+    from iqs.rebalance.balanced_mse import BalancedMseRebalance
+    from iqs.rebalance.base import RebalanceConfigError
+
+    for name in HEADS.names():
+        cls = HEADS.get(name)
+        assert cls.score_scale in ("common", "class_index", "latent")
+        meta = {"head": "renamed", "has_dist": cls.has_dist, "score_scale": cls.score_scale}
+        assert has_dist(meta) == cls.has_dist  # the trait wins over the (here misleading) name
+        assert ("dist" in output_names("full", has_dist(meta))) == cls.has_dist
+        if "balanced_mse" in cls.regression_losses:
+            BalancedMseRebalance().check_head(name)
+        else:
+            with pytest.raises(RebalanceConfigError, match="balanced_mse"):
+                BalancedMseRebalance().check_head(name)
+    assert HEADS.get("distribution").has_dist and not HEADS.get("regression").has_dist
+    # the model's meta records the traits of the head it was built with
+    for name in ("regression", "distribution", "ordinal"):
+        model = build_quality_model(
+            {
+                "backbone": {"name": "tf_efficientnet_lite0", "weights": "none"},
+                "head": {"name": name},
+                "thresholds": {"t1": 5.0, "t2": 6.0},
+            }
+        )
+        cls = HEADS.get(name)
+        assert (model.meta["has_dist"], model.meta["score_scale"]) == (cls.has_dist, cls.score_scale)

@@ -1,6 +1,7 @@
 """`make compat`: export fixed-seed models and print the OpenCV matrix against `iqs predict` and PyTorch.
 
-    python -m iqs.deploy.compat                       # the demo config (experiment=demo), three heads
+    python -m iqs.deploy.compat                       # the demo config (experiment=demo), three heads,
+                                                      # profiles digikam, full and digikam_tf (.pb)
     python -m iqs.deploy.compat --backbones           # also every conf/backbone/*.yaml (weights=none)
     python -m iqs.deploy.compat --heads= --backbones=resnet50,inception_v3
     python -m iqs.deploy.compat --images 8 --heads regression
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from iqs.deploy.onnx_wrappers import TF_PROFILE
 from iqs.deploy.opencv_matrix import compare, failures, matrix_table, run_matrix
 from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
 
@@ -149,17 +151,27 @@ def ort_session(path: Path):
 
 
 def check_model(
-    model: nn.Module, name: str, images: Sequence[Path], out_dir: Path, console: Any
+    model: nn.Module,
+    name: str,
+    images: Sequence[Path],
+    out_dir: Path,
+    console: Any,
+    profiles: Sequence[str] = ("digikam", "full", TF_PROFILE),
 ) -> tuple[list[str], dict[str, list]]:
-    """Export both profiles, run the matrix, print one table per profile; returns (failures, rows)."""
+    """Export the profiles, run the matrix, print one table per profile; returns (failures, rows).
+
+    `digikam` and `full` are needed (the references come from them); `digikam_tf` (the frozen graph of
+    digiKam 8.0-8.4, read with readNetFromTensorflow) is checked against onnxruntime on the same pixels.
+    """
     from iqs.deploy.export import export_model
 
-    files = export_model(model, model.meta, out_dir, name, ["digikam", "full"], 17, "compat", verify=True)
+    profiles = list(dict.fromkeys(["digikam", "full", *profiles]))
+    files = export_model(model, model.meta, out_dir, name, profiles, 17, "compat", verify=True)
     blobs = read_blobs(images)
     torch_cls, _ = torch_reference(model, blobs)
     ort_cls, ort_probs = predict_reference(files["full"], images)
     with tempfile.TemporaryDirectory(prefix="iqs-blobs-") as blob_root:
-        runs = run_matrix([files["digikam"], files["full"]], images, blob_root=blob_root)
+        runs = run_matrix([files[p] for p in profiles], images, blob_root=blob_root)
         # onnxruntime on each release's own blobs: the model alone, without the resize difference
         session = ort_session(files["digikam"])
         same = {
@@ -171,7 +183,7 @@ def check_model(
         }
     lines: list[str] = []
     rows: dict[str, list] = {}
-    for profile in ("digikam", "full"):
+    for profile in profiles:
         model_file = str(files[profile])
         agreements = []
         for release, by_model in runs.items():
@@ -205,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         "--backbones", nargs="?", const="all", default=None, help="also conf/backbone/*.yaml: all or a,b,..."
     )
     parser.add_argument("--out-dir", type=Path, default=None, help="default: <cache_dir>/compat")
+    parser.add_argument(
+        "--no-tf",
+        action="store_true",
+        help=f"skip the {TF_PROFILE} frozen graph (its converter venv is ~1.5 GB)",
+    )
     args = parser.parse_args(argv)
     console = Console()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -216,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose("train", ["experiment=demo", f"head={head}"])
         model = fixed_seed_model({k: cfg[k] for k in ("backbone", "head", "thresholds")}, blobs)
         console.rule(f"demo config (experiment=demo), {head} head")
-        problems += check_model(model, f"demo-{head}", images, out_dir / "exports", console)[0]
+        profiles = ("digikam", "full") if args.no_tf else ("digikam", "full", TF_PROFILE)
+        problems += check_model(model, f"demo-{head}", images, out_dir / "exports", console, profiles)[0]
     if args.backbones:
         wanted = None if args.backbones == "all" else set(args.backbones.split(","))
         for yaml in sorted((conf_dir() / "backbone").glob("*.yaml")):
@@ -227,8 +245,15 @@ def main(argv: list[str] | None = None) -> int:
             model = fixed_seed_model({k: cfg[k] for k in ("backbone", "head", "thresholds")}, blobs[:8])
             exportable = bool(cfg.backbone.get("exportable", True))
             try:
+                # ONNX only: the TF route is checked on the demo config (its op allow-list refuses the
+                # Sigmoid, MaxPool and PadV2 of the other backbones; see tf_export.check_ops)
                 lines, _ = check_model(
-                    model, f"backbone-{yaml.stem}", images[:8], out_dir / "exports", console
+                    model,
+                    f"backbone-{yaml.stem}",
+                    images[:8],
+                    out_dir / "exports",
+                    console,
+                    ("digikam", "full"),
                 )
             except ExportError as err:
                 console.print(f"refused at export: {err}")

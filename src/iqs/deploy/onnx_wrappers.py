@@ -58,4 +58,5 @@ def wrap(model: nn.Module, meta: dict, profile: str) -> nn.Module:
 
 
 def has_dist(meta: dict) -> bool:
-    return str(meta.get("head", "")) == "distribution"
+    # records written before the trait existed name the head instead
+    return bool(meta.get("has_dist", str(meta.get("head", "")) == "distribution"))

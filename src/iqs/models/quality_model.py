@@ -72,6 +72,8 @@ def make_meta(info: BackboneInfo, backbone: Backbone, head_name: str, head: Head
         "class_names": list(CLASS_NAMES),
         "num_bins": N_BINS,
         "score_scale": head.score_scale,
+        # head traits that consumers (training, export, cards, artifacts) read instead of head names
+        "has_dist": head.has_dist,
     }
 
 

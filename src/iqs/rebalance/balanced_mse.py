@@ -11,8 +11,6 @@ from typing import Any
 
 from iqs.rebalance.base import REBALANCERS, RebalanceConfigError, Rebalancer, require
 
-SUPPORTED_HEADS = ("regression",)
-
 
 @REBALANCERS.register("balanced_mse")
 class BalancedMseRebalance(Rebalancer):
@@ -30,7 +28,10 @@ class BalancedMseRebalance(Rebalancer):
         return {"init_noise_sigma": self.init_noise_sigma}
 
     def check_head(self, head_name: str) -> None:
-        if head_name not in SUPPORTED_HEADS:
+        from iqs.models.heads import HEADS
+
+        # a head trait, not a name: any head whose scalar loss can be Balanced MSE
+        if self.regression_loss not in HEADS.get(head_name).regression_losses:
             raise RebalanceConfigError(
                 f"rebalance 'balanced_mse' replaces the regression loss and needs head=regression, "
                 f"got head={head_name}; use rebalance=lds, loss_weight or sampler with this head"

@@ -116,7 +116,9 @@ def log_test_intervals(run: TrackedRun, predictions: pd.DataFrame, cfg: Any) -> 
     if not settings:
         return None
     names = list(bootstrap.METRICS)
-    if str(cfg_get(cfg, "head.name", "")) == "classification":
+    from iqs.models.heads import HEADS
+
+    if HEADS.get(str(cfg_get(cfg, "head.name", "regression"))).score_scale != "common":
         names = [m for m in names if m not in ("rmse", "binary_acc_5")]  # no common-scale score
     started = time.perf_counter()
     intervals = bootstrap.predictions_intervals(predictions, metrics=names, **settings)

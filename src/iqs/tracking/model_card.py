@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from iqs.deploy.onnx_wrappers import has_dist
 from iqs.deploy.xmp import PICK_LABEL_NAMES, PICK_LABELS
 from iqs.tracking.mlflow_run import CLASS_NAMES, cfg_get
 
@@ -115,7 +116,6 @@ def io_contract(meta: Mapping[str, Any] | None) -> list[str]:
     """digiKam's side of the exported graph, and the backbone's side inside it (read from `iqs_meta`)."""
     meta = dict(meta or {})
     size = meta.get("input_size")
-    head = meta.get("head")
     score = SCORE_NOTES.get(str(meta.get("score_scale", "common")), SCORE_NOTES["common"])
     inner = (
         f"resized bilinearly (no antialias) to the backbone's {_fmt(size, 'x')} and normalised with mean "
@@ -133,8 +133,11 @@ def io_contract(meta: Mapping[str, Any] | None) -> list[str]:
         "good. The argmax is the class digiKam reads (`minMaxLoc`); for score heads the argmax is the "
         f"thresholded score. Loads with OpenCV DNN (`cv2.dnn.readNet`), opset {meta.get('onnx_opset', '?')}.",
         f"- **full** profile: input `Nx3x299x299`; outputs `score` (N) - {score}; `probs` (Nx3)"
-        + ("; `dist` (Nx10, common-scale bins 1..10)" if head == "distribution" else "")
+        + ("; `dist` (Nx10, common-scale bins 1..10)" if has_dist(meta) else "")
         + ". Used by `iqs predict`.",
+        "- **digikam_tf** profile (when exported): the digikam graph as a TensorFlow frozen graph for digiKam "
+        "8.0-8.4 (`cv::dnn::readNetFromTensorflow`; install it as `weights_inceptionv3_299.pb`); NHWC "
+        "inside, digiKam's NCHW blob in, the same `1x3` output.",
         "",
         "The full `iqs_meta` record is embedded in each ONNX file's metadata (key `iqs_meta`, JSON).",
     ]

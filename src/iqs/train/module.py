@@ -45,8 +45,7 @@ class QualityLitModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.backbone_lr_scale = float(backbone_lr_scale)
-        head = str(model.meta["head"])
-        self.has_dist = head == "distribution"
+        self.has_dist = bool(model.meta["has_dist"])
         # The classification head's score is an expected class index (0..2): rmse/binary_acc_5 do not apply.
         common = model.meta.get("score_scale", "common") == "common"
         # sources with their own threshold pair are scored on it, `all` on the model's (iqs.metrics.label_rule)

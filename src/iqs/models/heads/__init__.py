@@ -151,6 +151,10 @@ class Head(nn.Module):
     score_scale: str = "common"
     # True when the loss compares samples of a batch with each other (no per-sample loss exists).
     pairwise: bool = False
+    # True when the head also predicts a 10-bin score distribution (`dist`), recorded as `has_dist`.
+    has_dist: bool = False
+    # The scalar regression losses this head can train with (rebalancers that swap the loss check it).
+    regression_losses: tuple[str, ...] = ()
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__()

@@ -17,6 +17,7 @@ from iqs.models.heads import Head, expectation, make_mlp, reduce_weighted, regis
 
 @register_head("distribution")
 class DistributionHead(Head):
+    has_dist = True
     options = {
         "hidden": [],  # MLP widths; [] is NIMA's dropout + linear layer
         "dropout": 0.0,

@@ -8,12 +8,13 @@ from typing import Any
 import torch
 
 from iqs.data.scale import COMMON_HI, COMMON_LO
-from iqs.losses.regression_losses import make_regression_loss
+from iqs.losses.regression_losses import REGRESSION_LOSSES, make_regression_loss
 from iqs.models.heads import Head, make_mlp, reduce_weighted, register_head
 
 
 @register_head("regression")
 class RegressionHead(Head):
+    regression_losses = tuple(REGRESSION_LOSSES.names())
     options = {
         "hidden": [],  # MLP widths; [] is a linear layer
         "dropout": 0.0,
