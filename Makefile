@@ -30,8 +30,8 @@ data: setup ## build the embedded demo dataset (synthetic distortions of real ph
 train: setup ## train experiment=demo on the demo data, print the per-dataset test table
 	$(BIN)/iqs train experiment=demo $(ARGS)
 
-sweep: setup ## head x rebalance x thresholds sweep on the demo (12+ runs)
-	$(BIN)/iqs train -m experiment=demo head=regression,distribution,classification \
+sweep: setup ## head x rebalance x thresholds sweep on the demo (16 runs; ARGS="data.folds=5 'data.fold=range(5)'" for 5-fold CV)
+	$(BIN)/iqs train -m experiment=demo head=regression,distribution,classification,ordinal \
 	  rebalance=none,sampler thresholds=5_6,4.5_6.5 $(ARGS)
 
 compare: setup ## side-by-side table of the tracked runs

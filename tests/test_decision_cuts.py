@@ -229,3 +229,35 @@ def test_export_uses_the_baked_cuts(tmp_path) -> None:
     assert (
         "Decision cuts tuned on the validation split" in (tmp_path / "exports" / "MODEL_CARD.md").read_text()
     )
+
+
+@pytest.mark.slow
+@pytest.mark.compat
+def test_baked_cuts_hold_in_every_opencv_release_and_the_tf_graph(tmp_path) -> None:
+    """The OpenCV matrix on an export with baked cuts: every release (ONNX and the digikam_tf .pb) gives
+    onnxruntime's classes on its own pixels, and those are the tuned classes of the PyTorch model."""
+    import io
+
+    from rich.console import Console
+
+    from iqs.checkpoints import load_checkpoint
+    from iqs.deploy.compat import check_model, compat_photos, read_blobs, torch_reference, write_photos
+    from iqs.deploy.preprocess import DigikamToBackbone
+    from test_export import make_model, save_checkpoint
+
+    images = write_photos(compat_photos(12), tmp_path / "photos")
+    blobs = read_blobs(images)
+    model = make_model("regression")
+    with torch.no_grad():
+        score = model(DigikamToBackbone.from_meta(model.meta)(torch.from_numpy(blobs)))["score"].numpy()
+    cuts = tuple(float(c) for c in np.quantile(score, [0.3, 0.7]))
+    ckpt = save_checkpoint(model, tmp_path / "best.ckpt")
+    bake_into_checkpoint(ckpt, cuts)
+    baked, _ = load_checkpoint(ckpt)
+    expected = assign_labels(score, *cuts)
+    assert set(expected.tolist()) == {0, 1, 2}
+    np.testing.assert_array_equal(torch_reference(baked, blobs)[0], expected)
+    problems, rows = check_model(baked, "baked", images, tmp_path / "exports", Console(file=io.StringIO()))
+    assert problems == []
+    assert set(rows) == {"digikam", "full", "digikam_tf"}
+    assert all(a.loads for agreements in rows.values() for a in agreements)
