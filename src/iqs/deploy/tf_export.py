@@ -42,12 +42,13 @@ TF_EXTRA = "tf"
 WORKER = Path(__file__).with_name("tf_worker.py")
 # TensorFlow operators whose frozen graphs loaded and agreed with PyTorch in OpenCV 4.6, 4.8, 4.10, 4.12 and
 # 5.0 (tests/test_tf_export.py; Relu6 and Squeeze in graphs exported before export_rewrites removed them,
-# checked the same way by hand); anything else is refused at export rather than found broken in digiKam.
+# checked the same way by hand; Erf, RealDiv and Sqrt from the demo preset's MLSP pooling, batch-norm and
+# GELU head, checked by `make compat`); anything else is refused at export rather than found broken in digiKam.
 OPENCV_TF_OPS = frozenset(
     {
         "Placeholder", "Const", "Identity", "ResizeBilinear", "Mul", "AddV2", "Sub", "Transpose", "Pad",
         "Conv2D", "DepthwiseConv2dNative", "Relu", "Relu6", "Mean", "Reshape", "Squeeze", "MatMul", "ConcatV2",
-        "Softmax",
+        "Softmax", "Erf", "RealDiv", "Sqrt",
     }
 )  # fmt: skip
 
