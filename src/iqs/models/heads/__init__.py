@@ -174,6 +174,21 @@ class Head(nn.Module):
     def class_logits(self, score: torch.Tensor) -> torch.Tensor:
         return score_to_class_logits(score, self.t1, self.t2, float(self.cfg.get("sharpness", 4.0)))
 
+    def cfg_mlp(self, out_features: int) -> nn.Sequential:
+        """`make_mlp` from the head's own `hidden`, `dropout` and `input_norm` options."""
+        return make_mlp(
+            self.in_features,
+            list(self.cfg["hidden"]),
+            float(self.cfg["dropout"]),
+            out_features,
+            str(self.cfg["input_norm"]),
+        )
+
+    def score_outputs(self, score: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`score`, `logits3` and `probs` of a head whose classes come from cutting its (N,) score."""
+        logits3 = self.class_logits(score)
+        return {"score": score, "logits3": logits3, "probs": logits3.softmax(dim=-1)}
+
     def loss(
         self,
         outputs: dict[str, torch.Tensor],

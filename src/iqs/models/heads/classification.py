@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from iqs.data.scale import CLASS_NAMES
-from iqs.models.heads import Head, expectation, make_mlp, reduce_weighted, register_head
+from iqs.models.heads import Head, expectation, reduce_weighted, register_head
 
 
 @register_head("classification")
@@ -30,13 +30,7 @@ class ClassificationHead(Head):
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
         n = len(CLASS_NAMES)
-        self.mlp = make_mlp(
-            self.in_features,
-            list(self.cfg["hidden"]),
-            float(self.cfg["dropout"]),
-            n,
-            str(self.cfg["input_norm"]),
-        )
+        self.mlp = self.cfg_mlp(n)
         smoothing = float(self.cfg["label_smoothing"])
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}")

@@ -12,7 +12,7 @@ import torch
 
 from iqs.data.scale import BIN_CENTRES, N_BINS
 from iqs.losses.emd import emd_loss
-from iqs.models.heads import Head, expectation, make_mlp, reduce_weighted, register_head
+from iqs.models.heads import Head, expectation, reduce_weighted, register_head
 
 
 @register_head("distribution")
@@ -28,13 +28,7 @@ class DistributionHead(Head):
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
-        self.mlp = make_mlp(
-            self.in_features,
-            list(self.cfg["hidden"]),
-            float(self.cfg["dropout"]),
-            N_BINS,
-            str(self.cfg["input_norm"]),
-        )
+        self.mlp = self.cfg_mlp(N_BINS)
         self.register_buffer("bin_centres", torch.tensor(BIN_CENTRES, dtype=torch.float32), persistent=False)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ from coral_pytorch.losses import coral_loss
 from torch import nn
 
 from iqs.data.scale import CLASS_NAMES
-from iqs.models.heads import Head, expectation, make_mlp, reduce_weighted, register_head
+from iqs.models.heads import Head, expectation, reduce_weighted, register_head
 
 
 def cumulative_levels(label: torch.Tensor, num_classes: int = len(CLASS_NAMES)) -> torch.Tensor:
@@ -58,13 +58,7 @@ class OrdinalHead(Head):
         n_cuts = len(CLASS_NAMES) - 1
         if n_cuts != 2:  # the ordered-bias parametrisation below is written for two cuts
             raise ValueError(f"the ordinal head expects 3 classes, got {CLASS_NAMES}")
-        self.mlp = make_mlp(
-            self.in_features,
-            list(self.cfg["hidden"]),
-            float(self.cfg["dropout"]),
-            1,
-            str(self.cfg["input_norm"]),
-        )
+        self.mlp = self.cfg_mlp(1)
         # CORAL: the latent's layer has no bias of its own; the cut biases carry the offsets. Initial cuts
         # as coral-pytorch's CoralLayer (b = 1, 0.5 for three classes): ordered and near zero.
         self.mlp[-1].bias = None

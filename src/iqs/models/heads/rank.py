@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from iqs.losses.fidelity import batch_fidelity
-from iqs.models.heads import Head, make_mlp, register_head
+from iqs.models.heads import Head, register_head
 
 
 @register_head("rank")
@@ -32,19 +32,12 @@ class RankHead(Head):
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
-        self.mlp = make_mlp(
-            self.in_features,
-            list(self.cfg["hidden"]),
-            float(self.cfg["dropout"]),
-            1,
-            str(self.cfg["input_norm"]),
-        )
+        self.mlp = self.cfg_mlp(1)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         score = self.mlp(features).reshape(-1)  # not squeeze: OpenCV 4.6 cannot import Squeeze-13
         # Until decision cuts replace them, the label thresholds class this unscaled score arbitrarily.
-        logits3 = self.class_logits(score)
-        return {"score": score, "logits3": logits3, "probs": logits3.softmax(dim=-1)}
+        return self.score_outputs(score)
 
     def loss(
         self,

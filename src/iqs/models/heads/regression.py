@@ -9,7 +9,7 @@ import torch
 
 from iqs.data.scale import COMMON_HI, COMMON_LO
 from iqs.losses.regression_losses import REGRESSION_LOSSES, make_regression_loss
-from iqs.models.heads import Head, make_mlp, reduce_weighted, register_head
+from iqs.models.heads import Head, reduce_weighted, register_head
 
 
 @register_head("regression")
@@ -28,13 +28,7 @@ class RegressionHead(Head):
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
-        self.mlp = make_mlp(
-            self.in_features,
-            list(self.cfg["hidden"]),
-            float(self.cfg["dropout"]),
-            1,
-            str(self.cfg["input_norm"]),
-        )
+        self.mlp = self.cfg_mlp(1)
         init = self.cfg["init_score"]
         init = (COMMON_LO + COMMON_HI) / 2 if init is None else float(init)
         # Starting at the data mean spares the first epochs from learning a constant offset.
@@ -50,8 +44,7 @@ class RegressionHead(Head):
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         score = self.mlp(features).reshape(-1)  # not squeeze: see `expectation`
-        logits3 = self.class_logits(score)
-        return {"score": score, "logits3": logits3, "probs": logits3.softmax(dim=-1)}
+        return self.score_outputs(score)
 
     def loss(
         self,
