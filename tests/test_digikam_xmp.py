@@ -176,3 +176,11 @@ def test_unreadable_image_and_empty_sidecar_are_counted(tmp_path, library, caplo
     assert table.attrs["digikam_report"]["skipped"] == {"unreadable image": 1, "malformed sidecar": 1}
     text = caplog.text
     assert "album/truncated.jpg" in text and "album/empty.jpg" in text
+
+
+def test_unused_signal_is_not_validated(library):
+    # label_from=pick ignores ratings, so the photo with a rating of 7 is simply unlabelled, not skipped
+    table = load_source(cfg(library, label_from="pick")).table
+    assert table.attrs["digikam_report"]["skipped"] == {"malformed sidecar": 1, "pick label out of range": 1}
+    table = load_source(cfg(library, label_from="rating")).table
+    assert table.attrs["digikam_report"]["skipped"] == {"malformed sidecar": 1, "rating out of range": 1}

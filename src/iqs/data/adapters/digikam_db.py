@@ -275,11 +275,11 @@ def read_database(cfg: Mapping) -> tuple[list[Photo], LabelReport, LabelRules]:
             outside[root_id] = outside.get(root_id, 0) + 1
             report.skipped.setdefault("outside dataset.root", []).append(str(absolute))
             continue
-        pick_values = sorted(set(picks.get(int(image_id), [])))
+        pick_values = sorted(set(picks.get(int(image_id), []))) if rules.uses_pick else []
         if len(pick_values) > 1:
             report.skip("several pick labels", rel, f"image id {image_id} has pick-label tags {pick_values}")
             continue
-        stars = None if rating is None or int(rating) == -1 else float(rating)
+        stars = None if rating is None or int(rating) == -1 or not rules.uses_rating else float(rating)
         if stars is not None and rules.check_rating(stars):
             report.skip(
                 "rating out of range", rel, f"ImageInformation.rating={rating} for image id {image_id}"
