@@ -134,3 +134,10 @@ def test_build_library_command(library, capsys):
     assert (library / "library.json").stat().st_mtime_ns == before  # up to date: not rebuilt
     assert cli_main(["data", "build-library", "seeds=1"]) == 2
     assert "did you mean 'seed'" in capsys.readouterr().err
+
+
+def test_build_library_command_rejects_bad_values(capsys):
+    assert cli_main(["data", "build-library", "crops_per_photo=many"]) == 2
+    assert "crops_per_photo must be an integer, got 'many'" in capsys.readouterr().err
+    assert cli_main(["data", "build-library", "long_side=9999"]) == 2
+    assert "long_side must be in 32..384" in capsys.readouterr().err

@@ -86,6 +86,12 @@ class LibrarySpec:
     long_side: int = 128
     photos: tuple[str, ...] | None = None  # a subset of the demo photographs (tests)
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.crops_per_photo <= 8:
+            raise ValueError(f"crops_per_photo must be in 1..8, got {self.crops_per_photo}")
+        if not 32 <= self.long_side <= 384:
+            raise ValueError(f"long_side must be in 32..384, got {self.long_side}")
+
 
 def level_class(level: int) -> int:
     """The photographer's class for a demo distortion level (0-1 good, 2-3 normal, 4-5 bad)."""
@@ -382,8 +388,18 @@ def ensure_library(
     return out_dir
 
 
-KEYS = ("out_dir", "seed", "force")
-USAGE = "usage: iqs data build-library [out_dir=PATH] [seed=INT] [force=true|false]"
+KEYS = ("out_dir", "seed", "force", "crops_per_photo", "long_side")
+USAGE = (
+    "usage: iqs data build-library [out_dir=PATH] [seed=INT] [force=true|false] "
+    "[crops_per_photo=INT (scenes per demo photograph, default 3)] [long_side=PX (default 128)]"
+)
+
+
+def _int(args: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(args.get(key, default))
+    except ValueError:
+        raise ValueError(f"{key} must be an integer, got '{args[key]}'") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,12 +418,16 @@ def main(argv: list[str] | None = None) -> int:
         args[key] = value
     out = Path(args.get("out_dir") or default_out_dir().parent / "library")
     try:
-        seed = int(args.get("seed", "0"))
+        seed = _int(args, "seed", 0)
         force = _bool("force", args.get("force", "false"))
+        spec = LibrarySpec(
+            crops_per_photo=_int(args, "crops_per_photo", LibrarySpec.crops_per_photo),
+            long_side=_int(args, "long_side", LibrarySpec.long_side),
+        )
     except ValueError as exc:
         print(f"{exc}\n{USAGE}", file=sys.stderr)
         return 2
-    ensure_library(out, seed, force=force)
+    ensure_library(out, seed, spec, force=force)
     m = read_manifest(out) or {}
     print(
         f"{out}: {m.get('photos')} photos in {len(ALBUMS) + 1} albums, {m.get('labelled')} labelled "
