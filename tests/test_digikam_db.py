@@ -14,7 +14,15 @@ from omegaconf import OmegaConf
 from iqs.data.adapters import load_source
 from iqs.data.adapters.digikam_db import open_readonly, resolve_identifier
 from iqs.data.adapters.digikam_schema import CORE_SCHEMA
-from iqs.data.demo.library import DATABASE, LibrarySpec, build_library, ensure_library, read_manifest
+from iqs.data.demo.library import (
+    DATABASE,
+    Frame,
+    LibrarySpec,
+    build_library,
+    ensure_library,
+    read_manifest,
+    write_database,
+)
 from iqs.data.errors import DataError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
@@ -64,6 +72,21 @@ def test_database_labels_match_the_library(library, caplog):
     assert {p: xmp[p] for p in expected} == expected
     assert (_digest(db), db.stat().st_mtime_ns) == before  # never written
     assert not list(library.glob(DATABASE + "-*"))  # no journal or WAL left behind
+
+
+def test_schema_10_database_reads_the_same(library, tmp_path, caplog):
+    """digiKam 6.3's core schema (version 10) gives the same labels as version 16."""
+    m = read_manifest(library)
+    frames = [Frame(**f) for f in m["frames"]]
+    write_database(library, frames, m["bad_cases"], tmp_path / DATABASE, schema_version=10)
+    con = sqlite3.connect(tmp_path / DATABASE)
+    columns = {r[1] for r in con.execute("PRAGMA table_info(AlbumRoots)")}
+    con.close()
+    assert "caseSensitivity" not in columns  # really the older schema
+    with caplog.at_level(logging.WARNING, logger="iqs.data.adapters"):
+        old = load_source(cfg(library, database=str(tmp_path / DATABASE))).table
+    assert "DBVersion" not in caplog.text
+    assert labels(old) == labels(load_source(cfg(library)).table)
 
 
 def test_connection_is_read_only(library):

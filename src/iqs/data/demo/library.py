@@ -38,10 +38,10 @@ import pyexiv2
 
 from iqs.data.adapters.digikam_schema import (
     CATEGORY_IMAGE,
-    CORE_SCHEMA,
     INTERNAL_TAGS_ROOT,
     PICK_LABEL_TAGS,
     SCHEMA_VERSION,
+    SCHEMAS,
     STATUS_VISIBLE,
 )
 from iqs.data.demo.distortions import DISTORTIONS
@@ -245,19 +245,21 @@ def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.000")
 
 
-def write_database(root: Path, frames: list[Frame], bad: list[dict], db_path: Path) -> dict:
+def write_database(
+    root: Path, frames: list[Frame], bad: list[dict], db_path: Path, schema_version: int = SCHEMA_VERSION
+) -> dict:
     """digikam4.db with one album root (identified by path, as digiKam does for a plain folder)."""
     con = sqlite3.connect(db_path)
     try:
-        con.executescript(CORE_SCHEMA)
+        con.executescript(SCHEMAS[schema_version])
         con.executemany(
             "INSERT INTO Settings (keyword, value) VALUES (?, ?)",
-            [("DBVersion", str(SCHEMA_VERSION)), ("DBVersionRequired", str(SCHEMA_VERSION))],
+            [("DBVersion", str(schema_version)), ("DBVersionRequired", str(schema_version))],
         )
         # digiKam: volumeid:?path=<absolute path>, specificPath "/" (collectionmanager_location.cpp line 79)
         con.execute(
-            "INSERT INTO AlbumRoots (id, label, status, type, identifier, specificPath, caseSensitivity) "
-            "VALUES (1, 'Pictures', 0, 1, ?, '/', 2)",
+            "INSERT INTO AlbumRoots (id, label, status, type, identifier, specificPath) "
+            "VALUES (1, 'Pictures', 0, 1, ?, '/')",
             (f"volumeid:?path={root.resolve().as_posix()}",),
         )
         cur = con.execute("INSERT INTO Tags (pid, name) VALUES (0, ?)", (INTERNAL_TAGS_ROOT,))
