@@ -214,7 +214,7 @@ def _write_frame(root: Path, frame: Frame, data: bytes) -> None:
 
 
 BAD_CASES = {
-    # name -> (what is wrong, sidecar text or XMP properties)
+    # file name in Unsorted/ -> what is wrong with it
     "broken_sidecar.jpg": "malformed sidecar",
     "rating_seven.jpg": "rating out of range",
     "pick_nine.jpg": "pick label out of range",
@@ -355,7 +355,7 @@ def build_library(out_dir: Path, seed: int = 0, spec: LibrarySpec | None = None)
         "bursts": len({f.burst for f in frames}),
         "bad_cases": bad,
         "database": {"file": DATABASE, "schema_version": SCHEMA_VERSION, **db},
-        "frames": [{k: v for k, v in asdict(f).items()} for f in frames],
+        "frames": [asdict(f) for f in frames],
         "seconds": round(time.perf_counter() - start, 2),
         "note": "synthetic test library: demo photographs with simulated culling, not a real photographer",
     }
