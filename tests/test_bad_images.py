@@ -164,3 +164,8 @@ def test_training_skips_broken_images_counts_and_lists_them(broken, tmp_path):
     assert len(pred) == int((dm.table["split"] == "test").sum())
     assert not set(victims.values()) & set(pred.loc[pred["dataset"] == "demo_ava", "path"])
     assert np.isfinite(metrics["test/demo_ava/srcc"]) and np.isfinite(pred["pred_score"]).all()
+    # fail mode: the run stops before training, FAILED, with the files named
+    with pytest.raises(DataError, match="unreadable image"):
+        run_train([*ov, "data.on_bad_image=fail"])
+    failed = mlflow_runs(tmp_path).sort_values("start_time").iloc[-1]
+    assert failed["status"] == "FAILED" and victims["truncated"] in failed["tags.error"]
