@@ -70,6 +70,8 @@ def test_defaults_live_in_the_data_group_once():
         assert (other.on_bad_image, other.max_bad_fraction) == ("skip", 0.01)
     with pytest.raises(ValueError, match="on_bad_image must be skip or fail"):
         BadImagePolicy.from_cfg(compose("train", ["data.on_bad_image=ignore"]))
+    with pytest.raises(ValueError, match="no max_bad_fraction. Add `- bad_images@_here_: default`"):
+        BadImagePolicy.from_cfg(compose("train", ["~data.max_bad_fraction"]))
 
 
 def test_image_rows_skip_broken_files_and_every_batch_loads(broken, tmp_path):

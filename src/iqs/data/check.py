@@ -257,7 +257,15 @@ class BadImagePolicy:
     def from_cfg(cls, cfg: Any) -> BadImagePolicy:
         """From a composed train config: `data.on_bad_image`, `data.max_bad_fraction`, `paths.cache_dir`,
         `prepare.workers`. The data keys are required: their one default lives in the yaml."""
+        from iqs.data.mixture import ConfigError
+
         workers = (cfg.get("prepare") or {}).get("workers")
+        absent = [k for k in ("on_bad_image", "max_bad_fraction") if cfg.data.get(k) is None]
+        if absent:
+            raise ConfigError(
+                f"data ({cfg.data.get('name')}): no {' or '.join(absent)}. Add `- bad_images@_here_: default` "
+                "before `_self_` in the mixture's defaults list, as conf/data/demo.yaml does"
+            )
         return cls(
             on_bad_image=str(cfg.data.on_bad_image),
             max_bad_fraction=float(cfg.data.max_bad_fraction),
