@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iqs.config import compose
-from iqs.data.check import BadImagePolicy
+from iqs.config import compose, conf_dir
+from iqs.data.bad_images import BadImagePolicy
 from iqs.data.errors import DataError
 from test_train import _isolated_tracking, demo_sources, mlflow_runs, run_train, shrink  # noqa: F401
 
@@ -65,8 +65,8 @@ def test_defaults_live_in_the_data_group_once():
     cfg = compose("train", [])
     policy = BadImagePolicy.from_cfg(cfg)
     assert (policy.on_bad_image, policy.max_bad_fraction) == ("skip", 0.01)
-    for data in ("ava", "ava_eva", "seed_combined"):
-        other = compose("train", [f"data={data}"]).data
+    for path in sorted((conf_dir() / "data").glob("*.yaml")):  # every mixture, also one added later
+        other = compose("train", [f"data={path.stem}"]).data
         assert (other.on_bad_image, other.max_bad_fraction) == ("skip", 0.01)
     with pytest.raises(ValueError, match="on_bad_image must be skip or fail"):
         BadImagePolicy.from_cfg(compose("train", ["data.on_bad_image=ignore"]))
@@ -107,7 +107,7 @@ def test_fail_mode_and_max_fraction_name_the_files(broken, tmp_path):
 
 
 def test_prepared_shards_give_the_verdict_without_decoding_again(broken, tmp_path, monkeypatch):
-    from iqs.data import check
+    from iqs.data import bad_images
     from iqs.data.prepare import PreparedImages, prepare_source
 
     root, victims = broken
@@ -119,29 +119,33 @@ def test_prepared_shards_give_the_verdict_without_decoding_again(broken, tmp_pat
     shards = PreparedImages(rep.out_dir)
     assert sorted(shards.errors) == sorted(victims.values())
     decoded: list[str] = []
-    real = check.decode_all
-    monkeypatch.setattr(check, "decode_all", lambda files, **kw: decoded.extend(files) or real(files, **kw))
+    real = bad_images.decode_all
+    monkeypatch.setattr(
+        bad_images, "decode_all", lambda files, **kw: decoded.extend(files) or real(files, **kw)
+    )
     dm = datamodule(root, tmp_path, BadImagePolicy("skip", 0.1), prepared={"demo_ava": shards})
     assert sorted(dm.skipped["path"]) == sorted(victims.values())
     assert decoded and not [f for f in decoded if "/ava/" in f]  # demo_ava came from its shards alone
 
 
 def test_check_results_are_kept_per_file_and_changed_files_are_decoded_again(broken, tmp_path, monkeypatch):
-    from iqs.data import check
+    from iqs.data import bad_images
 
     root, victims = broken
     src = root / "ava"
     rel = sorted(str(p.relative_to(src)) for p in (src / "images").glob("*.jpg")) + [victims["missing"]]
-    first = check.check_source("demo_ava", src, rel, cache_dir=tmp_path, workers=1, progress=False)
+    first = bad_images.check_source("demo_ava", src, rel, cache_dir=tmp_path, workers=1, progress=False)
     assert sorted(first) == sorted(victims.values())
     decoded: list[str] = []
-    real = check.decode_all
-    monkeypatch.setattr(check, "decode_all", lambda files, **kw: decoded.extend(files) or real(files, **kw))
-    assert check.check_source("demo_ava", src, rel, cache_dir=tmp_path, progress=False) == first
+    real = bad_images.decode_all
+    monkeypatch.setattr(
+        bad_images, "decode_all", lambda files, **kw: decoded.extend(files) or real(files, **kw)
+    )
+    assert bad_images.check_source("demo_ava", src, rel, cache_dir=tmp_path, progress=False) == first
     assert decoded == []  # unchanged files: nothing decoded
     fixed = src / victims["empty"]
     shutil.copyfile(src / rel[10], fixed)  # repaired: a good photo now
-    again = check.check_source("demo_ava", src, rel, cache_dir=tmp_path, progress=False)
+    again = bad_images.check_source("demo_ava", src, rel, cache_dir=tmp_path, progress=False)
     assert decoded == [str(fixed)] and sorted(again) == sorted(set(victims.values()) - {victims["empty"]})
 
 

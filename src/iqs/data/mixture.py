@@ -60,7 +60,7 @@ MIXTURE_KEYS = (
     "held_out",
     "folds",
     "fold",
-    "on_bad_image",  # unreadable images: read by iqs.data.check.BadImagePolicy, not by the mixture
+    "on_bad_image",  # unreadable images: read by iqs.data.bad_images.BadImagePolicy, not by the mixture
     "max_bad_fraction",
 )
 # keys a mixture adds to a dataset config under sources.<name>

@@ -206,7 +206,8 @@ def main(argv: list[str]) -> int:
     from rich.table import Table
 
     from iqs.config import compose
-    from iqs.data.check import COLUMNS, MISSING, print_table, write_report
+    from iqs.data.bad_images import COLUMNS, MISSING
+    from iqs.data.check import print_table, write_report
     from iqs.data.errors import DataError
     from iqs.data.mixture import build_mixture
 

@@ -18,8 +18,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from iqs.data.check import COLUMNS as BAD_COLUMNS
-from iqs.data.check import MISSING, BadImagePolicy, find_bad_images, missing_files, read_image
+from iqs.data.bad_images import COLUMNS as BAD_COLUMNS
+from iqs.data.bad_images import MISSING, BadImagePolicy, find_bad_images, missing_files, read_image
 from iqs.data.prepare import PreparedImages
 from iqs.data.table import DIST_COLUMNS, SPLITS, fingerprint
 from iqs.deploy.preprocess import InputSpec, eval_transform, train_transform
@@ -104,7 +104,7 @@ class FeatureRows(_Rows):
 class QualityDataModule(pl.LightningDataModule):
     """Train/val/test loaders over `mixture.table`, without the rows whose image is unreadable.
 
-    `bad_images`: decode every image once (iqs.data.check) and drop the unreadable ones under that policy;
+    `bad_images`: decode every image once (iqs.data.bad_images) and drop the unreadable ones under that policy;
     None only drops missing files (when `check_files`). Either way `skipped` lists the dropped rows.
     """
 

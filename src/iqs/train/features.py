@@ -41,7 +41,7 @@ from filelock import FileLock
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from iqs.data.check import read_image
+from iqs.data.bad_images import read_image
 from iqs.deploy.preprocess import EVAL_RECIPE, InputSpec, eval_transform, train_transform
 
 log = logging.getLogger(__name__)

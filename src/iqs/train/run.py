@@ -206,7 +206,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from iqs.data.check import BadImagePolicy, log_skipped
+    from iqs.data.bad_images import BadImagePolicy, log_skipped
     from iqs.data.mixture import build_mixture
     from iqs.deploy.preprocess import InputSpec
     from iqs.models import build_quality_model
