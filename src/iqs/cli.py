@@ -16,6 +16,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "iqs.data.demo.library",
         "Build a test digiKam library (albums, XMP, digikam4.db)",
     ),
+    ("data", "check"): ("iqs.data.check", "Decode every image of a mixture once; list the unreadable ones"),
     ("data", "prepare"): ("iqs.data.prepare", "Decode and resize a mixture's images once into shards"),
     ("train",): ("iqs.train.run", "Train and evaluate one run (or a sweep with -m), tracked in MLflow"),
     ("compare",): ("iqs.tracking.compare", "Compare tracked runs side by side"),

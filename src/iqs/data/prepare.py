@@ -25,6 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +172,42 @@ class PreparedImages:
         return state
 
 
+def shard_errors(out_dir: str | Path, rel_paths: Iterable[str]) -> dict[str, str]:
+    """{path: error} of the error rows among `rel_paths` in a source's shards, those written by this run
+    and by earlier ones alike (a resumed prepare must report the failures of the shards it reuses)."""
+    wanted = set(rel_paths)
+    return {rel: msg for rel, msg in PreparedImages(out_dir).errors.items() if rel in wanted}
+
+
+def forget_fixed_errors(out_dir: str | Path, root: str | Path) -> int:
+    """Remove the shards with an error row whose file changed after the shard was written (replaced or
+    repaired), so that the next prepare decodes them again; returns how many were removed."""
+    removed = 0
+    for meta in sorted(Path(out_dir).glob("shard-*.json")):
+        written = meta.stat().st_mtime
+        failed = [e["path"] for e in json.loads(meta.read_text()) if "error" in e]
+        changed = [
+            p for p in failed if (Path(root) / p).is_file() and (Path(root) / p).stat().st_mtime > written
+        ]
+        if changed:
+            meta.unlink()  # first: without its .json a shard counts as not done, whatever else is left
+            for part in Path(out_dir).glob(f"{meta.stem}.*"):
+                part.unlink()
+            removed += 1
+    return removed
+
+
 def main(argv: list[str]) -> int:
-    """`iqs data prepare [key=value ...]`: prepare every source of the configured mixture."""
+    """`iqs data prepare [key=value ...]`: prepare every source of the configured mixture.
+
+    Exits 1 when any image is missing or could not be decoded (they are listed; training skips them under
+    data.on_bad_image=skip), 2 on a bad config."""
     from rich.console import Console
     from rich.table import Table
 
     from iqs.config import compose
+    from iqs.data.bad_images import COLUMNS, MISSING
+    from iqs.data.check import print_table, write_report
     from iqs.data.errors import DataError
     from iqs.data.mixture import build_mixture
 
@@ -192,7 +223,7 @@ def main(argv: list[str]) -> int:
     table = Table(title=f"prepared images (short side {short_side})")
     for col in ("source", "images", "missing", "shards written", "shards reused", "unreadable", "folder"):
         table.add_column(col)
-    failed = 0
+    failed = []
     for name, rows in mix.table.groupby("dataset", sort=True):
         missing = set(mix.missing.get(name, []))
         if missing:
@@ -200,6 +231,9 @@ def main(argv: list[str]) -> int:
                 f"[yellow]{name}: {len(missing)} image file(s) missing[/], e.g. {sorted(missing)[0]}"
             )
         rel = [r for r in rows["path"] if r not in missing]
+        forget_fixed_errors(
+            source_dir(cfg.paths.cache_dir, name, mix.roots[name], short_side), mix.roots[name]
+        )
         rep = prepare_source(
             name,
             mix.roots[name],
@@ -209,15 +243,32 @@ def main(argv: list[str]) -> int:
             shard_size=int(p.get("shard_size", 512)),
             workers=int(p.get("workers") or os.cpu_count() or 1),
         )
-        failed += len(rep.errors)
+        errors = shard_errors(rep.out_dir, rel)
+        reason = rows["path"].map(lambda r, e=errors, m=missing: MISSING if r in m else e.get(r))
+        bad = rows[reason.notna()]
+        files = mix.abs_paths(bad) if len(bad) else []
+        failed.append(bad.assign(reason=reason[reason.notna()], file=files)[COLUMNS])
         table.add_row(
             name,
             str(rep.images),
             str(len(missing)),
             str(rep.shards_written),
             str(rep.shards_reused),
-            str(len(rep.errors)),
+            str(len(errors)),
             str(rep.out_dir),
         )
     Console().print(table)
-    return 0
+    bad = pd.concat(failed, ignore_index=True)
+    if bad.empty:
+        return 0
+    print_table(bad, console, f"{len(bad)} image(s) missing or unreadable")
+    csv_path, _ = write_report(
+        bad, Path(str(cfg.paths.root_dir)) / "outputs" / "prepare" / f"{mix.name}-unreadable"
+    )
+    console.print(
+        f"[red]{len(bad)} image(s) could not be prepared[/] (list: {csv_path}); the rest are in the shards. "
+        "Replace or remove them and run prepare again (it redoes the shards of changed files), or leave them: "
+        "training skips them under data.on_bad_image=skip, up to data.max_bad_fraction of each source.",
+        highlight=False,
+    )
+    return 1

@@ -206,6 +206,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from iqs.data.bad_images import BadImagePolicy, log_skipped
     from iqs.data.mixture import build_mixture
     from iqs.deploy.preprocess import InputSpec
     from iqs.models import build_quality_model
@@ -235,7 +236,9 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
         seed=int(cfg.seed),
         prepared=prepared_images(cfg, mixture),
         within_source_batches=within_source_batches(cfg),
+        bad_images=BadImagePolicy.from_cfg(cfg),
     )
+    log_skipped(run, datamodule.skipped, mixture.roots)  # metric data/<source>/skipped + the list
     run.log_mixture(datamodule.table, datamodule.fingerprint)
     run.set_tags({"missing_images": datamodule.n_missing, "output_dir": str(output_dir.resolve())})
 
