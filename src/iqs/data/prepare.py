@@ -174,6 +174,10 @@ class PreparedImages:
     def __contains__(self, rel_path: object) -> bool:
         return rel_path in self._index
 
+    def paths(self) -> list[str]:
+        """The relative paths this source's shards hold pixels for, sorted."""
+        return sorted(self._index)
+
     def formats(self) -> set[str]:
         """The storage formats of this source's images (pre-JPEG shards count as raw)."""
         return {e.get("format", "raw") for _, e in self._index.values()}
