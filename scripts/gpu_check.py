@@ -5,7 +5,7 @@
    shards, with Lightning's SimpleProfiler: the in-run step time (`run_training_batch`) and the time the loop
    waited for the loader (`train_dataloader_next`);
 3. measures apart, on the same machine: the prepared loader (the DataModule's ImageRows over the JPEG shards,
-   train augmentation, N workers), a synchronised lite0 train step at 299 px under bf16 autocast, the trained
+   train augmentation, N workers), a synchronised lite0 train step (299 px) under bf16 autocast, the trained
    model's scoring rate on the device, and nvJPEG's decode rate for the shard bytes (CUDA only);
 4. runs `iqs predict` on the demo images with the trained checkpoint (onnxruntime: on the CPU cores, since the
    onnxruntime package has no CUDA provider) and reads its files/s.
@@ -169,7 +169,7 @@ def _nvjpeg_ips(cache: Path, batch: int = 256, rounds: int = 5) -> tuple[float, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu", action="store_true", help="run on the CPU (proves the script; no GPU numbers)")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes: a few batches per step")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a few batches of 8 at 64 px per step")
     ap.add_argument("--out", required=True, help="folder for gpu_check.json and the logs")
     ap.add_argument("--work", required=True, help="IQS_ROOT for the run: data, cache, mlruns, outputs")
     ap.add_argument("--workers", type=int, default=None, help="loader workers (default: cores, at most 16)")
@@ -187,6 +187,9 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     workers = args.workers if args.workers is not None else min(16, os.cpu_count() or 1)
     batch = 8 if args.quick else args.batch
+    # --quick trains at 64 px (digiKam's 299 px view, then resized to 64 by DigikamToBackbone): bf16 autocast
+    # on a CPU without bf16 units took ~11 s per batch of 8 at 299 px
+    size = 64 if args.quick else 299
     env = {
         **os.environ,
         "IQS_ROOT": str(work),
@@ -195,7 +198,13 @@ def main() -> int:
         "COLUMNS": "160",  # rich's tables and summaries unwrapped in the logs
     }
     env.pop("IQS_DATA_DIR", None), env.pop("IQS_CACHE_DIR", None), env.pop("MLFLOW_TRACKING_URI", None)
-    results: dict = {"env": _env_report(device), "quick": args.quick, "workers": workers, "batch": batch}
+    results: dict = {
+        "env": _env_report(device),
+        "quick": args.quick,
+        "workers": workers,
+        "batch": batch,
+        "input_size": size,
+    }
     print(json.dumps(results["env"]), flush=True)
 
     results["build_demo_s"], _ = _iqs(["data", "build-demo"], out / "build_demo.log", env)
@@ -215,6 +224,7 @@ def main() -> int:
         f"loader.batch_size={batch}",
         f"loader.eval_batch_size={batch}",
         f"trainer.max_epochs={1 if args.quick else args.epochs}",
+        f"backbone.input_size={size}",
         "trainer.enable_progress_bar=false",
         "callbacks.early_stopping.enabled=false",
         "++trainer.profiler._target_=pytorch_lightning.profilers.SimpleProfiler",
@@ -260,12 +270,12 @@ def main() -> int:
 
     from loader_bench import finetune_step_ips
 
-    step = finetune_step_ips(299, batch=batch, n_steps=2 if args.quick else 20, device=device, bf16=True)
+    step = finetune_step_ips(size, batch=batch, n_steps=2 if args.quick else 20, device=device, bf16=True)
     results["isolated"] = {
         "prepared_loader_ips": loader,
         "train_step_ips": step,
         "loader_vs_step_ratio": loader / step,
-        "note": "lite0 + linear head, fwd+bwd+AdamW at 299 px, bf16 autocast, synchronised; the loader is "
+        "note": f"lite0 + linear head, fwd+bwd+AdamW at {size} px, bf16 autocast, synchronised; the loader is "
         f"ImageRows over the JPEG shards with train augmentation on {workers} workers",
     }
 
