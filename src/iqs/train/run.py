@@ -100,16 +100,18 @@ def extraction_device(cfg: DictConfig) -> str:
 def prepared_images(cfg: DictConfig, mixture: Any) -> dict[str, Any]:
     """The sources that `iqs data prepare` has decoded already (shards are only read, never built here)."""
     from iqs.data.prepare import PreparedImages, source_dir
+    from iqs.data.shard_format import ShardFormat
 
     p = cfg.get("prepare") or {}
     if not p.get("use", True):
         return {}
+    fmt = ShardFormat.from_cfg(p)
     found = {}
     for name, root in mixture.roots.items():
-        folder = source_dir(cfg.paths.cache_dir, name, root, int(p.get("short_side", 320)))
+        folder = source_dir(cfg.paths.cache_dir, name, root, int(p.get("short_side", 320)), fmt)
         if folder.is_dir():
             found[name] = PreparedImages(folder)
-            log.info("reading %s from %d prepared images in %s", name, len(found[name]), folder)
+            log.info("reading %s from %d prepared %s images in %s", name, len(found[name]), fmt.name, folder)
     return found
 
 
