@@ -1,0 +1,244 @@
+"""A tracking server that dies mid-run: bounded HTTP calls, training goes on, metrics arrive after a restart.
+
+The slow test runs `iqs train` against a real `mlflow server` (127.0.0.1, SQLite backend, proxied artifacts
+in tmp) that it stops after the first epoch and restarts; the fast ones use a port nobody listens on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from urllib3.util.retry import Retry
+
+from iqs.tracking.http_settings import HttpSettings, apply_http_settings
+from iqs.tracking.mlflow_run import make_client
+from iqs.tracking.outage import THREAD_NAME, BufferedClient, TrackingOutageError
+from test_train import _isolated_tracking, demo_sources, run_train, shrink, tiny_demo  # noqa: F401
+
+HTTP_VARS = (
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mlflow server` in its own process group, as a team would run it (see docs/running-at-scale)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--backend-store-uri", f"sqlite:///{self.root}/mlflow.db"]
+        cmd += ["--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"]
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server process owns it
+        # the server's job runner (huey consumers for GenAI scoring) only slows start-up here
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+
+    def wait_up(self, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, (self.root / "server.log").read_text()[
+                -3000:
+            ]
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(f"mlflow server did not answer within {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # uvicorn runs as a child of `mlflow server`
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    server.wait_up()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http_env(monkeypatch):
+    """MLflow's HTTP variables restored after the test (apply_http_settings exports them)."""
+    for var in HTTP_VARS:
+        monkeypatch.delenv(var, raising=False)
+    yield
+    for var in HTTP_VARS:
+        os.environ.pop(var, None)
+
+
+def test_config_sets_mlflow_http_variables_unless_the_user_did(http_env, monkeypatch):
+    cfg = {"logger": {"http_timeout_s": 7, "http_max_retries": 2, "http_backoff_factor": 1}}
+    settings = apply_http_settings(cfg)
+    assert (settings.timeout_s, settings.max_retries, settings.backoff_factor) == (7, 2, 1)
+    assert [os.environ[v] for v in HTTP_VARS] == ["7", "2", "1"]
+    # a later config (next job of a sweep) changes what this module exported ...
+    assert apply_http_settings({"logger": {"http_timeout_s": 9}}).timeout_s == 9
+    # ... but never a variable the user exported
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    assert apply_http_settings(cfg).max_retries == 5 and os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+    with pytest.raises(ValueError, match="logger.http_timeout_s must be a whole number"):
+        apply_http_settings({"logger": {"http_timeout_s": 2.5}})
+
+
+@pytest.mark.parametrize(("retries", "factor"), [(3, 1), (7, 2), (0, 1)])
+def test_worst_case_matches_urllib3_backoff(retries, factor):
+    """The stated bound of one call is urllib3's own backoff schedule (jitter off) plus a timeout per attempt."""
+    retry, slept = Retry(total=retries, connect=retries, backoff_factor=factor, backoff_jitter=0.0), 0.0
+    for _ in range(retries):
+        retry = retry.increment(method="POST", url="/", error=ConnectionRefusedError())
+        slept += retry.get_backoff_time()
+    settings = HttpSettings(timeout_s=20, max_retries=retries, backoff_factor=factor, backoff_jitter=0.0)
+    assert settings.worst_case_s(unresponsive=False) == pytest.approx(slept)
+    assert settings.worst_case_s() == pytest.approx(slept + 20 * (retries + 1))
+    # MLflow's defaults (7 retries, factor 2): about 4 minutes against a refused connection, issue 12's hang
+    if (retries, factor) == (7, 2):
+        assert slept > 240
+
+
+def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, caplog):
+    """No server at all: logging never blocks, one warning, and the run's end fails after the grace period."""
+    uri = f"http://127.0.0.1:{free_port()}"
+    cfg = {"logger": {"http_timeout_s": 2, "http_max_retries": 1, "http_backoff_factor": 1}}
+    cfg["logger"] |= {"outage_retry_s": 0.2, "outage_grace_s": 2}
+    client = make_client(cfg, uri)
+    assert isinstance(client, BufferedClient)
+    caplog.set_level(logging.WARNING)
+    started = time.monotonic()
+    for step in range(300):  # e.g. 300 training steps during the outage
+        client.log_batch("run0", metrics=[Metric("train/loss", 1.0 / (step + 1), 0, step)])
+    assert time.monotonic() - started < 1.0  # the training loop never waited for the network
+    started = time.monotonic()
+    with pytest.raises(TrackingOutageError, match=r"unreachable .* 300 metric values of run run0") as err:
+        client.set_terminated("run0", "FINISHED")
+    waited = time.monotonic() - started
+    assert 2 <= waited < 2 + HttpSettings.current().worst_case_s() + 2, waited
+    assert "logger.outage_grace_s=2" in str(err.value) and uri in str(err.value)
+    # the failing run's clean-up (traceback, end) does not wait a second grace period
+    started = time.monotonic()
+    with pytest.raises(TrackingOutageError):
+        client.get_run("run0")
+    assert time.monotonic() - started < 0.5
+    outage = [r for r in caplog.records if "is unreachable" in r.getMessage()]
+    assert len(outage) == 1 and uri in outage[0].getMessage()
+    assert not [
+        r for r in caplog.records if r.threadName.startswith(THREAD_NAME) and r.name.startswith("urllib3")
+    ]
+
+
+class ServerOutage:
+    """Lightning callback: stops the server after the first training epoch and restarts it right away
+    (a restart takes seconds to a minute); records when training went on and ended."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.stopped_at: float | None = None
+        self.epochs_during_outage = 0
+        self.train_end: float | None = None
+
+    def as_callback(self):
+        import pytorch_lightning as pl
+
+        outer = self
+
+        class _Callback(pl.Callback):
+            def on_train_epoch_end(self, trainer, pl_module) -> None:
+                if outer.stopped_at is None:
+                    outer.server.stop()
+                    outer.stopped_at = time.monotonic()
+                    outer.server.start()  # comes up while training goes on
+                else:
+                    outer.epochs_during_outage += 1
+
+            def on_train_end(self, trainer, pl_module) -> None:
+                outer.train_end = time.monotonic()
+
+        return _Callback()
+
+
+@pytest.mark.slow
+def test_training_goes_on_through_a_server_restart(
+    mlflow_server,
+    tiny_demo,  # noqa: F811 - the fixture imported from test_train
+    tmp_path,
+    http_env,
+    monkeypatch,
+    caplog,
+):
+    import iqs.train.run as train_run
+
+    outage = ServerOutage(mlflow_server)
+    make_callbacks = train_run.make_callbacks
+    monkeypatch.setattr(
+        train_run,
+        "make_callbacks",
+        lambda cfg, out: {**make_callbacks(cfg, out), "outage": outage.as_callback()},
+    )
+    caplog.set_level(logging.WARNING)
+    epochs = 4
+    ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", epochs=epochs)
+    ov += [f"logger.tracking_uri={mlflow_server.uri}", "logger.outage_retry_s=1", "logger.outage_grace_s=300"]
+    ov += ["callbacks.early_stopping.enabled=false"]
+    started = time.monotonic()
+    metrics, objs = run_train(ov)
+    wall = time.monotonic() - started
+
+    # training went on while the server was down: 3 epochs after the stop, no retry series in between
+    assert outage.stopped_at is not None and outage.epochs_during_outage == epochs - 1
+    assert outage.train_end - outage.stopped_at < 30, "training waited for the dead server"
+    # reported once, and once more when it came back
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("is unreachable" in m for m in messages) == 1, messages
+    assert sum("is back after" in m for m in messages) == 1, messages
+    assert not [
+        r for r in caplog.records if r.name.startswith("urllib3") and r.threadName.startswith(THREAD_NAME)
+    ]
+    assert wall < 300, wall
+
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(objs["run_id"])
+    assert run.info.status == "FINISHED"
+    # every epoch's validation metric, including those logged while the server was down, is stored once
+    history = client.get_metric_history(run.info.run_id, "val/all/srcc")
+    assert len(history) == epochs and len({m.step for m in history}) == epochs
+    assert run.data.metrics["test/all/srcc"] == pytest.approx(metrics["test/all/srcc"])
+    assert "time/total_s" in run.data.metrics
+    # artifacts went through the server's proxy into its --artifacts-destination, not the client's mlruns/
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model_card.md", "config.yaml", "predictions"} <= names
+    assert list((mlflow_server.root / "artifacts").rglob("model_card.md"))
+    assert not (tmp_path / "mlruns").exists()
