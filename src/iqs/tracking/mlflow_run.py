@@ -2,6 +2,8 @@
 
 Store. `iqs.tracking.store.tracking_uri_for` decides (explicit `logger.tracking_uri=...` >
 $MLFLOW_TRACKING_URI > `sqlite:///<mlruns_dir>/mlflow.db`); every command uses that one resolver.
+`make_client` bounds MLflow's HTTP retries (`logger.http_*`) and, for a tracking server, queues metrics
+so that training never waits for it (iqs.tracking.outage; docs/running-at-scale/tracking-server.md).
 
 Artifacts. Experiments are created with an explicit artifact location,
 `<logger.artifact_location>/<experiment name>`, so run files land under `mlruns/artifacts/` and never in
@@ -289,7 +291,8 @@ class TrackedRun:
         return self.client.tracking_uri
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Metrics named `<stage>/<dataset>/<metric>`; NaN is kept (MLflow stores it), None is skipped."""
+        """Metrics named `<stage>/<dataset>/<metric>`; NaN is kept (MLflow stores it), None is skipped.
+        With a tracking server they are queued and sent in the background (iqs.tracking.outage)."""
         import time
 
         from mlflow.entities import Metric

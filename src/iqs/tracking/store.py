@@ -36,9 +36,13 @@ def normalise_tracking_uri(uri: str) -> str:
 
 
 def tracking_uri_for(cfg: Any) -> str:
-    """The store of `cfg` (a DictConfig or nested dict with `logger` and `paths`), by the precedence above."""
+    """The store of `cfg` (a DictConfig or nested dict with `logger` and `paths`), by the precedence above.
+    MLflow's HTTP retries are bounded by the config's `logger.http_*` (iqs.tracking.http_settings)."""
+    from iqs.tracking.http_settings import apply_http_settings
     from iqs.tracking.mlflow_run import cfg_get  # lazy: mlflow_run imports this module
 
+    # every command resolves its store here, so this also bounds its HTTP calls to a tracking server
+    apply_http_settings(cfg)
     uri = cfg_get(cfg, "logger.tracking_uri") or os.environ.get(ENV_VAR)
     if not uri:
         uri = f"{SQLITE}{cfg_get(cfg, 'paths.mlruns_dir', 'mlruns')}/mlflow.db"
