@@ -48,7 +48,9 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port)]
+        # IQS_TEST_MLFLOW: another installation's `mlflow` executable (e.g. an MLflow 2.x server in its own venv)
+        mlflow = os.environ.get("IQS_TEST_MLFLOW", "").split() or [sys.executable, "-m", "mlflow"]
+        cmd = [*mlflow, "server", "--host", "127.0.0.1", "--port", str(self.port)]
         cmd += ["--backend-store-uri", f"sqlite:///{self.root}/mlflow.db"]
         cmd += ["--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"]
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server process owns it
@@ -217,6 +219,10 @@ def test_training_goes_on_through_a_server_restart(
     metrics, objs = run_train(ov)
     wall = time.monotonic() - started
 
+    print(
+        f"server stopped {outage.stopped_at - started:.1f} s into the run; training ended "
+        f"{outage.train_end - outage.stopped_at:.1f} s later; run ended after {wall:.1f} s"
+    )
     # training went on while the server was down: 3 epochs after the stop, no retry series in between
     assert outage.stopped_at is not None and outage.epochs_during_outage == epochs - 1
     assert outage.train_end - outage.stopped_at < 30, "training waited for the dead server"
