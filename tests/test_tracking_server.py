@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from urllib3.util.retry import Retry
 
+from iqs.tracking import outage as outage_module
 from iqs.tracking.http_settings import HttpSettings, apply_http_settings
 from iqs.tracking.mlflow_run import make_client
 from iqs.tracking.outage import THREAD_NAME, BufferedClient, TrackingOutageError
@@ -132,7 +133,7 @@ def test_worst_case_matches_urllib3_backoff(retries, factor):
         assert slept > 240
 
 
-def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, caplog):
+def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, caplog, monkeypatch):
     """No server at all: logging never blocks, one warning, and the run's end fails after the grace period."""
     uri = f"http://127.0.0.1:{free_port()}"
     cfg = {"logger": {"http_timeout_s": 2, "http_max_retries": 1, "http_backoff_factor": 1}}
@@ -157,6 +158,15 @@ def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, cap
     assert time.monotonic() - started < 0.5
     outage = [r for r in caplog.records if "is unreachable" in r.getMessage()]
     assert len(outage) == 1 and uri in outage[0].getMessage()
+
+    # a run ending KILLED or FAILED (a signal, an error) waits at most ABORT_GRACE_S, not outage_grace_s
+    monkeypatch.setattr(outage_module, "ABORT_GRACE_S", 0.5)
+    client = make_client({"logger": {**cfg["logger"], "outage_grace_s": 600}}, uri)
+    client.log_batch("run1", metrics=[Metric("train/loss", 1.0, 0, 0)])
+    started = time.monotonic()
+    with pytest.raises(TrackingOutageError, match="1 metric values of run run1"):
+        client.set_terminated("run1", "KILLED")
+    assert time.monotonic() - started < 0.5 + HttpSettings.current().worst_case_s() + 2
     assert not [
         r for r in caplog.records if r.threadName.startswith(THREAD_NAME) and r.name.startswith("urllib3")
     ]

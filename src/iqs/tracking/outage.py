@@ -10,8 +10,9 @@ The behaviour (documented in docs/running-at-scale/tracking-server.md):
   N s, sent M buffered values") and the run holds every metric, with its original step and timestamp.
 - Every other call (run creation, params, tags, artifacts, reading the run back) stays synchronous and is
   bounded by MLflow's own HTTP settings (iqs.tracking.http_settings). Before the run is read back or ended,
-  the queue must drain: the client waits up to `logger.outage_grace_s` for the server, then raises
-  `TrackingOutageError`, so a run whose server stays down fails within a stated time instead of hanging.
+  the queue must drain: the client waits up to `logger.outage_grace_s` for the server (at most
+  ABORT_GRACE_S when the run ends FAILED or KILLED), then raises `TrackingOutageError`, so a run whose
+  server stays down fails within a stated time instead of hanging.
 
 Why not MLflow's asynchronous logging (`log_batch(synchronous=False)`, MLFLOW_ENABLE_ASYNC_LOGGING)? Its
 queue (mlflow.utils.async_logging.AsyncLoggingQueue) sends each batch once, with the HTTP retries, on a
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 THREAD_NAME = "iqs-mlflow-metrics"
 BATCH = 1000  # MLflow's limit of metrics per log_batch
+ABORT_GRACE_S = 10.0  # longest wait for buffered metrics when a run ends FAILED or KILLED
 
 
 class TrackingOutageError(RuntimeError):
@@ -230,12 +232,13 @@ class BufferedClient(MlflowClient):
             return None
         return super().log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=synchronous)
 
-    def wait_for_metrics(self, run_id: str | None = None) -> None:
+    def wait_for_metrics(self, run_id: str | None = None, *, grace_s: float | None = None) -> None:
         """Block until the buffered metrics are stored; `TrackingOutageError` once the grace period is spent."""
         if not len(self.buffer):
             return
         # one grace period per client: a failing run's clean-up calls (traceback, end) must not wait again
-        if self.buffer.flush(0.0 if self._grace_spent else self.grace_s):
+        grace_s = self.grace_s if grace_s is None else min(grace_s, self.grace_s)
+        if self.buffer.flush(0.0 if self._grace_spent else grace_s):
             return
         self._grace_spent = True
         down = time.monotonic() - (self.buffer.outage_since or time.monotonic())
@@ -258,5 +261,8 @@ class BufferedClient(MlflowClient):
         return super().get_metric_history(run_id, key)
 
     def set_terminated(self, run_id: str, status: str | None = None, end_time: int | None = None) -> None:
-        self.wait_for_metrics(run_id)
+        # a run ending FAILED or KILLED (a signal: SLURM sends SIGKILL 30 s after SIGTERM by default) waits
+        # at most ABORT_GRACE_S for its metrics, so that it can still exit on its own
+        finished = status in (None, "FINISHED")
+        self.wait_for_metrics(run_id, grace_s=None if finished else ABORT_GRACE_S)
         super().set_terminated(run_id, status, end_time)
