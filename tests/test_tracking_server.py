@@ -173,11 +173,11 @@ def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, cap
 
 
 class ServerOutage:
-    """Lightning callback: stops the server after the first training epoch and restarts it right away
-    (a restart takes seconds to a minute); records when training went on and ended."""
+    """Lightning callback: stops the server after the first training epoch and (`restart`) starts it again
+    right away (a restart takes seconds to a minute); records when training went on and ended."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, server: Server, *, restart: bool = True) -> None:
+        self.server, self.restart = server, restart
         self.stopped_at: float | None = None
         self.epochs_during_outage = 0
         self.train_end: float | None = None
@@ -192,7 +192,8 @@ class ServerOutage:
                 if outer.stopped_at is None:
                     outer.server.stop()
                     outer.stopped_at = time.monotonic()
-                    outer.server.start()  # comes up while training goes on
+                    if outer.restart:
+                        outer.server.start()  # comes up while training goes on
                 else:
                     outer.epochs_during_outage += 1
 
@@ -200,6 +201,17 @@ class ServerOutage:
                 outer.train_end = time.monotonic()
 
         return _Callback()
+
+
+def with_outage(monkeypatch: pytest.MonkeyPatch, outage: ServerOutage) -> None:
+    import iqs.train.run as train_run
+
+    make_callbacks = train_run.make_callbacks
+    monkeypatch.setattr(
+        train_run,
+        "make_callbacks",
+        lambda cfg, out: {**make_callbacks(cfg, out), "outage": outage.as_callback()},
+    )
 
 
 @pytest.mark.slow
@@ -211,15 +223,8 @@ def test_training_goes_on_through_a_server_restart(
     monkeypatch,
     caplog,
 ):
-    import iqs.train.run as train_run
-
     outage = ServerOutage(mlflow_server)
-    make_callbacks = train_run.make_callbacks
-    monkeypatch.setattr(
-        train_run,
-        "make_callbacks",
-        lambda cfg, out: {**make_callbacks(cfg, out), "outage": outage.as_callback()},
-    )
+    with_outage(monkeypatch, outage)
     caplog.set_level(logging.WARNING)
     epochs = 4
     ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", epochs=epochs)
@@ -258,3 +263,28 @@ def test_training_goes_on_through_a_server_restart(
     assert {"model_card.md", "config.yaml", "predictions"} <= names
     assert list((mlflow_server.root / "artifacts").rglob("model_card.md"))
     assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.slow
+def test_a_server_that_stays_down_fails_the_run_within_the_bound(
+    mlflow_server,
+    tiny_demo,  # noqa: F811 - the fixture imported from test_train
+    tmp_path,
+    http_env,
+    monkeypatch,
+):
+    """Runs after the restart test (file order): this one leaves the server down."""
+    outage = ServerOutage(mlflow_server, restart=False)
+    with_outage(monkeypatch, outage)
+    ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", epochs=2)
+    ov += [f"logger.tracking_uri={mlflow_server.uri}", "logger.outage_retry_s=1", "logger.outage_grace_s=3"]
+    with pytest.raises(
+        TrackingOutageError, match=f"{mlflow_server.uri} (has been unreachable|did not answer)"
+    ) as err:
+        run_train(ov)
+    failed_after = time.monotonic() - outage.train_end
+    # the grace period, then the failing run's clean-up: one bounded call (traceback), its end does not wait
+    bound = 3 + HttpSettings.current().worst_case_s(unresponsive=False) + 30  # + testing under load
+    print(f"training ended; the run failed {failed_after:.1f} s later (bound {bound:.0f} s): {err.value}")
+    assert outage.stopped_at is not None and failed_after < bound
+    assert "outage_grace_s=3" in str(err.value)

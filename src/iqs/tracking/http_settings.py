@@ -73,7 +73,7 @@ def apply_http_settings(cfg: Any) -> HttpSettings:
         current = os.environ.get(var.name)
         if current is not None and _SET_HERE.get(var.name) != current:
             if current != str(value):
-                log.info("%s=%s from the environment wins over logger.%s=%s", var.name, current, key, value)
+                log.debug("%s=%s from the environment wins over logger.%s=%s", var.name, current, key, value)
             continue
         if int(value) < 0 or int(value) != value:
             raise ValueError(

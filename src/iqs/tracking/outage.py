@@ -241,10 +241,13 @@ class BufferedClient(MlflowClient):
         if self.buffer.flush(0.0 if self._grace_spent else grace_s):
             return
         self._grace_spent = True
-        down = time.monotonic() - (self.buffer.outage_since or time.monotonic())
+        if self.buffer.outage_since is not None and self.buffer.last_error is not None:
+            down = time.monotonic() - self.buffer.outage_since
+            state = f"has been unreachable for {down:.0f} s ({_short(self.buffer.last_error)})"
+        else:  # the first attempt is still in its HTTP retries
+            state = "did not answer"
         raise TrackingOutageError(
-            f"MLflow tracking server {self.tracking_uri} has been unreachable for {down:.0f} s "
-            f"({_short(self.buffer.last_error) if self.buffer.last_error else 'no answer'}); "
+            f"MLflow tracking server {self.tracking_uri} {state}; "
             f"{len(self.buffer)} metric values"
             + (f" of run {run_id}" if run_id else "")
             + f" could not be stored within logger.outage_grace_s={self.grace_s:.0f} s. "
