@@ -288,3 +288,42 @@ def test_a_server_that_stays_down_fails_the_run_within_the_bound(
     print(f"training ended; the run failed {failed_after:.1f} s later (bound {bound:.0f} s): {err.value}")
     assert outage.stopped_at is not None and failed_after < bound
     assert "outage_grace_s=3" in str(err.value)
+
+
+def test_buffer_keeps_order_through_an_outage_caps_memory_and_drops_rejected_batches(caplog):
+    """MetricBuffer alone, with a fake server: down, then up; a full buffer; a 4xx answer."""
+    import requests
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    from iqs.tracking.outage import MetricBuffer
+
+    caplog.set_level(logging.WARNING)
+    stored: list[tuple[str, int]] = []
+    server = {"up": False}
+
+    def send(run_id: str, metrics: list) -> None:
+        if not server["up"]:
+            raise requests.exceptions.ConnectionError("connection refused")
+        if any(m.key == "bad" for m in metrics):
+            raise MlflowException("metric value rejected", error_code=INVALID_PARAMETER_VALUE)
+        stored.extend((run_id, m.step) for m in metrics)
+
+    buffer = MetricBuffer(send, "fake://server", retry_interval_s=0.05, max_pending=25)
+    for step in range(30):  # 30 values into a buffer of 25 while the server is down
+        buffer.put("a" if step < 20 else "b", [Metric("loss", 0.5, 0, step)])
+    assert not buffer.flush(0.3) and len(buffer) == 25 and buffer.dropped == 5
+    server["up"] = True
+    assert buffer.flush(5)
+    # every kept value arrived once, in logging order, each with its own run id
+    assert stored == [("a", s) for s in range(20)] + [("b", s) for s in range(20, 25)]
+    # a batch the server rejects (4xx: a deleted run, an invalid value) is dropped, not retried forever
+    buffer.put("a", [Metric("bad", 0.0, 0, 0)])
+    assert buffer.flush(5) and buffer.dropped == 6
+    buffer.put("a", [Metric("loss", 0.1, 0, 99)])
+    assert buffer.flush(5) and stored[-1] == ("a", 99)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("buffer full" in m for m in messages) == 1
+    assert sum(m.startswith("MLflow tracking server fake://server is unreachable") for m in messages) == 1
+    assert sum("is back after" in m and "sending the 25 metric values" in m for m in messages) == 1
+    assert sum("rejected 1 metric values" in m for m in messages) == 1

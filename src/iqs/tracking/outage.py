@@ -87,10 +87,10 @@ class MetricBuffer:
         self._wake = False  # a flush asks for a retry now
         self._thread: threading.Thread | None = None
         self.outage_since: float | None = None  # time.monotonic() of the first failure
-        self.outages = 0
         self.last_error: BaseException | None = None
         self.sent = 0
-        self.dropped = 0
+        self.dropped = 0  # values lost: buffer full, or rejected by the server (4xx)
+        self._warned_full = False
 
     def __len__(self) -> int:
         with self._cond:
@@ -102,7 +102,8 @@ class MetricBuffer:
         with self._cond:
             room = self.max_pending - len(self._pending)
             if room < len(metrics):
-                if self.dropped == 0:
+                if not self._warned_full:
+                    self._warned_full = True
                     log.warning(
                         "MLflow metric buffer full (%d values while %s is unreachable): newer values "
                         "are dropped until it returns (raise logger.outage_max_buffered to keep more)",
@@ -167,10 +168,9 @@ class MetricBuffer:
         if self.outage_since is not None:
             return
         self.outage_since = time.monotonic()
-        self.outages += 1
         log.warning(
             "MLflow tracking server %s is unreachable (%s). Training continues; metrics are kept in memory "
-            "and sent when it returns (retry every %.0f s).",
+            "and sent when it returns (retry every %g s).",
             self.where,
             _short(error),
             self.retry_interval_s,
