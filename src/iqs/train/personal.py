@@ -31,11 +31,14 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from iqs.data.scale import CLASS_NAMES
-from iqs.train.init_from import ROLES, fill_model_groups, resolve_checkpoint
+from iqs.train.init_from import ROLES, InitFromError, fill_model_groups, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
 COMPARE_DIR = "compare"
+PERSONAL = "personal"  # the source name of the library in the tables and metrics (test/personal/...)
+# params that differ between the roles for the role's sake, not the experiment's (hidden in the comparison)
+ROLE_PARAMS = ("trainer.", "scheduler.", "decision_cuts.bake", "output_dir")
 
 
 def train_shares(cfg: DictConfig) -> list[float]:
@@ -48,6 +51,29 @@ def train_shares(cfg: DictConfig) -> list[float]:
         raise ValueError("the personal library has no labelled training photos; label some in digiKam first")
     counts = np.bincount(labels, minlength=len(CLASS_NAMES)).astype(float)
     return [float(c) for c in counts / counts.sum()]
+
+
+def label_source(cfg: DictConfig, thresholds: tuple[float, float]) -> None:
+    """The library is labelled with the init model's own pair, so `test/all` pits the user's classes against
+    the classes the model itself outputs (what digiKam shows), and any head can be fine-tuned.
+
+    The digiKam adapters store the class as a score (1 / 5.5 / 10, `native_range: [0, 2]`) and bring a pair
+    that keeps it; a model pair must also class those three scores as bad / normal / good."""
+    from iqs.data.scale import assign_labels, to_common
+
+    source = OmegaConf.to_container(cfg.dataset, resolve=True)
+    with open_dict(cfg):
+        cfg.data.sources = {PERSONAL: {**source, "thresholds": None}}
+    if str(source.get("adapter", "")).startswith("digikam") and list(source.get("native_range", [])) == [0, 2]:
+        scores = to_common(np.arange(len(CLASS_NAMES), dtype=float), 0.0, 2.0)
+        got = assign_labels(scores, *thresholds)
+        if list(got) != list(range(len(CLASS_NAMES))):
+            raise InitFromError(
+                f"the init run's thresholds {thresholds[0]:g}_{thresholds[1]:g} cannot tell the user's classes "
+                f"apart (the adapter puts bad/normal/good at {', '.join(f'{s:g}' for s in scores)} on the common "
+                f"scale and this pair classes them {[CLASS_NAMES[g] for g in got]}); start from a run whose "
+                f"thresholds t1 < {scores[1]:g} <= t2, e.g. thresholds=5_6"
+            )
 
 
 def role_config(cfg: DictConfig, role: str, output_dir: Path) -> DictConfig:
@@ -81,6 +107,7 @@ def compare_config(cfg: DictConfig, personal_id: str, metric: str, baseline: str
     with open_dict(out):
         out.paths = cfg.paths
         out.logger = cfg.logger
+        out.ignore_params = [*out.ignore_params, *ROLE_PARAMS]
     return out
 
 
@@ -124,7 +151,9 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     ckpt = resolve_checkpoint(str(cfg.init_from), cfg, output_dir / "init")
-    fill_model_groups(cfg, read_meta(ckpt), str(cfg.init_from))
+    meta = read_meta(ckpt)
+    fill_model_groups(cfg, meta, str(cfg.init_from))
+    label_source(cfg, (float(meta["thresholds"][0]), float(meta["thresholds"][1])))
     with open_dict(cfg):
         cfg.personal.checkpoint = str(ckpt.resolve())
     cuts = cfg.decision_cuts
