@@ -136,7 +136,9 @@ def test_overwrite_replaces_user_labels_where_they_are(library: Path, onnx_model
     # sidecar labels replaced in place (both names); the stars of a.jpg.xmp kept
     assert read_xmp(library / "a.jpg.xmp")[PICK_LABEL_KEY] == rows["a.jpg"]
     assert read_xmp(library / "a.jpg.xmp")[RATING_KEY] == "4"
-    assert read_xmp(library / "b.xmp")[PICK_LABEL_KEY] == rows["b.jpg"] and not (library / "b.jpg.xmp").exists()
+    assert (
+        read_xmp(library / "b.xmp")[PICK_LABEL_KEY] == rows["b.jpg"] and not (library / "b.jpg.xmp").exists()
+    )
     # an embedded label: the photo is never written, the sidecar digiKam reads first gets the label
     assert read_xmp(library / "c.jpg.xmp")[PICK_LABEL_KEY] == rows["c.jpg"]
     assert {n: _hashes(library)[f"{n}.jpg"] for n in "abcdefg"} == photos

@@ -91,7 +91,9 @@ def test_rewrites_keep_every_other_property(photo: Path) -> None:
         assert rest == before  # values, struct paths and list order unchanged
         # exiv2 re-serialises once; from then on the packet differs only in the label itself
         packet = sidecar.read_text(encoding="utf-8")
-        packet = packet.replace(f'digiKam:PickLabel="{cls + 1}"', "").replace(f'iqs:PickLabel="{cls + 1}"', "")
+        packet = packet.replace(f'digiKam:PickLabel="{cls + 1}"', "").replace(
+            f'iqs:PickLabel="{cls + 1}"', ""
+        )
         first_packet = first_packet or packet
         assert packet == first_packet
     assert read_pick_label(sidecar) == cls + 1  # the last label written wins

@@ -64,7 +64,8 @@ def label_source(cfg: DictConfig, thresholds: tuple[float, float]) -> None:
     source = OmegaConf.to_container(cfg.dataset, resolve=True)
     with open_dict(cfg):
         cfg.data.sources = {PERSONAL: {**source, "thresholds": None}}
-    if str(source.get("adapter", "")).startswith("digikam") and list(source.get("native_range", [])) == [0, 2]:
+    class_index = list(source.get("native_range") or []) == [0, 2]  # raw_score is the class, not a rating
+    if str(source.get("adapter", "")).startswith("digikam") and class_index:
         scores = to_common(np.arange(len(CLASS_NAMES), dtype=float), 0.0, 2.0)
         got = assign_labels(scores, *thresholds)
         if list(got) != list(range(len(CLASS_NAMES))):
@@ -111,7 +112,9 @@ def compare_config(cfg: DictConfig, personal_id: str, metric: str, baseline: str
     return out
 
 
-def compare_roles(cfg: DictConfig, personal_id: str, general_run: str, folder: Path) -> tuple[str, list[Path]]:
+def compare_roles(
+    cfg: DictConfig, personal_id: str, general_run: str, folder: Path
+) -> tuple[str, list[Path]]:
     """Per metric: each run's value [CI], then personal and scratch minus general with paired CIs.
 
     Returns the markdown of all tables (printed and logged) and the plots written into `folder`."""
@@ -159,7 +162,9 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     cuts = cfg.decision_cuts
     if cuts.enabled and cuts.objective == "target" and cuts.target is None:
         if not cfg.personal.cuts_from_train_shares:
-            raise ValueError("decision_cuts.objective=target needs decision_cuts.target or cuts_from_train_shares")
+            raise ValueError(
+                "decision_cuts.objective=target needs decision_cuts.target or cuts_from_train_shares"
+            )
         with open_dict(cfg):
             cfg.decision_cuts.target = train_shares(cfg)
         log.info("class cuts follow the training photos' shares %s", list(cfg.decision_cuts.target))
@@ -211,4 +216,3 @@ def _print_comparison(text: str, personal_id: str, runs: dict[str, str]) -> None
         f"[bold]iqs compare sweep={personal_id} baseline={runs['general'][:8]} metric=macro_f1[/bold]; "
         f"export the personal model: [bold]iqs export run_id={runs['personal']}[/bold]"
     )
-
