@@ -22,6 +22,7 @@ class photos with them.
 
 from __future__ import annotations
 
+import copy
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -79,7 +80,7 @@ def label_source(cfg: DictConfig, thresholds: tuple[float, float]) -> None:
 
 def role_config(cfg: DictConfig, role: str, output_dir: Path) -> DictConfig:
     """The run config of one role: its output folder; the general model is only tested (0 epochs)."""
-    out = cfg.copy()
+    out = copy.deepcopy(cfg)  # nested nodes (trainer, personal) must not be shared between the roles
     with open_dict(out):
         out.personal.role = role
         out.output_dir = str(output_dir / role)
