@@ -72,11 +72,19 @@ class LabelRules:
             return None
         return f"rating {stars:g} outside the declared range [{lo:g}, {hi:g}] (or -1, rejected)"
 
+    @property
+    def uses_pick(self) -> bool:
+        return self.label_from in ("pick", "both")
+
+    @property
+    def uses_rating(self) -> bool:
+        return self.label_from in ("rating", "both")
+
     def decide(self, pick: int | None, stars: float | None) -> tuple[int | None, str | None]:
         """(class or None, which signal decided it: 'pick' / 'rating' / None)."""
-        if self.label_from in ("pick", "both") and pick in PICK_TO_CLASS:
+        if self.uses_pick and pick in PICK_TO_CLASS:
             return PICK_TO_CLASS[pick], "pick"
-        if self.label_from in ("rating", "both") and stars is not None:
+        if self.uses_rating and stars is not None:
             cls = self.rating_class(stars)
             if cls is not None:
                 return cls, "rating"

@@ -11,7 +11,7 @@ Copied, not guessed. Two sources, which agree on every column the adapter reads:
   schema of digiKam 8.x), dumped with `sqlite3 .dump` in afistfullofash/rust-digikam-orm,
   `tests/fixtures/db.sql` (commit da9deda0). The statements below are that dump's, verbatim but for
   indentation. Schema 16 adds `AlbumRoots.caseSensitivity` and `Albums.modificationDate` to version 10;
-  the adapter reads neither.
+  the adapter reads neither. `SCHEMAS` holds both versions; the tests build the test database in each.
 
 The internal tags that hold pick labels (`_Digikam_Internal_Tags_/Pick Label None|Rejected|Pending|Accepted`)
 are named in `core/libs/database/coredb/coredbconstants.cpp` lines 119-134 and
@@ -37,7 +37,8 @@ PICK_LABEL_TAGS = {
 STATUS_VISIBLE = 1
 CATEGORY_IMAGE = 1
 
-CORE_SCHEMA = """
+# the two tables that differ between the versions, each verbatim from its source
+_ALBUM_TABLES_16 = """
 CREATE TABLE AlbumRoots
     (id INTEGER PRIMARY KEY,
     label TEXT,
@@ -57,6 +58,28 @@ CREATE TABLE Albums
     icon INTEGER,
     modificationDate DATETIME,
     UNIQUE(albumRoot, relativePath));
+"""
+_ALBUM_TABLES_10 = """
+CREATE TABLE AlbumRoots
+    (id INTEGER PRIMARY KEY,
+    label TEXT,
+    status INTEGER NOT NULL,
+    type INTEGER NOT NULL,
+    identifier TEXT,
+    specificPath TEXT,
+    UNIQUE(identifier, specificPath));
+CREATE TABLE Albums
+    (id INTEGER PRIMARY KEY,
+    albumRoot INTEGER NOT NULL,
+    relativePath TEXT NOT NULL,
+    date DATE,
+    caption TEXT,
+    collection TEXT,
+    icon INTEGER,
+    UNIQUE(albumRoot, relativePath));
+"""
+# identical in versions 10 and 16 (checked column by column with PRAGMA table_info)
+_COMMON = """
 CREATE TABLE Images
     (id INTEGER PRIMARY KEY,
     album INTEGER,
@@ -126,3 +149,6 @@ CREATE TRIGGER insert_tagstree AFTER INSERT ON Tags
         SELECT NEW.id, pid FROM TagsTree WHERE id=NEW.pid;
     END;
 """
+# core schema version -> CREATE statements of the tables the adapter reads
+SCHEMAS = {16: _ALBUM_TABLES_16 + _COMMON, 10: _ALBUM_TABLES_10 + _COMMON}
+CORE_SCHEMA = SCHEMAS[SCHEMA_VERSION]

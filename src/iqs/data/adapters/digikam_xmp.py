@@ -91,6 +91,22 @@ def _number(value: object) -> float | None:
         return None
 
 
+def xmp_stars(xmp: Mapping, rules: LabelRules) -> tuple[float | None, str | None]:
+    """(stars or None, why unusable or None): Xmp.xmp.Rating, else MicrosoftPhoto's percent (digiKam's order)."""
+    if RATING_KEY in xmp:
+        stars = _number(xmp[RATING_KEY])
+        if stars is None:
+            return None, f"{RATING_KEY}={xmp[RATING_KEY]!r} is not a number"
+        return stars, rules.check_rating(stars)
+    if MS_RATING_KEY in xmp:
+        percent = _number(xmp[MS_RATING_KEY])
+        stars = ms_rating_to_stars(percent) if percent is not None else None
+        if stars is None:
+            return None, f"{MS_RATING_KEY}={xmp[MS_RATING_KEY]!r} outside 0..99"
+        return stars, None
+    return None, None
+
+
 def _read(path: Path) -> tuple[dict, dict]:
     """(EXIF, XMP) of an image or sidecar; exiv2's errors propagate (callers count them)."""
     img = pyexiv2.Image(str(path))
@@ -132,7 +148,8 @@ def read_photo(
         origin = "sidecar"
 
     pick = None
-    if PICK_KEY in xmp:
+    # a signal the class rule does not use is not validated either (label_from=pick ignores ratings)
+    if rules.uses_pick and PICK_KEY in xmp:
         value = _number(xmp[PICK_KEY])
         if value is None or value not in (0, 1, 2, 3):
             where = "sidecar" if sidecar is not None else "embedded XMP"
@@ -141,23 +158,10 @@ def read_photo(
             )
             return None
         pick = int(value)
-    stars = None
-    if RATING_KEY in xmp:
-        stars = _number(xmp[RATING_KEY])
-        problem = (
-            f"{RATING_KEY}={xmp[RATING_KEY]!r} is not a number"
-            if stars is None
-            else rules.check_rating(stars)
-        )
-        if problem:
-            report.skip("rating out of range", rel, problem)
-            return None
-    elif MS_RATING_KEY in xmp:
-        percent = _number(xmp[MS_RATING_KEY])
-        stars = ms_rating_to_stars(percent) if percent is not None else None
-        if stars is None:
-            report.skip("rating out of range", rel, f"{MS_RATING_KEY}={xmp[MS_RATING_KEY]!r} outside 0..99")
-            return None
+    stars, problem = xmp_stars(xmp, rules) if rules.uses_rating else (None, None)
+    if problem:
+        report.skip("rating out of range", rel, problem)
+        return None
     return Photo(
         path=rel,
         pick=pick,

@@ -38,10 +38,10 @@ import pyexiv2
 
 from iqs.data.adapters.digikam_schema import (
     CATEGORY_IMAGE,
-    CORE_SCHEMA,
     INTERNAL_TAGS_ROOT,
     PICK_LABEL_TAGS,
     SCHEMA_VERSION,
+    SCHEMAS,
     STATUS_VISIBLE,
 )
 from iqs.data.demo.distortions import DISTORTIONS
@@ -85,6 +85,12 @@ class LibrarySpec:
     crops_per_photo: int = 3
     long_side: int = 128
     photos: tuple[str, ...] | None = None  # a subset of the demo photographs (tests)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.crops_per_photo <= 8:
+            raise ValueError(f"crops_per_photo must be in 1..8, got {self.crops_per_photo}")
+        if not 32 <= self.long_side <= 384:
+            raise ValueError(f"long_side must be in 32..384, got {self.long_side}")
 
 
 def level_class(level: int) -> int:
@@ -208,7 +214,7 @@ def _write_frame(root: Path, frame: Frame, data: bytes) -> None:
 
 
 BAD_CASES = {
-    # name -> (what is wrong, sidecar text or XMP properties)
+    # file name in Unsorted/ -> what is wrong with it
     "broken_sidecar.jpg": "malformed sidecar",
     "rating_seven.jpg": "rating out of range",
     "pick_nine.jpg": "pick label out of range",
@@ -239,19 +245,21 @@ def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.000")
 
 
-def write_database(root: Path, frames: list[Frame], bad: list[dict], db_path: Path) -> dict:
+def write_database(
+    root: Path, frames: list[Frame], bad: list[dict], db_path: Path, schema_version: int = SCHEMA_VERSION
+) -> dict:
     """digikam4.db with one album root (identified by path, as digiKam does for a plain folder)."""
     con = sqlite3.connect(db_path)
     try:
-        con.executescript(CORE_SCHEMA)
+        con.executescript(SCHEMAS[schema_version])
         con.executemany(
             "INSERT INTO Settings (keyword, value) VALUES (?, ?)",
-            [("DBVersion", str(SCHEMA_VERSION)), ("DBVersionRequired", str(SCHEMA_VERSION))],
+            [("DBVersion", str(schema_version)), ("DBVersionRequired", str(schema_version))],
         )
         # digiKam: volumeid:?path=<absolute path>, specificPath "/" (collectionmanager_location.cpp line 79)
         con.execute(
-            "INSERT INTO AlbumRoots (id, label, status, type, identifier, specificPath, caseSensitivity) "
-            "VALUES (1, 'Pictures', 0, 1, ?, '/', 2)",
+            "INSERT INTO AlbumRoots (id, label, status, type, identifier, specificPath) "
+            "VALUES (1, 'Pictures', 0, 1, ?, '/')",
             (f"volumeid:?path={root.resolve().as_posix()}",),
         )
         cur = con.execute("INSERT INTO Tags (pid, name) VALUES (0, ?)", (INTERNAL_TAGS_ROOT,))
@@ -347,7 +355,7 @@ def build_library(out_dir: Path, seed: int = 0, spec: LibrarySpec | None = None)
         "bursts": len({f.burst for f in frames}),
         "bad_cases": bad,
         "database": {"file": DATABASE, "schema_version": SCHEMA_VERSION, **db},
-        "frames": [{k: v for k, v in asdict(f).items()} for f in frames],
+        "frames": [asdict(f) for f in frames],
         "seconds": round(time.perf_counter() - start, 2),
         "note": "synthetic test library: demo photographs with simulated culling, not a real photographer",
     }
@@ -382,8 +390,18 @@ def ensure_library(
     return out_dir
 
 
-KEYS = ("out_dir", "seed", "force")
-USAGE = "usage: iqs data build-library [out_dir=PATH] [seed=INT] [force=true|false]"
+KEYS = ("out_dir", "seed", "force", "crops_per_photo", "long_side")
+USAGE = (
+    "usage: iqs data build-library [out_dir=PATH] [seed=INT] [force=true|false] "
+    "[crops_per_photo=INT (scenes per demo photograph, default 3)] [long_side=PX (default 128)]"
+)
+
+
+def _int(args: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(args.get(key, default))
+    except ValueError:
+        raise ValueError(f"{key} must be an integer, got '{args[key]}'") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,12 +420,16 @@ def main(argv: list[str] | None = None) -> int:
         args[key] = value
     out = Path(args.get("out_dir") or default_out_dir().parent / "library")
     try:
-        seed = int(args.get("seed", "0"))
+        seed = _int(args, "seed", 0)
         force = _bool("force", args.get("force", "false"))
+        spec = LibrarySpec(
+            crops_per_photo=_int(args, "crops_per_photo", LibrarySpec.crops_per_photo),
+            long_side=_int(args, "long_side", LibrarySpec.long_side),
+        )
     except ValueError as exc:
         print(f"{exc}\n{USAGE}", file=sys.stderr)
         return 2
-    ensure_library(out, seed, force=force)
+    ensure_library(out, seed, spec, force=force)
     m = read_manifest(out) or {}
     print(
         f"{out}: {m.get('photos')} photos in {len(ALBUMS) + 1} albums, {m.get('labelled')} labelled "
