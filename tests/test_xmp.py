@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from iqs.deploy.xmp import (
+    IQS_PICK_LABEL_KEY,
     PICK_LABEL_KEY,
     XmpError,
     apply_change,
@@ -85,10 +86,14 @@ def test_rewrites_keep_every_other_property(photo: Path) -> None:
         assert apply_change(plan_pick_label(photo, cls)) is True
         after = read_xmp(sidecar)
         assert after[PICK_LABEL_KEY] == str(cls + 1)
-        rest = {k: v for k, v in after.items() if k != PICK_LABEL_KEY}
+        assert after[IQS_PICK_LABEL_KEY] == str(cls + 1)  # iqs's record of what it wrote
+        rest = {k: v for k, v in after.items() if k not in (PICK_LABEL_KEY, IQS_PICK_LABEL_KEY)}
         assert rest == before  # values, struct paths and list order unchanged
         # exiv2 re-serialises once; from then on the packet differs only in the label itself
-        packet = sidecar.read_text(encoding="utf-8").replace(f'digiKam:PickLabel="{cls + 1}"', "")
+        packet = sidecar.read_text(encoding="utf-8")
+        packet = packet.replace(f'digiKam:PickLabel="{cls + 1}"', "").replace(
+            f'iqs:PickLabel="{cls + 1}"', ""
+        )
         first_packet = first_packet or packet
         assert packet == first_packet
     assert read_pick_label(sidecar) == cls + 1  # the last label written wins
@@ -104,7 +109,7 @@ def test_new_sidecar_basename_style(photo: Path) -> None:
     image_hash = _sha(photo)
     apply_change(change)
     sidecar = photo.with_suffix(".xmp")
-    assert read_xmp(sidecar) == {PICK_LABEL_KEY: "1"}
+    assert read_xmp(sidecar) == {PICK_LABEL_KEY: "1", IQS_PICK_LABEL_KEY: "1"}
     # exiv2 reads it back as a sidecar in its own right (what digiKam does)
     img = pyexiv2.Image(str(sidecar))
     try:

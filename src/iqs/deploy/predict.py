@@ -291,6 +291,11 @@ def _parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     p.add_argument("--write-xmp", action="store_true", help="write Xmp.digiKam.PickLabel to XMP sidecars")
     p.add_argument("--sidecar-style", choices=SIDECAR_STYLES, default=None, help="photo.jpg.xmp or photo.xmp")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace pick labels you set (kept by default; photos themselves are never written)",
+    )
     p.add_argument("--dry-run", action="store_true", help="list the sidecar changes, write nothing")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any file failed")
     p.add_argument("--output", "-o", default=None, help="out.csv or out.json (default: CSV on stdout)")
@@ -325,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     write_xmp = args.write_xmp or bool(cfg.write_xmp) or args.dry_run
     dry_run = args.dry_run or bool(cfg.dry_run)
     strict = args.strict or bool(cfg.strict)
+    overwrite = args.overwrite or bool(cfg.get("overwrite", False))
     style = args.sidecar_style or str(cfg.sidecar_style)
     workers = args.workers or (int(cfg.workers) if cfg.workers else None)
     output = args.output or cfg.output
@@ -334,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     summary = Summary()
+    if write_xmp:  # the XMP line always shows these counts, zeros included
+        first = "would change" if dry_run else "written"
+        summary.xmp.update(dict.fromkeys((first, XMP_KEPT, "failed"), 0))
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="iqs-predict-"))
@@ -358,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                     summary.scored += 1
                     summary.classes[scorer.class_names[row.label]] += 1
                     if write_xmp:
-                        _label_sidecar(row, style, dry_run, summary, console)
+                        _label_sidecar(row, style, dry_run, summary, console, overwrite)
                 writer.write(row)
                 progress.advance(task)
             summary.scoring_seconds = time.perf_counter() - scoring_start
@@ -369,16 +378,30 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if strict and summary.failed else 0
 
 
-def _label_sidecar(row: Row, style: str, dry_run: bool, summary: Summary, console: Any) -> None:
+# summary keys of the XMP line (`XMP: written 3, left alone (user label) 2, ...`)
+XMP_KEPT = "left alone (user label)"
+XMP_REPLACED = "replaced user label"
+
+
+def _label_sidecar(
+    row: Row, style: str, dry_run: bool, summary: Summary, console: Any, overwrite: bool = False
+) -> None:
+    """Write (or, dry, list) one photo's pick label; a label the user set is kept unless `overwrite`."""
     try:
-        change = plan_pick_label(row.path, int(row.label), style)
-        if not change.changes_anything:
+        change = plan_pick_label(row.path, int(row.label), style, overwrite=overwrite)
+        if change.keeps_user_label:
+            summary.xmp[XMP_KEPT] += 1
+            if dry_run:
+                console.print(f"[dry-run] {change.describe()}", markup=False, highlight=False, soft_wrap=True)
+        elif not change.changes_anything:
             summary.xmp["unchanged"] += 1
         elif dry_run:
             summary.xmp["would change"] += 1
             console.print(f"[dry-run] {change.describe()}", markup=False, highlight=False, soft_wrap=True)
         elif apply_change(change):
             summary.xmp["written"] += 1
+            if change.user_label is not None:
+                summary.xmp[XMP_REPLACED] += 1
     except (XmpError, OSError) as err:
         summary.xmp["failed"] += 1
         row.error = f"XMP sidecar not written: {err}"

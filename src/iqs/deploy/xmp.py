@@ -6,6 +6,14 @@ sidecar is never replaced by a new packet: a copy is modified through exiv2, whi
 XMP tree (ratings, keywords, face regions, history ... survive), and then moved over the original with
 `os.replace`, so a crash leaves either the old or the new sidecar, never half of one. Image files are only
 ever read.
+
+A pick label the user set is never overwritten unless asked (`overwrite=True`): before writing, both sidecar
+names and the XMP embedded in the photo are read, since digiKam reads either sidecar name (by setting or, in
+6.x, whichever exists) and falls back to the embedded XMP (iqs.data.adapters.digikam_xmp documents the
+rules). Every label written here is also recorded as `Xmp.iqs.PickLabel`; a `Xmp.digiKam.PickLabel` that
+differs from that record (or has none) was set by the user, or by another tool, and is theirs. So a rerun
+with a new model updates the model's labels and keeps every label the user changed in digiKam (digiKam keeps
+unknown XMP properties when it rewrites a sidecar). PickLabel 0 is digiKam's "no pick label": not a label.
 """
 
 from __future__ import annotations
@@ -24,6 +32,12 @@ PICK_LABEL_KEY = "Xmp.digiKam.PickLabel"
 PICK_LABELS = {0: 1, 1: 2, 2: 3}
 PICK_LABEL_NAMES = {0: "None", 1: "Rejected", 2: "Pending", 3: "Accepted"}
 SIDECAR_STYLES = ("appended", "basename")
+NO_PICK_LABEL = "0"
+# Our own record of the label iqs wrote (see the module docstring); exiv2 needs the namespace registered.
+IQS_NAMESPACE = "https://iqs-digikam.invalid/ns/1.0/"
+IQS_PREFIX = "iqs"
+IQS_PICK_LABEL_KEY = f"Xmp.{IQS_PREFIX}.PickLabel"
+pyexiv2.registerNs(IQS_NAMESPACE, IQS_PREFIX)
 
 # The smallest valid XMP packet; exiv2 fills in the namespaces it needs.
 EMPTY_XMP_PACKET = (
@@ -42,18 +56,39 @@ class XmpError(Exception):
 
 
 @dataclass(frozen=True)
+class UserLabel:
+    """A pick label iqs did not write: in a sidecar, or embedded in the photo (`where` is then the photo)."""
+
+    where: Path
+    value: str
+
+    def describe(self) -> str:
+        name = PICK_LABEL_NAMES.get(int(self.value), "?") if self.value.isdigit() else "?"
+        return f"your PickLabel {self.value} ({name}) in {self.where.name}"
+
+
+@dataclass(frozen=True)
 class XmpChange:
     image: Path
     sidecar: Path
     old_label: int | None  # None: no label (or no sidecar) yet
     new_label: int
     creates_sidecar: bool
+    user_label: UserLabel | None = None  # a label the user set, anywhere digiKam reads one
+    overwrite: bool = False  # replace the user's label (the sidecar's; an embedded one is never touched)
+
+    @property
+    def keeps_user_label(self) -> bool:
+        """True when nothing may be written: the user labelled this photo and overwrite is off."""
+        return self.user_label is not None and not self.overwrite
 
     @property
     def changes_anything(self) -> bool:
-        return self.old_label != self.new_label
+        return not self.keeps_user_label and self.old_label != self.new_label
 
     def describe(self) -> str:
+        if self.keeps_user_label and self.user_label is not None:
+            return f"{self.sidecar}: left alone, {self.user_label.describe()} (--overwrite replaces it)"
         old = (
             "none"
             if self.old_label is None
@@ -88,6 +123,44 @@ def read_xmp(sidecar: str | Path) -> dict[str, object]:
         img.close()
 
 
+def _pick_value(xmp: dict[str, object], key: str = PICK_LABEL_KEY) -> str | None:
+    """The property as text; None when absent, empty or digiKam's "no pick label" (0)."""
+    value = xmp.get(key)
+    text = None if value is None else str(value).strip()
+    return text if text and text != NO_PICK_LABEL else None
+
+
+def embedded_xmp(image: str | Path) -> dict[str, object]:
+    """The XMP inside the photo (read only). Unreadable: an XmpError, since then nothing may be written."""
+    if not Path(image).exists():
+        return {}  # no photo (a sidecar planned for a name), so no label inside it
+    try:
+        img = pyexiv2.Image(str(image))
+    except Exception as err:
+        raise XmpError(
+            f"{image}: exiv2 cannot read the photo's own XMP, so it cannot tell whether you labelled it; "
+            f"nothing written ({err})"
+        ) from None
+    try:
+        return img.read_xmp()
+    finally:
+        img.close()
+
+
+def find_user_label(image: str | Path) -> UserLabel | None:
+    """A pick label the user set: in either sidecar name, then in the photo's embedded XMP (module docstring)."""
+    image = Path(image)
+    for style in SIDECAR_STYLES:
+        sidecar = sidecar_path(image, style)
+        if sidecar.is_file():
+            xmp = read_xmp(sidecar)
+            label = _pick_value(xmp)
+            if label is not None and label != _pick_value(xmp, IQS_PICK_LABEL_KEY):
+                return UserLabel(sidecar, label)
+    label = _pick_value(embedded_xmp(image))
+    return None if label is None else UserLabel(image, label)
+
+
 def read_pick_label(sidecar: str | Path) -> int | None:
     if not Path(sidecar).exists():
         return None
@@ -98,11 +171,16 @@ def read_pick_label(sidecar: str | Path) -> int | None:
         return None
 
 
-def plan_pick_label(image: str | Path, model_class: int, style: str = "appended") -> XmpChange:
-    """What writing the pick label for `model_class` would do, without doing it."""
+def plan_pick_label(
+    image: str | Path, model_class: int, style: str = "appended", overwrite: bool = False
+) -> XmpChange:
+    """What writing the pick label for `model_class` would do, without doing it (reads the XMP only)."""
     if model_class not in PICK_LABELS:
         raise ValueError(f"model class must be 0, 1 or 2, got {model_class}")
+    user = find_user_label(image)
     sidecar = sidecar_path(image, style)
+    if overwrite and user is not None and user.where.suffix.lower() == ".xmp":
+        sidecar = user.where  # replace the user's label where it is, whatever the style
     exists = sidecar.exists()
     return XmpChange(
         image=Path(image),
@@ -110,14 +188,18 @@ def plan_pick_label(image: str | Path, model_class: int, style: str = "appended"
         old_label=read_pick_label(sidecar) if exists else None,
         new_label=PICK_LABELS[model_class],
         creates_sidecar=not exists,
+        user_label=user,
+        overwrite=overwrite,
     )
 
 
 def apply_change(change: XmpChange) -> bool:
-    """Write the planned label; returns False when the sidecar already had it (left untouched)."""
-    if not change.changes_anything and not change.creates_sidecar:
+    """Write the planned label; returns False when nothing was written: the sidecar already had it, or
+    the user labelled the photo and the change does not overwrite."""
+    if change.keeps_user_label or (not change.changes_anything and not change.creates_sidecar):
         return False
-    write_properties(change.sidecar, {PICK_LABEL_KEY: str(change.new_label)})
+    label = str(change.new_label)
+    write_properties(change.sidecar, {PICK_LABEL_KEY: label, IQS_PICK_LABEL_KEY: label})
     return True
 
 

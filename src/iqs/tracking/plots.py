@@ -134,7 +134,8 @@ def ci_figure(
     for j, (ax, ds) in enumerate(zip(axes, datasets, strict=True)):
         v, lo, hi = values[:, j], lows[:, j], highs[:, j]
         has_ci = np.isfinite(lo) & np.isfinite(hi)
-        err = np.vstack([np.where(has_ci, v - lo, 0.0), np.where(has_ci, hi - v, 0.0)])
+        # a percentile interval of a small, lumpy test set may leave the estimate outside it: no negative bar
+        err = np.vstack([np.where(has_ci, v - lo, 0.0), np.where(has_ci, hi - v, 0.0)]).clip(min=0.0)
         ax.errorbar(v, y, xerr=err, fmt="o", ms=4, capsize=3, color="tab:blue", ecolor="0.35", lw=1.2)
         if zero_line:
             ax.axvline(0.0, color="tab:red", lw=0.9, ls="--")

@@ -190,6 +190,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from iqs.tracking import tracked_run
     from iqs.tracking.cv import cv_tags
 
+    if cfg.get("init_from"):  # experiment=personal: general vs personal vs scratch, three runs
+        from iqs.train.personal import train_personal
+
+        return train_personal(cfg)
     started = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True)
     if cfg.get("num_threads"):
@@ -224,7 +228,12 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     rebalancer.check_head(str(cfg.head.name))
 
     log.info("building model <%s + %s head>", cfg.backbone.name, cfg.head.name)
-    model = build_quality_model(model_config(cfg, rebalancer))
+    if cfg.get("init_from"):  # the model of one experiment=personal role (iqs.train.init_from)
+        from iqs.train.init_from import initial_model
+
+        model = initial_model(cfg)
+    else:
+        model = build_quality_model(model_config(cfg, rebalancer))
     spec = InputSpec.from_meta(model.meta)
 
     datamodule = QualityDataModule(
