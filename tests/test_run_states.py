@@ -187,24 +187,10 @@ def test_sigterm_to_iqs_train_exits_143_and_the_run_ends_killed(tmp_path):
         "from iqs.cli import main\n"
         "sys.exit(main(['train', *sys.argv[2:]]))\n"
     )
-    from iqs.data.demo.build import DemoSpec, ensure_demo
+    from test_resume import build_tiny_demo, tiny
 
-    demo = ensure_demo(
-        tmp_path / "demo",
-        0,
-        DemoSpec(crops_per_photo=1, long_side=32, types_per_source=1, levels_per_type=1),
-        progress=False,
-    )
     marker = tmp_path / "training"
-    ov = [
-        "experiment=demo",
-        "data.demo_dir=null",
-        *(f"data.sources.demo_{s}.root={demo}/{s}" for s in ("ava", "koniq", "spaq")),
-        f"paths.root_dir={tmp_path}",
-        "backbone.input_size=32",
-        "trainer=cpu_fast",
-        "hydra/job_logging=disabled",
-    ]
+    ov = [*tiny(tmp_path, build_tiny_demo(tmp_path / "demo")), "hydra/job_logging=disabled"]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
     proc = subprocess.Popen([sys.executable, "-c", job, str(marker), *ov], env=env, cwd=tmp_path)

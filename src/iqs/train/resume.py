@@ -245,7 +245,8 @@ def auto_target(client: Any, experiment_id: str, run_name: str, params: dict[str
         query += f" and tags.`{SLURM_JOB_TAG}` = '{job}'"
     runs = client.search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time DESC"])
     for run in runs:
-        if run.info.status == "RUNNING" and run_is_alive(run):
+        # a requeued SLURM job's earlier run is dead even when it ran on another node (SLURM runs a job once)
+        if run.info.status == "RUNNING" and not job and run_is_alive(run):
             continue
         if not _same_params(run, params) or not run.data.tags.get("output_dir"):
             continue
@@ -260,6 +261,10 @@ def auto_target(client: Any, experiment_id: str, run_name: str, params: dict[str
 
 def resume_value(cfg: Any) -> str | None:
     """`resume` of the config; under SLURM a requeued job (SLURM_RESTART_COUNT > 0) defaults to auto."""
+    if "ckpt_path" in cfg:
+        raise ConfigError(
+            "ckpt_path is not an option of iqs train: resume=<run id | checkpoint path | auto> continues a run"
+        )
     value = cfg.get("resume")
     if value in (None, "", False) and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
         return "auto"

@@ -14,6 +14,7 @@ calls `scontrol requeue` on SIGUSR1 (`#SBATCH --signal=SIGUSR1@90`).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -35,7 +36,17 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+_OWNER_PID: list[int] = []  # the process that installed the handlers (forked loader workers inherit them)
+
+
 def _raise_interrupted(signum: int, _frame: Any) -> None:
+    if _OWNER_PID and os.getpid() != _OWNER_PID[-1]:
+        # a DataLoader worker: behave as Python's default, which torch's worker loop expects
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Interrupted(signum)
 
 
@@ -46,11 +57,13 @@ def signals_raise() -> Iterator[None]:
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in HANDLED}
+    _OWNER_PID.append(os.getpid())
     for sig in HANDLED:
         signal.signal(sig, _raise_interrupted)
     try:
         yield
     finally:
+        _OWNER_PID.pop()
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
