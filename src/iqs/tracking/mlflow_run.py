@@ -496,6 +496,8 @@ def open_run(
     if resume_run_id:
         mlflow_run = _reopen(client, resume_run_id, cfg)
         name = mlflow_run.info.run_name
+        if not (tags or {}).get("sweep_id") and sweep_id == "none":  # a resumed sweep job stays in its sweep
+            sweep_id = all_tags["sweep_id"] = mlflow_run.data.tags.get("sweep_id", sweep_id)
         all_tags["iqs.resumes"] = str(int(mlflow_run.data.tags.get("iqs.resumes", "0")) + 1)
     else:
         mlflow_run = client.create_run(experiment_id, tags=resolve_tags(all_tags), run_name=name)
