@@ -209,3 +209,22 @@ def test_sigterm_to_iqs_train_exits_143_and_the_run_ends_killed(tmp_path):
         [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").search_experiments()]
     )
     assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_a_data_error_prints_one_line_and_the_run_keeps_the_traceback(tmp_path, capsys, monkeypatch):
+    from iqs.train.run import main
+    from test_resume import tiny
+
+    for var in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR", "IQS_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    rc = main([*tiny(tmp_path, tmp_path / "nowhere"), f"hydra.run.dir={tmp_path}/job"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("iqs train: error:")]
+    assert "nowhere" in line and "annotation file not found" in line
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FAILED" and "DataError" in run.data.tags["error"]
+    traceback_txt = client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))
+    assert "Traceback (most recent call last)" in Path(traceback_txt).read_text()
+    assert "Traceback (most recent call last)" in (tmp_path / "job" / "run.log").read_text()
