@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+JOB_ID_RESOLVER = "iqs.job_id"
+
+
+def job_suffix() -> str:
+    """8 random hex digits that tell apart jobs started in the same second, on one machine or many."""
+    return uuid.uuid4().hex[:8]
+
+
+# `${iqs.job_id:}` in conf/train.yaml's hydra.run.dir / sweep.dir. Cached per config like Hydra's own
+# `${now:}`: one value per launch, shared by the jobs of a sweep (Hydra copies the cache into each job's config).
+if not OmegaConf.has_resolver(JOB_ID_RESOLVER):
+    OmegaConf.register_new_resolver(JOB_ID_RESOLVER, job_suffix, use_cache=True)
 
 
 def conf_dir() -> Path:

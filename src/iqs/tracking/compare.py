@@ -32,6 +32,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from iqs.metrics.names import ALL, HIGHER_IS_BETTER, LABEL_METRICS
+from iqs.tracking.liveness import mark_dead_runs_in
 from iqs.tracking.mlflow_run import tracking_uri_for
 from iqs.tracking.model_card import md_table
 
@@ -661,6 +662,7 @@ def compare(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     if cfg.format not in FORMATS:
         raise CompareError(f"format must be one of {', '.join(FORMATS)}, got '{cfg.format}'")
     uri = tracking_uri_for(cfg)
+    mark_dead_runs_in(uri)  # RUNNING runs of this host whose process died are KILLED (iqs.tracking.liveness)
     tags = {str(k): str(v) for k, v in (cfg.tags or {}).items()}
     runs = search(uri, cfg.experiment_name, cfg.sweep, tags, cfg.status)
     if cfg.get("baseline") and not runs.empty:

@@ -11,8 +11,9 @@ the cwd. For a remote tracking server a plain local path is ignored and the serv
 (a URI with a scheme, e.g. `s3://` or `mlflow-artifacts:/`, is passed through).
 
 Ending. The run ends FINISHED when the `with` block completes; when it raises, the traceback is stored
-(artifact `traceback.txt`, tags `error` and `traceback`), the run ends FAILED (KILLED on Ctrl-C) and the
-exception propagates.
+(artifact `traceback.txt`, tags `error` and `traceback`), the run ends FAILED (KILLED for SIGTERM, SIGINT
+or Ctrl-C) and the exception propagates. A run can be reopened (`resume_run_id`, iqs.train.resume): it
+goes back to RUNNING and keeps its params, which must not change.
 """
 
 from __future__ import annotations
@@ -276,6 +277,8 @@ def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> 
 class TrackedRun:
     """An open MLflow run, logged through `MlflowClient` (no global active-run state)."""
 
+    resumed: bool = False  # reopened by `iqs train resume=...` (open_run)
+
     def __init__(self, client: Any, run: Any, experiment_name: str, sweep_id: str, cfg: Any) -> None:
         self.client = client
         self.run_id: str = run.info.run_id
@@ -431,66 +434,136 @@ class TrackedRun:
 
 
 def _fail(run: TrackedRun, exc: BaseException) -> None:
-    """Attach the traceback; failures here are logged, never allowed to mask the original exception."""
+    """Attach the traceback; failures here are logged, never allowed to mask the original exception.
+
+    A signal or Ctrl-C (iqs.train.signals.is_interruption) ends the run KILLED, anything else FAILED.
+    """
+    from iqs.train.signals import is_interruption
+
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    status = "KILLED" if is_interruption(exc) else "FAILED"
     try:
         run.log_text(text, "traceback.txt")
         run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE], "traceback": text[-4000:]})
     except Exception:  # noqa: BLE001 - the store may be what failed
         log.exception("could not attach the traceback to MLflow run %s", run.run_id)
     finally:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         try:
             run.end(status)
         except Exception:  # noqa: BLE001
             log.exception("could not mark MLflow run %s as %s", run.run_id, status)
 
 
-def open_run(cfg: Any, run_name: str | None = None, tags: Mapping[str, Any] | None = None) -> TrackedRun:
-    """Create the run, tag it and log the resolved config (params + `config.yaml`); the caller ends it."""
-    from mlflow.tracking.context.registry import resolve_tags
+# config keys that may differ between a run and its resumption: never logged as params
+NOT_PARAMS = ("resume",)
+
+
+def params_config(cfg: Any) -> dict:
+    """The resolved config that a run logs as params (without NOT_PARAMS)."""
+    return {k: v for k, v in to_container(cfg).items() if k not in NOT_PARAMS}
+
+
+def experiment_of(cfg: Any) -> tuple[Any, str, str]:
+    """(MlflowClient of the run's store, experiment id, experiment name); the experiment is created if absent."""
 
     uri = tracking_uri_for(cfg)
     client = make_client(cfg, uri)
     experiment = str(cfg_get(cfg, "logger.experiment_name", DEFAULT_EXPERIMENT))
-    experiment_id = ensure_experiment(client, experiment, artifact_location_for(cfg, uri, experiment))
+    return (
+        client,
+        ensure_experiment(client, experiment, artifact_location_for(cfg, uri, experiment)),
+        experiment,
+    )
+
+
+def _reopen(client: Any, run_id: str, cfg: Any) -> Any:
+    """The MLflow run `run_id`, set RUNNING again after checking that `cfg` logs the params it has."""
+    from iqs.data.mixture import ConfigError
+
+    existing = client.get_run(run_id)
+    logged = existing.data.params
+    changed = {
+        k: (logged[k], v)
+        for k, v in flatten_config(params_config(cfg)).items()
+        if k in logged and logged[k] != v and len(v) <= MAX_PARAM_VALUE
+    }
+    if changed:
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:5])
+        raise ConfigError(
+            f"resume: MLflow run {run_id} was started with another config ({detail}); a resumed run keeps "
+            "its config, so drop those overrides (or start a new run)"
+        )
+    client.update_run(run_id, status="RUNNING")
+    return client.get_run(run_id)
+
+
+def open_run(
+    cfg: Any,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    resume_run_id: str | None = None,
+) -> TrackedRun:
+    """Create the run (or reopen `resume_run_id`, RUNNING again), tag it with its git state, axes and
+    process (iqs.tracking.liveness), and log the resolved config (params + `config.yaml`); the caller ends it."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    from iqs.tracking.liveness import owner_tags
+
+    client, experiment_id, experiment = experiment_of(cfg)
     git = git_info()
     sweep_id = str((tags or {}).get("sweep_id") or sweep_id_for(cfg))
     all_tags = {
         **git.tags(),
         **axes_of(cfg),
         "sweep_id": sweep_id,
+        **owner_tags(),
         **{k: str(v) for k, v in (tags or {}).items()},
     }
     name = run_name or run_name_for(cfg)
-    mlflow_run = client.create_run(experiment_id, tags=resolve_tags(all_tags), run_name=name)
+    if resume_run_id:
+        mlflow_run = _reopen(client, resume_run_id, cfg)
+        name = mlflow_run.info.run_name
+        if not (tags or {}).get("sweep_id") and sweep_id == "none":  # a resumed sweep job stays in its sweep
+            sweep_id = all_tags["sweep_id"] = mlflow_run.data.tags.get("sweep_id", sweep_id)
+        all_tags["iqs.resumes"] = str(int(mlflow_run.data.tags.get("iqs.resumes", "0")) + 1)
+    else:
+        mlflow_run = client.create_run(experiment_id, tags=resolve_tags(all_tags), run_name=name)
     run = TrackedRun(client, mlflow_run, experiment, sweep_id, cfg)
+    run.resumed = bool(resume_run_id)
     try:
-        run.log_params_flat(cfg)
-        config_yaml = OmegaConf.to_yaml(OmegaConf.create(to_container(cfg)))
-        run.log_text(config_yaml, "config.yaml")
+        if resume_run_id:
+            run.set_tags(all_tags)
+        run.log_params_flat(params_config(cfg))
+        config_yaml = OmegaConf.to_yaml(OmegaConf.create(params_config(cfg)))
+        run.log_text(config_yaml, "config_resumed.yaml" if resume_run_id else "config.yaml")
         if git.diff:
             run.log_text(git.diff, "git.diff")
     except BaseException as exc:
         _fail(run, exc)
         raise
     log.info(
-        "MLflow run %s (%s) in experiment '%s', sweep %s, store %s",
+        "MLflow run %s (%s) in experiment '%s', sweep %s, store %s%s",
         name,
         run.run_id,
         experiment,
         sweep_id,
-        uri,
+        client.tracking_uri,
+        " (resumed)" if resume_run_id else "",
     )
     return run
 
 
 @contextmanager
 def tracked_run(
-    cfg: Any, run_name: str | None = None, tags: Mapping[str, Any] | None = None
+    cfg: Any,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[TrackedRun]:
-    """`with tracked_run(cfg) as run:` — FINISHED on success; FAILED with `traceback.txt` on error (re-raised)."""
-    run = open_run(cfg, run_name, tags)
+    """`with tracked_run(cfg) as run:` — FINISHED on success; on error the traceback is attached and the run
+    ends FAILED, or KILLED for a signal or Ctrl-C; the exception is re-raised. `resume_run_id` continues
+    that run instead of creating one."""
+    run = open_run(cfg, run_name, tags, resume_run_id)
     try:
         yield run
     except BaseException as exc:

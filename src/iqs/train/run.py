@@ -5,8 +5,14 @@
 
 `train(cfg)` reads top to bottom: mixture -> datamodule -> model -> (feature cache) -> callbacks ->
 logger -> trainer -> fit -> test -> artifacts. Every job writes only into its own output folder
-(Hydra's `runtime.output_dir`: `outputs/train/<time>/` for a run, `multirun/train/<time>/<job>/` in
-a sweep); the jobs of one sweep share the MLflow tag `sweep_id` (iqs.tracking).
+(Hydra's `runtime.output_dir`: `outputs/train/<time>_<8 random hex>/` for a run,
+`multirun/train/<time>_<hex>/<job>/` in a sweep, so jobs started in the same second never share one);
+the jobs of one sweep share the MLflow tag `sweep_id` (iqs.tracking). `resume=<run id | checkpoint |
+auto>` continues a run in its own folder and MLflow run (iqs.train.resume).
+
+Outcomes: SIGTERM/SIGINT end the run KILLED and `main` returns 128 + signal (iqs.train.signals); a
+configuration or data error prints one line (its traceback goes to the job's log file and the run's
+`traceback.txt`) and returns 1; any other error propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from iqs.config import conf_dir, quote_group_options
+from iqs.config import conf_dir, job_suffix, quote_group_options
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +51,28 @@ def job_output_dir(cfg: DictConfig) -> Path:
                 Path(str(cfg.paths.root_dir))
                 / "outputs"
                 / "train"
-                / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+                / f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{job_suffix()}"
             )
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def untrained(cfg: DictConfig) -> bool:
+    """Whether the trainer settings would test a model that never takes an optimizer step."""
+    t = cfg.trainer
+    limit = t.get("limit_train_batches")
+    return t.get("max_epochs") == 0 or t.get("max_steps") == 0 or (limit is not None and float(limit) == 0)
+
+
+def check_trained(cfg: DictConfig) -> None:
+    """Refuse to test an untrained model unless `allow_untrained=true` (then the run is tagged `untrained`)."""
+    from iqs.data.mixture import ConfigError
+
+    if untrained(cfg) and not cfg.get("allow_untrained", False):
+        raise ConfigError(
+            "these trainer settings (max_epochs=0, max_steps=0 or limit_train_batches=0) would test an "
+            "untrained model; give the run some training, or add allow_untrained=true to test one on purpose"
+        )
 
 
 def model_config(cfg: DictConfig, rebalancer: Any) -> DictConfig:
@@ -189,7 +213,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     from iqs.tracking import tracked_run
     from iqs.tracking.cv import cv_tags
+    from iqs.train.resume import prepare
 
+    check_trained(cfg)
     if cfg.get("init_from"):  # experiment=personal: general vs personal vs scratch, three runs
         from iqs.train.personal import train_personal
 
@@ -198,17 +224,32 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     pl.seed_everything(int(cfg.seed), workers=True)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
-    output_dir = job_output_dir(cfg)
+    target = prepare(cfg)  # marks this host's dead runs KILLED; the run to continue, if any
+    output_dir = target.output_dir if target else job_output_dir(cfg)
     # the folds of one cross-validated configuration share a cv_id (iqs compare cv=<id> pools them)
     tags = {**cv_tags(cfg), **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}}
-    with tracked_run(cfg, tags=tags) as run:
-        metrics, objects = fit_and_test(cfg, run, output_dir)
+    if untrained(cfg):
+        tags["untrained"] = "true"
+    with tracked_run(cfg, tags=tags, resume_run_id=target.run_id if target else None) as run:
+        metrics, objects = fit_and_test(cfg, run, output_dir, target.checkpoint if target else None)
         run.log_metrics({"time/total_s": time.perf_counter() - started})
     return metrics, objects
 
 
-def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
-    """mixture -> datamodule -> model -> feature cache -> callbacks -> logger -> trainer -> fit -> test."""
+def trainer_plugins() -> list[Any]:
+    """Atomic checkpoint writes, and Lightning's SLURM auto-requeue under SLURM (iqs.train.signals)."""
+    from iqs.train.checkpoint_io import AtomicCheckpointIO
+    from iqs.train.signals import cluster_plugins
+
+    return [AtomicCheckpointIO(), *cluster_plugins()]
+
+
+def fit_and_test(
+    cfg: DictConfig, run: Any, output_dir: Path, resume_from: Path | None = None
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """mixture -> datamodule -> model -> feature cache -> callbacks -> logger -> trainer -> fit -> test.
+
+    `resume_from`: a checkpoint of this run to continue from (iqs.train.resume)."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -221,6 +262,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     from iqs.train.datamodule import QualityDataModule
     from iqs.train.decision_cuts import CutsConfig, tune_and_evaluate
     from iqs.train.module import QualityLitModule, predictions_frame
+    from iqs.train.resume import ResumeState
 
     log.info("building mixture <%s>", cfg.data.name)
     mixture = build_mixture(cfg.data, cfg.thresholds)
@@ -269,19 +311,25 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
         datamodule.attach_features(features)
         cache_state = "hit" if features.hit else "miss"
     run.set_tags({"feature_cache": cache_state})
-    run.client.log_param(run.run_id, "feature_cache", cache_state)
+    if not run.resumed:  # a param cannot change, and a resumed run may hit the cache its first part filled
+        run.client.log_param(run.run_id, "feature_cache", cache_state)
 
     callbacks = make_callbacks(cfg, output_dir)
+    callbacks["resume"] = ResumeState(run.run_id)
     logger = make_lightning_logger(run, log_model=bool(cfg.logger.get("log_model", False)))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=list(callbacks.values()), logger=logger, default_root_dir=str(output_dir)
+        cfg.trainer,
+        callbacks=list(callbacks.values()),
+        logger=logger,
+        default_root_dir=str(output_dir),
+        plugins=trainer_plugins(),
     )
     with warnings.catch_warnings():
         # cached features are tensors in memory: loader workers would only add overhead
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # a frozen backbone stays in eval mode on purpose (BN statistics must not move)
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         best = callbacks["checkpoint"].best_model_path if "checkpoint" in callbacks else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
 
@@ -348,15 +396,26 @@ def print_test_table(metrics: dict[str, float], dataset_names: list[str], title:
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float | None:
-    """The Hydra task: returns the monitored metric (what a sweeper such as Optuna optimises)."""
-    from iqs.tracking.mlflow_run import thresholds_name
+    """The Hydra task: returns the monitored metric (what a sweeper such as Optuna optimises).
 
-    metrics, objects = train(cfg)
+    A configuration or data error is reported in one line (iqs.train.user_errors) and the job returns None,
+    so the other jobs of a sweep still run; `main` then exits 1.
+    """
+    from iqs.tracking.mlflow_run import thresholds_name
+    from iqs.train.user_errors import USER_ERRORS, report
+
+    try:
+        metrics, objects = train(cfg)
+    except USER_ERRORS as exc:
+        report(exc)
+        return None
+    title = f"{cfg.head.name} head, rebalance={cfg.rebalance.name}, thresholds {thresholds_name(cfg)}"
+    if untrained(cfg):
+        title = f"UNTRAINED model (allow_untrained=true): {title}"
     print_test_table(
         metrics,
         objects["datamodule"].dataset_names,
-        f"test metrics: {cfg.head.name} head, rebalance={cfg.rebalance.name}, thresholds {thresholds_name(cfg)}"
-        f" (MLflow run {objects['run_id']})",
+        f"test metrics: {title} (MLflow run {objects['run_id']})",
     )
     return monitored_value(cfg, metrics)
 
@@ -364,13 +423,22 @@ def hydra_entry(cfg: DictConfig) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     """`iqs train [overrides]`: Hydra parses `argv` as its own command line (so -m, --cfg job, ... work).
 
-    Returns the process exit status; the monitored metric is the Hydra task's return value.
+    Returns the process exit status: 0, 1 when a job failed on a configuration or data error, 128 + the
+    signal number when SIGTERM or SIGINT stopped it. The monitored metric is the Hydra task's return value.
     """
+    from iqs.train import user_errors
+    from iqs.train.signals import Interrupted, signals_raise
+
     argv = quote_group_options(list(sys.argv[1:] if argv is None else argv))
     saved = sys.argv
     sys.argv = ["iqs-train", *argv]
+    user_errors.reported.clear()
     try:
-        hydra_entry()
+        with signals_raise():
+            hydra_entry()
+    except Interrupted as exc:
+        print(f"iqs train: {exc}; the MLflow run ended KILLED", file=sys.stderr)
+        return exc.exit_code
     finally:
         sys.argv = saved
-    return 0
+    return 1 if user_errors.reported else 0

@@ -1,0 +1,221 @@
+"""Kill a real `iqs train` with SIGKILL mid-epoch, resume it, and get the uninterrupted run's test metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from iqs.config import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# the killed process: sleeps in the second batch of epoch 1, after epoch 0 wrote last.ckpt, and says so
+KILLED_JOB = """
+import sys, time
+from pathlib import Path
+from iqs.train.module import QualityLitModule
+
+marker = Path(sys.argv[1])
+step = QualityLitModule.training_step
+
+def slow_step(self, batch, batch_idx):
+    if self.current_epoch == 1 and batch_idx == 1:
+        marker.write_text("in epoch 1")
+        time.sleep(600)
+    return step(self, batch, batch_idx)
+
+QualityLitModule.training_step = slow_step
+from iqs.cli import main
+sys.exit(main(["train", *sys.argv[2:]]))
+"""
+
+
+def build_tiny_demo(folder: Path) -> Path:
+    """15 reference photos x (pristine + 2 levels of 1 distortion) per source: 135 images of 64 px."""
+    from iqs.data.demo.build import DemoSpec, ensure_demo
+
+    spec = DemoSpec(crops_per_photo=1, long_side=64, types_per_source=1, levels_per_type=2)
+    return ensure_demo(folder, 0, spec=spec, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory) -> Path:
+    return build_tiny_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch):
+    for var in (
+        "MLFLOW_TRACKING_URI",
+        "IQS_SWEEP_ID",
+        "IQS_CACHE_DIR",
+        "IQS_DATA_DIR",
+        "SLURM_RESTART_COUNT",
+    ):
+        monkeypatch.delenv(var, raising=False)
+
+
+def tiny(root: Path, demo: Path, *extra: str, epochs: int = 3) -> list[str]:
+    """A demo run of `epochs` epochs on 64 px images and cached features, one thread (bitwise repeatable);
+    the test CIs and decision cuts are off (they do not bear on these tests)."""
+    return [
+        "experiment=demo",
+        "data.demo_dir=null",
+        *(f"data.sources.demo_{s}.root={demo}/{s}" for s in ("ava", "koniq", "spaq")),
+        f"paths.root_dir={root}",
+        "backbone.input_size=64",
+        "trainer=cpu_fast",
+        f"trainer.max_epochs={epochs}",
+        "trainer.limit_test_batches=1.0",
+        "loader.batch_size=16",
+        "loader.eval_batch_size=64",
+        "cache.batch_size=64",
+        "num_threads=1",
+        "logger.test_ci.enabled=false",
+        "decision_cuts.enabled=false",
+        *extra,
+    ]
+
+
+def runs_of(root: Path, experiment: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def test_metrics(run) -> dict[str, float]:
+    return {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
+
+
+test_metrics.__test__ = False  # a helper, not a test
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_demo, tmp_path):
+    from iqs.train.run import main, train
+
+    # the uninterrupted run (also fills the feature cache the other two hit)
+    whole, _ = train(
+        compose(
+            "train", tiny(tmp_path, tiny_demo, "logger.experiment_name=whole", f"output_dir={tmp_path}/whole")
+        )
+    )
+
+    ov = tiny(tmp_path, tiny_demo, "logger.experiment_name=killed", "hydra/job_logging=disabled")
+    marker = tmp_path / "in-epoch-1"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_JOB, str(marker), *ov], env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 600
+        while not marker.exists():
+            assert proc.poll() is None, "the training process ended before epoch 1"
+            assert time.monotonic() < deadline, "the training process never reached epoch 1"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (killed,) = runs_of(tmp_path, "killed")
+    assert killed.info.status == "RUNNING"  # nobody could end it
+    last = Path(killed.data.tags["output_dir"]) / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)  # still loads without pickled objects
+    assert saved["epoch"] == 0 and saved["iqs_resume"]["run_id"] == killed.info.run_id
+
+    assert main([*ov, "resume=auto"]) == 0
+    (resumed,) = runs_of(tmp_path, "killed")  # the same single run, continued
+    assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
+    assert resumed.data.tags["iqs.resumes"] == "1"
+    got, expected = test_metrics(resumed), {k: v for k, v in whole.items() if k.startswith("test/")}
+    assert got.keys() >= {"test/all/srcc", "test/all/rmse", "test/demo_ava/plcc"}
+    for key, value in got.items():
+        assert value == pytest.approx(expected[key], abs=1e-6, nan_ok=True), key
+    # the resumed job kept writing into the run's own folder
+    assert (Path(resumed.data.tags["output_dir"]) / "test_predictions.csv").is_file()
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    """A full disk in the middle of writing last.ckpt: the old file stays, no torn or temporary file is left."""
+    import builtins
+    import errno
+
+    from iqs.train import checkpoint_io
+
+    io = checkpoint_io.AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 0, "w": torch.arange(10)}, path)
+    before = path.read_bytes()
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(
+        checkpoint_io,
+        "open",
+        lambda p, mode: FullDisk(builtins.open(p, mode)),  # noqa: SIM115
+        raising=False,
+    )
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"epoch": 1, "w": torch.arange(100_000)}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    assert torch.load(path, weights_only=True)["epoch"] == 0
+
+
+def test_resume_is_the_one_key_and_bad_targets_say_what_to_do(tmp_path):
+    from hydra.errors import ConfigCompositionException
+    from mlflow import MlflowClient
+
+    from iqs.data.mixture import ConfigError
+    from iqs.train.resume import auto_target, from_run, resume_value
+
+    with pytest.raises(ConfigCompositionException):
+        compose("train", ["ckpt_path=x.ckpt"])
+    with pytest.raises(ConfigError, match="resume="):
+        resume_value(compose("train", ["+ckpt_path=x.ckpt"]))
+    assert resume_value(compose("train", [])) is None
+    assert resume_value(compose("train", ["resume=auto"])) == "auto"
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("r", artifact_location=(tmp_path / "a").as_uri())
+    with pytest.raises(ConfigError, match="no such MLflow run"):
+        from_run(client, "0" * 32)
+    done = client.create_run(exp, run_name="regression-none-t5_6-demo")
+    client.set_tag(done.info.run_id, "output_dir", str(tmp_path))
+    client.set_terminated(done.info.run_id, "FINISHED")
+    with pytest.raises(ConfigError, match="FINISHED: there is nothing to resume"):
+        from_run(client, done.info.run_id)
+    killed = client.create_run(exp, run_name="regression-none-t5_6-demo")
+    client.set_tag(killed.info.run_id, "output_dir", str(tmp_path / "killed"))
+    client.set_terminated(killed.info.run_id, "KILLED")
+    with pytest.raises(ConfigError, match="no checkpoint to resume from"):
+        from_run(client, killed.info.run_id)
+    with pytest.raises(ConfigError, match="resume=auto: no unfinished run"):
+        auto_target(client, exp, "regression-none-t5_6-demo", {})
+    (tmp_path / "killed" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "killed" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    found = auto_target(client, exp, "regression-none-t5_6-demo", {})
+    assert found.run_id == killed.info.run_id and found.checkpoint.name == "last.ckpt"
+    client.log_param(killed.info.run_id, "head.name", "distribution")  # another config: not this one's run
+    with pytest.raises(ConfigError, match="resume=auto"):
+        auto_target(client, exp, "regression-none-t5_6-demo", {"head.name": "regression"})

@@ -1,0 +1,230 @@
+"""Honest run states: signals end runs KILLED with exit 128+n, dead processes' runs are found, SLURM requeue is
+configured, untrained runs are refused, and configuration/data errors print one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+
+from iqs.config import compose
+from iqs.data.mixture import ConfigError
+from iqs.tracking import tracked_run
+from iqs.tracking.liveness import (
+    HOST_TAG,
+    PID_TAG,
+    STARTED_TAG,
+    mark_dead_runs,
+    process_alive,
+    process_start_time,
+)
+from iqs.train.signals import Interrupted, cluster_plugins, signals_raise
+
+SLURM_ENV = {
+    "SLURM_NTASKS": "1",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_JOB_ID": "4242",
+    "SLURM_NODELIST": "node1",
+}
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, migrated_db: Path):
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
+    return OmegaConf.create(
+        {
+            "paths": {"mlruns_dir": str(tmp_path / "mlruns")},
+            "logger": {
+                "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+                "artifact_location": str(tmp_path / "artifacts"),
+                "experiment_name": "states",
+            },
+            "head": {"name": "regression"},
+            "thresholds": {"name": "5_6", "t1": 5.0, "t2": 6.0},
+        }
+    )
+
+
+def client_of(cfg) -> MlflowClient:
+    return MlflowClient(cfg.logger.tracking_uri)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_raises_interrupted_and_the_run_ends_killed(cfg, signum):
+    before = signal.getsignal(signum)
+    with pytest.raises(Interrupted) as caught, signals_raise(), tracked_run(cfg) as run:
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises before this ends
+    assert caught.value.exit_code == 128 + signum
+    assert signal.getsignal(signum) is before  # handlers are restored
+    ended = client_of(cfg).get_run(run.run_id)
+    assert ended.info.status == "KILLED"
+    assert ended.data.tags["error"].startswith("Interrupted: interrupted by SIG")
+    # an ordinary error still ends FAILED
+    with pytest.raises(ValueError), tracked_run(cfg) as run:
+        raise ValueError("boom")
+    assert client_of(cfg).get_run(run.run_id).info.status == "FAILED"
+
+
+def test_runs_record_their_process_and_dead_ones_are_marked_killed(cfg, tmp_path, capsys):
+    from iqs.tracking.compare import main as compare
+
+    with tracked_run(cfg) as finished:
+        pass
+    client = client_of(cfg)
+    tags = client.get_run(finished.run_id).data.tags
+    assert tags[HOST_TAG] == socket.gethostname() and tags[PID_TAG] == str(os.getpid())
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(dead.stdout)
+    assert not process_alive(dead_pid)
+    me = process_start_time(os.getpid())
+    assert process_alive(os.getpid(), me + 1)  # the run started just after its process
+    assert not process_alive(os.getpid(), me - 60)  # the pid now belongs to a process younger than the run
+
+    def running(host: str, pid: int) -> str:
+        from iqs.tracking.mlflow_run import open_run
+
+        run = open_run(cfg)  # a run left RUNNING, as by a SIGKILL
+        client.set_tag(run.run_id, HOST_TAG, host)
+        client.set_tag(run.run_id, PID_TAG, str(pid))
+        client.set_tag(run.run_id, STARTED_TAG, f"{time.time() - 30:.3f}")
+        return run.run_id
+
+    gone = running(socket.gethostname(), dead_pid)
+    alive = running(socket.gethostname(), os.getpid())
+    elsewhere = running("another-host", dead_pid)
+    exp = client.get_experiment_by_name("states").experiment_id
+
+    args = [f"logger.tracking_uri={cfg.logger.tracking_uri}", "format=csv"]
+    assert compare([*args, "status=RUNNING", f"output={tmp_path}/running.csv"]) == 0  # sweeps first
+    status = {r.info.run_id: r.info.status for r in client.search_runs([exp])}
+    assert status == {finished.run_id: "FINISHED", gone: "KILLED", alive: "RUNNING", elsewhere: "RUNNING"}
+    assert "is gone" in client.get_run(gone).data.tags["iqs.ended_by"]
+    import pandas as pd
+
+    assert set(pd.read_csv(tmp_path / "running.csv")["run_id"].str[:8]) == {alive[:8], elsewhere[:8]}
+    assert compare([*args, "status=KILLED", f"output={tmp_path}/killed.csv"]) == 0
+    assert list(pd.read_csv(tmp_path / "killed.csv")["run_id"].str[:8]) == [gone[:8]]
+    assert mark_dead_runs(client) == []  # nothing left to mark
+
+
+def test_slurm_gets_lightnings_auto_requeue_on_sigusr1(monkeypatch):
+    import pytorch_lightning as pl
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    from iqs.train.checkpoint_io import AtomicCheckpointIO
+    from iqs.train.run import trainer_plugins
+
+    for key in SLURM_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert cluster_plugins() == []
+    for key, value in SLURM_ENV.items():
+        monkeypatch.setenv(key, value)
+    (env,) = cluster_plugins()
+    assert isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal == signal.SIGUSR1
+    trainer = pl.Trainer(accelerator="cpu", devices=1, plugins=trainer_plugins(), logger=False)
+    assert trainer._accelerator_connector.cluster_environment.requeue_signal == signal.SIGUSR1
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+@pytest.mark.parametrize(
+    "override", ["trainer.max_epochs=0", "+trainer.limit_train_batches=0", "+trainer.max_steps=0"]
+)
+def test_untrained_runs_are_refused_unless_allowed(override):
+    from iqs.train.run import check_trained, untrained
+
+    cfg = compose("train", [override])
+    assert untrained(cfg)
+    with pytest.raises(ConfigError, match="allow_untrained=true"):
+        check_trained(cfg)
+    check_trained(compose("train", [override, "allow_untrained=true"]))
+    assert not untrained(compose("train", []))
+
+
+def test_config_errors_print_one_line_and_log_the_traceback(tmp_path, capsys):
+    from iqs.train.run import main
+
+    rc = main([f"paths.root_dir={tmp_path}", "trainer.max_epochs=0", f"hydra.run.dir={tmp_path}/job"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.strip().splitlines() == [
+        next(line for line in err.splitlines() if line.startswith("iqs train: error: these trainer settings"))
+    ]
+    assert "Traceback" not in err
+    log_text = next((tmp_path / "job").glob("*.log")).read_text()
+    assert "Traceback (most recent call last)" in log_text and "ConfigError" in log_text
+
+
+@pytest.mark.slow
+def test_sigterm_to_iqs_train_exits_143_and_the_run_ends_killed(tmp_path):
+    """A real `iqs train` process, stopped by SIGTERM in its first epoch."""
+    job = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from iqs.train.module import QualityLitModule\n"
+        "marker = Path(sys.argv[1])  # iqs train replaces sys.argv\n"
+        "def slow(self, batch, i):\n"
+        "    marker.write_text('training')\n"
+        "    time.sleep(600)\n"
+        "QualityLitModule.training_step = slow\n"
+        "from iqs.cli import main\n"
+        "sys.exit(main(['train', *sys.argv[2:]]))\n"
+    )
+    from test_resume import build_tiny_demo, tiny
+
+    marker = tmp_path / "training"
+    ov = [*tiny(tmp_path, build_tiny_demo(tmp_path / "demo")), "hydra/job_logging=disabled"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.Popen([sys.executable, "-c", job, str(marker), *ov], env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 600
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    runs = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").search_experiments()]
+    )
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_a_data_error_prints_one_line_and_the_run_keeps_the_traceback(tmp_path, capsys, monkeypatch):
+    from iqs.train.run import main
+    from test_resume import tiny
+
+    for var in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR", "IQS_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    rc = main([*tiny(tmp_path, tmp_path / "nowhere"), f"hydra.run.dir={tmp_path}/job"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("iqs train: error:")]
+    assert "nowhere" in line and "annotation file not found" in line
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FAILED" and "DataError" in run.data.tags["error"]
+    traceback_txt = client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))
+    assert "Traceback (most recent call last)" in Path(traceback_txt).read_text()
+    assert "Traceback (most recent call last)" in (tmp_path / "job" / "run.log").read_text()
