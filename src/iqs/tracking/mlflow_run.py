@@ -465,7 +465,6 @@ def params_config(cfg: Any) -> dict:
 
 def experiment_of(cfg: Any) -> tuple[Any, str, str]:
     """(MlflowClient of the run's store, experiment id, experiment name); the experiment is created if absent."""
-
     uri = tracking_uri_for(cfg)
     client = make_client(cfg, uri)
     experiment = str(cfg_get(cfg, "logger.experiment_name", DEFAULT_EXPERIMENT))
