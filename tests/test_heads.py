@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from iqs.data.scale import assign_labels, gaussian_dist
-from iqs.models.heads import HEADS, INPUT_NORM_EPS, _round_down, build_head, score_to_class_logits
+from iqs.models.heads import HEADS, build_head, score_to_class_logits
+from iqs.models.heads.base import INPUT_NORM_EPS, _round_down
 
 T1, T2 = 5.0, 6.0
 SCORE_HEADS = ("regression", "distribution")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from iqs.data.scale import CLASS_NAMES
-from iqs.models.heads import Head, expectation, reduce_weighted, register_head
+from iqs.models.heads.base import Head, expectation, reduce_weighted, register_head
 
 
 @register_head("classification")

@@ -12,7 +12,7 @@ import torch
 
 from iqs.data.scale import BIN_CENTRES, N_BINS
 from iqs.losses.emd import emd_loss
-from iqs.models.heads import Head, expectation, reduce_weighted, register_head
+from iqs.models.heads.base import Head, expectation, reduce_weighted, register_head
 
 
 @register_head("distribution")

@@ -33,7 +33,7 @@ from coral_pytorch.losses import coral_loss
 from torch import nn
 
 from iqs.data.scale import CLASS_NAMES
-from iqs.models.heads import Head, expectation, reduce_weighted, register_head
+from iqs.models.heads.base import Head, expectation, reduce_weighted, register_head
 
 
 def cumulative_levels(label: torch.Tensor, num_classes: int = len(CLASS_NAMES)) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from iqs.losses.fidelity import batch_fidelity
-from iqs.models.heads import Head, register_head
+from iqs.models.heads.base import Head, register_head
 
 
 @register_head("rank")

@@ -9,7 +9,7 @@ import torch
 
 from iqs.data.scale import COMMON_HI, COMMON_LO
 from iqs.losses.regression_losses import REGRESSION_LOSSES, make_regression_loss
-from iqs.models.heads import Head, reduce_weighted, register_head
+from iqs.models.heads.base import Head, reduce_weighted, register_head
 
 
 @register_head("regression")
