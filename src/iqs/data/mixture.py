@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from iqs.data.scale import CLASS_NAMES, COMMON_HI, COMMON_LO, assign_labels
+from iqs.classes import CLASS_NAMES
+from iqs.data.scale import COMMON_HI, COMMON_LO, assign_labels
 from iqs.data.splits import (
     REMOVED_COLUMNS,
     assign_splits,

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import norm
 
+from iqs.classes import CLASS_NAMES  # noqa: F401  (re-exported: the label rule's classes)
+
 COMMON_LO, COMMON_HI = 1.0, 10.0
 N_BINS = 10
 BIN_CENTRES = np.arange(1, N_BINS + 1, dtype=np.float64)  # common-scale value of bin i is i+1
-CLASS_NAMES = ("bad", "normal", "good")
 
 
 def to_common(raw: np.ndarray | float, lo: float, hi: float) -> np.ndarray:

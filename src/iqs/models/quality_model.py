@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from iqs.data.scale import CLASS_NAMES, N_BINS
+from iqs.classes import CLASS_NAMES
+from iqs.data.scale import N_BINS
 from iqs.models.backbone import (
     Backbone,
     BackboneInfo,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from iqs.classes import CLASS_NAMES
 from iqs.data.plots import label_histogram
 from iqs.metrics.label_rule import DECLARED_LABEL, SOURCE_PRED, LabelRule, class_columns
 from iqs.metrics.names import ALL
@@ -138,7 +139,7 @@ def mixture_counts(table: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in ("dataset", "split", "label") if c in table.columns]
     counts = table.groupby(keys, dropna=False, observed=True).size().rename("n").reset_index()
     if "label" in counts.columns:
-        counts["class"] = counts["label"].map(dict(enumerate(plots.CLASS_NAMES)))
+        counts["class"] = counts["label"].map(dict(enumerate(CLASS_NAMES)))
     return counts
 
 

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from iqs.classes import CLASS_NAMES
 from iqs.deploy.onnx_wrappers import has_dist
 from iqs.deploy.xmp import PICK_LABEL_NAMES, PICK_LABELS
-from iqs.tracking.mlflow_run import CLASS_NAMES, cfg_get
+from iqs.tracking.mlflow_run import cfg_get
 
 METRIC_KEY = re.compile(r"^test/(?P<dataset>[^/]+)/(?P<metric>.+)$")
 # MLflow params that describe the training data mixture and labelling, as logged by `iqs train`

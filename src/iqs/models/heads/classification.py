@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from iqs.data.scale import CLASS_NAMES
+from iqs.classes import CLASS_NAMES
 from iqs.models.heads.base import Head, expectation, reduce_weighted, register_head
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from coral_pytorch.losses import coral_loss
 from torch import nn
 
-from iqs.data.scale import CLASS_NAMES
+from iqs.classes import CLASS_NAMES
 from iqs.models.heads.base import Head, expectation, reduce_weighted, register_head
 
 
