@@ -178,13 +178,14 @@ def main(argv: list[str]) -> int:
 
     from iqs.config import compose
     from iqs.data.errors import DataError
-    from iqs.data.mixture import build_mixture
+    from iqs.data.mixture import build_mixture, ensure_data
 
     console = Console(stderr=True)
     cfg = compose("train", argv)
     p = cfg.get("prepare", {})
     short_side = int(p.get("short_side", 320))
     try:
+        ensure_data(cfg.data)
         mix = build_mixture(cfg.data, cfg.thresholds)
     except (DataError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")

@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from iqs.config import compose
     from iqs.data.errors import DataError
-    from iqs.data.mixture import ConfigError, build_mixture, single_source_mixture
+    from iqs.data.mixture import ConfigError, build_mixture, ensure_data, single_source_mixture
 
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 test_fraction=float(cfg.test_fraction),
             )
         else:
+            ensure_data(cfg.data)
             mix = build_mixture(cfg.data, cfg.thresholds)
         stats = compute_stats(mix)
         audit = audit_report(mix, cfg)

@@ -206,7 +206,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from iqs.data.mixture import build_mixture
+    from iqs.data.mixture import build_mixture, ensure_data
     from iqs.deploy.preprocess import InputSpec
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer
@@ -216,6 +216,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     from iqs.train.module import QualityLitModule, predictions_frame
 
     log.info("building mixture <%s>", cfg.data.name)
+    ensure_data(cfg.data)
     mixture = build_mixture(cfg.data, cfg.thresholds)
     rebalancer = build_rebalancer(cfg.rebalance)
     rebalancer.check_head(str(cfg.head.name))
