@@ -22,11 +22,6 @@ def to_common(raw: np.ndarray | float, lo: float, hi: float) -> np.ndarray:
     return COMMON_LO + (raw - lo) * (COMMON_HI - COMMON_LO) / (hi - lo)
 
 
-def from_common(score: np.ndarray | float, lo: float, hi: float) -> np.ndarray:
-    score = np.asarray(score, dtype=np.float64)
-    return lo + (score - COMMON_LO) * (hi - lo) / (COMMON_HI - COMMON_LO)
-
-
 def std_to_common(std: np.ndarray | float, lo: float, hi: float) -> np.ndarray:
     return np.asarray(std, dtype=np.float64) * (COMMON_HI - COMMON_LO) / (hi - lo)
 
@@ -61,10 +56,6 @@ def gaussian_dist(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     cdf = norm.cdf((edges[None, :] - mean) / std)
     p = np.diff(cdf, axis=1)
     return p / p.sum(axis=1, keepdims=True)
-
-
-def dist_mean(dist: np.ndarray) -> np.ndarray:
-    return np.asarray(dist) @ BIN_CENTRES
 
 
 def assign_labels(score: np.ndarray | float, t1: float, t2: float) -> np.ndarray:
