@@ -17,3 +17,13 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real annotation files not found at {REALDATA}")
     return REALDATA
+
+
+SLOW_TEST_TIMEOUT_S = 3600  # a first tool-venv install (TensorFlow, ~1.5 GB) waits up to iqs.deploy.tool_venvs' lock
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`slow` tests train, export or build tool venvs: they get a longer pytest-timeout than the default."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
