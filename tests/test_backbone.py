@@ -12,7 +12,7 @@ from skimage.data import chelsea
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 import iqs.models.backbone as backbone_mod
-from iqs.config import conf_dir
+from iqs.config import compose, conf_dir
 from iqs.models import HEADS, build_quality_model, create_backbone, pooling
 from iqs.models.backbone import BACKBONE_KEYS, build_timm_model, resolve_info
 from iqs.models.packaged_weights import (
@@ -212,7 +212,7 @@ def test_meta_of_an_unloaded_packaged_config_keeps_its_preprocessing() -> None:
 
 @pytest.mark.parametrize("path", sorted((conf_dir() / "backbone").glob("*.yaml")), ids=lambda p: p.stem)
 def test_backbone_configs_are_valid(path) -> None:
-    cfg = OmegaConf.to_container(OmegaConf.load(path))
+    cfg = OmegaConf.to_container(compose("train", [f"backbone={path.stem}"]).backbone)
     assert cfg["name"] == path.stem and timm.is_model(cfg["name"])
     assert set(cfg) <= BACKBONE_KEYS
     assert cfg["weights"] in ("packaged", "hub")

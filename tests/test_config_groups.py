@@ -83,3 +83,37 @@ def test_registry_groups_are_the_folders_of_conf() -> None:
     # the groups above are real folders (a renamed folder must not silently empty a parametrisation)
     for group in ("head", "rebalance", "dataset", "backbone"):
         assert group_options(group), f"no yaml in {Path('conf') / group}"
+
+
+# ---------------------------------------------------------------- defaults: written once, in the yaml
+
+
+@pytest.mark.parametrize("option", group_options("head"))
+def test_a_head_built_in_code_gets_the_yaml_defaults(option: str) -> None:
+    """The head's own defaults are conf/head/<name>.yaml's: code and `iqs train head=<name>` agree."""
+    composed_head = OmegaConf.to_container(composed("head", option))
+    composed_head.pop("name")
+    assert build_head(option, 8, {}, 5.0, 6.0).cfg == composed_head
+    assert build_head(option, 8, composed("head", option), 5.0, 6.0).cfg == composed_head
+
+
+def test_heads_state_no_defaults_of_their_own() -> None:
+    for name in HEADS:
+        assert "options" not in vars(HEADS.get(name)), f"head '{name}' restates its defaults in code"
+
+
+def test_backbone_code_defaults_are_the_yaml_defaults() -> None:
+    """create_backbone's unset options and every conf/backbone/*.yaml come from conf/backbone_defaults.yaml."""
+    from iqs.models.backbone import BACKBONE_KEYS, create_backbone
+
+    base = OmegaConf.to_container(OmegaConf.load(conf_dir() / "backbone_defaults.yaml"))
+    assert {"name", *base} == BACKBONE_KEYS
+    backbone, info = create_backbone("test_efficientnet", weights="none")  # timm's tiny test network
+    assert (backbone.frozen, backbone.channels_last, info.pool) == (
+        base["freeze"],
+        base["channels_last"],
+        base["pool"],
+    )
+    for option in group_options("backbone"):
+        node = OmegaConf.to_container(composed("backbone", option))
+        assert set(node) == BACKBONE_KEYS, option

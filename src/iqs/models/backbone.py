@@ -9,7 +9,9 @@ Pooling (`pool`: avg | mlsp | mlsp_blocks, `pool_levels`): see `iqs.models.pooli
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 
 import timm
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from iqs.models.packaged_weights import get_packaged, load_packaged_state_dict
@@ -29,20 +32,10 @@ from iqs.models.pooling import (
 )
 
 WEIGHT_SOURCES = ("packaged", "hub", "none")
+# conf/backbone_defaults.yaml's keys plus `name`; `exportable: false` makes `iqs export` refuse the backbone
 BACKBONE_KEYS = frozenset(
-    {
-        "name",
-        "weights",
-        "freeze",
-        "channels_last",
-        "input_size",
-        "mean",
-        "std",
-        "interpolation",
-        "pool",
-        "pool_levels",
-        "exportable",  # false: `iqs export` refuses it (operators some digiKam OpenCV lacks); not used here
-    }
+    {"name", "weights", "freeze", "channels_last", "input_size", "mean", "std", "interpolation", "pool"}
+    | {"pool_levels", "exportable"}
 )
 
 
@@ -255,23 +248,42 @@ def resolve_info(
     )
 
 
+def backbone_defaults() -> dict[str, Any]:
+    """conf/backbone_defaults.yaml: the defaults of every backbone option, in config and code alike."""
+    return copy.deepcopy(_defaults_yaml())
+
+
+@functools.cache
+def _defaults_yaml() -> dict[str, Any]:
+    from iqs.config import conf_dir
+
+    node = OmegaConf.to_container(OmegaConf.load(conf_dir() / "backbone_defaults.yaml"), resolve=True)
+    assert isinstance(node, dict)
+    return node
+
+
 def create_backbone(
     name: str,
-    weights: str = "packaged",
-    freeze: bool = False,
-    channels_last: bool = False,
+    weights: str | None = None,
+    freeze: bool | None = None,
+    channels_last: bool | None = None,
     input_size: int | Sequence[int] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     interpolation: str | None = None,
-    pool: str = "avg",
+    pool: str | None = None,
     pool_levels: int | None = None,
 ) -> tuple[Backbone, BackboneInfo]:
     """`weights`: packaged | hub | none | <path to a state dict>; None preprocessing values come from the weights.
 
     `pool`: avg | mlsp | mlsp_blocks (see the module docstring); `pool_levels`: the first levels only.
+    `weights`, `freeze`, `channels_last` and `pool` left None take conf/backbone_defaults.yaml's values.
     """
-    weights = str(weights)
+    defaults = _defaults_yaml()
+    weights = str(defaults["weights"] if weights is None else weights)
+    freeze = bool(defaults["freeze"] if freeze is None else freeze)
+    channels_last = bool(defaults["channels_last"] if channels_last is None else channels_last)
+    pool = str(defaults["pool"] if pool is None else pool)
     check_pool(pool)
     model = build_timm_model(name, weights, keep_classifier=False)
     info = resolve_info(model, name, weights, input_size, mean, std, interpolation, pool, pool_levels)
@@ -291,15 +303,16 @@ def create_backbone_from_cfg(cfg: Any, weights: str | None = None) -> tuple[Back
     unknown = set(cfg) - BACKBONE_KEYS
     if unknown:
         raise KeyError(f"unknown backbone config keys {sorted(unknown)}; known: {sorted(BACKBONE_KEYS)}")
+    c = {**_defaults_yaml(), **cfg}
     return create_backbone(
-        name=cfg["name"],
-        weights=weights if weights is not None else cfg.get("weights", "packaged"),
-        freeze=bool(cfg.get("freeze", False)),
-        channels_last=bool(cfg.get("channels_last", False)),
-        input_size=cfg.get("input_size"),
-        mean=cfg.get("mean"),
-        std=cfg.get("std"),
-        interpolation=cfg.get("interpolation"),
-        pool=str(cfg.get("pool") or "avg"),
-        pool_levels=cfg.get("pool_levels"),
+        name=c["name"],
+        weights=weights if weights is not None else c["weights"],
+        freeze=bool(c["freeze"]),
+        channels_last=bool(c["channels_last"]),
+        input_size=c["input_size"],
+        mean=c["mean"],
+        std=c["std"],
+        interpolation=c["interpolation"],
+        pool=str(c["pool"]),
+        pool_levels=c["pool_levels"],
     )

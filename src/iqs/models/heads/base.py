@@ -5,7 +5,9 @@ The contract (outputs, loss reduction) is described in the package docstring, `i
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -138,10 +140,31 @@ def reduce_weighted(per_sample: torch.Tensor, weights: torch.Tensor | None) -> t
     return (per_sample * weights).mean()
 
 
-class Head(nn.Module):
-    """Base: subclasses set `options` (their config keys with defaults) and implement forward / loss."""
+def head_options(name: str) -> dict[str, Any]:
+    """The options of head `name` with their defaults, as conf/head/<name>.yaml states them.
 
-    options: dict[str, Any] = {}
+    The yaml is the one place a head's defaults are written: a head built in code without some option
+    gets the value `iqs train head=<name>` would use.
+    """
+    return copy.deepcopy(_yaml_options(name))
+
+
+@functools.cache
+def _yaml_options(name: str) -> dict[str, Any]:
+    from iqs.config import conf_dir
+
+    path = conf_dir() / "head" / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"head '{name}' has no {path}: every registered head needs its yaml")
+    options = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    assert isinstance(options, dict)
+    options.pop("name", None)
+    return options
+
+
+class Head(nn.Module):
+    """Base: subclasses implement forward / loss; their options and defaults are conf/head/<name>.yaml's."""
+
     # What `score` means, recorded in the meta as `score_scale`: "common" (1..10, comparable to the labels'
     # thresholds), "class_index" (expected class index 0..2) or "latent" (an unscaled ranking score).
     score_scale: str = "common"
@@ -155,13 +178,14 @@ class Head(nn.Module):
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__()
         cfg = plain_cfg(cfg)
-        check_cfg(self.head_name, cfg, list(self.options))
+        options = head_options(self.head_name)
+        check_cfg(self.head_name, cfg, list(options))
         if not t1 < t2:
             raise ValueError(f"thresholds must satisfy t1 < t2, got ({t1}, {t2})")
         self.in_features = int(in_features)
         self.t1, self.t2 = float(t1), float(t2)
         # Effective options (defaults filled in), as recorded in the checkpoint metadata.
-        self.cfg: dict[str, Any] = {**self.options, **{k: v for k, v in cfg.items() if k != "name"}}
+        self.cfg: dict[str, Any] = {**options, **{k: v for k, v in cfg.items() if k != "name"}}
 
     @property
     def head_name(self) -> str:

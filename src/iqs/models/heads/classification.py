@@ -19,13 +19,6 @@ from iqs.models.heads.base import Head, expectation, reduce_weighted, register_h
 @register_head("classification")
 class ClassificationHead(Head):
     score_scale = "class_index"
-    options = {
-        "hidden": [],
-        "dropout": 0.0,
-        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
-        "label_smoothing": 0.0,
-        "class_weights": None,  # null or 3 weights (bad, normal, good) scaling each sample's loss
-    }
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)

@@ -18,13 +18,6 @@ from iqs.models.heads.base import Head, expectation, reduce_weighted, register_h
 @register_head("distribution")
 class DistributionHead(Head):
     has_dist = True
-    options = {
-        "hidden": [],  # MLP widths; [] is NIMA's dropout + linear layer
-        "dropout": 0.0,
-        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
-        "emd_r": 2.0,
-        "sharpness": 4.0,
-    }
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)

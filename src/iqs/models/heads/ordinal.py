@@ -45,13 +45,6 @@ def cumulative_levels(label: torch.Tensor, num_classes: int = len(CLASS_NAMES)) 
 @register_head("ordinal")
 class OrdinalHead(Head):
     score_scale = "class_index"
-    options = {
-        "hidden": [],  # MLP widths before the shared latent; [] is a linear latent, as in the paper
-        "dropout": 0.0,
-        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
-        "importance_weights": None,  # null or K-1 = 2 weights lambda_k of the binary tasks (y > bad, y > normal)
-        "sharpness": 4.0,  # slope of logits3 in the cumulative logits (the class is their sign pattern)
-    }
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)

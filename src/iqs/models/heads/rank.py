@@ -23,12 +23,6 @@ from iqs.models.heads.base import Head, register_head
 class RankHead(Head):
     score_scale = "latent"
     pairwise = True
-    options = {
-        "hidden": [],  # MLP widths; [] is a linear layer
-        "dropout": 0.0,
-        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
-        "sharpness": 4.0,  # slope of the class logits derived from the score (and the decision cuts)
-    }
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
