@@ -98,7 +98,8 @@ def prepare_source(
     root: str | Path,
     rel_paths: Iterable[str],
     cache_dir: str | Path,
-    short_side: int = 256,
+    *,
+    short_side: int,  # no default here: conf/train.yaml's prepare.short_side is the one
     shard_size: int = 512,
     workers: int = 2,
     progress: bool = True,
