@@ -19,7 +19,9 @@ def realdata() -> Path:
     return REALDATA
 
 
-SLOW_TEST_TIMEOUT_S = 3600  # a first tool-venv install (TensorFlow, ~1.5 GB) waits up to iqs.deploy.tool_venvs' lock
+SLOW_TEST_TIMEOUT_S = (
+    3600  # a first tool-venv install (TensorFlow, ~1.5 GB) waits up to iqs.deploy.tool_venvs' lock
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,3 +29,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
+
+
+# the keys of a dataset yaml that say where its files are; everything else is the adapter's settings
+WHERE_KEYS = (
+    "name",
+    "adapter",
+    "root",
+    "annotations",
+    "images",
+    "native_range",
+    "check_images",
+    "group_file",
+)
+
+
+def adapter_settings(dataset: str) -> dict:
+    """conf/dataset/<dataset>.yaml's settings of its adapter (columns, prefixes, ...), for tests that point
+    the adapter at files of their own: the yaml states every key an adapter reads, so tests take them there."""
+    from omegaconf import OmegaConf
+
+    from iqs.config import conf_dir
+
+    node = OmegaConf.load(conf_dir() / "dataset" / f"{dataset}.yaml")
+    return {k: OmegaConf.to_container(node)[k] for k in node if k not in WHERE_KEYS}

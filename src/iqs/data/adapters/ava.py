@@ -25,6 +25,7 @@ from iqs.data.adapters.reading import (
     optional_file,
     read_id_list,
     read_table,
+    required,
     single_annotation_file,
     sniff,
     vote_stats,
@@ -110,11 +111,11 @@ def load(cfg: Mapping) -> pd.DataFrame:
         test_ids = read_id_list(test_list)
         split = np.where(pd.Series(ids).isin(test_ids).to_numpy(), "test", "trainval").astype(object)
 
-    prefix = str(cfg.get("group_prefix") or "ava")
+    prefix = str(required(cfg, "group_prefix"))
     table = make_table(
         name,
         ids,
-        image_paths(cfg, ids, str(cfg.get("image_ext", ".jpg"))),
+        image_paths(cfg, ids, str(required(cfg, "image_ext"))),
         raw_score=mean,
         score=to_common(mean, lo, hi),
         dist=votes_to_dist(counts, LEVELS, lo, hi),

@@ -26,6 +26,7 @@ from iqs.data.adapters.reading import (
     native_range,
     numeric_column,
     read_table,
+    required,
     sniff,
     vote_stats,
 )
@@ -134,11 +135,11 @@ def load(cfg: Mapping) -> pd.DataFrame:
     n, mean, std = vote_stats(counts, levels)
     keep = drop_unvoted(n, ids, name, ", ".join(str(p) for p in annotation_files(cfg)))
     ids, counts, n, mean, std = (a[keep] for a in (ids, counts, n, mean, std))
-    prefix = str(cfg.get("group_prefix") or "ava")
+    prefix = str(required(cfg, "group_prefix"))
     return make_table(
         name,
         ids,
-        image_paths(cfg, ids, str(cfg.get("image_ext", ".jpg"))),
+        image_paths(cfg, ids, str(required(cfg, "image_ext"))),
         raw_score=mean,
         score=to_common(mean, lo, hi),
         dist=votes_to_dist(counts, levels, lo, hi),

@@ -25,8 +25,10 @@ from iqs.data.adapters.reading import (
     numeric_column,
     optional_file,
     read_table,
+    required,
     setting,
     single_annotation_file,
+    stated,
 )
 from iqs.data.errors import DataError
 from iqs.data.scale import std_to_common, to_common, votes_to_dist
@@ -54,9 +56,9 @@ def _read_split_column(df: pd.DataFrame, column: str, path) -> np.ndarray:
 def load(cfg: Mapping) -> pd.DataFrame:
     name = str(cfg["name"])
     lo, hi = native_range(cfg)
-    vlo, vhi = native_range(cfg, "vote_range") if cfg.get("vote_range") is not None else (1.0, 5.0)
-    score_column = str(cfg.get("score_column") or "MOS")
-    split_column = cfg.get("split_column", "set")
+    vlo, vhi = native_range(cfg, "vote_range")
+    score_column = str(required(cfg, "score_column"))
+    split_column = stated(cfg, "split_column")
     path = single_annotation_file(cfg)
 
     df = read_table(
@@ -121,7 +123,7 @@ def load(cfg: Mapping) -> pd.DataFrame:
             )
             split = np.where(unlisted, None, split)
 
-    prefix = str(cfg.get("group_prefix") or "koniq10k")
+    prefix = str(required(cfg, "group_prefix"))
     table = make_table(
         name,
         ids,

@@ -49,6 +49,13 @@ def setting(cfg: Mapping, key: str, value: str) -> str:
     return f"dataset.{key}={value} (data.sources.{name}.{key}={value} in a mixture)"
 
 
+def stated(cfg: Mapping, key: str) -> Any:
+    """`cfg[key]`, which may be null but must be there: the dataset yaml states every key its adapter reads."""
+    if key not in cfg:
+        raise DataError(f"config key {config_key(cfg, key)} is missing for dataset '{cfg.get('name')}'")
+    return cfg[key]
+
+
 def required(cfg: Mapping, key: str) -> Any:
     try:
         value = cfg[key]

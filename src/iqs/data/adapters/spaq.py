@@ -33,8 +33,8 @@ from iqs.data.table import make_table
 def load(cfg: Mapping) -> pd.DataFrame:
     name = str(cfg["name"])
     lo, hi = native_range(cfg)
-    id_column = str(cfg.get("id_column") or "Image name")
-    score_column = str(cfg.get("score_column") or "MOS")
+    id_column = str(required(cfg, "id_column"))
+    score_column = str(required(cfg, "score_column"))
     default_std = float(required(cfg, "default_std"))
     if not default_std > 0:
         raise DataError(f"{config_key(cfg, 'default_std')} must be > 0, got {default_std}")
@@ -55,7 +55,7 @@ def load(cfg: Mapping) -> pd.DataFrame:
         df, score_column, path, valid=(lo, hi), range_key=setting(cfg, "native_range", "[lo, hi]")
     )
     score = to_common(raw, lo, hi)
-    prefix = str(cfg.get("group_prefix") or "spaq")
+    prefix = str(required(cfg, "group_prefix"))
     table = make_table(
         name,
         ids,
