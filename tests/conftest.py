@@ -31,25 +31,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
 
 
-# the keys of a dataset yaml that say where its files are; everything else is the adapter's settings
-WHERE_KEYS = (
-    "name",
-    "adapter",
-    "root",
-    "annotations",
-    "images",
-    "native_range",
-    "check_images",
-    "group_file",
-)
-
-
 def adapter_settings(dataset: str) -> dict:
     """conf/dataset/<dataset>.yaml's settings of its adapter (columns, prefixes, ...), for tests that point
     the adapter at files of their own: the yaml states every key an adapter reads, so tests take them there."""
     from omegaconf import OmegaConf
 
     from iqs.config import conf_dir
+    from iqs.data.mixture_config import DATASET_KEYS  # the keys every dataset has: where its files are
 
     node = OmegaConf.load(conf_dir() / "dataset" / f"{dataset}.yaml")
-    return {k: OmegaConf.to_container(node)[k] for k in node if k not in WHERE_KEYS}
+    return {k: OmegaConf.to_container(node)[k] for k in node if k not in DATASET_KEYS}
