@@ -193,7 +193,7 @@ def test_eva_json_histograms_summed_and_checked(tmp_path):
 
 
 def csv_cfg(root: Path, **kw) -> dict:
-    cfg = dict(
+    cfg = adapter_settings("csv") | dict(
         name="mine", adapter="csv", root=str(root), annotations="labels.csv", images=".",
         native_range=[0, 100], default_std=1.0, check_images=True,
     )  # fmt: skip

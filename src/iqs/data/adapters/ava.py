@@ -19,6 +19,7 @@ from iqs.data.adapters.reading import (
     attach_lines,
     check_levels,
     drop_unvoted,
+    groups,
     image_paths,
     native_range,
     numeric_column,
@@ -111,7 +112,6 @@ def load(cfg: Mapping) -> pd.DataFrame:
         test_ids = read_id_list(test_list)
         split = np.where(pd.Series(ids).isin(test_ids).to_numpy(), "test", "trainval").astype(object)
 
-    prefix = str(required(cfg, "group_prefix"))
     table = make_table(
         name,
         ids,
@@ -122,6 +122,6 @@ def load(cfg: Mapping) -> pd.DataFrame:
         n_votes=n,
         std=std_to_common(std, lo, hi),
         split=split,
-        group=prefix + ":" + pd.Series(ids),
+        group=groups(cfg, ids),
     )
     return attach_lines(table, path, lines)

@@ -22,6 +22,7 @@ from iqs.data.adapters.reading import (
     annotation_files,
     check_levels,
     drop_unvoted,
+    groups,
     image_paths,
     native_range,
     numeric_column,
@@ -135,7 +136,6 @@ def load(cfg: Mapping) -> pd.DataFrame:
     n, mean, std = vote_stats(counts, levels)
     keep = drop_unvoted(n, ids, name, ", ".join(str(p) for p in annotation_files(cfg)))
     ids, counts, n, mean, std = (a[keep] for a in (ids, counts, n, mean, std))
-    prefix = str(required(cfg, "group_prefix"))
     return make_table(
         name,
         ids,
@@ -146,5 +146,5 @@ def load(cfg: Mapping) -> pd.DataFrame:
         n_votes=n,
         std=std_to_common(std, lo, hi),
         split=None,
-        group=prefix + ":" + pd.Series(ids),
+        group=groups(cfg, ids),
     )

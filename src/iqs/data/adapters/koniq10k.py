@@ -19,6 +19,7 @@ import pandas as pd
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.reading import (
     attach_lines,
+    groups,
     image_paths,
     log,
     native_range,
@@ -123,7 +124,6 @@ def load(cfg: Mapping) -> pd.DataFrame:
             )
             split = np.where(unlisted, None, split)
 
-    prefix = str(required(cfg, "group_prefix"))
     table = make_table(
         name,
         ids,
@@ -134,6 +134,6 @@ def load(cfg: Mapping) -> pd.DataFrame:
         n_votes=n_votes,
         std=std,
         split=split,
-        group=prefix + ":" + pd.Series(ids),
+        group=groups(cfg, ids),
     )
     return attach_lines(table, path, df.index)

@@ -56,6 +56,15 @@ def stated(cfg: Mapping, key: str) -> Any:
     return cfg[key]
 
 
+def groups(cfg: Mapping, ids: Any) -> pd.Series:
+    """`<group_prefix>:<id>` per row: one group per image unless a group_file says otherwise.
+
+    A null prefix (the csv adapter's default) means the dataset's name.
+    """
+    prefix = stated(cfg, "group_prefix")
+    return str(prefix if prefix is not None else required(cfg, "name")) + ":" + pd.Series(ids)
+
+
 def required(cfg: Mapping, key: str) -> Any:
     try:
         value = cfg[key]

@@ -16,6 +16,7 @@ from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.reading import (
     attach_lines,
     config_key,
+    groups,
     image_paths,
     native_range,
     numeric_column,
@@ -55,7 +56,6 @@ def load(cfg: Mapping) -> pd.DataFrame:
         df, score_column, path, valid=(lo, hi), range_key=setting(cfg, "native_range", "[lo, hi]")
     )
     score = to_common(raw, lo, hi)
-    prefix = str(required(cfg, "group_prefix"))
     table = make_table(
         name,
         ids,
@@ -64,6 +64,6 @@ def load(cfg: Mapping) -> pd.DataFrame:
         score=score,
         dist=gaussian_dist(score, np.full(len(score), default_std)),
         split=None,
-        group=prefix + ":" + pd.Series(ids),
+        group=groups(cfg, ids),
     )
     return attach_lines(table, path, df.index)

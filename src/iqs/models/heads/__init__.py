@@ -13,7 +13,9 @@ from __future__ import annotations
 from iqs.models.heads.base import (
     HEADS,
     INPUT_NORMS,
+    Batch,
     Head,
+    Outputs,
     build_head,
     check_cfg,
     expectation,
@@ -30,6 +32,8 @@ import_submodules(__name__)
 
 __all__ = [
     "HEADS",
+    "Batch",
+    "Outputs",
     "INPUT_NORMS",
     "Head",
     "build_head",

@@ -19,6 +19,9 @@ from torch import nn
 from iqs.registry import Registry
 
 HEADS: Registry[type[Head]] = Registry("head")
+# what a head returns (score, logits3, probs[, dist]) and the batch its loss reads (score, label, dist, ...)
+Outputs = dict[str, torch.Tensor]
+Batch = Mapping[str, torch.Tensor]
 
 
 def _round_down(value: float, dtype: torch.dtype) -> float:
@@ -209,12 +212,7 @@ class Head(nn.Module):
         logits3 = self.class_logits(score)
         return {"score": score, "logits3": logits3, "probs": logits3.softmax(dim=-1)}
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     @torch.no_grad()

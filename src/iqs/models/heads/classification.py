@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from iqs.classes import CLASS_NAMES
-from iqs.models.heads.base import Head, expectation, reduce_weighted, register_head
+from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
 
 
 @register_head("classification")
@@ -44,12 +44,7 @@ class ClassificationHead(Head):
         probs = logits3.softmax(dim=-1)
         return {"score": expectation(probs, self.class_index), "logits3": logits3, "probs": probs}
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         # reduction="none" then a plain mean: class weights scale samples instead of renormalising the batch
         # (torch's weighted "mean" divides by the batch's summed class weights).
         per_sample = F.cross_entropy(

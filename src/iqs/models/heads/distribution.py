@@ -12,7 +12,7 @@ import torch
 
 from iqs.data.scale import BIN_CENTRES, N_BINS
 from iqs.losses.emd import emd_loss
-from iqs.models.heads.base import Head, expectation, reduce_weighted, register_head
+from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
 
 
 @register_head("distribution")
@@ -37,12 +37,7 @@ class DistributionHead(Head):
             "probs": logits3.softmax(dim=-1),
         }
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         target = batch["dist"].to(outputs["dist"].dtype)
         per_sample = emd_loss(outputs["dist"], target, r=float(self.cfg["emd_r"]), reduction="none")
         return reduce_weighted(per_sample, weights)

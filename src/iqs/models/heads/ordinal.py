@@ -33,7 +33,7 @@ from coral_pytorch.losses import coral_loss
 from torch import nn
 
 from iqs.classes import CLASS_NAMES
-from iqs.models.heads.base import Head, expectation, reduce_weighted, register_head
+from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
 
 
 def cumulative_levels(label: torch.Tensor, num_classes: int = len(CLASS_NAMES)) -> torch.Tensor:
@@ -93,12 +93,7 @@ class OrdinalHead(Head):
             "cum_logits": cum_logits,
         }
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         logits = outputs["cum_logits"]
         levels = cumulative_levels(batch["label"].to(logits.device)).to(logits.dtype)
         per_sample = coral_loss(logits, levels, importance_weights=self.importance_weights, reduction=None)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from iqs.losses.fidelity import batch_fidelity
-from iqs.models.heads.base import Head, register_head
+from iqs.models.heads.base import Batch, Head, Outputs, register_head
 
 
 @register_head("rank")
@@ -33,10 +33,5 @@ class RankHead(Head):
         # Until decision cuts replace them, the label thresholds class this unscaled score arbitrarily.
         return self.score_outputs(score)
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         return batch_fidelity(outputs["score"], batch, weights)

@@ -9,7 +9,7 @@ import torch
 
 from iqs.data.scale import COMMON_HI, COMMON_LO
 from iqs.losses.regression_losses import REGRESSION_LOSSES, make_regression_loss
-from iqs.models.heads.base import Head, reduce_weighted, register_head
+from iqs.models.heads.base import Batch, Head, Outputs, reduce_weighted, register_head
 
 
 @register_head("regression")
@@ -36,11 +36,6 @@ class RegressionHead(Head):
         score = self.mlp(features).reshape(-1)  # not squeeze: see `expectation`
         return self.score_outputs(score)
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         target = batch["score"].to(outputs["score"].dtype)
         return reduce_weighted(self.loss_fn(outputs["score"], target), weights)
