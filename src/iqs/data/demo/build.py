@@ -152,6 +152,21 @@ def _spaq_annotations(path: Path, r: Rated) -> np.ndarray:
     return mos
 
 
+def _meta(ref: Reference, item: Item, latent: float) -> dict:
+    """How one demo image was made: its reference crop, distortion, level and latent quality."""
+    d = DISTORTIONS.get(item.distortion) if item.level else None
+    return {
+        "reference": ref.name,
+        "photo": ref.photo,
+        "crop_xywh": " ".join(map(str, ref.box)),
+        "distortion": item.distortion,
+        "level": item.level,
+        "parameter": d.params[item.level - 1] if d else "",
+        "jpeg_quality": d.quality(item.level) if d else HIGH_QUALITY,
+        "latent_quality": f"{latent:.6f}",
+    }
+
+
 def _write_source(
     source: str,
     root: Path,
@@ -186,21 +201,8 @@ def _write_source(
     for item, image_id, name, q in zip(items, ids, names, latent, strict=True):
         ref = refs[item.ref]
         (root / image_dir / name).write_bytes(_render(ref, item.ref, item, seed))
-        d = DISTORTIONS.get(item.distortion) if item.level else None
         meta.append(
-            {
-                "source": source,
-                "image_id": image_id,
-                "path": f"{image_dir}/{name}",
-                "reference": ref.name,
-                "photo": ref.photo,
-                "crop_xywh": " ".join(map(str, ref.box)),
-                "distortion": item.distortion,
-                "level": item.level,
-                "parameter": d.params[item.level - 1] if d else "",
-                "jpeg_quality": d.quality(item.level) if d else HIGH_QUALITY,
-                "latent_quality": f"{q:.6f}",
-            }
+            {"source": source, "image_id": image_id, "path": f"{image_dir}/{name}", **_meta(ref, item, q)}
         )
         tick()
 
