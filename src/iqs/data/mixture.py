@@ -171,14 +171,7 @@ def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | Dict
     table = pd.concat(parts, ignore_index=True)
     table["split"] = assign_splits(table, seed, val_fraction, test_fraction, folds, fold)
     table, removed = dedupe(table)
-    for spec in specs:
-        if spec.max_samples is not None:
-            table, n = _cap_train(table, spec.name, spec.max_samples, seed)
-            dropped[spec.name]["max_samples"] = n
-    if held_out is not None:
-        gone = (table["dataset"] == held_out) & (table["split"] != "test")
-        dropped[held_out]["held_out"] = int(gone.sum())
-        table = table[~gone]
+    table = _cap_and_hold_out(table, specs, held_out, seed, dropped)
     table = table.reset_index(drop=True)[[*COLUMNS, "label", "source_weight"]]
     table["label"] = table["label"].astype(np.int64)
     table["source_weight"] = table["source_weight"].astype(np.float64)
@@ -210,6 +203,21 @@ def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | Dict
         mix.fingerprint,
     )
     return mix
+
+
+def _cap_and_hold_out(
+    table: pd.DataFrame, specs: list[SourceSpec], held_out: str | None, seed: int, dropped: dict
+) -> pd.DataFrame:
+    """Steps 5 and 6 (module docstring): max_samples on train rows, then held_out's train and val rows."""
+    for spec in specs:
+        if spec.max_samples is not None:
+            table, n = _cap_train(table, spec.name, spec.max_samples, seed)
+            dropped[spec.name]["max_samples"] = n
+    if held_out is not None:
+        gone = (table["dataset"] == held_out) & (table["split"] != "test")
+        dropped[held_out]["held_out"] = int(gone.sum())
+        table = table[~gone]
+    return table
 
 
 def _source_specs(data_cfg: Mapping | DictConfig, data: dict, name: str) -> list[SourceSpec]:
