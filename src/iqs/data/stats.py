@@ -181,7 +181,7 @@ def render_tables(stats: dict[str, dict[str, Any]], mix: Any, console: Any) -> N
     classes = Table(
         title=f"Classes (bad <= t1 < normal <= t2 < good; mixture t1={t1:g}, t2={t2:g}) and splits"
     )
-    for col in ("source", "t1, t2", "bad", "normal", "good", *SPLITS, "removed", "dropped", "missing"):
+    for col in ("source", "t1, t2", *CLASS_NAMES, *SPLITS, "removed", "dropped", "missing"):
         classes.add_column(col, justify="left" if col == "source" else "right")
     for name, s in stats.items():
         cc, n = s["class_counts"], s["n"]
