@@ -23,6 +23,7 @@ from iqs.data.adapters.reading import (
     read_table,
     single_annotation_file,
     sniff,
+    stated,
 )
 from iqs.data.adapters.votes import check_levels, vote_table
 from iqs.data.errors import DataError
@@ -31,7 +32,6 @@ LEVELS = np.arange(1, 11, dtype=np.float64)
 RATING_COLUMNS = [f"rating_{k}" for k in range(1, 11)]
 TXT_COLUMNS = ["index", "image_id", *RATING_COLUMNS, "tag_1", "tag_2", "challenge"]
 CSV_COUNT_COLUMNS = [f"score{k}" for k in range(2, 12)]
-DEFAULT_TEST_LIST = "aesthetics_image_lists/generic_test.jpgl"
 TXT_EXPECTED = (
     "AVA.txt: 15 space-separated integers per line (index, image id, 10 vote counts, 2 tags, challenge)"
 )
@@ -93,7 +93,8 @@ def load(cfg: Mapping) -> pd.DataFrame:
     ids, counts, lines = read_votes(path)
 
     split = None
-    test_list = optional_file(cfg, "test_list", default=DEFAULT_TEST_LIST)
+    stated(cfg, "test_list")  # conf/dataset/ava.yaml names the official list; null = no official split
+    test_list = optional_file(cfg, "test_list")
     if test_list is not None:
         test_ids = read_id_list(test_list)
         split = np.where(pd.Series(ids).isin(test_ids).to_numpy(), "test", "trainval").astype(object)

@@ -93,6 +93,7 @@ def load(cfg: Mapping) -> pd.DataFrame:
     split = None
     if split_column and split_column in df.columns:
         split = _read_split_column(df, split_column, path)
+    stated(cfg, "split_file")  # null = no official split file
     split_file = optional_file(cfg, "split_file")
     if split is None and split_file is not None:
         split = _split_from_file(split_file, split_column or "set", ids, path, name)
