@@ -345,7 +345,7 @@ def test_every_adapter_has_a_config(name):
         assert lo < hi
 
 
-@pytest.mark.parametrize("key", ["score_column", "vote_range", "split_column", "group_prefix"])
+@pytest.mark.parametrize("key", ["score_column", "vote_range", "split_column", "split_file", "group_prefix"])
 def test_adapter_settings_come_from_the_config_not_code_defaults(tmp_path, key):
     """An adapter has no fallback of its own for a setting: the dataset yaml states it, or the error names it."""
     koniq_csv(tmp_path / "k.csv", [1.0, 3.0, 5.0], ["training", "validation", "test"])
