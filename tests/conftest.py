@@ -17,3 +17,27 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real annotation files not found at {REALDATA}")
     return REALDATA
+
+
+SLOW_TEST_TIMEOUT_S = (
+    3600  # a first tool-venv install (TensorFlow, ~1.5 GB) waits up to iqs.deploy.tool_venvs' lock
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`slow` tests train, export or build tool venvs: they get a longer pytest-timeout than the default."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
+
+
+def adapter_settings(dataset: str) -> dict:
+    """conf/dataset/<dataset>.yaml's settings of its adapter (columns, prefixes, ...), for tests that point
+    the adapter at files of their own: the yaml states every key an adapter reads, so tests take them there."""
+    from omegaconf import OmegaConf
+
+    from iqs.config import conf_dir
+    from iqs.data.mixture_config import DATASET_KEYS  # the keys every dataset has: where its files are
+
+    node = OmegaConf.load(conf_dir() / "dataset" / f"{dataset}.yaml")
+    return {k: OmegaConf.to_container(node)[k] for k in node if k not in DATASET_KEYS}

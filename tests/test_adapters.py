@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
+from tests.conftest import adapter_settings
 
 from iqs.config import conf_dir
 from iqs.data.adapters import ADAPTERS, load_source
@@ -28,7 +29,7 @@ def write_ava_txt(path: Path, counts: np.ndarray, ids: np.ndarray) -> None:
 
 
 def ava_cfg(root: Path, **kw) -> dict:
-    cfg = dict(
+    cfg = adapter_settings("ava") | dict(
         name="ava",
         adapter="ava",
         root=str(root),
@@ -135,6 +136,7 @@ def write_eva_votes(path: Path, votes: pd.DataFrame) -> None:
 
 def eva_cfg(root: Path, annotations="votes_filtered.csv") -> dict:
     return dict(
+        **adapter_settings("eva"),
         name="eva",
         adapter="eva",
         root=str(root),
@@ -191,7 +193,7 @@ def test_eva_json_histograms_summed_and_checked(tmp_path):
 
 
 def csv_cfg(root: Path, **kw) -> dict:
-    cfg = dict(
+    cfg = adapter_settings("csv") | dict(
         name="mine", adapter="csv", root=str(root), annotations="labels.csv", images=".",
         native_range=[0, 100], default_std=1.0, check_images=True,
     )  # fmt: skip
@@ -311,7 +313,8 @@ def koniq_csv(path: Path, mos: list[float], sets: list[str] | None = None) -> No
 def test_koniq_declared_scale_split_and_votes(tmp_path):
     koniq_csv(tmp_path / "k.csv", [1.0, 3.0, 5.0], ["training", "validation", "test"])
     cfg = dict(name="koniq10k", adapter="koniq10k", root=str(tmp_path), annotations="k.csv",
-               images="1024x768", native_range=[1, 5], check_images=False)  # fmt: skip
+               images="1024x768", native_range=[1, 5], check_images=False,
+               **{**adapter_settings("koniq10k"), "split_file": None})  # fmt: skip
     t = load_source(cfg).table
     np.testing.assert_allclose(t["score"], [1.0, 5.5, 10.0])
     np.testing.assert_allclose(t["std"], 0.5 * 9 / 4)
@@ -340,3 +343,16 @@ def test_every_adapter_has_a_config(name):
     if name != "csv":
         lo, hi = ds.native_range
         assert lo < hi
+
+
+@pytest.mark.parametrize("key", ["score_column", "vote_range", "split_column", "split_file", "group_prefix"])
+def test_adapter_settings_come_from_the_config_not_code_defaults(tmp_path, key):
+    """An adapter has no fallback of its own for a setting: the dataset yaml states it, or the error names it."""
+    koniq_csv(tmp_path / "k.csv", [1.0, 3.0, 5.0], ["training", "validation", "test"])
+    cfg = dict(name="koniq10k", adapter="koniq10k", root=str(tmp_path), annotations="k.csv",
+               images="1024x768", native_range=[1, 5], check_images=False,
+               **{**adapter_settings("koniq10k"), "split_file": None})  # fmt: skip
+    load_source(cfg)
+    del cfg[key]
+    with pytest.raises(DataError, match=rf"config key dataset\.{key} .*(missing|required)"):
+        load_source(cfg)

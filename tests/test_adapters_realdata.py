@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from tests.conftest import adapter_settings
 
 from iqs.data.adapters import load_source
 from iqs.data.errors import DataError
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.realdata
 
 def cfg(name: str, adapter: str, root, annotations, native_range, **kw) -> dict:
     return dict(
+        **{**adapter_settings(adapter), **kw},
         name=name,
         adapter=adapter,
         root=str(root),
@@ -24,7 +26,6 @@ def cfg(name: str, adapter: str, root, annotations, native_range, **kw) -> dict:
         native_range=native_range,
         check_images=False,
         group_file=None,
-        **kw,
     )
 
 
@@ -74,7 +75,7 @@ def test_koniq_sets_file_scale_must_be_declared(realdata):
 def test_koniq_scores_file_with_official_split(realdata):
     root = realdata / "koniq10k"
     scores = load_source(
-        cfg("koniq10k", "koniq10k", root, "koniq10k_scores_and_distributions.csv", [1, 5])
+        cfg("koniq10k", "koniq10k", root, "koniq10k_scores_and_distributions.csv", [1, 5], split_file=None)
     ).table
     assert len(scores) == 10_073 and scores["split"].isna().all()
     raw = pd.read_csv(root / "koniq10k_scores_and_distributions.csv")

@@ -12,8 +12,8 @@ from skimage.data import chelsea
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 import iqs.models.backbone as backbone_mod
-from iqs.config import conf_dir
-from iqs.models import HEADS, build_quality_model, create_backbone
+from iqs.config import compose, conf_dir
+from iqs.models import HEADS, build_quality_model, create_backbone, pooling
 from iqs.models.backbone import BACKBONE_KEYS, build_timm_model, resolve_info
 from iqs.models.packaged_weights import (
     LITE0_STAGE_SIZES,
@@ -212,7 +212,7 @@ def test_meta_of_an_unloaded_packaged_config_keeps_its_preprocessing() -> None:
 
 @pytest.mark.parametrize("path", sorted((conf_dir() / "backbone").glob("*.yaml")), ids=lambda p: p.stem)
 def test_backbone_configs_are_valid(path) -> None:
-    cfg = OmegaConf.to_container(OmegaConf.load(path))
+    cfg = OmegaConf.to_container(compose("train", [f"backbone={path.stem}"]).backbone)
     assert cfg["name"] == path.stem and timm.is_model(cfg["name"])
     assert set(cfg) <= BACKBONE_KEYS
     assert cfg["weights"] in ("packaged", "hub")
@@ -236,7 +236,7 @@ def _reference_mlsp(body: torch.nn.Module, x: torch.Tensor, extra_blocks: bool) 
     stats = []
     for m in maps:
         var = m.var(dim=(2, 3), unbiased=False)
-        stats += [m.mean(dim=(2, 3)), torch.sqrt(var + backbone_mod.STD_EPS)]
+        stats += [m.mean(dim=(2, 3)), torch.sqrt(var + pooling.STD_EPS)]
     return torch.cat(stats, dim=1)
 
 
@@ -263,7 +263,7 @@ def test_mlsp_pool_is_mean_and_std_of_every_level(pool: str) -> None:
 
 def test_std_pool_of_a_constant_channel_is_finite() -> None:
     x = torch.full((2, 4, 5, 5), 3.0, requires_grad=True)
-    mean, std = backbone_mod.mean_std_pool(x)
+    mean, std = pooling.mean_std_pool(x)
     torch.testing.assert_close(mean, torch.full((2, 4), 3.0))
     assert torch.all(std <= 1e-2) and torch.all(torch.isfinite(std))
     std.sum().backward()

@@ -242,6 +242,7 @@ def test_module_moves_with_its_parent_and_keeps_float64_states() -> None:
 # ---------------------------------------------------------------- cluster bootstrap (iqs.metrics.bootstrap)
 
 from iqs.metrics import bootstrap as bs  # noqa: E402
+from iqs.metrics import weighted  # noqa: E402
 from iqs.metrics.label_rule import LabelRule, LabelRuleError  # noqa: E402
 
 SCORE_REFS = {
@@ -266,7 +267,8 @@ def test_weighted_metrics_equal_scipy_and_sklearn_on_the_repeated_rows(
     dense_kendall: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not dense_kendall:
-        monkeypatch.setattr(bs, "KENDALL_DENSE_MAX", 0)  # the per-resample scipy loop of large test sets
+        # the per-resample scipy loop of large test sets
+        monkeypatch.setattr(weighted, "KENDALL_DENSE_MAX", 0)
     d = make_data(seed=5)
     t, p, tc, pc = d["true"], d["pred"], d["true_cls"], d["pred_cls"]  # rounded: ties on both sides
     w = np.random.default_rng(0).integers(0, 4, (6, len(t))).astype(np.float64)

@@ -237,3 +237,14 @@ def test_lodo_demo_preset_sweeps_every_demo_source() -> None:
     assert cfg.data.held_out is None and sorted(swept) == sorted(cfg.data.sources)
     for name in swept:
         assert compose("train", ["experiment=lodo_demo", f"data.held_out={name}"]).data.held_out == name
+
+
+def test_build_mixture_reads_only_what_exists(tmp_path: Path) -> None:
+    """Building the demo is the commands' explicit step (`ensure_data`), not a side effect of reading."""
+    from iqs.config import compose
+    from iqs.data.errors import DataError
+
+    cfg = compose("train", [f"paths.data_dir={tmp_path}"])
+    with pytest.raises((DataError, FileNotFoundError)):
+        build_mixture(cfg.data, cfg.thresholds)
+    assert not (tmp_path / "demo").exists()

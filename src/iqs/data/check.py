@@ -53,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     from iqs.config import compose
-    from iqs.data.mixture import ConfigError, build_mixture
+    from iqs.data.mixture import ConfigError, build_mixture, ensure_data
 
     console = Console(stderr=True)
     try:
         cfg = compose("check", list(argv or []))
+        ensure_data(cfg.data)
         mix = build_mixture(cfg.data, cfg.thresholds)
     except (DataError, ConfigError, FileNotFoundError) as exc:
         console.print(f"[red]iqs data check:[/] {exc}", markup=True, highlight=False)

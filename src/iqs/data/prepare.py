@@ -114,7 +114,8 @@ def prepare_source(
     root: str | Path,
     rel_paths: Iterable[str],
     cache_dir: str | Path,
-    short_side: int = 256,
+    *,
+    short_side: int,  # no default here: conf/train.yaml's prepare.short_side is the one
     shard_size: int = 512,
     workers: int = 2,
     progress: bool = True,
@@ -243,7 +244,7 @@ def main(argv: list[str]) -> int:
     from iqs.data.bad_images import COLUMNS, MISSING
     from iqs.data.check import print_table, write_report
     from iqs.data.errors import DataError
-    from iqs.data.mixture import build_mixture
+    from iqs.data.mixture import build_mixture, ensure_data
 
     console = Console(stderr=True)
     cfg = compose("train", argv)
@@ -255,6 +256,7 @@ def main(argv: list[str]) -> int:
         console.print(f"[red]error:[/] {exc}")
         return 2
     try:
+        ensure_data(cfg.data)
         mix = build_mixture(cfg.data, cfg.thresholds)
     except (DataError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import norm
 
+from iqs.classes import CLASS_NAMES  # noqa: F401  (re-exported: the label rule's classes)
+
 COMMON_LO, COMMON_HI = 1.0, 10.0
 N_BINS = 10
 BIN_CENTRES = np.arange(1, N_BINS + 1, dtype=np.float64)  # common-scale value of bin i is i+1
-CLASS_NAMES = ("bad", "normal", "good")
 
 
 def to_common(raw: np.ndarray | float, lo: float, hi: float) -> np.ndarray:
@@ -19,11 +20,6 @@ def to_common(raw: np.ndarray | float, lo: float, hi: float) -> np.ndarray:
         raise ValueError(f"native range must have hi > lo, got [{lo}, {hi}]")
     raw = np.asarray(raw, dtype=np.float64)
     return COMMON_LO + (raw - lo) * (COMMON_HI - COMMON_LO) / (hi - lo)
-
-
-def from_common(score: np.ndarray | float, lo: float, hi: float) -> np.ndarray:
-    score = np.asarray(score, dtype=np.float64)
-    return lo + (score - COMMON_LO) * (hi - lo) / (COMMON_HI - COMMON_LO)
 
 
 def std_to_common(std: np.ndarray | float, lo: float, hi: float) -> np.ndarray:
@@ -60,10 +56,6 @@ def gaussian_dist(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     cdf = norm.cdf((edges[None, :] - mean) / std)
     p = np.diff(cdf, axis=1)
     return p / p.sum(axis=1, keepdims=True)
-
-
-def dist_mean(dist: np.ndarray) -> np.ndarray:
-    return np.asarray(dist) @ BIN_CENTRES
 
 
 def assign_labels(score: np.ndarray | float, t1: float, t2: float) -> np.ndarray:

@@ -192,8 +192,3 @@ def dedupe(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     for dataset, n in removed.groupby("dataset", sort=False).size().items():
         log.info("%s: removed %d train/val rows whose image is held out in another split", dataset, n)
     return df[keep], removed.reset_index(drop=True)[REMOVED_COLUMNS]
-
-
-def split_counts(df: pd.DataFrame) -> dict[str, int]:
-    counts = df["split"].value_counts()
-    return {s: int(counts.get(s, 0)) for s in SPLITS}

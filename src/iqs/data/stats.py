@@ -181,7 +181,7 @@ def render_tables(stats: dict[str, dict[str, Any]], mix: Any, console: Any) -> N
     classes = Table(
         title=f"Classes (bad <= t1 < normal <= t2 < good; mixture t1={t1:g}, t2={t2:g}) and splits"
     )
-    for col in ("source", "t1, t2", "bad", "normal", "good", *SPLITS, "removed", "dropped", "missing"):
+    for col in ("source", "t1, t2", *CLASS_NAMES, *SPLITS, "removed", "dropped", "missing"):
         classes.add_column(col, justify="left" if col == "source" else "right")
     for name, s in stats.items():
         cc, n = s["class_counts"], s["n"]
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from iqs.config import compose
     from iqs.data.errors import DataError
-    from iqs.data.mixture import ConfigError, build_mixture, single_source_mixture
+    from iqs.data.mixture import ConfigError, build_mixture, ensure_data, single_source_mixture
 
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 test_fraction=float(cfg.test_fraction),
             )
         else:
+            ensure_data(cfg.data)
             mix = build_mixture(cfg.data, cfg.thresholds)
         stats = compute_stats(mix)
         audit = audit_report(mix, cfg)

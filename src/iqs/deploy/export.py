@@ -13,29 +13,32 @@ profile must load in OpenCV's DNN module and match too.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from iqs.checkpoints import META_KEY, CheckpointError, load_checkpoint
-from iqs.deploy.export_rewrites import export_copy, rewrite_graph
-from iqs.deploy.onnx_ops import OPENCV_RELEASES, problems, release_name
-from iqs.deploy.onnx_wrappers import TF_PROFILE, has_dist, output_names, wrap
-from iqs.deploy.preprocess import DIGIKAM_SIZE
+from iqs.checkpoints import CheckpointError, load_checkpoint
+from iqs.deploy.onnx_export import ExportError, export_onnx, read_onnx_meta, verify_export
+from iqs.deploy.onnx_wrappers import TF_PROFILE
 from iqs.tracking.model_card import render_model_card as render_card
 from iqs.tracking.store import tracking_uri_for
 
-
-class ExportError(Exception):
-    pass
-
+__all__ = [  # ExportError, export_onnx and read_onnx_meta are reached through this module too
+    "ExportError",
+    "export_from_cfg",
+    "export_model",
+    "export_onnx",
+    "find_checkpoint_artifact",
+    "main",
+    "read_onnx_meta",
+    "register_export",
+    "render_model_card",
+    "verify_export",
+]
 
 # ---------------------------------------------------------------- checkpoints and the card
 # Checkpoints are read by iqs.checkpoints (weights_only); the card is iqs.tracking.model_card's.
@@ -57,129 +60,6 @@ def render_model_card(
         params=params,
         files=files,
     )
-
-
-# ---------------------------------------------------------------- ONNX
-
-
-def export_onnx(
-    model: nn.Module, meta: Mapping[str, Any], path: str | Path, profile: str, opset: int = 17
-) -> Path:
-    """Trace `model` in `profile` to `path` (legacy TorchScript exporter) and embed `iqs_meta`."""
-    import onnx
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {**meta, "onnx_opset": int(opset), "export_profile": profile}
-    names = output_names(profile, with_dist=has_dist(meta))
-    # A random [-1, 1] example: its shape fixes the static pads, its values check the rewritten copy.
-    dummy = torch.rand(1, 3, DIGIKAM_SIZE, DIGIKAM_SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    graph = export_copy(wrap(model, dict(meta), profile), dummy)
-    dynamic = None
-    if profile == "full":
-        dynamic = {"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}
-    with torch.no_grad():
-        # dynamo=False: the dynamo exporter needs onnxscript, and OpenCV's importer is tested on this one.
-        torch.onnx.export(
-            graph,
-            (dummy,),
-            str(path),
-            input_names=["input"],
-            output_names=names,
-            dynamic_axes=dynamic,
-            opset_version=int(opset),
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    proto = onnx.load(str(path))
-    if profile == "digikam":
-        # The tracer leaves the batch dim of some outputs symbolic; digiKam's contract is a fixed 1x3.
-        for value, dims in ((proto.graph.output[0], (1, 3)),):
-            for dim, size in zip(value.type.tensor_type.shape.dim, dims, strict=True):
-                dim.Clear()
-                dim.dim_value = size
-    rewrite_graph(proto)
-    onnx.checker.check_model(proto, full_check=True)
-    _refuse_unportable(proto, meta, path)
-    for key, value in ((META_KEY, json.dumps(meta, default=list)), ("iqs_profile", profile)):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.doc_string = f"iqs quality model, {profile} profile: input RGB 299x299 in [-1,1]; outputs {names}"
-    onnx.save(proto, str(path))
-    return path
-
-
-def _refuse_unportable(proto: Any, meta: Mapping[str, Any], path: Path) -> None:
-    """Refuse (and delete) a graph that some digiKam OpenCV cannot run, or a backbone marked non-exportable."""
-    found = problems(proto)
-    marked = meta.get("exportable") is False
-    if not found and not marked:
-        return
-    path.unlink(missing_ok=True)
-    what = f"backbone '{meta.get('backbone')}'"
-    lines = found or ["(the graph check finds nothing, but the config says it fails in the OpenCV matrix)"]
-    reason = f"{what} is marked `exportable: false` in conf/backbone" if marked else f"{path.name} ({what})"
-    raise ExportError(
-        f"{reason}: operators that digiKam's OpenCV cannot run:\n  - "
-        + "\n  - ".join(lines)
-        + f"\nTested OpenCV releases: {', '.join(release_name(r) for r in OPENCV_RELEASES)}; "
-        "choose an exportable backbone (conf/backbone/*.yaml) for a digiKam model."
-    )
-
-
-def read_onnx_meta(path: str | Path) -> dict[str, Any]:
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in proto.metadata_props}
-    if META_KEY not in props:
-        raise ExportError(f"{path}: no '{META_KEY}' metadata; export it with `iqs export`")
-    meta = json.loads(props[META_KEY])
-    meta.setdefault("export_profile", props.get("iqs_profile"))
-    return meta
-
-
-def verify_export(
-    model: nn.Module, meta: Mapping[str, Any], path: Path, profile: str, atol: float = 1e-4
-) -> dict:
-    """onnxruntime (and, for digikam, OpenCV DNN) against PyTorch on a random [-1, 1] input."""
-    import onnxruntime as ort
-
-    x = torch.rand(
-        2 if profile == "full" else 1,
-        3,
-        DIGIKAM_SIZE,
-        DIGIKAM_SIZE,
-        generator=torch.Generator().manual_seed(0),
-    )
-    x = x * 2 - 1
-    graph = wrap(model, dict(meta), profile)
-    with torch.no_grad():
-        ref = graph(x)
-    ref = [t.numpy() for t in (ref if isinstance(ref, tuple) else (ref,))]
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"input": x.numpy()})
-
-    # differences relative to each output's scale, at least 1: probabilities keep an absolute tolerance,
-    # while the scores of an untrained backbone (weights=none; inception_v3 reaches 1e8) are not held to
-    # a float32 resolution they do not have
-    def scaled(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max()))
-
-    report = {"ort_max_diff": max(scaled(a, b) for a, b in zip(got, ref, strict=True))}
-    if profile == "digikam":
-        import cv2
-
-        net = cv2.dnn.readNet(str(path))
-        net.setInput(x.numpy())
-        report["opencv_max_diff"] = scaled(net.forward(), ref[0])
-    worst = max(report.values())
-    if worst > atol:
-        raise ExportError(
-            f"{path}: exported graph differs from PyTorch by {worst:.2e} > {atol:.0e} "
-            f"(relative to the output's scale when above 1: {report})"
-        )
-    return report
 
 
 # ---------------------------------------------------------------- MLflow
@@ -247,8 +127,6 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Path]:
     """Export what `cfg` names (a checkpoint path, a `models:/` URI or a run id); register it if asked."""
     import contextlib
 
-    from iqs.tracking.model_registry import RegistryError, download_model, find_file, is_model_uri
-
     profiles = [str(p) for p in cfg.profiles]
     if bool(cfg.run_id) == bool(cfg.checkpoint):
         raise ExportError(
@@ -259,32 +137,7 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Path]:
     uri = tracking_uri_for(cfg)
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="iqs-export-")))
-        run = None
-        if cfg.checkpoint and is_model_uri(str(cfg.checkpoint)):
-            try:
-                folder, version = download_model(str(cfg.checkpoint), uri, tmp / "registered")
-                ckpt = find_file(folder, ".ckpt", str(cfg.checkpoint))
-            except RegistryError as err:
-                raise ExportError(str(err)) from None
-            name, source = ckpt.stem, f"{cfg.checkpoint} (version {version.version} of {version.name})"
-            out_dir = Path(cfg.out_dir or Path("exports") / f"{version.name}-v{version.version}")
-        elif cfg.checkpoint:
-            ckpt = Path(cfg.checkpoint)
-            name, source = ckpt.stem, str(ckpt)
-            out_dir = Path(cfg.out_dir or Path("exports") / ckpt.stem)
-        else:
-            import mlflow
-            from mlflow.tracking import MlflowClient
-
-            run = MlflowClient(uri).get_run(str(cfg.run_id))
-            artifact = find_checkpoint_artifact(MlflowClient(uri), run.info.run_id, cfg.checkpoint_artifact)
-            ckpt = Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=run.info.run_id, artifact_path=artifact, dst_path=str(tmp), tracking_uri=uri
-                )
-            )
-            name, source = f"iqs-{run.info.run_id[:8]}", f"mlflow run {run.info.run_id} ({artifact})"
-            out_dir = Path(cfg.out_dir or Path("exports") / run.info.run_id)
+        ckpt, name, source, out_dir, run = _checkpoint_of(cfg, uri, tmp)
         model, meta = load_checkpoint(ckpt)
         metrics, params = (run.data.metrics, run.data.params) if run is not None else (None, None)
         files = export_model(
@@ -314,6 +167,41 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Path]:
                 + f": models:/{version.name}/{version.version}"
             )
     return files
+
+
+def _checkpoint_of(cfg: DictConfig, uri: str, tmp: Path) -> tuple[Path, str, str, Path, Any]:
+    """The checkpoint `cfg` names (downloaded into `tmp`), its export name, source, out_dir and MLflow run."""
+    from iqs.tracking.model_registry import RegistryError, download_model, find_file, is_model_uri
+
+    if cfg.checkpoint and is_model_uri(str(cfg.checkpoint)):
+        try:
+            folder, version = download_model(str(cfg.checkpoint), uri, tmp / "registered")
+            ckpt = find_file(folder, ".ckpt", str(cfg.checkpoint))
+        except RegistryError as err:
+            raise ExportError(str(err)) from None
+        source = f"{cfg.checkpoint} (version {version.version} of {version.name})"
+        return (
+            ckpt,
+            ckpt.stem,
+            source,
+            Path(cfg.out_dir or Path("exports") / f"{version.name}-v{version.version}"),
+            None,
+        )
+    if cfg.checkpoint:
+        ckpt = Path(cfg.checkpoint)
+        return ckpt, ckpt.stem, str(ckpt), Path(cfg.out_dir or Path("exports") / ckpt.stem), None
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(uri).get_run(str(cfg.run_id))
+    artifact = find_checkpoint_artifact(MlflowClient(uri), run.info.run_id, cfg.checkpoint_artifact)
+    ckpt = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path=artifact, dst_path=str(tmp), tracking_uri=uri
+        )
+    )
+    name, source = f"iqs-{run.info.run_id[:8]}", f"mlflow run {run.info.run_id} ({artifact})"
+    return ckpt, name, source, Path(cfg.out_dir or Path("exports") / run.info.run_id), run
 
 
 def register_export(

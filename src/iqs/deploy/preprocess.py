@@ -52,19 +52,6 @@ class InputSpec:
             )
 
     @classmethod
-    def from_timm(cls, data_config: Mapping[str, Any], size: Sequence[int] | int | None = None) -> InputSpec:
-        """From `timm.data.resolve_model_data_config(model)`; `size` overrides the pretrained size."""
-        hw = data_config["input_size"][-2:] if size is None else size
-        if isinstance(hw, int):
-            hw = (hw, hw)
-        return cls(
-            size=(int(hw[0]), int(hw[1])),
-            mean=tuple(float(v) for v in data_config["mean"]),
-            std=tuple(float(v) for v in data_config["std"]),
-            interpolation=str(data_config.get("interpolation", "bicubic")),
-        )
-
-    @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> InputSpec:
         """From a checkpoint's `iqs_meta` record (input_size, mean, std[, interpolation])."""
         return cls(

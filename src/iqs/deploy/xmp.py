@@ -27,9 +27,11 @@ from pathlib import Path
 
 import pyexiv2
 
+from iqs.classes import CLASS_NAMES
+
 PICK_LABEL_KEY = "Xmp.digiKam.PickLabel"
-# model class (0 bad, 1 normal, 2 good) -> digiKam pick label (1 Rejected, 2 Pending, 3 Accepted)
-PICK_LABELS = {0: 1, 1: 2, 2: 3}
+# model class -> digiKam pick label (1 Rejected, 2 Pending, 3 Accepted)
+PICK_LABELS = {CLASS_NAMES.index(name): pick for name, pick in (("bad", 1), ("normal", 2), ("good", 3))}
 PICK_LABEL_NAMES = {0: "None", 1: "Rejected", 2: "Pending", 3: "Accepted"}
 SIDECAR_STYLES = ("appended", "basename")
 NO_PICK_LABEL = "0"

@@ -4,22 +4,14 @@
 preprocessing the weights expect. That info goes into the checkpoint's `iqs_meta`, so training, export and
 predict prepare pixels the same way.
 
-Pooling (`pool`):
-- `avg`: timm's own head pooling of the last feature map (global average for most models).
-- `mlsp`: multi-level spatial pooling (Hosu et al., "Effective aesthetics prediction with multi-level spatially
-  pooled features", CVPR 2019): global average and spatial standard deviation of every stage output that timm
-  lists in `feature_info`. Low-level stages see blur, noise and compression artefacts that the last, semantic
-  stage has largely discarded; the standard deviation adds the spatial contrast of each channel.
-- `mlsp_blocks`: the same statistics of every block group (timm's `extra_blocks=True`), a finer hierarchy.
-
-`pool_levels: k` keeps the first k levels of an MLSP pool. The shallow levels respond to the distortion
-(noise, blur, blocking, exposure) rather than to the scene, so with few training photos they generalise
-to new content better than the semantic deep levels, and the forward pass can stop early.
+Pooling (`pool`: avg | mlsp | mlsp_blocks, `pool_levels`): see `iqs.models.pooling`.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,28 +19,24 @@ from typing import Any
 
 import timm
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from iqs.models.packaged_weights import get_packaged, load_packaged_state_dict
+from iqs.models.pooling import (
+    check_levels,
+    check_pool,
+    mean_std_pool,
+    pool_intermediates,
+    pooled_num_features,
+)
 
 WEIGHT_SOURCES = ("packaged", "hub", "none")
-POOLINGS = ("avg", "mlsp", "mlsp_blocks")
+# conf/backbone_defaults.yaml's keys plus `name`; `exportable: false` makes `iqs export` refuse the backbone
 BACKBONE_KEYS = frozenset(
-    {
-        "name",
-        "weights",
-        "freeze",
-        "channels_last",
-        "input_size",
-        "mean",
-        "std",
-        "interpolation",
-        "pool",
-        "pool_levels",
-        "exportable",  # false: `iqs export` refuses it (operators some digiKam OpenCV lacks); not used here
-    }
+    {"name", "weights", "freeze", "channels_last", "input_size", "mean", "std", "interpolation", "pool"}
+    | {"pool_levels", "exportable"}
 )
-STD_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -68,79 +56,6 @@ class BackboneInfo:
         d = asdict(self)
         # Lists, not tuples, so the record survives YAML/JSON/OmegaConf round trips unchanged.
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-def check_pool(pool: str) -> str:
-    if pool not in POOLINGS:
-        hint = difflib.get_close_matches(str(pool), POOLINGS, n=1)
-        did_you_mean = f" Did you mean '{hint[0]}'?" if hint else ""
-        raise ValueError(f"unknown backbone pool '{pool}'.{did_you_mean} Known: {', '.join(POOLINGS)}")
-    return pool
-
-
-def mean_std_pool(x: torch.Tensor, eps: float = STD_EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, H, W) -> per-channel spatial mean and standard deviation, each (N, C).
-
-    Written as sqrt(relu(E[x^2] - E[x]^2) + eps) rather than `torch.std`: it exports to plain
-    ReduceMean/Mul/Sub/Relu/Sqrt ONNX ops that OpenCV's DNN importer reads, the relu absorbs the small
-    negative values that cancellation leaves for near-constant channels, and eps keeps the gradient finite.
-    """
-    mean = x.mean(dim=(2, 3))
-    mean_sq = (x * x).mean(dim=(2, 3))
-    std = torch.sqrt(torch.relu(mean_sq - mean * mean) + eps)
-    return mean, std
-
-
-def check_levels(levels: int | None) -> int | None:
-    if levels is not None and (isinstance(levels, bool) or int(levels) != levels or int(levels) < 1):
-        raise ValueError(f"pool_levels must be null (every level) or a positive integer, got {levels!r}")
-    return None if levels is None else int(levels)
-
-
-def pool_intermediates(
-    body: nn.Module, x: torch.Tensor, pool: str, levels: int | None = None
-) -> list[torch.Tensor]:
-    """The feature maps an MLSP `pool` summarises: the first `levels` levels (None = all), shallow first.
-
-    timm stops the forward pass after the last level taken, so a shallow pool is also a cheaper one.
-    """
-    extra = pool == "mlsp_blocks"
-    if levels is None:
-        return body.forward_intermediates(x, intermediates_only=True, extra_blocks=extra)
-    # a list, not an int: timm reads an int n as "the last n levels"
-    return body.forward_intermediates(
-        x, indices=list(range(levels)), intermediates_only=True, stop_early=True, extra_blocks=extra
-    )
-
-
-def level_channels(body: nn.Module, pool: str, levels: int | None = None) -> list[int]:
-    """Channels of the feature maps that `pool` summarises (one entry for `avg`: the final features)."""
-    if pool == "avg":
-        return [int(body.num_features)]
-    if not hasattr(body, "forward_intermediates"):
-        raise ValueError(
-            f"pool '{pool}' needs a timm model with forward_intermediates, not {type(body).__name__}"
-        )
-    # A probe is the one way that holds for every architecture (feature_info omits the extra blocks);
-    # at the pretrained size, since some models (ViTs) accept no other.
-    size = int(getattr(body, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[-1])
-    was_training = body.training
-    body.eval()
-    try:
-        with torch.no_grad():
-            maps = pool_intermediates(body, torch.zeros(1, 3, size, size), pool)
-    finally:
-        body.train(was_training)
-    if levels is not None and levels > len(maps):
-        raise ValueError(
-            f"pool_levels={levels}, but pool '{pool}' of {type(body).__name__} has {len(maps)} levels"
-        )
-    return [int(m.shape[1]) for m in maps[:levels]]
-
-
-def pooled_num_features(body: nn.Module, pool: str, levels: int | None = None) -> int:
-    channels = level_channels(body, check_pool(pool), check_levels(levels))
-    return channels[0] if pool == "avg" else 2 * sum(channels)
 
 
 class Backbone(nn.Module):
@@ -193,10 +108,6 @@ class Backbone(nn.Module):
             # BN statistics of a frozen backbone must not drift with the new data's batches.
             self.body.eval()
         return self
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Unpooled feature map (timm's `forward_features`)."""
-        return self.body.forward_features(self._prepare(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._prepare(x)
@@ -337,23 +248,42 @@ def resolve_info(
     )
 
 
+def backbone_defaults() -> dict[str, Any]:
+    """conf/backbone_defaults.yaml: the defaults of every backbone option, in config and code alike."""
+    return copy.deepcopy(_defaults_yaml())
+
+
+@functools.cache
+def _defaults_yaml() -> dict[str, Any]:
+    from iqs.config import conf_dir
+
+    node = OmegaConf.to_container(OmegaConf.load(conf_dir() / "backbone_defaults.yaml"), resolve=True)
+    assert isinstance(node, dict)
+    return node
+
+
 def create_backbone(
     name: str,
-    weights: str = "packaged",
-    freeze: bool = False,
-    channels_last: bool = False,
+    weights: str | None = None,
+    freeze: bool | None = None,
+    channels_last: bool | None = None,
     input_size: int | Sequence[int] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     interpolation: str | None = None,
-    pool: str = "avg",
+    pool: str | None = None,
     pool_levels: int | None = None,
 ) -> tuple[Backbone, BackboneInfo]:
     """`weights`: packaged | hub | none | <path to a state dict>; None preprocessing values come from the weights.
 
     `pool`: avg | mlsp | mlsp_blocks (see the module docstring); `pool_levels`: the first levels only.
+    `weights`, `freeze`, `channels_last` and `pool` left None take conf/backbone_defaults.yaml's values.
     """
-    weights = str(weights)
+    defaults = _defaults_yaml()
+    weights = str(defaults["weights"] if weights is None else weights)
+    freeze = bool(defaults["freeze"] if freeze is None else freeze)
+    channels_last = bool(defaults["channels_last"] if channels_last is None else channels_last)
+    pool = str(defaults["pool"] if pool is None else pool)
     check_pool(pool)
     model = build_timm_model(name, weights, keep_classifier=False)
     info = resolve_info(model, name, weights, input_size, mean, std, interpolation, pool, pool_levels)
@@ -373,15 +303,16 @@ def create_backbone_from_cfg(cfg: Any, weights: str | None = None) -> tuple[Back
     unknown = set(cfg) - BACKBONE_KEYS
     if unknown:
         raise KeyError(f"unknown backbone config keys {sorted(unknown)}; known: {sorted(BACKBONE_KEYS)}")
+    c = {**_defaults_yaml(), **cfg}
     return create_backbone(
-        name=cfg["name"],
-        weights=weights if weights is not None else cfg.get("weights", "packaged"),
-        freeze=bool(cfg.get("freeze", False)),
-        channels_last=bool(cfg.get("channels_last", False)),
-        input_size=cfg.get("input_size"),
-        mean=cfg.get("mean"),
-        std=cfg.get("std"),
-        interpolation=cfg.get("interpolation"),
-        pool=str(cfg.get("pool") or "avg"),
-        pool_levels=cfg.get("pool_levels"),
+        name=c["name"],
+        weights=weights if weights is not None else c["weights"],
+        freeze=bool(c["freeze"]),
+        channels_last=bool(c["channels_last"]),
+        input_size=c["input_size"],
+        mean=c["mean"],
+        std=c["std"],
+        interpolation=c["interpolation"],
+        pool=str(c["pool"]),
+        pool_levels=c["pool_levels"],
     )

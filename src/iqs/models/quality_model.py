@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from iqs.data.scale import CLASS_NAMES, N_BINS
+from iqs.classes import CLASS_NAMES
+from iqs.data.scale import N_BINS
 from iqs.models.backbone import (
     Backbone,
     BackboneInfo,
@@ -27,7 +28,7 @@ from iqs.models.backbone import (
     create_backbone_from_cfg,
     resolve_info,
 )
-from iqs.models.heads import Head, build_head, plain_cfg, score_to_class_logits
+from iqs.models.heads import Batch, Head, Outputs, build_head, plain_cfg, score_to_class_logits
 
 META_SCHEMA = 1
 META_KEYS = (
@@ -110,12 +111,7 @@ class QualityModel(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_head(self.forward_features(x))
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         return self.head.loss(outputs, batch, weights)
 
     def predict(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -3,7 +3,7 @@
 AVA-like scores pile up around 5 and a plain model learns to predict 5. Each strategy acts through one
 or more hooks of `Rebalancer` (see `iqs.rebalance.base` for the call order): undersampling
 (`filter_train`), oversampling (`sampler`), loss weights (`sample_weights`) or a different loss
-(`regression_loss`).
+(`regression_loss`). A new strategy is one module here plus `conf/rebalance/<name>.yaml`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from iqs.rebalance import balanced_mse, class_cap, dataset_balance, lds, loss_weight, none, sampler  # noqa: F401
 from iqs.rebalance.base import REBALANCERS, RebalanceConfigError, Rebalancer
+from iqs.registry import import_submodules
+
+import_submodules(__name__)  # each strategy module registers itself
 
 __all__ = ["REBALANCERS", "Rebalancer", "RebalanceConfigError", "build_rebalancer"]
 

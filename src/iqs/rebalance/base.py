@@ -29,11 +29,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
+from iqs.classes import NUM_CLASSES
 from iqs.data.errors import DataError
 from iqs.data.scale import COMMON_HI, COMMON_LO
 from iqs.registry import Registry
 
-NUM_CLASSES = 3
 REBALANCERS: Registry[type[Rebalancer]] = Registry("rebalance strategy")
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iqs.rebalance.base import NUM_CLASSES, REBALANCERS, Rebalancer, require, validate_train_table
+from iqs.classes import NUM_CLASSES
+from iqs.rebalance.base import REBALANCERS, Rebalancer, require, validate_train_table
 
 
 @REBALANCERS.register("class_cap")

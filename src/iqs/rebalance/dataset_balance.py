@@ -7,8 +7,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from iqs.classes import NUM_CLASSES
 from iqs.rebalance.base import (
-    NUM_CLASSES,
     REBALANCERS,
     Rebalancer,
     require,

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from iqs.rebalance.base import NUM_CLASSES, REBALANCERS
+from iqs.classes import NUM_CLASSES
+from iqs.rebalance.base import REBALANCERS
 from iqs.rebalance.sampler import FrequencyWeighted
 from iqs.rebalance.weights import lookup
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from iqs.classes import NUM_CLASSES
 from iqs.rebalance.base import (
-    NUM_CLASSES,
     REBALANCERS,
     Rebalancer,
     require,

@@ -41,15 +41,6 @@ def inverse_frequency(counts: np.ndarray, alpha: float) -> np.ndarray:
     return w
 
 
-def mean_one(per_sample: np.ndarray) -> tuple[np.ndarray, float]:
-    """Scale per-sample weights to mean 1; returns the weights and the scale factor applied."""
-    total = float(np.sum(per_sample))
-    if total <= 0:
-        raise ValueError("all sample weights are zero")
-    scale = len(per_sample) / total
-    return per_sample * scale, scale
-
-
 def lds_kernel_window(kernel: LdsKernel, ks: int, sigma: float) -> np.ndarray:
     """Symmetric smoothing window with peak 1, as in Yang et al. 2021 (YyzHarry/imbalanced-regression)."""
     if ks < 1 or ks % 2 == 0:

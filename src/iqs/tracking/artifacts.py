@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from iqs.classes import CLASS_NAMES
 from iqs.data.plots import label_histogram
 from iqs.metrics.label_rule import DECLARED_LABEL, SOURCE_PRED, LabelRule, class_columns
 from iqs.metrics.names import ALL
@@ -138,7 +139,7 @@ def mixture_counts(table: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in ("dataset", "split", "label") if c in table.columns]
     counts = table.groupby(keys, dropna=False, observed=True).size().rename("n").reset_index()
     if "label" in counts.columns:
-        counts["class"] = counts["label"].map(dict(enumerate(plots.CLASS_NAMES)))
+        counts["class"] = counts["label"].map(dict(enumerate(CLASS_NAMES)))
     return counts
 
 
@@ -228,31 +229,7 @@ def log_test_artifacts(
     if log_test_intervals(run, predictions, cfg) is not None:
         written.append("metrics/test_ci.csv")
     written += _log_confusions(run, predictions, confusion, datasets)
-    from iqs.models.heads import HEADS
-
-    head = str(cfg_get(cfg, "head.name", ""))
-    on_common_scale = head not in HEADS or HEADS.get(head).score_scale == "common"
-    for ds in datasets:
-        part = predictions if ds == ALL else predictions[predictions["dataset"] == ds]
-        fig = plots.scatter_figure(
-            part["score"].to_numpy(),
-            part["pred_score"].to_numpy(),
-            thresholds if ds == ALL else per_source.get(ds, thresholds),
-            ds,
-            pred_on_common_scale=on_common_scale,
-        )
-        name = f"plots/scatter_{_safe(ds)}.png"
-        run.log_figure(fig, name)
-        written.append(name)
-
-    train = label_table[label_table["split"] == "train"] if "split" in label_table.columns else label_table
-    for source, (t1, t2) in per_source.items():
-        scores = train.loc[train["dataset"].astype(str) == source, "score"].to_numpy()
-        name = f"plots/label_hist_train_{_safe(source)}.png"
-        run.log_figure(
-            label_histogram(scores, t1, t2, title=f"{source}: train split, {len(scores)} images"), name
-        )
-        written.append(name)
+    written += _log_plots(run, predictions, label_table, datasets, thresholds, per_source, cfg)
 
     with tempfile.TemporaryDirectory(prefix="iqs-artifacts-") as tmp:
         csv = Path(tmp) / "test_predictions.csv"
@@ -279,4 +256,43 @@ def log_test_artifacts(
     )
     run.log_text(card, "model_card.md")
     written.append("model_card.md")
+    return written
+
+
+def _log_plots(
+    run: TrackedRun,
+    predictions: pd.DataFrame,
+    label_table: pd.DataFrame,
+    datasets: list[str],
+    thresholds: tuple[float, float],
+    per_source: dict[str, tuple[float, float]],
+    cfg: Any,
+) -> list[str]:
+    """Scatter of predicted vs true score per dataset, and each source's training-label histogram."""
+    written: list[str] = []
+    from iqs.models.heads import HEADS
+
+    head = str(cfg_get(cfg, "head.name", ""))
+    on_common_scale = head not in HEADS or HEADS.get(head).score_scale == "common"
+    for ds in datasets:
+        part = predictions if ds == ALL else predictions[predictions["dataset"] == ds]
+        fig = plots.scatter_figure(
+            part["score"].to_numpy(),
+            part["pred_score"].to_numpy(),
+            thresholds if ds == ALL else per_source.get(ds, thresholds),
+            ds,
+            pred_on_common_scale=on_common_scale,
+        )
+        name = f"plots/scatter_{_safe(ds)}.png"
+        run.log_figure(fig, name)
+        written.append(name)
+
+    train = label_table[label_table["split"] == "train"] if "split" in label_table.columns else label_table
+    for source, (t1, t2) in per_source.items():
+        scores = train.loc[train["dataset"].astype(str) == source, "score"].to_numpy()
+        name = f"plots/label_hist_train_{_safe(source)}.png"
+        run.log_figure(
+            label_histogram(scores, t1, t2, title=f"{source}: train split, {len(scores)} images"), name
+        )
+        written.append(name)
     return written

@@ -36,7 +36,6 @@ from iqs.tracking.store import moved_store_warning, tracking_uri_for
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "iqs-digikam"
-CLASS_NAMES = ("bad", "normal", "good")  # label 0, 1, 2
 # MLflow's limits (mlflow.utils.validation): longer values are rejected, not truncated
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from iqs.classes import CLASS_NAMES
 from iqs.deploy.onnx_wrappers import has_dist
 from iqs.deploy.xmp import PICK_LABEL_NAMES, PICK_LABELS
-from iqs.tracking.mlflow_run import CLASS_NAMES, cfg_get
+from iqs.tracking.mlflow_run import cfg_get
 
 METRIC_KEY = re.compile(r"^test/(?P<dataset>[^/]+)/(?P<metric>.+)$")
 # MLflow params that describe the training data mixture and labelling, as logged by `iqs train`
@@ -162,14 +163,6 @@ def render_model_card(
     `cfg`/`counts`/`source_thresholds`: the run's config and mixture (training); `params`: the run's MLflow
     params (export: their data/thresholds/rebalance keys stand in for the mixture); `files`: exported files."""
     tags, meta_d, params = dict(tags or {}), dict(meta or {}), dict(params or {})
-    head = cfg_get(cfg, "head.name") or meta_d.get("head") or tags.get("head", "?")
-    backbone = cfg_get(cfg, "backbone.name") or meta_d.get("backbone") or tags.get("backbone", "?")
-    weights = cfg_get(cfg, "backbone.weights") or meta_d.get("weights")
-    rebalance = cfg_get(cfg, "rebalance.name") or params.get("rebalance.name") or tags.get("rebalance")
-    if thresholds is None and meta_d.get("thresholds"):
-        thresholds = (float(meta_d["thresholds"][0]), float(meta_d["thresholds"][1]))
-    t1, t2 = thresholds if thresholds is not None else (float("nan"), float("nan"))
-    names = list(meta_d.get("class_names") or CLASS_NAMES)
     commit, dirty = tags.get("git_commit"), tags.get("git_dirty") == "true"
     lines = [f"# Model card: {title}", "", f"Source: {source}."]
     if tags:
@@ -178,18 +171,8 @@ def render_model_card(
             f"{' with uncommitted changes (see `git.diff`)' if dirty else ''}; "
             f"data fingerprint `{tags.get('fingerprint', 'unknown')}`."
         ]
+    lines += _model_lines(cfg, meta_d, tags, params, thresholds)
     lines += [
-        "",
-        "## Model",
-        "",
-        f"- head: **{head}**; backbone: **{backbone}**" + (f" (weights: {weights})" if weights else ""),
-        f"- rebalancing: **{rebalance or 'not recorded'}**",
-        f"- thresholds (common scale [1, 10]): **{t1:g} / {t2:g}**: score <= {t1:g} is {names[0]}, "
-        f"<= {t2:g} is {names[1]}, else {names[2]}; the classification and ordinal heads predict the class "
-        "directly",
-        *cuts_note(meta_d, names),
-        "- classes -> digiKam pick labels: "
-        + ", ".join(f"{i} {names[i]} -> {PICK_LABEL_NAMES[PICK_LABELS[i]]}" for i in range(3)),
         "",
         f"## Data mixture `{cfg_get(cfg, 'data.name') or params.get('data.name') or tags.get('data', '?')}`",
         "",
@@ -209,9 +192,49 @@ def render_model_card(
         md_table(table) if len(table) else "_No test metrics were recorded for this model._",
         "",
     ]
+    lines += _closing_lines(files, meta_d, command, commit, dirty)
+    return "\n".join(lines)
+
+
+def _model_lines(
+    cfg: Mapping[str, Any] | None,
+    meta_d: dict[str, Any],
+    tags: dict[str, str],
+    params: dict[str, Any],
+    thresholds: tuple[float, float] | None,
+) -> list[str]:
+    """The card's `## Model` section: head, backbone, rebalancing, thresholds, cuts, pick labels."""
+    head = cfg_get(cfg, "head.name") or meta_d.get("head") or tags.get("head", "?")
+    backbone = cfg_get(cfg, "backbone.name") or meta_d.get("backbone") or tags.get("backbone", "?")
+    weights = cfg_get(cfg, "backbone.weights") or meta_d.get("weights")
+    rebalance = cfg_get(cfg, "rebalance.name") or params.get("rebalance.name") or tags.get("rebalance")
+    if thresholds is None and meta_d.get("thresholds"):
+        thresholds = (float(meta_d["thresholds"][0]), float(meta_d["thresholds"][1]))
+    t1, t2 = thresholds if thresholds is not None else (float("nan"), float("nan"))
+    names = list(meta_d.get("class_names") or CLASS_NAMES)
+    return [
+        "",
+        "## Model",
+        "",
+        f"- head: **{head}**; backbone: **{backbone}**" + (f" (weights: {weights})" if weights else ""),
+        f"- rebalancing: **{rebalance or 'not recorded'}**",
+        f"- thresholds (common scale [1, 10]): **{t1:g} / {t2:g}**: score <= {t1:g} is {names[0]}, "
+        f"<= {t2:g} is {names[1]}, else {names[2]}; the classification and ordinal heads predict the class "
+        "directly",
+        *cuts_note(meta_d, names),
+        "- classes -> digiKam pick labels: "
+        + ", ".join(f"{i} {names[i]} -> {PICK_LABEL_NAMES[PICK_LABELS[i]]}" for i in range(3)),
+    ]
+
+
+def _closing_lines(
+    files: Mapping[str, Path] | None, meta_d: dict[str, Any], command: str | None, commit: Any, dirty: bool
+) -> list[str]:
+    """Files, the input/output contract, how to reproduce, and the raw `iqs_meta` record."""
+    lines: list[str] = []
     if files:
         lines += ["## Files", "", *(f"- `{p.name}` ({kind})" for kind, p in files.items()), ""]
-    lines += ["## Input / output contract", "", *io_contract(meta), ""]
+    lines += ["## Input / output contract", "", *io_contract(meta_d), ""]
     if command:
         lines += [
             "## Reproduce",
@@ -225,4 +248,4 @@ def render_model_card(
         ]
     if meta_d:
         lines += ["## Model metadata (`iqs_meta`)", "", _kv_table(meta_d), ""]
-    return "\n".join(lines)
+    return lines

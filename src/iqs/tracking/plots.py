@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
-from iqs.tracking.mlflow_run import CLASS_NAMES
+from iqs.classes import CLASS_NAMES
 
 # beyond this many points a scatter is an unreadable blob: draw a density (hexbin) instead
 MAX_SCATTER_POINTS = 20_000

@@ -254,7 +254,7 @@ def fit_and_test(
     from hydra.utils import instantiate
 
     from iqs.data.bad_images import BadImagePolicy, log_skipped
-    from iqs.data.mixture import build_mixture
+    from iqs.data.mixture import build_mixture, ensure_data
     from iqs.deploy.preprocess import InputSpec
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer
@@ -265,6 +265,7 @@ def fit_and_test(
     from iqs.train.resume import ResumeState
 
     log.info("building mixture <%s>", cfg.data.name)
+    ensure_data(cfg.data)
     mixture = build_mixture(cfg.data, cfg.thresholds)
     rebalancer = build_rebalancer(cfg.rebalance)
     rebalancer.check_head(str(cfg.head.name))

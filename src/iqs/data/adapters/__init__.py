@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
-from iqs.data.adapters import ava, digikam_db, digikam_xmp, eva, generic_csv, koniq10k, spaq  # noqa: F401  (registration)
 from iqs.data.adapters.base import ADAPTERS, SourceData, load_source
+from iqs.registry import import_submodules
+
+import_submodules(__name__)  # each format's module registers itself: a new dataset needs no edit here
 
 __all__ = ["ADAPTERS", "SourceData", "load_source"]

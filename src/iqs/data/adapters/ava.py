@@ -17,27 +17,21 @@ import pandas as pd
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.reading import (
     attach_lines,
-    check_levels,
-    drop_unvoted,
-    image_paths,
-    native_range,
     numeric_column,
     optional_file,
     read_id_list,
     read_table,
     single_annotation_file,
     sniff,
-    vote_stats,
+    stated,
 )
+from iqs.data.adapters.votes import check_levels, vote_table
 from iqs.data.errors import DataError
-from iqs.data.scale import std_to_common, to_common, votes_to_dist
-from iqs.data.table import make_table
 
 LEVELS = np.arange(1, 11, dtype=np.float64)
 RATING_COLUMNS = [f"rating_{k}" for k in range(1, 11)]
 TXT_COLUMNS = ["index", "image_id", *RATING_COLUMNS, "tag_1", "tag_2", "challenge"]
 CSV_COUNT_COLUMNS = [f"score{k}" for k in range(2, 12)]
-DEFAULT_TEST_LIST = "aesthetics_image_lists/generic_test.jpgl"
 TXT_EXPECTED = (
     "AVA.txt: 15 space-separated integers per line (index, image id, 10 vote counts, 2 tags, challenge)"
 )
@@ -94,33 +88,15 @@ def _read_vote_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @ADAPTERS.register("ava")
 def load(cfg: Mapping) -> pd.DataFrame:
-    name = str(cfg["name"])
-    lo, hi = native_range(cfg)
     check_levels(cfg, LEVELS, "AVA's ratings")
     path = single_annotation_file(cfg)
     ids, counts, lines = read_votes(path)
 
-    n, mean, std = vote_stats(counts, LEVELS)
-    keep = drop_unvoted(n, ids, name, path)
-    ids, counts, lines, n, mean, std = (a[keep] for a in (ids, counts, lines, n, mean, std))
-
     split = None
-    test_list = optional_file(cfg, "test_list", default=DEFAULT_TEST_LIST)
+    stated(cfg, "test_list")  # conf/dataset/ava.yaml names the official list; null = no official split
+    test_list = optional_file(cfg, "test_list")
     if test_list is not None:
         test_ids = read_id_list(test_list)
         split = np.where(pd.Series(ids).isin(test_ids).to_numpy(), "test", "trainval").astype(object)
-
-    prefix = str(cfg.get("group_prefix") or "ava")
-    table = make_table(
-        name,
-        ids,
-        image_paths(cfg, ids, str(cfg.get("image_ext", ".jpg"))),
-        raw_score=mean,
-        score=to_common(mean, lo, hi),
-        dist=votes_to_dist(counts, LEVELS, lo, hi),
-        n_votes=n,
-        std=std_to_common(std, lo, hi),
-        split=split,
-        group=prefix + ":" + pd.Series(ids),
-    )
-    return attach_lines(table, path, lines)
+    table, keep = vote_table(cfg, ids, counts, LEVELS, split)
+    return attach_lines(table, path, lines[keep])

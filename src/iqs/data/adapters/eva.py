@@ -20,18 +20,13 @@ import pandas as pd
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.reading import (
     annotation_files,
-    check_levels,
-    drop_unvoted,
-    image_paths,
     native_range,
     numeric_column,
     read_table,
     sniff,
-    vote_stats,
 )
+from iqs.data.adapters.votes import check_levels, vote_stats, vote_table
 from iqs.data.errors import DataError
-from iqs.data.scale import std_to_common, to_common, votes_to_dist
-from iqs.data.table import make_table
 
 VOTES_EXPECTED = "EVA's votes_filtered.csv: '='-delimited with columns image_id=user_id=score=..."
 JSON_EXPECTED = "a JSON list of {image_id, label: 10 vote counts for scores 1..10, score}"
@@ -113,7 +108,6 @@ def read_histogram_json(path: Path, lo: float, hi: float) -> tuple[np.ndarray, n
 
 @ADAPTERS.register("eva")
 def load(cfg: Mapping) -> pd.DataFrame:
-    name = str(cfg["name"])
     lo, hi = native_range(cfg)
     if lo != int(lo) or hi != int(hi):
         raise DataError(f"EVA votes are integers: native_range must have integer ends, got [{lo:g}, {hi:g}]")
@@ -131,19 +125,4 @@ def load(cfg: Mapping) -> pd.DataFrame:
     ids = merged.index.to_numpy(dtype=str)
     counts = merged.to_numpy(dtype=np.float64)
 
-    n, mean, std = vote_stats(counts, levels)
-    keep = drop_unvoted(n, ids, name, ", ".join(str(p) for p in annotation_files(cfg)))
-    ids, counts, n, mean, std = (a[keep] for a in (ids, counts, n, mean, std))
-    prefix = str(cfg.get("group_prefix") or "ava")
-    return make_table(
-        name,
-        ids,
-        image_paths(cfg, ids, str(cfg.get("image_ext", ".jpg"))),
-        raw_score=mean,
-        score=to_common(mean, lo, hi),
-        dist=votes_to_dist(counts, levels, lo, hi),
-        n_votes=n,
-        std=std_to_common(std, lo, hi),
-        split=None,
-        group=prefix + ":" + pd.Series(ids),
-    )
+    return vote_table(cfg, ids, counts, levels, None)[0]

@@ -16,6 +16,7 @@ from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.reading import (
     attach_lines,
     config_key,
+    groups,
     native_range,
     numeric_column,
     read_table,
@@ -72,7 +73,6 @@ def load(cfg: Mapping) -> pd.DataFrame:
             )
         split = np.where(values.to_numpy(dtype=object) == "", None, values.to_numpy(dtype=object))
 
-    prefix = str(cfg.get("group_prefix") or name)
     table = make_table(
         name,
         paths,
@@ -82,6 +82,6 @@ def load(cfg: Mapping) -> pd.DataFrame:
         dist=gaussian_dist(score, sigma),
         std=std,
         split=split,
-        group=prefix + ":" + pd.Series(paths),
+        group=groups(cfg, paths),
     )
     return attach_lines(table, path, df.index)

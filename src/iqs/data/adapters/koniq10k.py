@@ -12,6 +12,7 @@ from the annotation file itself or from `split_file` (the sets file, joined on i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,14 +20,17 @@ import pandas as pd
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.reading import (
     attach_lines,
+    groups,
     image_paths,
     log,
     native_range,
     numeric_column,
     optional_file,
     read_table,
+    required,
     setting,
     single_annotation_file,
+    stated,
 )
 from iqs.data.errors import DataError
 from iqs.data.scale import std_to_common, to_common, votes_to_dist
@@ -54,9 +58,9 @@ def _read_split_column(df: pd.DataFrame, column: str, path) -> np.ndarray:
 def load(cfg: Mapping) -> pd.DataFrame:
     name = str(cfg["name"])
     lo, hi = native_range(cfg)
-    vlo, vhi = native_range(cfg, "vote_range") if cfg.get("vote_range") is not None else (1.0, 5.0)
-    score_column = str(cfg.get("score_column") or "MOS")
-    split_column = cfg.get("split_column", "set")
+    vlo, vhi = native_range(cfg, "vote_range")
+    score_column = str(required(cfg, "score_column"))
+    split_column = stated(cfg, "split_column")
     path = single_annotation_file(cfg)
 
     df = read_table(
@@ -85,43 +89,15 @@ def load(cfg: Mapping) -> pd.DataFrame:
         )
     levels = np.linspace(vlo, vhi, len(COUNT_COLUMNS))
 
-    if "c_total" in df.columns:
-        n_votes = numeric_column(df, "c_total", path, valid=(0, np.inf), allow_missing=True)
-    elif np.allclose(hist, np.round(hist)):
-        n_votes = hist.sum(axis=1)  # counts, not fractions
-    else:
-        n_votes = None
-    if "SD" in df.columns:
-        std = std_to_common(numeric_column(df, "SD", path, valid=(0, np.inf), allow_missing=True), vlo, vhi)
-    else:
-        std = None
-
+    n_votes, std = _votes_and_std(df, hist, path, vlo, vhi)
     split = None
     if split_column and split_column in df.columns:
         split = _read_split_column(df, split_column, path)
+    stated(cfg, "split_file")  # null = no official split file
     split_file = optional_file(cfg, "split_file")
     if split is None and split_file is not None:
-        sets = read_table(
-            split_file, ["image_name", split_column or "set"], text=["image_name", split_column or "set"]
-        )
-        mapping = pd.Series(
-            _read_split_column(sets, split_column or "set", split_file), index=sets["image_name"].str.strip()
-        )
-        mapping = mapping[~mapping.index.duplicated()]
-        split = pd.Series(ids).map(mapping).to_numpy(dtype=object)
-        unlisted = pd.isna(split)
-        if unlisted.any():
-            log.warning(
-                "%s: %d image(s) of %s are not in the split file %s (split left to the mixture), e.g. %s",
-                name,
-                int(unlisted.sum()),
-                path,
-                split_file,
-                ", ".join(ids[unlisted][:5]),
-            )
-            split = np.where(unlisted, None, split)
+        split = _split_from_file(split_file, split_column or "set", ids, path, name)
 
-    prefix = str(cfg.get("group_prefix") or "koniq10k")
     table = make_table(
         name,
         ids,
@@ -132,6 +108,42 @@ def load(cfg: Mapping) -> pd.DataFrame:
         n_votes=n_votes,
         std=std,
         split=split,
-        group=prefix + ":" + pd.Series(ids),
+        group=groups(cfg, ids),
     )
     return attach_lines(table, path, df.index)
+
+
+def _votes_and_std(
+    df: pd.DataFrame, hist: np.ndarray, path: Path, vlo: float, vhi: float
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Votes per image (c_total, else the counts' sum when they are counts) and the common-scale SD."""
+    if "c_total" in df.columns:
+        n_votes = numeric_column(df, "c_total", path, valid=(0, np.inf), allow_missing=True)
+    elif np.allclose(hist, np.round(hist)):
+        n_votes = hist.sum(axis=1)  # counts, not fractions
+    else:
+        n_votes = None
+    std = None
+    if "SD" in df.columns:
+        std = std_to_common(numeric_column(df, "SD", path, valid=(0, np.inf), allow_missing=True), vlo, vhi)
+    return n_votes, std
+
+
+def _split_from_file(split_file: Path, column: str, ids: np.ndarray, path: Path, name: str) -> np.ndarray:
+    """The official split joined on image_name; images the file does not list are left to the mixture."""
+    sets = read_table(split_file, ["image_name", column], text=["image_name", column])
+    mapping = pd.Series(_read_split_column(sets, column, split_file), index=sets["image_name"].str.strip())
+    mapping = mapping[~mapping.index.duplicated()]
+    split = pd.Series(ids).map(mapping).to_numpy(dtype=object)
+    unlisted = pd.isna(split)
+    if unlisted.any():
+        log.warning(
+            "%s: %d image(s) of %s are not in the split file %s (split left to the mixture), e.g. %s",
+            name,
+            int(unlisted.sum()),
+            path,
+            split_file,
+            ", ".join(ids[unlisted][:5]),
+        )
+        split = np.where(unlisted, None, split)
+    return split

@@ -49,6 +49,22 @@ def setting(cfg: Mapping, key: str, value: str) -> str:
     return f"dataset.{key}={value} (data.sources.{name}.{key}={value} in a mixture)"
 
 
+def stated(cfg: Mapping, key: str) -> Any:
+    """`cfg[key]`, which may be null but must be there: the dataset yaml states every key its adapter reads."""
+    if key not in cfg:
+        raise DataError(f"config key {config_key(cfg, key)} is missing for dataset '{cfg.get('name')}'")
+    return cfg[key]
+
+
+def groups(cfg: Mapping, ids: Any) -> pd.Series:
+    """`<group_prefix>:<id>` per row: one group per image unless a group_file says otherwise.
+
+    A null prefix (the csv adapter's default) means the dataset's name.
+    """
+    prefix = stated(cfg, "group_prefix")
+    return str(prefix if prefix is not None else required(cfg, "name")) + ":" + pd.Series(ids)
+
+
 def required(cfg: Mapping, key: str) -> Any:
     try:
         value = cfg[key]
@@ -279,45 +295,6 @@ def attach_lines(table: pd.DataFrame, path: Path, lines: Iterable[int]) -> pd.Da
     table.attrs["source_file"] = str(path)
     table.attrs["source_lines"] = [int(x) for x in lines]
     return table
-
-
-def vote_stats(counts: np.ndarray, levels: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(n_votes, mean, std) of per-image vote histograms (N, L) over `levels` (native scale).
-
-    std is the population standard deviation of the votes (as AVA/NIMA report it); rows without votes give NaN.
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    lv = np.asarray(levels, dtype=np.float64)
-    n = counts.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = counts @ lv / n
-        var = (counts @ lv**2) / n - mean**2
-    return n, mean, np.sqrt(np.maximum(var, 0.0))
-
-
-def drop_unvoted(n_votes: np.ndarray, ids: np.ndarray, name: str, path: Path | str) -> np.ndarray:
-    """Mask of rows with at least one vote; the others are dropped with a warning that counts them."""
-    keep = n_votes > 0
-    if not keep.all():
-        dropped = np.asarray(ids)[~keep]
-        log.warning(
-            "%s: dropped %d image(s) without any vote in %s (e.g. %s)",
-            name,
-            len(dropped),
-            path,
-            ", ".join(map(str, dropped[:QUOTE])),
-        )
-    return keep
-
-
-def check_levels(cfg: Mapping, levels: Sequence[float], what: str, key: str = "native_range") -> None:
-    """The vote levels a format defines must lie inside the declared range, or scores leave [1, 10]."""
-    lo, hi = native_range(cfg, key)
-    if min(levels) < lo or max(levels) > hi:
-        raise DataError(
-            f"{what} are {min(levels):g}..{max(levels):g}, outside {config_key(cfg, key)}=[{lo:g}, {hi:g}]; "
-            f"declare a range that contains them."
-        )
 
 
 def single_annotation_file(cfg: Mapping, key: str = "annotations") -> Path:

@@ -16,6 +16,7 @@ from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.reading import (
     attach_lines,
     config_key,
+    groups,
     image_paths,
     native_range,
     numeric_column,
@@ -33,8 +34,8 @@ from iqs.data.table import make_table
 def load(cfg: Mapping) -> pd.DataFrame:
     name = str(cfg["name"])
     lo, hi = native_range(cfg)
-    id_column = str(cfg.get("id_column") or "Image name")
-    score_column = str(cfg.get("score_column") or "MOS")
+    id_column = str(required(cfg, "id_column"))
+    score_column = str(required(cfg, "score_column"))
     default_std = float(required(cfg, "default_std"))
     if not default_std > 0:
         raise DataError(f"{config_key(cfg, 'default_std')} must be > 0, got {default_std}")
@@ -55,7 +56,6 @@ def load(cfg: Mapping) -> pd.DataFrame:
         df, score_column, path, valid=(lo, hi), range_key=setting(cfg, "native_range", "[lo, hi]")
     )
     score = to_common(raw, lo, hi)
-    prefix = str(cfg.get("group_prefix") or "spaq")
     table = make_table(
         name,
         ids,
@@ -64,6 +64,6 @@ def load(cfg: Mapping) -> pd.DataFrame:
         score=score,
         dist=gaussian_dist(score, np.full(len(score), default_std)),
         split=None,
-        group=prefix + ":" + pd.Series(ids),
+        group=groups(cfg, ids),
     )
     return attach_lines(table, path, df.index)

@@ -28,6 +28,7 @@ from iqs.data.demo.references import PHOTOS, Reference, make_references
 from iqs.data.demo.scoring import (
     PANELS,
     Item,
+    Votes,
     latent_quality,
     plan_items,
     shape_means,
@@ -35,6 +36,7 @@ from iqs.data.demo.scoring import (
     spaq_attributes,
 )
 from iqs.data.scale import std_to_common, to_common
+from iqs.registry import Registry
 
 # bump whenever a change alters the files, so existing builds are rebuilt on next use
 # (4: the split group is the source photograph, not the crop: crops of one photo overlap)
@@ -104,6 +106,67 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Rated:
+    """One source's images and their simulated votes, what its annotation writer puts in the file."""
+
+    ids: list[str]
+    names: list[str]  # file names under the image folder
+    counts: np.ndarray  # (N, levels) vote counts
+    mos: np.ndarray  # (N,) mean vote
+    votes: Votes
+    items: list[Item]
+    rng: np.random.Generator
+
+
+# source -> writer of its official annotation file; returns the MOS as the file states it
+ANNOTATION_WRITERS: Registry[Callable[[Path, Rated], np.ndarray]] = Registry("demo annotation format")
+
+
+@ANNOTATION_WRITERS.register("ava")
+def _ava_annotations(path: Path, r: Rated) -> np.ndarray:
+    n = len(r.ids)
+    tags = r.rng.integers(0, 67, (n, 2))  # 66 semantic tags, 0 = no tag
+    challenges = r.rng.integers(1, 1400, n)
+    writers.write_ava(path, [int(i) for i in r.ids], r.counts, tags, challenges)
+    return r.mos
+
+
+@ANNOTATION_WRITERS.register("koniq")
+def _koniq_annotations(path: Path, r: Rated) -> np.ndarray:
+    n = len(r.ids)
+    z = r.votes.zscore_mean(n)
+    zscore = 100.0 * (z - z.min()) / (z.max() - z.min())  # rescaled to 0..100 as in KonIQ-10k
+    order = np.argsort(r.ids)  # the official file is sorted by name
+    sd = r.votes.image_sd(n)
+    writers.write_koniq(
+        path, [r.ids[i] for i in order], r.counts[order], r.mos[order], sd[order], zscore[order]
+    )
+    return r.mos
+
+
+@ANNOTATION_WRITERS.register("spaq")
+def _spaq_annotations(path: Path, r: Rated) -> np.ndarray:
+    mos = np.round(r.mos, 2)  # SPAQ publishes two decimals
+    writers.write_spaq(path, r.names, mos, spaq_attributes(r.items, mos, r.rng))
+    return mos
+
+
+def _meta(ref: Reference, item: Item, latent: float) -> dict:
+    """How one demo image was made: its reference crop, distortion, level and latent quality."""
+    d = DISTORTIONS.get(item.distortion) if item.level else None
+    return {
+        "reference": ref.name,
+        "photo": ref.photo,
+        "crop_xywh": " ".join(map(str, ref.box)),
+        "distortion": item.distortion,
+        "level": item.level,
+        "parameter": d.params[item.level - 1] if d else "",
+        "jpeg_quality": d.quality(item.level) if d else HIGH_QUALITY,
+        "latent_quality": f"{latent:.6f}",
+    }
+
+
 def _write_source(
     source: str,
     root: Path,
@@ -125,25 +188,9 @@ def _write_source(
     ids = _image_ids(source, n, rng)
     names = ids if source != "ava" else [f"{i}.jpg" for i in ids]
 
-    if source == "ava":
-        tags = rng.integers(0, 67, (n, 2))  # 66 semantic tags, 0 = no tag
-        challenges = rng.integers(1, 1400, n)
-        writers.write_ava(root / annotations, [int(i) for i in ids], counts, tags, challenges)
-    elif source == "koniq":
-        z = votes.zscore_mean(n)
-        zscore = 100.0 * (z - z.min()) / (z.max() - z.min())  # rescaled to 0..100 as in KonIQ-10k
-        order = np.argsort(ids)  # the official file is sorted by name
-        writers.write_koniq(
-            root / annotations,
-            [ids[i] for i in order],
-            counts[order],
-            mos[order],
-            votes.image_sd(n)[order],
-            zscore[order],
-        )
-    else:
-        mos = np.round(mos, 2)
-        writers.write_spaq(root / annotations, names, mos, spaq_attributes(items, mos, rng))
+    mos = ANNOTATION_WRITERS.get(source)(
+        root / annotations, Rated(ids, names, counts, mos, votes, items, rng)
+    )
 
     # the group is the photograph, not the crop: crops of one photograph overlap (up to 30% IoU) and
     # share its content, so they must all land in one split
@@ -154,21 +201,8 @@ def _write_source(
     for item, image_id, name, q in zip(items, ids, names, latent, strict=True):
         ref = refs[item.ref]
         (root / image_dir / name).write_bytes(_render(ref, item.ref, item, seed))
-        d = DISTORTIONS.get(item.distortion) if item.level else None
         meta.append(
-            {
-                "source": source,
-                "image_id": image_id,
-                "path": f"{image_dir}/{name}",
-                "reference": ref.name,
-                "photo": ref.photo,
-                "crop_xywh": " ".join(map(str, ref.box)),
-                "distortion": item.distortion,
-                "level": item.level,
-                "parameter": d.params[item.level - 1] if d else "",
-                "jpeg_quality": d.quality(item.level) if d else HIGH_QUALITY,
-                "latent_quality": f"{q:.6f}",
-            }
+            {"source": source, "image_id": image_id, "path": f"{image_dir}/{name}", **_meta(ref, item, q)}
         )
         tick()
 

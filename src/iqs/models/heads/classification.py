@@ -12,20 +12,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from iqs.data.scale import CLASS_NAMES
-from iqs.models.heads import Head, expectation, reduce_weighted, register_head
+from iqs.classes import CLASS_NAMES
+from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
 
 
 @register_head("classification")
 class ClassificationHead(Head):
     score_scale = "class_index"
-    options = {
-        "hidden": [],
-        "dropout": 0.0,
-        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
-        "label_smoothing": 0.0,
-        "class_weights": None,  # null or 3 weights (bad, normal, good) scaling each sample's loss
-    }
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
@@ -51,12 +44,7 @@ class ClassificationHead(Head):
         probs = logits3.softmax(dim=-1)
         return {"score": expectation(probs, self.class_index), "logits3": logits3, "probs": probs}
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         # reduction="none" then a plain mean: class weights scale samples instead of renormalising the batch
         # (torch's weighted "mean" divides by the batch's summed class weights).
         per_sample = F.cross_entropy(

@@ -12,19 +12,12 @@ import torch
 
 from iqs.data.scale import BIN_CENTRES, N_BINS
 from iqs.losses.emd import emd_loss
-from iqs.models.heads import Head, expectation, reduce_weighted, register_head
+from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
 
 
 @register_head("distribution")
 class DistributionHead(Head):
     has_dist = True
-    options = {
-        "hidden": [],  # MLP widths; [] is NIMA's dropout + linear layer
-        "dropout": 0.0,
-        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
-        "emd_r": 2.0,
-        "sharpness": 4.0,
-    }
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
@@ -44,12 +37,7 @@ class DistributionHead(Head):
             "probs": logits3.softmax(dim=-1),
         }
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         target = batch["dist"].to(outputs["dist"].dtype)
         per_sample = emd_loss(outputs["dist"], target, r=float(self.cfg["emd_r"]), reduction="none")
         return reduce_weighted(per_sample, weights)

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from coral_pytorch.losses import coral_loss
 from torch import nn
 
-from iqs.data.scale import CLASS_NAMES
-from iqs.models.heads import Head, expectation, reduce_weighted, register_head
+from iqs.classes import CLASS_NAMES
+from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
 
 
 def cumulative_levels(label: torch.Tensor, num_classes: int = len(CLASS_NAMES)) -> torch.Tensor:
@@ -45,13 +45,6 @@ def cumulative_levels(label: torch.Tensor, num_classes: int = len(CLASS_NAMES)) 
 @register_head("ordinal")
 class OrdinalHead(Head):
     score_scale = "class_index"
-    options = {
-        "hidden": [],  # MLP widths before the shared latent; [] is a linear latent, as in the paper
-        "dropout": 0.0,
-        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
-        "importance_weights": None,  # null or K-1 = 2 weights lambda_k of the binary tasks (y > bad, y > normal)
-        "sharpness": 4.0,  # slope of logits3 in the cumulative logits (the class is their sign pattern)
-    }
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
@@ -100,12 +93,7 @@ class OrdinalHead(Head):
             "cum_logits": cum_logits,
         }
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         logits = outputs["cum_logits"]
         levels = cumulative_levels(batch["label"].to(logits.device)).to(logits.dtype)
         per_sample = coral_loss(logits, levels, importance_weights=self.importance_weights, reduction=None)

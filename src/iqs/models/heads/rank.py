@@ -16,19 +16,13 @@ from typing import Any
 import torch
 
 from iqs.losses.fidelity import batch_fidelity
-from iqs.models.heads import Head, register_head
+from iqs.models.heads.base import Batch, Head, Outputs, register_head
 
 
 @register_head("rank")
 class RankHead(Head):
     score_scale = "latent"
     pairwise = True
-    options = {
-        "hidden": [],  # MLP widths; [] is a linear layer
-        "dropout": 0.0,
-        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
-        "sharpness": 4.0,  # slope of the class logits derived from the score (and the decision cuts)
-    }
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
@@ -39,10 +33,5 @@ class RankHead(Head):
         # Until decision cuts replace them, the label thresholds class this unscaled score arbitrarily.
         return self.score_outputs(score)
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         return batch_fidelity(outputs["score"], batch, weights)

@@ -9,22 +9,12 @@ import torch
 
 from iqs.data.scale import COMMON_HI, COMMON_LO
 from iqs.losses.regression_losses import REGRESSION_LOSSES, make_regression_loss
-from iqs.models.heads import Head, reduce_weighted, register_head
+from iqs.models.heads.base import Batch, Head, Outputs, reduce_weighted, register_head
 
 
 @register_head("regression")
 class RegressionHead(Head):
     regression_losses = tuple(REGRESSION_LOSSES.names())
-    options = {
-        "hidden": [],  # MLP widths; [] is a linear layer
-        "dropout": 0.0,
-        "input_norm": "none",  # none | batchnorm: standardise the features (running train statistics)
-        "loss": "mse",  # mse | huber | l1 | balanced_mse (see iqs.losses.regression_losses)
-        "huber_delta": 1.0,
-        "bmc_init_sigma": 1.0,  # initial noise sigma of balanced_mse, on the common scale
-        "init_score": None,  # output bias at start; null = middle of the common scale
-        "sharpness": 4.0,  # slope of the class logits derived from the score
-    }
 
     def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
         super().__init__(in_features, cfg, t1, t2)
@@ -46,11 +36,6 @@ class RegressionHead(Head):
         score = self.mlp(features).reshape(-1)  # not squeeze: see `expectation`
         return self.score_outputs(score)
 
-    def loss(
-        self,
-        outputs: dict[str, torch.Tensor],
-        batch: Mapping[str, torch.Tensor],
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         target = batch["score"].to(outputs["score"].dtype)
         return reduce_weighted(self.loss_fn(outputs["score"], target), weights)

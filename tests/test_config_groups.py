@@ -1,0 +1,119 @@
+"""Every config group's yamls resolve in the registry behind it, and every registry entry has a yaml.
+
+A plug-in (head, rebalance strategy, dataset adapter) is a module that registers itself on import plus a
+yaml in conf/<group>/; these tests fail when one of the two is missing or their names drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from iqs.config import compose, conf_dir
+from iqs.data.adapters import ADAPTERS
+from iqs.models.backbone import check_backbone_name, create_backbone_from_cfg
+from iqs.models.heads import HEADS, build_head
+from iqs.rebalance import REBALANCERS, build_rebalancer
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def composed(group: str, option: str):
+    """The group's node as `iqs train` composes it with `<group>=<option>`."""
+    return compose("train", [f"{group}={option}"])[group]
+
+
+@pytest.mark.parametrize("option", group_options("head"))
+def test_every_head_yaml_builds_its_registered_head(option: str) -> None:
+    node = composed("head", option)
+    assert node.name == option, f"conf/head/{option}.yaml names head '{node.name}'"
+    head = build_head(node.name, 8, node, 5.0, 6.0)
+    assert type(head) is HEADS.get(option)
+
+
+def test_every_registered_head_has_a_yaml() -> None:
+    assert HEADS.names() == group_options("head")
+
+
+@pytest.mark.parametrize("option", group_options("rebalance"))
+def test_every_rebalance_yaml_builds_its_registered_strategy(option: str) -> None:
+    node = composed("rebalance", option)
+    assert node.name == option
+    assert type(build_rebalancer(node)) is REBALANCERS.get(option)
+
+
+def test_every_registered_rebalancer_has_a_yaml() -> None:
+    assert REBALANCERS.names() == group_options("rebalance")
+
+
+def dataset_yamls() -> dict[str, dict]:
+    folder = conf_dir() / "dataset"
+    return {p.stem: OmegaConf.to_container(OmegaConf.load(p)) for p in sorted(folder.glob("*.yaml"))}
+
+
+@pytest.mark.parametrize("option", sorted(dataset_yamls()))
+def test_every_dataset_yaml_names_a_registered_adapter(option: str) -> None:
+    cfg = dataset_yamls()[option]
+    assert cfg["name"] == option
+    assert cfg["adapter"] in ADAPTERS, f"conf/dataset/{option}.yaml: adapter '{cfg['adapter']}'"
+
+
+def test_every_registered_adapter_has_a_dataset_yaml() -> None:
+    used = {cfg["adapter"] for cfg in dataset_yamls().values()}
+    assert sorted(set(ADAPTERS.names()) - used) == []
+
+
+@pytest.mark.parametrize("option", group_options("backbone"))
+def test_every_backbone_yaml_names_its_timm_model(option: str) -> None:
+    node = composed("backbone", option)
+    assert node.name == option
+    check_backbone_name(node.name)
+
+
+def test_a_backbone_yaml_builds_the_backbone_it_names() -> None:
+    backbone, info = create_backbone_from_cfg(composed("backbone", "tf_efficientnet_lite0"), weights="none")
+    assert info.name == "tf_efficientnet_lite0" and backbone.frozen
+
+
+def test_registry_groups_are_the_folders_of_conf() -> None:
+    # the groups above are real folders (a renamed folder must not silently empty a parametrisation)
+    for group in ("head", "rebalance", "dataset", "backbone"):
+        assert group_options(group), f"no yaml in {Path('conf') / group}"
+
+
+# ---------------------------------------------------------------- defaults: written once, in the yaml
+
+
+@pytest.mark.parametrize("option", group_options("head"))
+def test_a_head_built_in_code_gets_the_yaml_defaults(option: str) -> None:
+    """The head's own defaults are conf/head/<name>.yaml's: code and `iqs train head=<name>` agree."""
+    composed_head = OmegaConf.to_container(composed("head", option))
+    composed_head.pop("name")
+    assert build_head(option, 8, {}, 5.0, 6.0).cfg == composed_head
+    assert build_head(option, 8, composed("head", option), 5.0, 6.0).cfg == composed_head
+
+
+def test_heads_state_no_defaults_of_their_own() -> None:
+    for name in HEADS:
+        assert "options" not in vars(HEADS.get(name)), f"head '{name}' restates its defaults in code"
+
+
+def test_backbone_code_defaults_are_the_yaml_defaults() -> None:
+    """create_backbone's unset options and every conf/backbone/*.yaml come from conf/backbone_defaults.yaml."""
+    from iqs.models.backbone import BACKBONE_KEYS, create_backbone
+
+    base = OmegaConf.to_container(OmegaConf.load(conf_dir() / "backbone_defaults.yaml"))
+    assert {"name", *base} == BACKBONE_KEYS
+    backbone, info = create_backbone("test_efficientnet", weights="none")  # timm's tiny test network
+    assert (backbone.frozen, backbone.channels_last, info.pool) == (
+        base["freeze"],
+        base["channels_last"],
+        base["pool"],
+    )
+    for option in group_options("backbone"):
+        node = OmegaConf.to_container(composed("backbone", option))
+        assert set(node) == BACKBONE_KEYS, option
