@@ -24,10 +24,10 @@ def test_example_sweep_ids_have_the_form_a_multirun_gets() -> None:
         real = sweep_id_for(cfg)
     finally:
         HydraConfig.instance().cfg = None
-    form = re.compile(r"train_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d")
+    form = re.compile(r"train_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{8}")
     assert form.fullmatch(real), real
     for name in ("compare.yaml", "logger/mlflow.yaml"):
         text = (conf_dir() / name).read_text()
-        examples = re.findall(r"\b\w*\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\b", text)
+        examples = re.findall(r"\b\w*\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\w*", text)
         assert examples, f"conf/{name} has no example sweep id"
         assert all(form.fullmatch(e) for e in examples), f"conf/{name}: {examples} vs real id {real}"

@@ -119,7 +119,8 @@ def compare_roles(
     """Per metric: each run's value [CI], then personal and scratch minus general with paired CIs.
 
     Returns the markdown of all tables (printed and logged) and the plots written into `folder`."""
-    from iqs.tracking.compare import compare, notes_for, title_for, write_figure
+    from iqs.tracking.compare import compare
+    from iqs.tracking.compare_render import notes_for, title_for, write_figure
     from iqs.tracking.store import tracking_uri_for
 
     folder.mkdir(parents=True, exist_ok=True)
