@@ -78,17 +78,31 @@ class QualityLitModule(pl.LightningModule):
             from iqs.losses.fidelity import batch_fidelity
 
             rank = batch_fidelity(out["score"], batch, weight)
-            self.log("train/rank_loss", rank, on_step=False, on_epoch=True, batch_size=len(batch["score"]))
+            self.log(
+                "train/rank_loss",
+                rank,
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(batch["score"]),
+                sync_dist=True,
+            )
             loss = loss + self.rank_weight * rank
+        # sync_dist: under DDP the mean over every rank's rows (a no-op in one process)
         self.log(
-            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["score"])
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(batch["score"]),
+            sync_dist=True,
         )
         return loss
 
     def _eval_step(self, stage: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self(batch)
         loss = self.model.loss(out, batch, None)
-        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(batch["score"]))
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(batch["score"]), sync_dist=True)
         pred = self.model.predict(out)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(

@@ -24,8 +24,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from iqs.config import conf_dir, quote_group_options
+from iqs.train.launchers import register_resolvers
 
 log = logging.getLogger(__name__)
+register_resolvers()  # before Hydra composes: conf/hparams_search/ presets use them
 
 TABLE_METRICS = ("plcc", "srcc", "acc", "macro_f1", "f1_bad", "f1_normal", "f1_good", "rmse")
 
@@ -185,17 +187,24 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
     import torch
 
-    from iqs.tracking import tracked_run
     from iqs.tracking.cv import cv_tags
+    from iqs.train.distributed import rank_zero_tracked_run, uses_replay, write_replay_config
+    from iqs.train.launchers import threads_per_job
 
     started = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True)
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
+    threads = threads_per_job(cfg)  # num_threads=, or this job's share of the cores in a parallel sweep
+    if threads:
+        torch.set_num_threads(threads)
     output_dir = job_output_dir(cfg)
+    # trainer=ddp/ddp_cpu: the other ranks start from this job's config (iqs.train.distributed)
+    if uses_replay(cfg):
+        write_replay_config(cfg, output_dir)
     # the folds of one cross-validated configuration share a cv_id (iqs compare cv=<id> pools them)
     tags = {**cv_tags(cfg), **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}}
-    with tracked_run(cfg, tags=tags) as run:
+    tags["torch_threads"] = str(torch.get_num_threads())
+    # ranks > 0 of a DDP run get a stand-in that logs nothing: rank 0 owns the MLflow run
+    with rank_zero_tracked_run(cfg, tags=tags) as run:
         metrics, objects = fit_and_test(cfg, run, output_dir)
         run.log_metrics({"time/total_s": time.perf_counter() - started})
     return metrics, objects
@@ -270,6 +279,10 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
         trainer.fit(module, datamodule=datamodule)
         best = callbacks["checkpoint"].best_model_path if "checkpoint" in callbacks else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+    from iqs.train.distributed import finish
+
+    if not finish(trainer, module):  # DDP ranks > 0 stop here; rank 0 holds every test prediction
+        return dict(module.test_results), {"datamodule": datamodule, "run_id": None, "trainer": trainer}
 
     predictions = predictions_frame(datamodule.table, module.test_outputs)
     test_results = dict(module.test_results)
