@@ -200,6 +200,9 @@ def finish(trainer: Any, module: Any) -> bool:
     # rank 0 goes on alone: later loaders (decision cuts) must see every row, and torchmetrics must not
     # wait for ranks that have stopped
     dist.destroy_process_group()
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if isinstance(launcher, ReplayLauncher):
+        launcher.restore_env()
     return rank == 0
 
 
@@ -234,12 +237,15 @@ class ReplayLauncher(_SubprocessScriptLauncher):
     it sets); without a config file (REPLAY_ENV unset, e.g. a plain script) Lightning's own command is used.
     """
 
+    ENV_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
     def _call_children_scripts(self) -> None:
         config = os.environ.get(REPLAY_ENV)
         if not config:
             super()._call_children_scripts()
             return
         self._check_can_spawn_children()
+        self._saved_env = {k: os.environ.get(k) for k in self.ENV_VARS}
         env = self.cluster_environment
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
@@ -254,6 +260,15 @@ class ReplayLauncher(_SubprocessScriptLauncher):
             child_env.pop(REPLAY_ENV, None)
             command = [sys.executable, "-m", "iqs.train.distributed", config]
             self.procs.append(subprocess.Popen(command, env=child_env))
+
+    def restore_env(self) -> None:
+        """Undo the variables set above, so the next job of a sequential sweep in this process does not
+        look like an externally launched rank 0 (Lightning would then start no ranks and wait for them)."""
+        for key, value in getattr(self, "_saved_env", {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class ReplayDDPStrategy(DDPStrategy):
