@@ -36,9 +36,48 @@ def _rate(fn, items, min_seconds: float = 3.0) -> float:
             return done / (time.perf_counter() - t0)
 
 
-def run(work_dir: str | Path, n_images: int = 48, size: tuple[int, int] = (3000, 2000)) -> dict:
+def finetune_step_ips(
+    size: int, batch: int = 16, n_steps: int = 3, device: str = "cpu", bf16: bool = False
+) -> float:
+    """Images per second of one lite0 fine-tuning step (forward + backward + AdamW), synchronised on CUDA.
+
+    `bf16`: under bf16 autocast, as Lightning's `precision: bf16-mixed` runs it.
+    """
     import torch
 
+    from iqs.models.backbone import create_backbone
+
+    torch.manual_seed(0)
+    net, info = create_backbone("tf_efficientnet_lite0", weights="none", freeze=False, channels_last=True)
+    head = torch.nn.Linear(info.num_features, 1)
+    net, head = net.to(device), head.to(device)
+    opt = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=1e-4)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randn(batch, device=device)
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+
+    def sync() -> None:
+        if kind == "cuda":
+            torch.cuda.synchronize()
+
+    def step() -> None:
+        opt.zero_grad()
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
+            out = head(net(x)).squeeze(1)
+        loss = torch.nn.functional.mse_loss(out.float(), y)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up: allocations, cuDNN algorithm choice, first-call dispatch
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(n_steps):
+        step()
+    sync()
+    return n_steps * batch / (time.perf_counter() - t0)
+
+
+def run(work_dir: str | Path, n_images: int = 48, size: tuple[int, int] = (3000, 2000)) -> dict:
     from iqs.data.prepare import PreparedImages, prepare_source
     from iqs.deploy.preprocess import InputSpec, train_transform
 
@@ -56,28 +95,7 @@ def run(work_dir: str | Path, n_images: int = 48, size: tuple[int, int] = (3000,
 
     raw_ips = _rate(raw, paths[:12], 4.0)
     prep_ips = _rate(prepared, paths, 3.0)
-
-    from iqs.models.backbone import create_backbone
-
-    torch.manual_seed(0)
-    net, info = create_backbone("tf_efficientnet_lite0", weights="none", freeze=False, channels_last=True)
-    head = torch.nn.Linear(info.num_features, 1)
-    opt = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=1e-4)
-    x = torch.randn(16, 3, 224, 224).contiguous(memory_format=torch.channels_last)
-    y = torch.randn(16)
-
-    def step(_: int) -> None:
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(head(net(x)).squeeze(1), y)
-        loss.backward()
-        opt.step()
-
-    step(0)
-    t0 = time.perf_counter()
-    n_steps = 3
-    for i in range(n_steps):
-        step(i)
-    step_ips = n_steps * x.shape[0] / (time.perf_counter() - t0)
+    step_ips = finetune_step_ips(224)
     return {
         "raw_decode_ips": raw_ips,
         "prepared_loader_ips": prep_ips,

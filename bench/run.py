@@ -30,6 +30,7 @@ BENCHMARKS = {
     "loader_bench": "prepared loader vs raw full-size decode vs fine-tune step",
     "sweep_bench": "12-config cached sweep vs one uncached run",
     "predict_bench": "iqs predict vs the cores' limit (decode + model per photo), naive loop, bare model",
+    "shard_format_bench": "JPEG vs raw prepared shards: bytes, decode on 2 loader workers, fine-tune step",
 }
 GOALS = {
     "sweep_cache_ratio": ("<=", 1.5),
@@ -39,9 +40,18 @@ GOALS = {
     "eva_votes_seconds": ("<=", 2.0),
     "predict_vs_naive_ratio": (">=", 4.0),
     "predict_vs_limit_ratio": (">=", 0.9),
+    "jpeg_decode_vs_train_step": (">=", 2.0),
+    "jpeg_loader_vs_train_step": (">=", 2.0),
+    "jpeg_vs_raw_bytes_ratio": ("<=", 0.25),
+    "photo_jpeg_vs_raw_bytes_ratio": ("<=", 0.25),
 }
 # Shown without a goal (information only); see the benchmark's docstring.
-INFO_ONLY = {"predict_vs_model_ratio", "predict_vs_limit_ratio_beside_load"}
+INFO_ONLY = {
+    "predict_vs_model_ratio",
+    "predict_vs_limit_ratio_beside_load",
+    "jpeg_decode_vs_raw",
+    "jpeg_loader_vs_raw_loader",
+}
 
 
 def machine() -> dict:

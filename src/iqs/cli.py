@@ -12,6 +12,11 @@ import sys
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "stats"): ("iqs.data.stats", "Per-source and mixture statistics (table, JSON, histograms)"),
     ("data", "build-demo"): ("iqs.data.demo", "Build the embedded demo dataset"),
+    ("data", "build-library"): (
+        "iqs.data.demo.library",
+        "Build a test digiKam library (albums, XMP, digikam4.db)",
+    ),
+    ("data", "check"): ("iqs.data.check", "Decode every image of a mixture once; list the unreadable ones"),
     ("data", "prepare"): ("iqs.data.prepare", "Decode and resize a mixture's images once into shards"),
     ("train",): ("iqs.train.run", "Train and evaluate one run (or a sweep with -m), tracked in MLflow"),
     ("compare",): ("iqs.tracking.compare", "Compare tracked runs side by side"),

@@ -60,6 +60,8 @@ MIXTURE_KEYS = (
     "held_out",
     "folds",
     "fold",
+    "on_bad_image",  # unreadable images: read by iqs.data.bad_images.BadImagePolicy, not by the mixture
+    "max_bad_fraction",
 )
 # keys a mixture adds to a dataset config under sources.<name>
 SOURCE_KEYS = ("weight", "thresholds", "keep_classes", "max_samples")

@@ -4,12 +4,16 @@ Fine-tuning on full-size JPEGs (AVA: 255k photos) is bound by JPEG decoding, not
 decodes each image once, at reduced size through libjpeg's DCT scaling, resizes it to a short side
 of `prepare.short_side` pixels and stores the uint8 RGB pixels in shards:
 
-    <cache_dir>/prepared/<source>-<key>/shard-<i>-<hash>.bin   raw uint8 pixels, images back to back
-    <cache_dir>/prepared/<source>-<key>/shard-<i>-<hash>.json  [{path, offset, h, w} | {path, error}]
+    <cache_dir>/prepared/<source>-<key>/shard-<i>-<hash>.bin   images back to back (raw uint8 pixels or JPEG)
+    <cache_dir>/prepared/<source>-<key>/shard-<i>-<hash>.json  [{path, offset, h, w, format[, nbytes]} | {path, error}]
+
+`prepare.format=jpeg` stores each image as JPEG bytes (`prepare.jpeg_quality`, default 95), about 7x smaller;
+see iqs.data.shard_format.
 
 A shard is written to a temp name and renamed, so an interrupted run resumes at the first missing shard, and a
 corrupt image is recorded as an error row without stopping the run. The DataModule reads pixels through
-`PreparedImages`, which memory-maps the shards (no decode, no copy until a crop is taken).
+`PreparedImages`, which memory-maps the shards (raw: no decode, no copy until a crop is taken; JPEG: one
+libjpeg-turbo decode per read).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
+
+from iqs.data.shard_format import RAW, ShardFormat, decode, entry_nbytes
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +55,16 @@ def decode_short_side(path: str | Path, short_side: int) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def _shard_name(index: int, paths: Sequence[str], short_side: int) -> str:
-    digest = hashlib.sha256(("\n".join(paths) + f"|{short_side}|{FORMAT_VERSION}").encode()).hexdigest()[:12]
+def _shard_name(index: int, paths: Sequence[str], short_side: int, fmt: ShardFormat = RAW) -> str:
+    key = "\n".join(paths) + f"|{short_side}|{FORMAT_VERSION}{fmt.key}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return f"shard-{index:05d}-{digest}"
 
 
-def _write_shard(args: tuple[Path, str, list[str], list[str], int]) -> tuple[str, int, list[tuple[str, str]]]:
-    out_dir, name, rel_paths, abs_paths, short_side = args
+def _write_shard(
+    args: tuple[Path, str, list[str], list[str], int, ShardFormat],
+) -> tuple[str, int, list[tuple[str, str]]]:
+    out_dir, name, rel_paths, abs_paths, short_side, fmt = args
     entries: list[dict] = []
     errors: list[tuple[str, str]] = []
     tmp_bin = out_dir / f".{name}.bin.{os.getpid()}.tmp"
@@ -68,9 +78,12 @@ def _write_shard(args: tuple[Path, str, list[str], list[str], int]) -> tuple[str
                 entries.append({"path": rel, "error": msg})
                 errors.append((full, msg))
                 continue
-            fh.write(rgb.tobytes())
-            entries.append({"path": rel, "offset": offset, "h": int(rgb.shape[0]), "w": int(rgb.shape[1])})
-            offset += rgb.nbytes
+            data, fields = fmt.encode(rgb)
+            fh.write(data)
+            entries.append(
+                {"path": rel, "offset": offset, "h": int(rgb.shape[0]), "w": int(rgb.shape[1]), **fields}
+            )
+            offset += len(data)
     tmp_json = out_dir / f".{name}.json.{os.getpid()}.tmp"
     tmp_json.write_text(json.dumps(entries))
     # the .bin lands first: a shard counts as done only once its .json exists
@@ -88,8 +101,11 @@ class PrepareReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
-def source_dir(cache_dir: str | Path, source: str, root: str | Path, short_side: int) -> Path:
-    key = hashlib.sha256(f"{Path(root).resolve()}|{short_side}|{FORMAT_VERSION}".encode()).hexdigest()[:10]
+def source_dir(
+    cache_dir: str | Path, source: str, root: str | Path, short_side: int, fmt: ShardFormat = RAW
+) -> Path:
+    raw_key = f"{Path(root).resolve()}|{short_side}|{FORMAT_VERSION}{fmt.key}"
+    key = hashlib.sha256(raw_key.encode()).hexdigest()[:10]
     return Path(cache_dir) / "prepared" / f"{source}-{key}"
 
 
@@ -102,20 +118,21 @@ def prepare_source(
     shard_size: int = 512,
     workers: int = 2,
     progress: bool = True,
+    fmt: ShardFormat = RAW,
 ) -> PrepareReport:
     """Decode and resize the images of one source into shards; resumes where a previous run stopped."""
     rel = sorted(set(rel_paths))
-    out_dir = source_dir(cache_dir, source, root, short_side)
+    out_dir = source_dir(cache_dir, source, root, short_side, fmt)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = PrepareReport(out_dir=out_dir, images=len(rel))
     jobs = []
     for i in range(0, len(rel), shard_size):
         chunk = rel[i : i + shard_size]
-        name = _shard_name(i // shard_size, chunk, short_side)
+        name = _shard_name(i // shard_size, chunk, short_side, fmt)
         if (out_dir / f"{name}.json").exists():
             report.shards_reused += 1
             continue
-        jobs.append((out_dir, name, chunk, [str(Path(root) / p) for p in chunk], short_side))
+        jobs.append((out_dir, name, chunk, [str(Path(root) / p) for p in chunk], short_side, fmt))
     if not jobs:
         return report
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -133,11 +150,15 @@ def prepare_source(
 
 
 class PreparedImages:
-    """Memory-mapped read access to a source's prepared shards: `get(rel_path) -> HxWx3 uint8` or None."""
+    """Memory-mapped read access to a source's prepared shards: `get(rel_path) -> HxWx3 uint8` or None.
+
+    Each image is decoded by the format its manifest row records (iqs.data.shard_format), so raw, JPEG and
+    pre-JPEG shards all read alike.
+    """
 
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
-        self._index: dict[str, tuple[Path, int, int, int]] = {}
+        self._index: dict[str, tuple[Path, dict]] = {}
         self.errors: dict[str, str] = {}
         for meta in sorted(self.out_dir.glob("shard-*.json")):
             bin_path = meta.with_suffix(".bin")
@@ -145,7 +166,7 @@ class PreparedImages:
                 if "error" in e:
                     self.errors[e["path"]] = e["error"]
                 else:
-                    self._index[e["path"]] = (bin_path, e["offset"], e["h"], e["w"])
+                    self._index[e["path"]] = (bin_path, e)
         self._maps: dict[Path, np.memmap] = {}
 
     def __len__(self) -> int:
@@ -154,16 +175,30 @@ class PreparedImages:
     def __contains__(self, rel_path: object) -> bool:
         return rel_path in self._index
 
-    def get(self, rel_path: str) -> np.ndarray | None:
+    def paths(self) -> list[str]:
+        """The relative paths this source's shards hold pixels for, sorted."""
+        return sorted(self._index)
+
+    def formats(self) -> set[str]:
+        """The storage formats of this source's images (pre-JPEG shards count as raw)."""
+        return {e.get("format", "raw") for _, e in self._index.values()}
+
+    def encoded(self, rel_path: str) -> tuple[np.ndarray, dict] | None:
+        """(the image's bytes in its shard, its manifest row), e.g. for a GPU JPEG decoder; None if absent."""
         hit = self._index.get(rel_path)
         if hit is None:
             return None
-        bin_path, offset, h, w = hit
+        bin_path, entry = hit
         mm = self._maps.get(bin_path)
         if mm is None:
             # opened lazily so a DataLoader worker maps shards after fork, not before
             mm = self._maps[bin_path] = np.memmap(bin_path, dtype=np.uint8, mode="r")
-        return np.asarray(mm[offset : offset + h * w * 3]).reshape(h, w, 3)
+        offset = int(entry["offset"])
+        return np.asarray(mm[offset : offset + entry_nbytes(entry)]), entry
+
+    def get(self, rel_path: str) -> np.ndarray | None:
+        hit = self.encoded(rel_path)
+        return None if hit is None else decode(hit[1], hit[0])
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -171,12 +206,42 @@ class PreparedImages:
         return state
 
 
+def shard_errors(out_dir: str | Path, rel_paths: Iterable[str]) -> dict[str, str]:
+    """{path: error} of the error rows among `rel_paths` in a source's shards, those written by this run
+    and by earlier ones alike (a resumed prepare must report the failures of the shards it reuses)."""
+    wanted = set(rel_paths)
+    return {rel: msg for rel, msg in PreparedImages(out_dir).errors.items() if rel in wanted}
+
+
+def forget_fixed_errors(out_dir: str | Path, root: str | Path) -> int:
+    """Remove the shards with an error row whose file changed after the shard was written (replaced or
+    repaired), so that the next prepare decodes them again; returns how many were removed."""
+    removed = 0
+    for meta in sorted(Path(out_dir).glob("shard-*.json")):
+        written = meta.stat().st_mtime
+        failed = [e["path"] for e in json.loads(meta.read_text()) if "error" in e]
+        changed = [
+            p for p in failed if (Path(root) / p).is_file() and (Path(root) / p).stat().st_mtime > written
+        ]
+        if changed:
+            meta.unlink()  # first: without its .json a shard counts as not done, whatever else is left
+            for part in Path(out_dir).glob(f"{meta.stem}.*"):
+                part.unlink()
+            removed += 1
+    return removed
+
+
 def main(argv: list[str]) -> int:
-    """`iqs data prepare [key=value ...]`: prepare every source of the configured mixture."""
+    """`iqs data prepare [key=value ...]`: prepare every source of the configured mixture.
+
+    Exits 1 when any image is missing or could not be decoded (they are listed; training skips them under
+    data.on_bad_image=skip), 2 on a bad config."""
     from rich.console import Console
     from rich.table import Table
 
     from iqs.config import compose
+    from iqs.data.bad_images import COLUMNS, MISSING
+    from iqs.data.check import print_table, write_report
     from iqs.data.errors import DataError
     from iqs.data.mixture import build_mixture
 
@@ -185,14 +250,20 @@ def main(argv: list[str]) -> int:
     p = cfg.get("prepare", {})
     short_side = int(p.get("short_side", 320))
     try:
+        fmt = ShardFormat.from_cfg(p)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    try:
         mix = build_mixture(cfg.data, cfg.thresholds)
     except (DataError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
-    table = Table(title=f"prepared images (short side {short_side})")
+    quality = f", quality {fmt.quality}" if fmt.name == "jpeg" else ""
+    table = Table(title=f"prepared images (short side {short_side}, {fmt.name}{quality})")
     for col in ("source", "images", "missing", "shards written", "shards reused", "unreadable", "folder"):
         table.add_column(col)
-    failed = 0
+    failed = []
     for name, rows in mix.table.groupby("dataset", sort=True):
         missing = set(mix.missing.get(name, []))
         if missing:
@@ -200,6 +271,9 @@ def main(argv: list[str]) -> int:
                 f"[yellow]{name}: {len(missing)} image file(s) missing[/], e.g. {sorted(missing)[0]}"
             )
         rel = [r for r in rows["path"] if r not in missing]
+        forget_fixed_errors(
+            source_dir(cfg.paths.cache_dir, name, mix.roots[name], short_side), mix.roots[name]
+        )
         rep = prepare_source(
             name,
             mix.roots[name],
@@ -208,16 +282,34 @@ def main(argv: list[str]) -> int:
             short_side=short_side,
             shard_size=int(p.get("shard_size", 512)),
             workers=int(p.get("workers") or os.cpu_count() or 1),
+            fmt=fmt,
         )
-        failed += len(rep.errors)
+        errors = shard_errors(rep.out_dir, rel)
+        reason = rows["path"].map(lambda r, e=errors, m=missing: MISSING if r in m else e.get(r))
+        bad = rows[reason.notna()]
+        files = mix.abs_paths(bad) if len(bad) else []
+        failed.append(bad.assign(reason=reason[reason.notna()], file=files)[COLUMNS])
         table.add_row(
             name,
             str(rep.images),
             str(len(missing)),
             str(rep.shards_written),
             str(rep.shards_reused),
-            str(len(rep.errors)),
+            str(len(errors)),
             str(rep.out_dir),
         )
     Console().print(table)
-    return 0
+    bad = pd.concat(failed, ignore_index=True)
+    if bad.empty:
+        return 0
+    print_table(bad, console, f"{len(bad)} image(s) missing or unreadable")
+    csv_path, _ = write_report(
+        bad, Path(str(cfg.paths.root_dir)) / "outputs" / "prepare" / f"{mix.name}-unreadable"
+    )
+    console.print(
+        f"[red]{len(bad)} image(s) could not be prepared[/] (list: {csv_path}); the rest are in the shards. "
+        "Replace or remove them and run prepare again (it redoes the shards of changed files), or leave them: "
+        "training skips them under data.on_bad_image=skip, up to data.max_bad_fraction of each source.",
+        highlight=False,
+    )
+    return 1

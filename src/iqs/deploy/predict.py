@@ -41,6 +41,20 @@ from iqs.deploy.xmp import PICK_LABELS, SIDECAR_STYLES, XmpError, apply_change, 
 COLUMNS = ["path", "score", "class", "pick_label", "prob_bad", "prob_normal", "prob_good", "error"]
 
 
+def printable(text: str) -> str:
+    """`text` as valid UTF-8 for the CSV/JSON output (documented in the README's predict section).
+
+    A file name that is not UTF-8 reaches Python with its bad bytes as lone surrogates (PEP 383), which no
+    UTF-8 writer accepts: each such byte is written as the four characters `\\xNN` instead, as `ls -b` shows
+    it (the name b"bad\\xffname.jpg" is written bad\\xffname.jpg); UTF-8 names are written unchanged.
+    """
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a lone surrogate that no byte produced: escape it as a code point
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 @dataclass
 class Row:
     path: str
@@ -54,14 +68,14 @@ class Row:
         ok = self.label is not None
         probs = self.probs or [None, None, None]
         return {
-            "path": self.path,
+            "path": printable(self.path),
             "score": self.score,
             "class": class_names[self.label] if ok else None,
             "pick_label": PICK_LABELS[self.label] if ok else None,
             "prob_bad": probs[0],
             "prob_normal": probs[1],
             "prob_good": probs[2],
-            "error": self.error or None,
+            "error": printable(self.error) if self.error else None,
         }
 
 

@@ -17,6 +17,10 @@ def make_lightning_logger(run: TrackedRun, *, log_model: bool | None = None) -> 
     the full resolved config as params, and Lightning's copy (keys joined by '/', values cut at 250
     characters) would only duplicate it, or clash with it, since MLflow params cannot change.
     `log_model` None: `logger.log_model` of the run's config.
+
+    The logger talks through the run's own client (`run.client`, see `make_client`): its HTTP calls are
+    bounded and, for a tracking server, its metrics are buffered through an outage (iqs.tracking.outage)
+    instead of blocking the training loop.
     """
     from pytorch_lightning.loggers import MLFlowLogger
     from pytorch_lightning.utilities import rank_zero_only
@@ -33,9 +37,13 @@ def make_lightning_logger(run: TrackedRun, *, log_model: bool | None = None) -> 
 
     if log_model is None:
         log_model = bool(cfg_get(run.cfg, "logger.log_model", False))
-    return RunBoundMLFlowLogger(
+    logger = RunBoundMLFlowLogger(
         experiment_name=run.experiment_name,
         tracking_uri=run.tracking_uri,
         run_id=run.run_id,
         log_model=log_model,
     )
+    # MLFlowLogger builds a plain MlflowClient in __init__ and uses `_mlflow_client` for every call
+    # (pytorch_lightning/loggers/mlflow.py); there is no constructor argument for a client of our own
+    logger._mlflow_client = run.client
+    return logger

@@ -2,6 +2,8 @@
 
 Store. `iqs.tracking.store.tracking_uri_for` decides (explicit `logger.tracking_uri=...` >
 $MLFLOW_TRACKING_URI > `sqlite:///<mlruns_dir>/mlflow.db`); every command uses that one resolver.
+`make_client` bounds MLflow's HTTP retries (`logger.http_*`) and, for a tracking server, queues metrics
+so that training never waits for it (iqs.tracking.outage; docs/running-at-scale/tracking-server.md).
 
 Artifacts. Experiments are created with an explicit artifact location,
 `<logger.artifact_location>/<experiment name>`, so run files land under `mlruns/artifacts/` and never in
@@ -28,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from iqs.metrics.label_rule import LabelRule, pair_name
 from iqs.tracking.gitinfo import git_info
-from iqs.tracking.store import tracking_uri_for
+from iqs.tracking.store import moved_store_warning, tracking_uri_for
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +215,30 @@ def artifact_location_for(cfg: Any, tracking_uri: str, experiment_name: str) -> 
     return path.as_uri()
 
 
+def make_client(cfg: Any, tracking_uri: str) -> Any:
+    """The run's `MlflowClient`: MLflow's HTTP retries bounded by `logger.http_*` (iqs.tracking.http_settings);
+    for a tracking server (http/https) metrics are buffered through outages (iqs.tracking.outage)."""
+    from mlflow import MlflowClient
+
+    from iqs.tracking.http_settings import apply_http_settings
+    from iqs.tracking.outage import BufferedClient
+
+    apply_http_settings(cfg)
+    if urlparse(tracking_uri).scheme not in ("http", "https"):
+        return MlflowClient(tracking_uri=tracking_uri)
+    return BufferedClient(
+        tracking_uri,
+        retry_interval_s=float(cfg_get(cfg, "logger.outage_retry_s", 15)),
+        grace_s=float(cfg_get(cfg, "logger.outage_grace_s", 120)),
+        max_pending=int(cfg_get(cfg, "logger.outage_max_buffered", 200_000)),
+    )
+
+
 def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> str:
     """Id of the active experiment `name`, created (with the artifact location) when absent.
+
+    An existing experiment of a local store whose files lie outside the store (a copied `mlruns/`) is
+    reported: iqs.tracking.store.moved_store_warning says why and how to fix it.
 
     The experiment is marked as model training (EXPERIMENT_KIND_TAG) unless someone set its kind already.
     """
@@ -230,6 +254,9 @@ def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> 
             )
         if EXPERIMENT_KIND_TAG not in exp.tags:  # stores made before the tag was set
             client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        moved = moved_store_warning(client.tracking_uri, name, exp.artifact_location, artifact_location)
+        if moved:
+            log.warning(moved)
         return exp.experiment_id
     try:
         return client.create_experiment(
@@ -264,7 +291,8 @@ class TrackedRun:
         return self.client.tracking_uri
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Metrics named `<stage>/<dataset>/<metric>`; NaN is kept (MLflow stores it), None is skipped."""
+        """Metrics named `<stage>/<dataset>/<metric>`; NaN is kept (MLflow stores it), None is skipped.
+        With a tracking server they are queued and sent in the background (iqs.tracking.outage)."""
         import time
 
         from mlflow.entities import Metric
@@ -420,11 +448,10 @@ def _fail(run: TrackedRun, exc: BaseException) -> None:
 
 def open_run(cfg: Any, run_name: str | None = None, tags: Mapping[str, Any] | None = None) -> TrackedRun:
     """Create the run, tag it and log the resolved config (params + `config.yaml`); the caller ends it."""
-    from mlflow import MlflowClient
     from mlflow.tracking.context.registry import resolve_tags
 
     uri = tracking_uri_for(cfg)
-    client = MlflowClient(tracking_uri=uri)
+    client = make_client(cfg, uri)
     experiment = str(cfg_get(cfg, "logger.experiment_name", DEFAULT_EXPERIMENT))
     experiment_id = ensure_experiment(client, experiment, artifact_location_for(cfg, uri, experiment))
     git = git_info()

@@ -16,8 +16,11 @@ in whatever the cwd is, so the URI is always passed explicitly.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 ENV_VAR = "MLFLOW_TRACKING_URI"
 SQLITE = "sqlite:///"
@@ -33,9 +36,13 @@ def normalise_tracking_uri(uri: str) -> str:
 
 
 def tracking_uri_for(cfg: Any) -> str:
-    """The store of `cfg` (a DictConfig or nested dict with `logger` and `paths`), by the precedence above."""
+    """The store of `cfg` (a DictConfig or nested dict with `logger` and `paths`), by the precedence above.
+    MLflow's HTTP retries are bounded by the config's `logger.http_*` (iqs.tracking.http_settings)."""
+    from iqs.tracking.http_settings import apply_http_settings
     from iqs.tracking.mlflow_run import cfg_get  # lazy: mlflow_run imports this module
 
+    # every command resolves its store here, so this also bounds its HTTP calls to a tracking server
+    apply_http_settings(cfg)
     uri = cfg_get(cfg, "logger.tracking_uri") or os.environ.get(ENV_VAR)
     if not uri:
         uri = f"{SQLITE}{cfg_get(cfg, 'paths.mlruns_dir', 'mlruns')}/mlflow.db"
@@ -47,3 +54,119 @@ def sqlite_path(uri: str) -> Path | None:
     if uri.startswith(SQLITE) and not uri.startswith(SQLITE + ":memory:"):
         return Path(uri[len(SQLITE) :])
     return None
+
+
+# ---------------------------------------------------------------- moved stores
+
+
+def local_artifact_path(location: str | None) -> Path | None:
+    """The folder of a `file:` URI or plain path; None for remote locations (s3://, mlflow-artifacts:/)."""
+    if not location:
+        return None
+    parsed = urlparse(location)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme and not re.match(r"^[A-Za-z]$", parsed.scheme):  # C:\... is a path, not a scheme
+        return None
+    return Path(location)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def moved_store_warning(
+    tracking_uri: str, experiment: str, location: str, expected: str | None
+) -> str | None:
+    """A message when experiment `experiment` of a local SQLite store keeps its files outside the store.
+
+    MLflow stores each experiment's artifact location as an absolute URI. A `mlruns/` folder that was copied
+    or moved (another checkout, machine or disk) still points at the original folder, so new runs would
+    write their files there without a word. Inside the store's folder or the configured artifact root
+    (`expected` is where a new experiment would go, `<root>/<experiment>`) is fine; None then.
+    """
+    db = sqlite_path(tracking_uri)
+    path = local_artifact_path(location)
+    if db is None or path is None:
+        return None
+    roots = [db.parent]
+    if (expected_path := local_artifact_path(expected)) is not None:
+        roots.append(expected_path.parent)
+    if any(_inside(path, root) for root in roots):
+        return None
+    target = local_artifact_path(expected) or db.parent / "artifacts" / experiment
+    return (
+        f"MLflow experiment '{experiment}' in {tracking_uri} keeps its artifacts in {path}, outside this store's "
+        f"folder {db.parent}: the store was probably copied or moved from another checkout, and this run's "
+        f"files would be written into {path}. To use the copy's own files, run "
+        f"`python -m iqs.tracking.store relocate {db}` (points the experiments at {target.parent}/<experiment>), "
+        "or start a fresh experiment with logger.experiment_name=<new name>."
+    )
+
+
+# MLflow has no API to change an experiment's artifact location (it is immutable in the REST API and
+# MlflowClient), so relocating rewrites the columns that hold absolute artifact URIs in its SQL schema.
+URI_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+
+
+def relocate(db: str | Path, artifact_root: str | Path | None = None) -> dict[str, tuple[str, str]]:
+    """Point every experiment of the SQLite store `db` whose files lie outside its folder at
+    `<artifact_root>/<experiment>` (default root: `artifacts/` next to `db`), with its runs, logged models
+    and model versions. Files are not moved: a copied `mlruns/` already holds them. Returns
+    {experiment: (old location, new location)}."""
+    import sqlite3
+    from contextlib import closing
+
+    from iqs.tracking.mlflow_run import _safe
+
+    db = Path(db).expanduser().resolve()
+    if not db.is_file():
+        raise FileNotFoundError(f"no MLflow SQLite store at {db}")
+    root = Path(artifact_root).expanduser().resolve() if artifact_root else db.parent / "artifacts"
+    moved: dict[str, tuple[str, str]] = {}
+    with closing(sqlite3.connect(db)) as con, con:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for name, location in con.execute("SELECT name, artifact_location FROM experiments").fetchall():
+            path = local_artifact_path(location)
+            if path is None or _inside(path, db.parent) or _inside(path, root):
+                continue
+            new = (root / _safe(name)).as_uri()
+            old = location.rstrip("/")
+            for table, column in URI_COLUMNS:
+                if table in tables:
+                    con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608 - fixed names
+                        f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                        (new, len(old) + 1, old, len(old) + 1, old + "/"),
+                    )
+            (root / _safe(name)).mkdir(parents=True, exist_ok=True)
+            moved[name] = (location, new)
+    return moved
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m iqs.tracking.store relocate <mlflow.db> [--artifact-root DIR]`"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m iqs.tracking.store")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rel = sub.add_parser("relocate", help="point a copied or moved SQLite store at its own artifact folder")
+    rel.add_argument("db", help="the store's SQLite file, e.g. mlruns/mlflow.db")
+    rel.add_argument("--artifact-root", default=None, help="default: artifacts/ next to the SQLite file")
+    args = parser.parse_args(argv)
+    moved = relocate(args.db, args.artifact_root)
+    for name, (old, new) in moved.items():
+        print(f"{name}: {old} -> {new}")
+    if not moved:
+        print(f"every experiment of {args.db} already keeps its files inside the store")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,7 +9,6 @@ rebalancer's per-sample loss weight (1 outside training), and `row` (N,) the row
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,9 +18,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from iqs.data.bad_images import COLUMNS as BAD_COLUMNS
+from iqs.data.bad_images import MISSING, BadImagePolicy, find_bad_images, missing_files, read_image
 from iqs.data.prepare import PreparedImages
 from iqs.data.table import DIST_COLUMNS, SPLITS, fingerprint
-from iqs.deploy.decode import load_rgb
 from iqs.deploy.preprocess import InputSpec, eval_transform, train_transform
 from iqs.train.distributed import eval_sampler, shard_batches, train_sampler
 from iqs.train.features import CachedFeatures
@@ -82,7 +82,7 @@ class ImageRows(_Rows):
         source, rel = self.keys[i]
         shards = self.prepared.get(source)
         image = shards.get(rel) if shards is not None else None
-        return load_rgb(self.paths[i]) if image is None else image
+        return read_image(self.paths[i]) if image is None else image
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image = self.transform(image=self.pixels(i))["image"]
@@ -103,7 +103,11 @@ class FeatureRows(_Rows):
 
 
 class QualityDataModule(pl.LightningDataModule):
-    """Train/val/test loaders over `mixture.table`; rows whose image file is missing are dropped (logged)."""
+    """Train/val/test loaders over `mixture.table`, without the rows whose image is unreadable.
+
+    `bad_images`: decode every image once (iqs.data.bad_images) and drop the unreadable ones under that policy;
+    None only drops missing files (when `check_files`). Either way `skipped` lists the dropped rows.
+    """
 
     def __init__(
         self,
@@ -119,6 +123,7 @@ class QualityDataModule(pl.LightningDataModule):
         check_files: bool = True,
         prepared: Mapping[str, PreparedImages] | None = None,
         within_source_batches: Mapping[str, Any] | None = None,
+        bad_images: BadImagePolicy | None = None,
     ) -> None:
         super().__init__()
         # kwargs of iqs.train.pair_batches.WithinSourceBatchSampler for the training loader; None = shuffle
@@ -136,21 +141,30 @@ class QualityDataModule(pl.LightningDataModule):
 
         table = mixture.table.reset_index(drop=True)
         paths = np.asarray(mixture.abs_paths(table)).astype(str)
-        if check_files:
-            present = np.fromiter((os.path.isfile(p) for p in paths), dtype=bool, count=len(paths))
-            if not present.all():
-                missing = table.loc[~present]
-                counts = missing.groupby("dataset").size().to_dict()
-                log.warning(
-                    "dropped %d row(s) whose image file is missing (%s), e.g. %s",
-                    int((~present).sum()),
-                    ", ".join(f"{k}: {v}" for k, v in counts.items()),
-                    paths[~present][0],
-                )
-            self.n_missing = int((~present).sum())
-            table, paths = table.loc[present].reset_index(drop=True), paths[present]
+        if bad_images is not None:
+            skipped = find_bad_images(
+                table,
+                paths,
+                mixture.roots,
+                prepared=self.prepared,
+                cache_dir=bad_images.cache_dir,
+                workers=bad_images.workers,
+            )
+            bad_images.enforce(skipped, table["dataset"].value_counts().to_dict())
         else:
-            self.n_missing = 0
+            skipped = missing_files(table, paths) if check_files else pd.DataFrame(columns=BAD_COLUMNS)
+        if len(skipped):
+            log.warning(
+                "dropped %d row(s) whose image is missing or unreadable (%s), e.g. %s",
+                len(skipped),
+                ", ".join(f"{k}: {v}" for k, v in skipped["dataset"].value_counts().sort_index().items()),
+                skipped["file"].iloc[0],
+            )
+        # every dropped row: the run's metric data/<source>/skipped and artifact data/skipped_images.csv
+        self.skipped: pd.DataFrame = skipped.reset_index(drop=True)
+        self.n_missing = int((skipped["reason"] == MISSING).sum())
+        keep = ~table.index.isin(skipped.index)
+        table, paths = table.loc[keep].reset_index(drop=True), paths[keep]
         self.table = table
         self.paths = paths
         # mixture order (pd.unique keeps first appearance), so tables list sources as configured

@@ -41,7 +41,7 @@ from filelock import FileLock
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from iqs.deploy.decode import load_rgb
+from iqs.data.bad_images import read_image
 from iqs.deploy.preprocess import EVAL_RECIPE, InputSpec, eval_transform, train_transform
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class _ImageFiles(Dataset):
         if self.seed is not None:
             # per-item seed: an augmented view does not depend on batch size or worker count
             self.transform.set_random_seed(self.seed * 1_000_003 + i)
-        return self.transform(image=load_rgb(self.paths[i]))["image"]
+        return self.transform(image=read_image(self.paths[i]))["image"]
 
 
 def extract_features(

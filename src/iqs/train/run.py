@@ -102,16 +102,18 @@ def extraction_device(cfg: DictConfig) -> str:
 def prepared_images(cfg: DictConfig, mixture: Any) -> dict[str, Any]:
     """The sources that `iqs data prepare` has decoded already (shards are only read, never built here)."""
     from iqs.data.prepare import PreparedImages, source_dir
+    from iqs.data.shard_format import ShardFormat
 
     p = cfg.get("prepare") or {}
     if not p.get("use", True):
         return {}
+    fmt = ShardFormat.from_cfg(p)
     found = {}
     for name, root in mixture.roots.items():
-        folder = source_dir(cfg.paths.cache_dir, name, root, int(p.get("short_side", 320)))
+        folder = source_dir(cfg.paths.cache_dir, name, root, int(p.get("short_side", 320)), fmt)
         if folder.is_dir():
             found[name] = PreparedImages(folder)
-            log.info("reading %s from %d prepared images in %s", name, len(found[name]), folder)
+            log.info("reading %s from %d prepared %s images in %s", name, len(found[name]), fmt.name, folder)
     return found
 
 
@@ -215,6 +217,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from iqs.data.bad_images import BadImagePolicy, log_skipped
     from iqs.data.mixture import build_mixture
     from iqs.deploy.preprocess import InputSpec
     from iqs.models import build_quality_model
@@ -244,7 +247,9 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
         seed=int(cfg.seed),
         prepared=prepared_images(cfg, mixture),
         within_source_batches=within_source_batches(cfg),
+        bad_images=BadImagePolicy.from_cfg(cfg),
     )
+    log_skipped(run, datamodule.skipped, mixture.roots)  # metric data/<source>/skipped + the list
     run.log_mixture(datamodule.table, datamodule.fingerprint)
     run.set_tags({"missing_images": datamodule.n_missing, "output_dir": str(output_dir.resolve())})
 

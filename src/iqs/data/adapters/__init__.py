@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from iqs.data.adapters import ava, eva, generic_csv, koniq10k, spaq  # noqa: F401  (registration)
+from iqs.data.adapters import ava, digikam_db, digikam_xmp, eva, generic_csv, koniq10k, spaq  # noqa: F401  (registration)
 from iqs.data.adapters.base import ADAPTERS, SourceData, load_source
 
 __all__ = ["ADAPTERS", "SourceData", "load_source"]

@@ -1,0 +1,91 @@
+"""A copied `mlruns/` still names the original checkout's artifact folder: detected, explained and fixable."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from iqs.config import compose
+from iqs.tracking import tracked_run
+from iqs.tracking.store import main as store_main
+from iqs.tracking.store import moved_store_warning
+from test_tracking import migrated_db  # noqa: F401 - the session's empty, migrated store
+
+
+def run_in(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A run with the real logger/paths configs from `checkout` (its ./mlruns store); its artifact URI."""
+    monkeypatch.chdir(checkout)
+    with tracked_run(compose("compare")) as run:
+        run.log_text("hello", "note.txt")
+    return run.artifact_uri
+
+
+def test_copied_store_is_reported_and_relocated(tmp_path, migrated_db, monkeypatch, caplog, capsys):  # noqa: F811
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    (original / "mlruns").mkdir(parents=True)
+    shutil.copy(migrated_db, original / "mlruns" / "mlflow.db")
+    caplog.set_level(logging.WARNING)
+    first = run_in(original, monkeypatch)
+    assert first.startswith((original / "mlruns" / "artifacts").as_uri())
+    assert not [
+        r for r in caplog.records if "outside this store" in r.getMessage()
+    ]  # a store in place is fine
+
+    shutil.copytree(original / "mlruns", copy / "mlruns")
+    second = run_in(copy, monkeypatch)
+    # what the issue found: the copy's run writes into the original checkout ...
+    assert second.startswith((original / "mlruns" / "artifacts").as_uri())
+    # ... now with one warning that names both folders and the fix
+    warned = [r.getMessage() for r in caplog.records if "outside this store" in r.getMessage()]
+    assert len(warned) == 1, warned
+    db = copy / "mlruns" / "mlflow.db"
+    assert (
+        str(original / "mlruns" / "artifacts" / "iqs-digikam") in warned[0]
+        and str(copy / "mlruns") in warned[0]
+    )
+    assert f"python -m iqs.tracking.store relocate {db}" in warned[0]
+
+    # the fix: point the copy's experiments and runs at its own files, then lose the original
+    assert store_main(["relocate", str(db)]) == 0
+    assert (
+        f"iqs-digikam: {(original / 'mlruns/artifacts/iqs-digikam').as_uri()} ->" in capsys.readouterr().out
+    )
+    shutil.rmtree(original)
+    caplog.clear()
+    third = run_in(copy, monkeypatch)
+    assert third.startswith((copy / "mlruns" / "artifacts" / "iqs-digikam").as_uri())
+    assert not [r for r in caplog.records if "outside this store" in r.getMessage()]
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("iqs-digikam").experiment_id])
+    assert len(runs) == 3
+    second_id = second.split("/")[-2]  # <location>/<run id>/artifacts
+    for run in runs:  # every run points into the copy; the files copied with mlruns/ are read from there
+        assert run.info.artifact_uri.startswith((copy / "mlruns").as_uri())
+        if run.info.run_id != second_id:
+            note = client.download_artifacts(run.info.run_id, "note.txt", str(tmp_path))
+            assert Path(note).read_text() == "hello"
+    # the run made before the fix wrote its files into the original folder: they went with it
+    assert not list((copy / "mlruns" / "artifacts").rglob(second_id))
+    assert store_main(["relocate", str(db)]) == 0  # nothing left to do
+    assert "already keeps its files inside the store" in capsys.readouterr().out
+
+
+def test_only_local_stores_outside_their_folder_are_reported(tmp_path):
+    db = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    inside = (tmp_path / "mlruns" / "artifacts" / "e").as_uri()
+    assert moved_store_warning(db, "e", inside, inside) is None
+    # a configured artifact root elsewhere (logger.artifact_location=/big/disk) is not a moved store
+    big = (tmp_path / "disk" / "e").as_uri()
+    assert moved_store_warning(db, "e", big, big) is None
+    assert "outside this store's folder" in moved_store_warning(
+        db, "e", (tmp_path / "old" / "e").as_uri(), inside
+    )
+    # plain paths count as local; remote stores and remote artifact roots are never checked
+    assert moved_store_warning(db, "e", str(tmp_path / "old" / "e"), inside) is not None
+    assert moved_store_warning(db, "e", "s3://bucket/e", inside) is None
+    assert moved_store_warning("http://127.0.0.1:5000", "e", (tmp_path / "old").as_uri(), None) is None
