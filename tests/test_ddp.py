@@ -155,7 +155,7 @@ def test_two_process_ddp_on_cpu_equals_one_process(tiny_demo, tmp_path, monkeypa
     import mlflow
 
     from iqs.config import compose
-    from iqs.train.run import train
+    from iqs.train.run import monitored_value, train
 
     for var in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR", "IQS_DATA_DIR", "IQS_SWEEP_ID"):
         monkeypatch.delenv(var, raising=False)
@@ -202,6 +202,8 @@ def test_two_process_ddp_on_cpu_equals_one_process(tiny_demo, tmp_path, monkeypa
     for k in ("test/loss", "val/loss"):  # means over every rank's rows (torchmetrics MeanMetric)
         assert math.isclose(ddp[k], single[k], rel_tol=1e-6), (k, ddp[k], single[k])
     assert metrics["test/all/srcc"] == single["test/all/srcc"]
+    # the value `iqs train` returns to a sweeper (the monitored val metric) survives trainer.test
+    assert monitored_value(objects["cfg"], metrics) == pytest.approx(single["val/all/srcc"], rel=1e-6)
     np.testing.assert_allclose(
         ddp_pred["pred_score"].to_numpy(), objects["predictions"]["pred_score"].to_numpy(), rtol=1e-6
     )

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from iqs.metrics.label_rule import LabelRule, pair_name
 from iqs.tracking.gitinfo import git_info
-from iqs.tracking.store import moved_store_warning, tracking_uri_for
+from iqs.tracking.store import moved_store_warning, store_init_lock, tracking_uri_for
 
 log = logging.getLogger(__name__)
 
@@ -451,9 +451,10 @@ def open_run(cfg: Any, run_name: str | None = None, tags: Mapping[str, Any] | No
     from mlflow.tracking.context.registry import resolve_tags
 
     uri = tracking_uri_for(cfg)
-    client = make_client(cfg, uri)
     experiment = str(cfg_get(cfg, "logger.experiment_name", DEFAULT_EXPERIMENT))
-    experiment_id = ensure_experiment(client, experiment, artifact_location_for(cfg, uri, experiment))
+    with store_init_lock(uri):  # parallel sweep jobs: one at a time creates the tables of a new store
+        client = make_client(cfg, uri)
+        experiment_id = ensure_experiment(client, experiment, artifact_location_for(cfg, uri, experiment))
     git = git_info()
     sweep_id = str((tags or {}).get("sweep_id") or sweep_id_for(cfg))
     all_tags = {

@@ -282,7 +282,12 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
         # a frozen backbone stays in eval mode on purpose (BN statistics must not move)
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         trainer.fit(module, datamodule=datamodule)
+        # trainer.test replaces callback_metrics with the test ones: keep fit's (val/...) for the return value
+        fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = callbacks["checkpoint"].best_model_path if "checkpoint" in callbacks else ""
+        if best and callbacks["checkpoint"].best_model_score is not None:
+            # a sweep's objective is the monitored value of the checkpoint that was tested
+            fit_metrics[str(cfg.monitor.metric)] = float(callbacks["checkpoint"].best_model_score)
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
     from iqs.train.distributed import finish
 
@@ -305,7 +310,7 @@ def fit_and_test(cfg: DictConfig, run: Any, output_dir: Path) -> tuple[dict[str,
 
     log_run_audit(run, datamodule, predictions, seed=int(cfg.seed))
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
     metrics.update(test_results)
     objects = {
         "cfg": cfg,
