@@ -77,6 +77,21 @@ def _group_metrics(num_classes: int, has_dist: bool, dtype: torch.dtype) -> nn.M
     return nn.ModuleDict(parts)
 
 
+def _fill_empty_rank_states(group: nn.ModuleDict) -> None:
+    """Before a multi-process sync: give Kendall's empty list states a (0, 1) piece.
+
+    Under DDP each rank holds only its shard's rows and torchmetrics gathers the states in `compute()`.
+    For a rank with no row of this group it gathers an empty 1-D tensor, while the other ranks hold
+    Kendall's 2-D (n, 1) pieces: the ranks then exchange shapes of different lengths and the collective
+    breaks (gloo aborts). Spearman's pieces are 1-D and need nothing.
+    """
+    krcc = group["score"]["krcc"]
+    for name in ("preds", "target"):
+        state = getattr(krcc, name)
+        if isinstance(state, list) and not state:
+            state.append(torch.empty(0, 1, dtype=krcc.dtype, device=krcc.device))
+
+
 def _confmat(group: nn.ModuleDict) -> torch.Tensor:
     with warnings.catch_warnings():
         # an empty group is expected (a source absent from a split): zeros, without torchmetrics' warning
@@ -211,6 +226,12 @@ class GroupedQualityMetrics(nn.Module):
             group["emd"].update(pd_, td)
 
     def compute(self) -> dict[str, float]:
+        """Every group's metrics. Under DDP torchmetrics syncs the states over the ranks here, so every
+        rank must call `compute()` (and `confusion_matrices()`) in the same order, and gets the values of
+        the whole evaluation set."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for group in self.groups.values():
+                _fill_empty_rank_states(group)
         out: dict[str, float] = {}
         for name, key in zip(self.group_names, [*self._keys, ALL], strict=True):
             for metric, value in self._compute_group(self.groups[key]).items():

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from iqs.metrics.label_rule import LabelRule, pair_name
 from iqs.tracking.gitinfo import git_info
-from iqs.tracking.store import moved_store_warning, tracking_uri_for
+from iqs.tracking.store import moved_store_warning, store_init_lock, tracking_uri_for
 
 log = logging.getLogger(__name__)
 
@@ -465,13 +465,11 @@ def params_config(cfg: Any) -> dict:
 def experiment_of(cfg: Any) -> tuple[Any, str, str]:
     """(MlflowClient of the run's store, experiment id, experiment name); the experiment is created if absent."""
     uri = tracking_uri_for(cfg)
-    client = make_client(cfg, uri)
     experiment = str(cfg_get(cfg, "logger.experiment_name", DEFAULT_EXPERIMENT))
-    return (
-        client,
-        ensure_experiment(client, experiment, artifact_location_for(cfg, uri, experiment)),
-        experiment,
-    )
+    with store_init_lock(uri):  # parallel sweep jobs: one at a time creates the tables of a new store
+        client = make_client(cfg, uri)
+        experiment_id = ensure_experiment(client, experiment, artifact_location_for(cfg, uri, experiment))
+    return client, experiment_id, experiment
 
 
 def _reopen(client: Any, run_id: str, cfg: Any) -> Any:

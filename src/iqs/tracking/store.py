@@ -56,6 +56,21 @@ def sqlite_path(uri: str) -> Path | None:
     return None
 
 
+def store_init_lock(uri: str) -> Any:
+    """A file lock next to a SQLite store, held while a process first opens it (nullcontext otherwise).
+
+    MLflow creates and migrates the tables when a process first opens a new database; the jobs of a
+    parallel sweep (hydra/launcher=joblib or submitit_local) would otherwise do so at the same moment on a
+    fresh store and fail in alembic ("Online migration expected to match one row").
+    """
+    from contextlib import nullcontext
+
+    from filelock import FileLock
+
+    db = sqlite_path(uri)
+    return nullcontext() if db is None else FileLock(str(db) + ".init.lock")
+
+
 # ---------------------------------------------------------------- moved stores
 
 

@@ -23,6 +23,7 @@ from iqs.data.bad_images import MISSING, BadImagePolicy, find_bad_images, missin
 from iqs.data.prepare import PreparedImages
 from iqs.data.table import DIST_COLUMNS, SPLITS, fingerprint
 from iqs.deploy.preprocess import InputSpec, eval_transform, train_transform
+from iqs.train.distributed import eval_sampler, shard_batches, train_sampler
 from iqs.train.features import CachedFeatures
 
 log = logging.getLogger(__name__)
@@ -249,14 +250,17 @@ class QualityDataModule(pl.LightningDataModule):
             batches = WithinSourceBatchSampler(
                 group, self.batch_size, seed=self.seed, **self.within_source_batches
             )
-            return self._loader("train", shuffle=False, batch_sampler=batches)
-        return self._loader("train", shuffle=True, sampler=sampler)
+            return self._loader("train", shuffle=False, batch_sampler=shard_batches(batches))
+        # under DDP each rank draws a disjoint shard (iqs.train.distributed); otherwise `sampler` as is
+        return self._loader(
+            "train", shuffle=True, sampler=train_sampler(self._datasets["train"], sampler, self.seed)
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val", shuffle=False, sampler=eval_sampler(self._datasets["val"]))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", shuffle=False, sampler=eval_sampler(self._datasets["test"]))
 
     def split_sizes(self) -> dict[str, int]:
         sizes = {s: int((self.table["split"] == s).sum()) for s in SPLITS}

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from torchmetrics import MeanMetric
 
 from iqs.checkpoints import META_KEY
 from iqs.data.scale import CLASS_NAMES
@@ -56,6 +57,7 @@ class QualityLitModule(pl.LightningModule):
         self.test_metrics = GroupedQualityMetrics(
             self.dataset_names, self.has_dist, common_scale_score=common, label_rule=rule
         )
+        self.eval_loss = torch.nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self._test_chunks: list[dict[str, torch.Tensor]] = []
         self.test_outputs: dict[str, np.ndarray] = {}
         self.test_results: dict[str, float] = {}
@@ -78,17 +80,34 @@ class QualityLitModule(pl.LightningModule):
             from iqs.losses.fidelity import batch_fidelity
 
             rank = batch_fidelity(out["score"], batch, weight)
-            self.log("train/rank_loss", rank, on_step=False, on_epoch=True, batch_size=len(batch["score"]))
+            self.log(
+                "train/rank_loss",
+                rank,
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(batch["score"]),
+                sync_dist=True,
+            )
             loss = loss + self.rank_weight * rank
+        # sync_dist: under DDP the mean over every rank's rows (a no-op in one process)
         self.log(
-            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["score"])
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(batch["score"]),
+            sync_dist=True,
         )
         return loss
 
     def _eval_step(self, stage: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self(batch)
         loss = self.model.loss(out, batch, None)
-        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(batch["score"]))
+        # a torchmetrics mean (summed over the ranks' rows under DDP): Lightning's own sync_dist mean divides
+        # an integer row count by the world size, which is wrong when the ranks' shards differ in size
+        self.eval_loss[stage].update(loss.detach(), weight=len(batch["score"]))
+        self.log(f"{stage}/loss", self.eval_loss[stage], on_epoch=True, batch_size=len(batch["score"]))
         pred = self.model.predict(out)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(

@@ -30,8 +30,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from iqs.config import conf_dir, job_suffix, quote_group_options
+from iqs.train.launchers import register_resolvers
 
 log = logging.getLogger(__name__)
+register_resolvers()  # before Hydra composes: conf/hparams_search/ presets use them
 
 TABLE_METRICS = ("plcc", "srcc", "acc", "macro_f1", "f1_bad", "f1_normal", "f1_good", "rmse")
 
@@ -211,8 +213,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
     import torch
 
-    from iqs.tracking import tracked_run
     from iqs.tracking.cv import cv_tags
+    from iqs.train.distributed import is_global_zero, rank_zero_tracked_run, uses_replay, write_replay_config
+    from iqs.train.launchers import threads_per_job
     from iqs.train.resume import prepare
 
     check_trained(cfg)
@@ -222,16 +225,24 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         return train_personal(cfg)
     started = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True)
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    target = prepare(cfg)  # marks this host's dead runs KILLED; the run to continue, if any
+    threads = threads_per_job(cfg)  # num_threads=, or this job's share of the cores in a parallel sweep
+    if threads:
+        torch.set_num_threads(threads)
+    # marks this host's dead runs KILLED and finds the run to continue; DDP ranks > 0 never touch the store
+    target = prepare(cfg) if is_global_zero() else None
     output_dir = target.output_dir if target else job_output_dir(cfg)
+    checkpoint = target.checkpoint if target else cfg.get("resume_checkpoint")
+    # trainer=ddp/ddp_cpu: the other ranks start from this job's config (iqs.train.distributed)
+    if uses_replay(cfg):
+        write_replay_config(cfg, output_dir, checkpoint)
     # the folds of one cross-validated configuration share a cv_id (iqs compare cv=<id> pools them)
     tags = {**cv_tags(cfg), **{str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}}
+    tags["torch_threads"] = str(torch.get_num_threads())
     if untrained(cfg):
         tags["untrained"] = "true"
-    with tracked_run(cfg, tags=tags, resume_run_id=target.run_id if target else None) as run:
-        metrics, objects = fit_and_test(cfg, run, output_dir, target.checkpoint if target else None)
+    # ranks > 0 of a DDP run get a stand-in that logs nothing: rank 0 owns the MLflow run
+    with rank_zero_tracked_run(cfg, tags=tags, resume_run_id=target.run_id if target else None) as run:
+        metrics, objects = fit_and_test(cfg, run, output_dir, checkpoint)
         run.log_metrics({"time/total_s": time.perf_counter() - started})
     return metrics, objects
 
@@ -331,8 +342,17 @@ def fit_and_test(
         # a frozen backbone stays in eval mode on purpose (BN statistics must not move)
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        # trainer.test replaces callback_metrics with the test ones: keep fit's (val/...) for the return value
+        fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = callbacks["checkpoint"].best_model_path if "checkpoint" in callbacks else ""
+        if best and callbacks["checkpoint"].best_model_score is not None:
+            # a sweep's objective is the monitored value of the checkpoint that was tested
+            fit_metrics[str(cfg.monitor.metric)] = float(callbacks["checkpoint"].best_model_score)
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+    from iqs.train.distributed import finish
+
+    if not finish(trainer, module):  # DDP ranks > 0 stop here; rank 0 holds every test prediction
+        return dict(module.test_results), {"datamodule": datamodule, "run_id": None, "trainer": trainer}
 
     predictions = predictions_frame(datamodule.table, module.test_outputs)
     test_results = dict(module.test_results)
@@ -350,7 +370,7 @@ def fit_and_test(
 
     log_run_audit(run, datamodule, predictions, seed=int(cfg.seed))
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
     metrics.update(test_results)
     objects = {
         "cfg": cfg,

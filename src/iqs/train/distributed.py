@@ -1,0 +1,314 @@
+"""Multi-process (DDP) training: how the other ranks start, what each rank reads, and who writes.
+
+`trainer=ddp` (GPUs, NCCL) and `trainer=ddp_cpu` (2 CPU processes, gloo) use `ReplayDDPStrategy`.
+
+Starting ranks 1..N-1. Lightning's own launcher re-runs the command line for every extra rank, which
+fails for `iqs train`: the console script rewrites `sys.argv` (Hydra's argv has no `train`), and under
+Hydra it re-composes the config with rank 0's `hydra.run.dir`, which in a sweep is not the job's folder.
+Here rank 0 writes its resolved job config to `<output_dir>/ddp/config.yaml` and starts the other ranks as
+`python -m iqs.train.distributed <that file>`: they train on exactly rank 0's configuration (sweep
+overrides included), without Hydra, without an output folder or an MLflow run of their own. Ranks that a
+cluster starts itself (srun with one task per GPU, torchrun) run the full `iqs train` each; Lightning
+then creates no processes, and this module only keeps MLflow and the artifacts on rank 0.
+
+Who does what:
+- MLflow: rank 0 alone opens the run; the other ranks get `RankZeroOnlyRun`, whose calls do nothing
+  (Lightning's `rank_zero_only` rank decides), and their Lightning logger is a rank-zero no-op too.
+- Feature cache: ranks 1.. are started inside `trainer.fit`, after rank 0 built (or found) the cache, so
+  they only read it. Ranks started together by a cluster meet at the cache's file lock
+  (iqs.train.features): one builds, the others wait and read.
+- Loaders: `train_sampler`, `eval_sampler` and `ShardedBatchSampler` give every rank a disjoint shard.
+  Validation and test shards are never padded (a padded DistributedSampler would count some rows twice);
+  torchmetrics syncs the grouped metrics' states across ranks in `compute()` (iqs.metrics.grouped).
+- After `trainer.test`, `finish` gathers every rank's test predictions on rank 0 and closes the process
+  group; ranks 1.. then stop, and rank 0 goes on as a single process (decision cuts, artifacts, audit).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+
+log = logging.getLogger(__name__)
+
+REPLAY_ENV = "IQS_DDP_CONFIG"  # rank 0's resolved job config, for the ranks it starts
+
+
+# ---------------------------------------------------------------- ranks
+
+
+def global_rank() -> int:
+    """This process's rank before the trainer exists: Lightning's `rank_zero_only.rank` (from RANK,
+    LOCAL_RANK or SLURM_PROCID), and never 0 on a node other than the first."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    rank = int(getattr(rank_zero_only, "rank", 0) or 0)
+    if rank or "RANK" in os.environ:
+        return rank
+    # local rank 0 of a later node (Lightning reads LOCAL_RANK only): not the global rank, but not 0
+    return int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")) or 0)
+
+
+def is_global_zero() -> bool:
+    return global_rank() == 0
+
+
+def world() -> tuple[int, int] | None:
+    """(rank, world size) while a process group of more than one process is open, else None."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+# ---------------------------------------------------------------- MLflow on rank 0 only
+
+
+class RankZeroOnlyRun:
+    """Stands in for `TrackedRun` on ranks > 0: the same attributes, and every method does nothing."""
+
+    run_id = None
+
+    def __init__(self, cfg: Any) -> None:
+        from iqs.tracking.mlflow_run import DEFAULT_EXPERIMENT, cfg_get, sweep_id_for
+        from iqs.tracking.store import tracking_uri_for
+
+        self.cfg = cfg
+        self.experiment_name = str(cfg_get(cfg, "logger.experiment_name", DEFAULT_EXPERIMENT))
+        self.tracking_uri = tracking_uri_for(cfg)
+        self.sweep_id = sweep_id_for(cfg)
+        self.client = self  # `run.client.log_param(...)` too
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: None
+
+
+@contextmanager
+def rank_zero_tracked_run(
+    cfg: Any, tags: Mapping[str, Any] | None = None, resume_run_id: str | None = None
+) -> Iterator[Any]:
+    """`tracked_run` on rank 0; a `RankZeroOnlyRun` on the other ranks (no MLflow run, no store access)."""
+    if is_global_zero():
+        from iqs.tracking import tracked_run
+
+        with tracked_run(cfg, tags=tags, resume_run_id=resume_run_id) as run:
+            yield run
+    else:
+        yield RankZeroOnlyRun(cfg)
+
+
+# ---------------------------------------------------------------- samplers
+
+
+def train_sampler(dataset: Dataset, sampler: Sampler[int] | None, seed: int) -> Sampler[int] | None:
+    """The training sampler for this rank; `sampler` itself (None = plain shuffle) outside DDP.
+
+    A rebalancing sampler (weighted draw with replacement) is wrapped in Lightning's
+    `DistributedSamplerWrapper`: every rank makes the same seeded draw and keeps positions rank::world of
+    it, so the ranks train on disjoint shards of one draw. Without one, a seeded `DistributedSampler`
+    shuffles (reshuffled every epoch: Lightning calls `set_epoch`). Both pad the last shard by a few rows
+    so every rank runs the same number of steps, which DDP's gradient all-reduce needs.
+    """
+    shard = world()
+    if shard is None:
+        return sampler
+    rank, size = shard
+    if sampler is None:
+        return DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True, seed=seed)
+    from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
+
+    return DistributedSamplerWrapper(sampler, num_replicas=size, rank=rank, shuffle=False)
+
+
+def eval_sampler(dataset: Dataset) -> Sampler[int] | None:
+    """Validation/test rows for this rank, each row on exactly one rank (no padding); None outside DDP."""
+    shard = world()
+    if shard is None:
+        return None
+    from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
+    rank, size = shard
+    return UnrepeatedDistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=False)
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Batches rank::world of a batch sampler that every rank iterates alike (same seed, same epoch).
+
+    Hand-rolled because Lightning only shards samplers of single indices; cut to the same number of
+    batches on every rank so DDP's all-reduce never waits for a missing step.
+    """
+
+    def __init__(self, batches: Sampler[list[int]], rank: int, world_size: int) -> None:
+        self.batches, self.rank, self.world_size = batches, int(rank), int(world_size)
+
+    def __len__(self) -> int:
+        return len(self.batches) // self.world_size  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        mine = list(self.batches)[self.rank :: self.world_size]
+        return iter(mine[: len(self)])
+
+
+def shard_batches(batches: Sampler[list[int]]) -> Sampler[list[int]]:
+    shard = world()
+    return batches if shard is None else ShardedBatchSampler(batches, *shard)
+
+
+# ---------------------------------------------------------------- after testing
+
+
+def merge_test_outputs(parts: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Every rank's test outputs as one set, in table-row order (as a single process would list them)."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    merged = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    order = np.argsort(merged["row"], kind="stable")
+    if len(np.unique(merged["row"])) != len(order):
+        raise RuntimeError("a test row was predicted on more than one rank (a padded sampler?)")
+    return {k: v[order] for k, v in merged.items()}
+
+
+def finish(trainer: Any, module: Any) -> bool:
+    """After `trainer.test`: gather the test predictions on rank 0 and close the process group.
+
+    Returns True on the rank that goes on (rank 0, or the only process); the others should stop.
+    """
+    shard = world()
+    if shard is None:
+        return True
+    rank, size = shard
+    dist = torch.distributed
+    parts: list[Any] = [None] * size
+    dist.all_gather_object(parts, module.test_outputs)
+    module.test_outputs = merge_test_outputs(parts)
+    dist.barrier()
+    # rank 0 goes on alone: later loaders (decision cuts) must see every row, and torchmetrics must not
+    # wait for ranks that have stopped
+    dist.destroy_process_group()
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if isinstance(launcher, ReplayLauncher):
+        launcher.restore_env()
+    return rank == 0
+
+
+# ---------------------------------------------------------------- launching ranks 1..N-1
+
+
+def write_replay_config(cfg: DictConfig, output_dir: Path, resume_checkpoint: str | None = None) -> Path:
+    """Rank 0's resolved job config (with its output folder and the checkpoint a resumed run continues
+    from, which the other ranks load too) for the ranks it starts; sets REPLAY_ENV.
+
+    Nothing on the other ranks (they read it)."""
+    if not is_global_zero():
+        return Path(os.environ.get(REPLAY_ENV) or "")
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    resolved.output_dir = str(Path(output_dir).resolve())
+    resolved.resume_checkpoint = str(resume_checkpoint) if resume_checkpoint else None
+    path = Path(output_dir) / "ddp" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(resolved, path)
+    os.environ[REPLAY_ENV] = str(path.resolve())
+    return path
+
+
+def uses_replay(cfg: DictConfig) -> bool:
+    """Whether the trainer config asks for `ReplayDDPStrategy` (trainer=ddp, trainer=ddp_cpu)."""
+    strategy = cfg.trainer.get("strategy")
+    return isinstance(strategy, Mapping) and str(strategy.get("_target_", "")).endswith("ReplayDDPStrategy")
+
+
+class ReplayLauncher(_SubprocessScriptLauncher):
+    """Lightning's subprocess launcher, starting ranks 1.. from rank 0's config file (module docstring).
+
+    Only `_call_children_scripts` differs (a private Lightning method: the environment below is the one
+    it sets); without a config file (REPLAY_ENV unset, e.g. a plain script) Lightning's own command is used.
+    """
+
+    ENV_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+    def _call_children_scripts(self) -> None:
+        config = os.environ.get(REPLAY_ENV)
+        if not config:
+            super()._call_children_scripts()
+            return
+        self._check_can_spawn_children()
+        self._saved_env = {k: os.environ.get(k) for k in self.ENV_VARS}
+        env = self.cluster_environment
+        os.environ["MASTER_ADDR"] = env.main_address
+        os.environ["MASTER_PORT"] = str(env.main_port)
+        os.environ["NODE_RANK"] = str(env.node_rank())
+        os.environ["LOCAL_RANK"] = str(env.local_rank())
+        os.environ["WORLD_SIZE"] = str(self.num_processes * self.num_nodes)
+        for local_rank in range(1, self.num_processes):
+            child_env = os.environ.copy()
+            child_env["LOCAL_RANK"] = str(local_rank)
+            # read by Lightning's rank_zero_only before the trainer exists (global_rank above)
+            child_env["RANK"] = str(env.node_rank() * self.num_processes + local_rank)
+            child_env.pop(REPLAY_ENV, None)
+            command = [sys.executable, "-m", "iqs.train.distributed", config]
+            self.procs.append(subprocess.Popen(command, env=child_env))
+
+    def restore_env(self) -> None:
+        """Undo the variables set above, so the next job of a sequential sweep in this process does not
+        look like an externally launched rank 0 (Lightning would then start no ranks and wait for them)."""
+        for key, value in getattr(self, "_saved_env", {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class ReplayDDPStrategy(DDPStrategy):
+    """`DDPStrategy` whose launcher starts the extra ranks with `ReplayLauncher`."""
+
+    strategy_name = "iqs_ddp"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The grouped metrics are logged from torchmetrics values that are already synced over the ranks
+        # (identical on every rank); Lightning cannot tell and would advise sync_dist for each of them.
+        warnings.filterwarnings(
+            "ignore",
+            message=r"It is recommended to use `self\.log\('(val|test)/(?!loss')[^']*', \.\.\., sync_dist",
+        )
+
+    def _configure_launcher(self) -> None:
+        assert self.cluster_environment is not None
+        if self._start_method != "popen":
+            super()._configure_launcher()
+            return
+        self._launcher = ReplayLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+
+
+def replay(config_path: str) -> int:
+    """Entry of ranks 1..N-1: train on rank 0's config, without Hydra (no folder, no MLflow run)."""
+    from iqs.train.run import train
+
+    logging.basicConfig(
+        level=logging.INFO, format=f"[rank {os.environ.get('RANK', '?')}] %(levelname)s %(name)s: %(message)s"
+    )
+    cfg = OmegaConf.load(config_path)
+    assert isinstance(cfg, DictConfig)
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(replay(sys.argv[1]))

@@ -1,0 +1,210 @@
+"""Multi-process training (iqs.train.distributed): shards, synced metrics, rank-zero tracking, and a
+2-process gloo run on the CPU whose per-dataset metrics equal a single-process run's."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import TensorDataset, WeightedRandomSampler
+
+from iqs.train import distributed
+from iqs.train.distributed import (
+    RankZeroOnlyRun,
+    ShardedBatchSampler,
+    eval_sampler,
+    merge_test_outputs,
+    train_sampler,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def as_rank(monkeypatch, rank: int, size: int) -> None:
+    monkeypatch.setattr(distributed, "world", lambda: (rank, size))
+
+
+def test_outside_ddp_the_samplers_are_left_alone():
+    data = TensorDataset(torch.arange(10))
+    weighted = WeightedRandomSampler(torch.ones(10), 10)
+    assert train_sampler(data, weighted, seed=0) is weighted
+    assert train_sampler(data, None, seed=0) is None
+    assert eval_sampler(data) is None
+
+
+def test_weighted_draw_is_split_into_disjoint_shards_of_the_same_draw(monkeypatch):
+    """Each rank builds its own seeded sampler (as every DDP process does); their shards together are the
+    single-process draw, position for position."""
+    data = TensorDataset(torch.arange(50))
+    weights = torch.linspace(0.1, 5.0, 50, dtype=torch.float64)
+
+    def weighted() -> WeightedRandomSampler:
+        return WeightedRandomSampler(
+            weights, 41, replacement=True, generator=torch.Generator().manual_seed(3)
+        )
+
+    single = list(weighted())
+    shards = []
+    for rank in range(2):
+        as_rank(monkeypatch, rank, 2)
+        shards.append(list(train_sampler(data, weighted(), seed=0)))
+    assert [len(s) for s in shards] == [21, 21]  # 41 draws padded to 42 so both ranks take 21 steps
+    interleaved = [shards[i % 2][i // 2] for i in range(41)]
+    assert interleaved == single
+    assert shards[1][-1] == single[0]  # the padding repeats the first draw, once
+
+
+def test_plain_shuffle_shards_cover_the_training_rows_once(monkeypatch):
+    data = TensorDataset(torch.arange(20))
+    shards = []
+    for rank in range(2):
+        as_rank(monkeypatch, rank, 2)
+        sampler = train_sampler(data, None, seed=0)
+        sampler.set_epoch(1)
+        shards.append(list(sampler))
+    assert sorted(shards[0] + shards[1]) == list(range(20))
+
+
+def test_eval_shards_are_not_padded(monkeypatch):
+    """An odd test set: a padded DistributedSampler would score one row twice."""
+    data = TensorDataset(torch.arange(27))
+    shards = []
+    for rank in range(2):
+        as_rank(monkeypatch, rank, 2)
+        shards.append(list(eval_sampler(data)))
+    assert [len(s) for s in shards] == [14, 13]
+    assert sorted(shards[0] + shards[1]) == list(range(27))
+
+
+def test_batch_sampler_shards_are_disjoint_and_equally_long():
+    batches = [[i, i + 100] for i in range(7)]
+    shards = [list(ShardedBatchSampler(batches, rank, 2)) for rank in range(2)]
+    assert [len(s) for s in shards] == [3, 3] == [len(ShardedBatchSampler(batches, r, 2)) for r in range(2)]
+    flat = [i for s in shards for b in s for i in b]
+    assert len(flat) == len(set(flat)) and set(flat) <= {i for b in batches for i in b}
+
+
+def test_merged_test_outputs_are_in_row_order_and_refuse_duplicates():
+    a = {"row": np.array([4, 0, 2]), "score": np.array([4.0, 0.0, 2.0])}
+    b = {"row": np.array([3, 1]), "score": np.array([3.0, 1.0])}
+    merged = merge_test_outputs([a, {}, b])
+    assert merged["row"].tolist() == [0, 1, 2, 3, 4] and merged["score"].tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(RuntimeError, match="more than one rank"):
+        merge_test_outputs([a, a])
+
+
+def test_other_ranks_get_a_run_that_logs_nothing(monkeypatch, tmp_path):
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    from iqs.config import compose
+
+    cfg = compose("train", [f"paths.root_dir={tmp_path}"])
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    assert not distributed.is_global_zero()
+    with distributed.rank_zero_tracked_run(cfg) as run:
+        assert isinstance(run, RankZeroOnlyRun) and run.run_id is None
+        run.log_metrics({"x": 1.0})
+        run.client.log_param(run.run_id, "feature_cache", "hit")
+    assert not list((tmp_path / "mlruns").glob("*"))  # no store was created (the resolver made the folder)
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    monkeypatch.setenv("NODE_RANK", "1")  # local rank 0 of the second node
+    assert not distributed.is_global_zero()
+
+
+# ---------------------------------------------------------------- end to end: 2 gloo processes vs 1
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory) -> Path:
+    from iqs.data.demo.build import DemoSpec, ensure_demo
+
+    spec = DemoSpec(crops_per_photo=1, long_side=64, types_per_source=1, levels_per_type=2)
+    return ensure_demo(tmp_path_factory.mktemp("demo"), 0, spec=spec, progress=False)
+
+
+def overrides(demo: Path, tmp: Path) -> list[str]:
+    """A tiny run whose model never changes (lr 0), so any difference between 1 and 2 processes is in the
+    data sharding, metric syncing or gathering, not in the training."""
+    return [
+        f"paths.root_dir={tmp}",
+        "data.demo_dir=null",
+        f"data.sources.demo_ava.root={demo}/ava",
+        f"data.sources.demo_koniq.root={demo}/koniq",
+        f"data.sources.demo_spaq.root={demo}/spaq",
+        "backbone.input_size=64",
+        "rebalance=sampler",  # the weighted draw, wrapped for DDP
+        "optimizer.lr=0",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "loader.batch_size=16",
+        "cache.batch_size=64",
+        "decision_cuts.enabled=false",
+    ]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_equals_one_process(tiny_demo, tmp_path, monkeypatch):
+    import mlflow
+
+    from iqs.config import compose
+    from iqs.train.run import monitored_value, train
+
+    for var in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR", "IQS_DATA_DIR", "IQS_SWEEP_ID"):
+        monkeypatch.delenv(var, raising=False)
+    ov = overrides(tiny_demo, tmp_path)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "iqs.cli", "train", *ov, "trainer=ddp_cpu", "hydra/job_logging=none"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # rank 0 embedded the images; rank 1, started afterwards, read the cache it wrote
+    assert "[rank 1] INFO iqs.train.features: feature cache hit" in proc.stderr
+    assert "[rank 1] INFO iqs.train.features: feature cache miss" not in proc.stderr
+    assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 1
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert len(runs) == 1 and runs["status"].iloc[0] == "FINISHED"  # one run, from rank 0
+    assert runs["tags.feature_cache"].iloc[0] == "miss"
+    ddp = {k[len("metrics.") :]: v for k, v in runs.iloc[0].items() if k.startswith("metrics.")}
+    out = Path(runs["tags.output_dir"].iloc[0])
+    ddp_pred = pd.read_csv(out / "test_predictions.csv")
+    assert list((tmp_path / "outputs" / "train").iterdir()) == [out]  # no folder of rank 1's own
+
+    metrics, objects = train(
+        compose("train", [*ov, "trainer.accelerator=cpu", f"output_dir={tmp_path}/single"])
+    )
+    table = objects["datamodule"].table
+    dataset_names = objects["datamodule"].dataset_names
+    test_rows = int((table["split"] == "test").sum())
+    assert test_rows % 2 == 1  # an odd test set: padding would have counted a row twice
+    assert len(ddp_pred) == test_rows and ddp_pred["image_id"].is_unique
+    # what the single-process run logged (same store), val and test alike
+    single = mlflow.get_run(objects["run_id"]).data.metrics
+    keys = [k for k in single if k.startswith(("test/", "val/")) and k.count("/") == 2]
+    assert len(keys) > 80 and {f"{s}/{d}/srcc" for s in ("val", "test") for d in dataset_names} <= set(keys)
+    for k in keys:
+        a, b = ddp[k], single[k]
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9), (k, a, b)
+    for k in ("test/loss", "val/loss"):  # means over every rank's rows (torchmetrics MeanMetric)
+        assert math.isclose(ddp[k], single[k], rel_tol=1e-6), (k, ddp[k], single[k])
+    assert metrics["test/all/srcc"] == single["test/all/srcc"]
+    # the value `iqs train` returns to a sweeper (the monitored val metric) survives trainer.test
+    assert monitored_value(objects["cfg"], metrics) == pytest.approx(single["val/all/srcc"], rel=1e-6)
+    np.testing.assert_allclose(
+        ddp_pred["pred_score"].to_numpy(), objects["predictions"]["pred_score"].to_numpy(), rtol=1e-6
+    )
+    assert Counter(ddp_pred["label"]) == Counter(objects["predictions"]["label"])
