@@ -37,7 +37,7 @@ PICK_LABEL_TAGS = {
 STATUS_VISIBLE = 1
 CATEGORY_IMAGE = 1
 
-# the two tables that differ between the versions, each verbatim from its source
+# the two tables that differ between the versions, verbatim from the version-16 dump
 _ALBUM_TABLES_16 = """
 CREATE TABLE AlbumRoots
     (id INTEGER PRIMARY KEY,
@@ -59,25 +59,20 @@ CREATE TABLE Albums
     modificationDate DATETIME,
     UNIQUE(albumRoot, relativePath));
 """
-_ALBUM_TABLES_10 = """
-CREATE TABLE AlbumRoots
-    (id INTEGER PRIMARY KEY,
-    label TEXT,
-    status INTEGER NOT NULL,
-    type INTEGER NOT NULL,
-    identifier TEXT,
-    specificPath TEXT,
-    UNIQUE(identifier, specificPath));
-CREATE TABLE Albums
-    (id INTEGER PRIMARY KEY,
-    albumRoot INTEGER NOT NULL,
-    relativePath TEXT NOT NULL,
-    date DATE,
-    caption TEXT,
-    collection TEXT,
-    icon INTEGER,
-    UNIQUE(albumRoot, relativePath));
-"""
+# the columns schema 16 added to version 10 (`dbconfig.xml.cmake.in` above has neither): version 10's
+# album tables are the dump's without these lines, rather than a second copy of the same statements
+_ADDED_IN_16 = ("    caseSensitivity INTEGER,\n", "    modificationDate DATETIME,\n")
+
+
+def _without(sql: str, lines: tuple[str, ...]) -> str:
+    for line in lines:
+        if sql.count(line) != 1:
+            raise AssertionError(f"schema line {line.strip()!r} must occur exactly once")
+        sql = sql.replace(line, "")
+    return sql
+
+
+_ALBUM_TABLES_10 = _without(_ALBUM_TABLES_16, _ADDED_IN_16)
 # identical in versions 10 and 16 (checked column by column with PRAGMA table_info)
 _COMMON = """
 CREATE TABLE Images

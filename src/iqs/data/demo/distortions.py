@@ -130,63 +130,30 @@ def down_up(rgb: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndar
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
-_register(
-    Distortion("gaussian_blur", (0.8, 1.4, 2.2, 3.3, 5.0), (0.18, 0.36, 0.55, 0.74, 0.92), gaussian_blur)
+# name, strength parameter at levels 1..5, perceived degradation at levels 1..5, function, SPAQ attribute
+# fmt: off
+_TABLE = (
+    ("gaussian_blur", (0.8, 1.4, 2.2, 3.3, 5.0), (0.18, 0.36, 0.55, 0.74, 0.92), gaussian_blur, "Sharpness"),
+    ("motion_blur", (5, 9, 14, 21, 31), (0.18, 0.36, 0.56, 0.75, 0.92), motion_blur, "Sharpness"),
+    ("noise", (5.0, 10.0, 17.0, 27.0, 42.0), (0.16, 0.34, 0.54, 0.73, 0.9), gaussian_noise, "Noisiness"),
+    ("jpeg", (40, 22, 13, 8, 4), (0.15, 0.33, 0.52, 0.72, 0.9), identity, "Noisiness"),
+    ("under_exposure", (0.55, 0.36, 0.22, 0.13, 0.07), (0.17, 0.35, 0.55, 0.74, 0.9), exposure, "Brightness"),
+    ("over_exposure", (1.7, 2.6, 3.8, 5.5, 8.0), (0.17, 0.36, 0.56, 0.75, 0.92), exposure, "Brightness"),
+    ("low_contrast", (0.72, 0.52, 0.36, 0.24, 0.14), (0.15, 0.33, 0.52, 0.7, 0.88), low_contrast, "Contrast"),
+    ("colour_cast", (0.12, 0.24, 0.38, 0.55, 0.78), (0.14, 0.31, 0.5, 0.68, 0.86), colour_cast, "Colorfulness"),
+    ("down_up", (1.8, 2.6, 3.6, 5.0, 7.0), (0.15, 0.33, 0.52, 0.71, 0.89), down_up, "Sharpness"),
 )
-_register(Distortion("motion_blur", (5, 9, 14, 21, 31), (0.18, 0.36, 0.56, 0.75, 0.92), motion_blur))
-_register(
-    Distortion(
-        "noise",
-        (5.0, 10.0, 17.0, 27.0, 42.0),
-        (0.16, 0.34, 0.54, 0.73, 0.9),
-        gaussian_noise,
-        attribute="Noisiness",
+# fmt: on
+# JPEG's level parameter is the encoder quality itself; every other type is saved at HIGH_QUALITY
+_JPEG_QUALITY: dict[str, Callable[[float], int]] = {"jpeg": lambda q: int(q)}
+for _name, _params, _perceived, _apply, _attribute in _TABLE:
+    _register(
+        Distortion(
+            _name,
+            _params,
+            _perceived,
+            _apply,
+            jpeg_quality=_JPEG_QUALITY.get(_name, lambda _p: HIGH_QUALITY),
+            attribute=_attribute,
+        )
     )
-)
-_register(
-    Distortion(
-        "jpeg",
-        (40, 22, 13, 8, 4),
-        (0.15, 0.33, 0.52, 0.72, 0.9),
-        identity,
-        jpeg_quality=lambda q: int(q),
-        attribute="Noisiness",
-    )
-)
-_register(
-    Distortion(
-        "under_exposure",
-        (0.55, 0.36, 0.22, 0.13, 0.07),
-        (0.17, 0.35, 0.55, 0.74, 0.9),
-        exposure,
-        attribute="Brightness",
-    )
-)
-_register(
-    Distortion(
-        "over_exposure",
-        (1.7, 2.6, 3.8, 5.5, 8.0),
-        (0.17, 0.36, 0.56, 0.75, 0.92),
-        exposure,
-        attribute="Brightness",
-    )
-)
-_register(
-    Distortion(
-        "low_contrast",
-        (0.72, 0.52, 0.36, 0.24, 0.14),
-        (0.15, 0.33, 0.52, 0.7, 0.88),
-        low_contrast,
-        attribute="Contrast",
-    )
-)
-_register(
-    Distortion(
-        "colour_cast",
-        (0.12, 0.24, 0.38, 0.55, 0.78),
-        (0.14, 0.31, 0.5, 0.68, 0.86),
-        colour_cast,
-        attribute="Colorfulness",
-    )
-)
-_register(Distortion("down_up", (1.8, 2.6, 3.6, 5.0, 7.0), (0.15, 0.33, 0.52, 0.71, 0.89), down_up))
