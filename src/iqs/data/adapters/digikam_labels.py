@@ -33,11 +33,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from iqs.data.adapters.reading import config_key, native_range, plain, required, setting
+from iqs.data.adapters.reading import (
+    config_key,
+    gaussian_table,
+    native_range,
+    plain,
+    positive_setting,
+    required,
+    setting,
+)
 from iqs.data.bursts import DEFAULT_BURST_GAP_S, burst_ids, check_gap
 from iqs.data.errors import DataError
-from iqs.data.scale import CLASS_NAMES, gaussian_dist, to_common
-from iqs.data.table import make_table
+from iqs.data.scale import CLASS_NAMES, to_common
 
 log = logging.getLogger("iqs.data.adapters")
 
@@ -191,14 +198,28 @@ class LabelReport:
 def labels_table(cfg: Mapping, photos: list[Photo], rules: LabelRules, report: LabelReport) -> pd.DataFrame:
     """SampleTable of the labelled photos (module doc); fills the report's counts."""
     name = str(required(cfg, "name"))
-    default_std = float(cfg.get("default_std", 1.0))
-    if not default_std > 0:
-        raise DataError(f"{config_key(cfg, 'default_std')} must be > 0, got {default_std}")
+    default_std = positive_setting(cfg, "default_std", default=1.0)
     try:
         gap = check_gap(cfg.get("burst_gap_s", DEFAULT_BURST_GAP_S))
     except ValueError as exc:
         raise DataError(f"{config_key(cfg, 'burst_gap_s')}: {exc}") from None
 
+    kept, classes = _decide(photos, rules, report)
+    burst_of = _bursts(photos, gap, report)
+    paths = [p.path for p in kept]
+    bursts = [burst_of[p] for p in paths]
+    report.bursts = len(set(bursts))
+    raw = np.asarray(classes, dtype=np.float64)
+    prefix = str(cfg.get("group_prefix") or name)
+    group = [f"{prefix}:{b}" for b in bursts]
+    table = gaussian_table(name, paths, paths, raw, to_common(raw, *CLASS_RANGE), default_std, group=group)
+    report.log()
+    table.attrs["digikam_report"] = report.as_dict()
+    return table
+
+
+def _decide(photos: list[Photo], rules: LabelRules, report: LabelReport) -> tuple[list[Photo], list[int]]:
+    """The labelled photos and their classes; the report counts classes, deciding rules and origins."""
     kept, classes, decided, origins = [], [], Counter(), Counter()
     for p in photos:
         cls, by = rules.decide(p.pick, p.stars)
@@ -212,34 +233,18 @@ def labels_table(cfg: Mapping, photos: list[Photo], rules: LabelRules, report: L
     report.classes = {CLASS_NAMES[c]: int(n) for c, n in sorted(Counter(classes).items())}
     report.decided_by = dict(decided)
     report.origins = dict(origins)
+    return kept, classes
 
-    # bursts are formed over every readable photo, labelled or not: an unlabelled frame between two
-    # labelled ones still joins them into one burst
+
+def _bursts(photos: list[Photo], gap: float, report: LabelReport) -> dict[str, str]:
+    """Path -> burst id over every readable photo, labelled or not: an unlabelled frame between two
+    labelled ones still joins them into one burst."""
     times = []
     for p in photos:
         if p.capture_time is None:
             report.time_from_file += 1
         times.append(p.capture_time if p.capture_time is not None else p.file_time)
     folders = [p.path.rpartition("/")[0] for p in photos]
-    burst_of = (
-        dict(zip((p.path for p in photos), burst_ids(folders, times, gap), strict=True)) if photos else {}
-    )
-    paths = [p.path for p in kept]
-    bursts = [burst_of[p] for p in paths]
-    report.bursts = len(set(bursts))
-    raw = np.asarray(classes, dtype=np.float64)
-    score = to_common(raw, *CLASS_RANGE)
-    prefix = str(cfg.get("group_prefix") or name)
-    table = make_table(
-        name,
-        paths,
-        paths,
-        raw_score=raw,
-        score=score,
-        dist=gaussian_dist(score, np.full(len(score), default_std)),
-        split=None,
-        group=[f"{prefix}:{b}" for b in bursts],
-    )
-    report.log()
-    table.attrs["digikam_report"] = report.as_dict()
-    return table
+    if not photos:
+        return {}
+    return dict(zip((p.path for p in photos), burst_ids(folders, times, gap), strict=True))

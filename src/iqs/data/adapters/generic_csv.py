@@ -15,27 +15,26 @@ import pandas as pd
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.reading import (
     attach_lines,
-    config_key,
+    gaussian_table,
     groups,
     native_range,
+    native_scores,
     numeric_column,
+    positive_setting,
     read_table,
-    required,
-    setting,
     single_annotation_file,
+    text_ids,
 )
 from iqs.data.errors import DataError
-from iqs.data.scale import gaussian_dist, std_to_common, to_common
-from iqs.data.table import SPLITS, make_table
+from iqs.data.scale import std_to_common
+from iqs.data.table import SPLITS
 
 
 @ADAPTERS.register("csv")
 def load(cfg: Mapping) -> pd.DataFrame:
     name = str(cfg["name"])
     lo, hi = native_range(cfg)
-    default_std = float(required(cfg, "default_std"))
-    if not default_std > 0:
-        raise DataError(f"{config_key(cfg, 'default_std')} must be > 0, got {default_std}")
+    default_std = positive_setting(cfg, "default_std")
     path = single_annotation_file(cfg)
 
     df = read_table(
@@ -45,15 +44,8 @@ def load(cfg: Mapping) -> pd.DataFrame:
         text=["path", "split"],
         expected="a CSV with columns path,score and optionally std,split",
     )
-    paths = df["path"].str.strip()
-    empty = (paths.isna() | (paths == "")).to_numpy()
-    if empty.any():
-        raise DataError("empty path", file=path, row=int(df.index[np.flatnonzero(empty)[0]]))
-    paths = paths.str.replace("\\", "/", regex=False).to_numpy(dtype=str)
-    raw = numeric_column(
-        df, "score", path, valid=(lo, hi), range_key=setting(cfg, "native_range", "[lo, hi]")
-    )
-    score = to_common(raw, lo, hi)
+    paths = text_ids(df, "path", path, "path").str.replace("\\", "/", regex=False).to_numpy(dtype=str)
+    raw, score = native_scores(df, "score", path, cfg, lo, hi)
 
     std = np.full(len(df), np.nan)
     if "std" in df.columns:
@@ -73,15 +65,7 @@ def load(cfg: Mapping) -> pd.DataFrame:
             )
         split = np.where(values.to_numpy(dtype=object) == "", None, values.to_numpy(dtype=object))
 
-    table = make_table(
-        name,
-        paths,
-        paths,
-        raw_score=raw,
-        score=score,
-        dist=gaussian_dist(score, sigma),
-        std=std,
-        split=split,
-        group=groups(cfg, paths),
+    table = gaussian_table(
+        name, paths, paths, raw, score, sigma, std=std, split=split, group=groups(cfg, paths)
     )
     return attach_lines(table, path, df.index)

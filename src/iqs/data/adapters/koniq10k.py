@@ -24,16 +24,17 @@ from iqs.data.adapters.reading import (
     image_paths,
     log,
     native_range,
+    native_scores,
     numeric_column,
     optional_file,
     read_table,
     required,
-    setting,
     single_annotation_file,
     stated,
+    text_ids,
 )
 from iqs.data.errors import DataError
-from iqs.data.scale import std_to_common, to_common, votes_to_dist
+from iqs.data.scale import std_to_common, votes_to_dist
 from iqs.data.table import make_table
 
 COUNT_COLUMNS = [f"c{k}" for k in range(1, 6)]
@@ -70,15 +71,8 @@ def load(cfg: Mapping) -> pd.DataFrame:
         text=["image_name", *([split_column] if split_column else [])],
         expected=f"a KonIQ-10k CSV with columns image_name, c1..c5, {score_column}",
     )
-    ids = df["image_name"].str.strip()
-    if (ids.isna() | (ids == "")).any():
-        raise DataError(
-            "empty image_name", file=path, row=int(df.index[(ids.isna() | (ids == "")).to_numpy()][0])
-        )
-    ids = ids.to_numpy(dtype=str)
-    raw = numeric_column(
-        df, score_column, path, valid=(lo, hi), range_key=setting(cfg, "native_range", "[lo, hi]")
-    )
+    ids = text_ids(df, "image_name", path, "image_name").to_numpy(dtype=str)
+    raw, score = native_scores(df, score_column, path, cfg, lo, hi)
     hist = np.stack([numeric_column(df, c, path, valid=(0, np.inf)) for c in COUNT_COLUMNS], axis=1)
     empty = hist.sum(axis=1) <= 0
     if empty.any():
@@ -103,7 +97,7 @@ def load(cfg: Mapping) -> pd.DataFrame:
         ids,
         image_paths(cfg, ids),
         raw_score=raw,
-        score=to_common(raw, lo, hi),
+        score=score,
         dist=votes_to_dist(hist, levels, vlo, vhi),
         n_votes=n_votes,
         std=std,
