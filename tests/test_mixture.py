@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -9,20 +8,12 @@ import pytest
 from omegaconf import OmegaConf
 
 import iqs.data.adapters as adapters
+from iqs.data.adapters.base import SourceData
 from iqs.data.mixture import ConfigError, build_mixture, single_source_mixture
 from iqs.data.scale import to_common
 from iqs.data.table import make_table
 
 THRESHOLDS = {"name": "5_6", "t1": 5.0, "t2": 6.0}
-
-
-@dataclass
-class FakeSource:
-    name: str
-    root: Path
-    table: pd.DataFrame
-    missing: list[str] = field(default_factory=list)
-    native_range: tuple[float, float] = (1.0, 10.0)
 
 
 def synthetic(name, ids, split=None, group_prefix=None, lo=1.0, hi=10.0, seed=0) -> pd.DataFrame:
@@ -50,7 +41,7 @@ def fake_sources(monkeypatch, tmp_path):
     def load_source(cfg):
         seen.append(OmegaConf.to_container(cfg) if not isinstance(cfg, dict) else dict(cfg))
         t = tables[cfg["name"]]
-        return FakeSource(cfg["name"], tmp_path / cfg["name"], t.copy(), ["images/gone.jpg"])
+        return SourceData(cfg["name"], tmp_path / cfg["name"], t.copy(), ["images/gone.jpg"])
 
     monkeypatch.setattr(adapters, "load_source", load_source, raising=False)
     return tables, seen

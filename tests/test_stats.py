@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 
 import iqs.data.adapters as adapters
 from iqs.config import conf_dir, quote_group_options
+from iqs.data.adapters.base import SourceData
 from iqs.data.errors import DataError
 from iqs.data.scale import to_common
 from iqs.data.stats import main
@@ -18,15 +18,6 @@ from iqs.data.table import make_table
 
 DEMO = ("demo_ava", "demo_koniq", "demo_spaq")
 RANGES = {"demo_ava": (1.0, 10.0), "demo_koniq": (1.0, 5.0), "demo_spaq": (0.0, 100.0), "ava": (1.0, 10.0)}
-
-
-@dataclass
-class FakeSource:
-    name: str
-    root: Path
-    table: pd.DataFrame
-    missing: list[str] = field(default_factory=list)
-    native_range: tuple[float, float] = (1.0, 10.0)
 
 
 def synthetic(name: str, n: int, seed: int) -> pd.DataFrame:
@@ -64,7 +55,7 @@ def tables(monkeypatch, tmp_path) -> dict[str, pd.DataFrame]:
         if name not in tables:
             raise DataError("cannot parse", file=f"/nowhere/{name}.csv", row=3)
         missing = [f"{name}_gone.jpg"] if name == "demo_spaq" else []
-        return FakeSource(name, tmp_path, tables[name].copy(), missing, RANGES[name])
+        return SourceData(name, tmp_path, tables[name].copy(), missing, RANGES[name])
 
     monkeypatch.setattr(adapters, "load_source", load_source, raising=False)
     return tables

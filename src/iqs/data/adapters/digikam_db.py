@@ -38,14 +38,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pandas as pd
 
 from iqs.data.adapters.base import ADAPTERS
-from iqs.data.adapters.digikam_labels import (
-    LabelReport,
-    LabelRules,
-    Photo,
-    check_class_range,
-    labels_table,
-    rules_from_cfg,
-)
+from iqs.data.adapters.digikam_labels import LabelReport, LabelRules, Photo, load_labels, rules_from_cfg
 from iqs.data.adapters.digikam_schema import (
     CATEGORY_IMAGE,
     INTERNAL_TAGS_ROOT,
@@ -337,6 +330,4 @@ def _missing_root(cfg: Mapping, db: Path, album_root: AlbumRoot | None, root_id:
 
 @ADAPTERS.register("digikam_db")
 def load(cfg: Mapping) -> pd.DataFrame:
-    check_class_range(cfg)
-    photos, report, rules = read_database(cfg)
-    return labels_table(cfg, photos, rules, report)
+    return load_labels(cfg, read_database)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -193,6 +193,15 @@ class LabelReport:
             self.bursts,
             self.time_from_file,
         )
+
+
+def load_labels(
+    cfg: Mapping, read: Callable[[Mapping], tuple[list[Photo], LabelReport, LabelRules]]
+) -> pd.DataFrame:
+    """A digiKam adapter's load: check the class range, `read` the photos, and build their table."""
+    check_class_range(cfg)
+    photos, report, rules = read(cfg)
+    return labels_table(cfg, photos, rules, report)
 
 
 def labels_table(cfg: Mapping, photos: list[Photo], rules: LabelRules, report: LabelReport) -> pd.DataFrame:

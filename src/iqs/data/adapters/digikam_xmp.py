@@ -37,14 +37,7 @@ import pyexiv2
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from iqs.data.adapters.base import ADAPTERS
-from iqs.data.adapters.digikam_labels import (
-    LabelReport,
-    LabelRules,
-    Photo,
-    check_class_range,
-    labels_table,
-    rules_from_cfg,
-)
+from iqs.data.adapters.digikam_labels import LabelReport, LabelRules, Photo, load_labels, rules_from_cfg
 from iqs.data.adapters.reading import config_key, dataset_root, plain, setting
 from iqs.data.bursts import parse_capture_time
 from iqs.data.errors import DataError
@@ -207,6 +200,4 @@ def read_library(cfg: Mapping, progress: bool = True) -> tuple[list[Photo], Labe
 
 @ADAPTERS.register("digikam_xmp")
 def load(cfg: Mapping) -> pd.DataFrame:
-    check_class_range(cfg)
-    photos, report, rules = read_library(cfg)
-    return labels_table(cfg, photos, rules, report)
+    return load_labels(cfg, read_library)
