@@ -41,3 +41,44 @@ def adapter_settings(dataset: str) -> dict:
 
     node = OmegaConf.load(conf_dir() / "dataset" / f"{dataset}.yaml")
     return {k: OmegaConf.to_container(node)[k] for k in node if k not in DATASET_KEYS}
+
+
+def tiny_quality_model(head: str = "regression"):
+    """A seeded tiny timm backbone (no weights, fast) with `head` and thresholds 5/6, in eval mode: the
+    model the export, predict, write-xmp and digiKam-install tests export."""
+    import torch
+
+    from iqs.models import build_quality_model
+
+    torch.manual_seed(0)
+    cfg = {
+        "backbone": {"name": "test_efficientnet", "weights": "none"},
+        "head": {"name": head},
+        "thresholds": {"t1": 5.0, "t2": 6.0},
+    }
+    return build_quality_model(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed-0 test digiKam library (`iqs data build-library`); built once, reused while its manifest
+    matches. Modules that need another library (a smaller spec, their own photos) define their own."""
+    from iqs.data.demo.library import ensure_library
+
+    return ensure_library(tmp_path_factory.getbasetemp() / "digikam-library", seed=0)
+
+
+def digikam_cfg(root: Path, name: str, **overrides):
+    """conf/dataset/<name>.yaml pointed at `root`, with `overrides` set."""
+    from omegaconf import OmegaConf
+
+    c = OmegaConf.load(ROOT / "conf" / "dataset" / f"{name}.yaml")
+    c.root = str(root)
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def labels_by_path(table) -> dict[str, int]:
+    """path -> class of a digiKam adapter's table."""
+    return dict(zip(table["path"], table["raw_score"].astype(int), strict=True))

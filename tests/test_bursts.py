@@ -11,15 +11,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from iqs.data.bursts import burst_ids, parse_capture_time
-from iqs.data.demo.library import ensure_library, read_manifest
+from iqs.data.demo.library import read_manifest
 from iqs.data.mixture import build_mixture
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory) -> Path:
-    return ensure_library(tmp_path_factory.getbasetemp() / "digikam-library", seed=0)
 
 
 def _reference_bursts(folders, times, gap):

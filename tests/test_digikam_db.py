@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from tests.conftest import digikam_cfg
+from tests.conftest import labels_by_path as labels
 
 from iqs.data.adapters import load_source
 from iqs.data.adapters.digikam_db import open_readonly, resolve_identifier
@@ -19,30 +20,14 @@ from iqs.data.demo.library import (
     Frame,
     LibrarySpec,
     build_library,
-    ensure_library,
     read_manifest,
     write_database,
 )
 from iqs.data.errors import DataError
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory) -> Path:
-    return ensure_library(tmp_path_factory.getbasetemp() / "digikam-library", seed=0)
-
 
 def cfg(root: Path, name: str = "digikam_db", **overrides):
-    c = OmegaConf.load(CONF / f"{name}.yaml")
-    c.root = str(root)
-    for k, v in overrides.items():
-        c[k] = v
-    return c
-
-
-def labels(table) -> dict[str, int]:
-    return dict(zip(table["path"], table["raw_score"].astype(int), strict=True))
+    return digikam_cfg(root, name, **overrides)
 
 
 def _digest(path: Path) -> str:

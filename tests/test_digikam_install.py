@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+from tests.conftest import tiny_quality_model
 
 from iqs import cli
 from iqs.deploy import digikam_install as dk
@@ -79,15 +79,7 @@ def _with_conf(system: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def digikam_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from iqs.models import build_quality_model
-
-    torch.manual_seed(0)
-    cfg = {
-        "backbone": {"name": "test_efficientnet", "weights": "none"},
-        "head": {"name": "regression"},
-        "thresholds": {"t1": 5.0, "t2": 6.0},
-    }
-    model = build_quality_model(cfg).eval()
+    model = tiny_quality_model()
     out = tmp_path_factory.mktemp("export")
     return export.export_model(model, model.meta, out, "iqs-1234abcd", ["digikam", "full"], 17, "test")[
         "digikam"

@@ -8,33 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from tests.conftest import digikam_cfg
+from tests.conftest import labels_by_path as labels
 
 from iqs.data.adapters import load_source
 from iqs.data.adapters.digikam_xmp import ms_rating_to_stars, sidecar_for
-from iqs.data.demo.library import ensure_library, read_manifest
+from iqs.data.demo.library import read_manifest
 from iqs.data.errors import DataError
 from iqs.data.mixture import single_source_mixture
 from iqs.deploy.xmp import EMPTY_XMP_PACKET
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset" / "digikam_xmp.yaml"
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory) -> Path:
-    return ensure_library(tmp_path_factory.getbasetemp() / "digikam-library", seed=0)
-
 
 def cfg(root: Path, **overrides):
-    c = OmegaConf.load(CONF)
-    c.root = str(root)
-    for k, v in overrides.items():
-        c[k] = v
-    return c
-
-
-def labels(table) -> dict[str, int]:
-    return dict(zip(table["path"], table["raw_score"].astype(int), strict=True))
+    return digikam_cfg(root, "digikam_xmp", **overrides)
 
 
 def frames(root: Path, storage: str | None = None) -> list[dict]:

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from tests.conftest import tiny_quality_model
 
 from iqs.checkpoints import CheckpointError, read_checkpoint
 from iqs.deploy import export
@@ -143,15 +144,7 @@ def test_export_from_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from iqs.models import build_quality_model
-
-    torch.manual_seed(0)
-    cfg = {
-        "backbone": {"name": "test_efficientnet", "weights": "none"},
-        "head": {"name": "classification"},
-        "thresholds": {"t1": 5.0, "t2": 6.0},
-    }
-    model = build_quality_model(cfg).eval()
+    model = tiny_quality_model("classification")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)

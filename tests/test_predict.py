@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from skimage import data
+from tests.conftest import tiny_quality_model
 
 from iqs.deploy import export, predict
 from iqs.deploy.preprocess import DigikamToBackbone, digikam_chw
@@ -21,15 +22,7 @@ from iqs.deploy.xmp import read_xmp, sidecar_path
 @pytest.fixture(scope="module")
 def model_and_onnx(tmp_path_factory: pytest.TempPathFactory):
     """A tiny timm backbone (fast) with a regression head, exported in the full profile."""
-    from iqs.models import build_quality_model
-
-    torch.manual_seed(0)
-    cfg = {
-        "backbone": {"name": "test_efficientnet", "weights": "none"},
-        "head": {"name": "regression"},
-        "thresholds": {"t1": 5.0, "t2": 6.0},
-    }
-    model = build_quality_model(cfg).eval()
+    model = tiny_quality_model()
     out = tmp_path_factory.mktemp("model")
     path = export.export_model(model, model.meta, out, "tiny", ["full"], 17, "test")["full"]
     ckpt = out / "tiny.ckpt"

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pyexiv2
 import pytest
-import torch
 from PIL import Image
+from tests.conftest import tiny_quality_model
 
 from iqs.deploy import export, predict
 from iqs.deploy.xmp import (
@@ -46,15 +46,7 @@ def _sidecar(pick: str | None = None, rating: str | None = None) -> str:
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny timm backbone with a regression head, exported in the full profile `iqs predict` reads."""
-    from iqs.models import build_quality_model
-
-    torch.manual_seed(0)
-    cfg = {
-        "backbone": {"name": "test_efficientnet", "weights": "none"},
-        "head": {"name": "regression"},
-        "thresholds": {"t1": 5.0, "t2": 6.0},
-    }
-    model = build_quality_model(cfg).eval()
+    model = tiny_quality_model()
     out = tmp_path_factory.mktemp("model")
     return export.export_model(model, model.meta, out, "tiny", ["full"], 17, "test", verify=False)["full"]
 
