@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from iqs.data.adapters.columns import gaussian_table
 from iqs.data.adapters.reading import (
     config_key,
-    gaussian_table,
     native_range,
     plain,
     positive_setting,

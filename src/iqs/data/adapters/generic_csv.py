@@ -13,17 +13,15 @@ import numpy as np
 import pandas as pd
 
 from iqs.data.adapters.base import ADAPTERS
+from iqs.data.adapters.columns import gaussian_table, native_scores, text_ids
 from iqs.data.adapters.reading import (
     attach_lines,
-    gaussian_table,
     groups,
     native_range,
-    native_scores,
     numeric_column,
     positive_setting,
     read_table,
     single_annotation_file,
-    text_ids,
 )
 from iqs.data.errors import DataError
 from iqs.data.scale import std_to_common

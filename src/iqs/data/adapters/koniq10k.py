@@ -18,20 +18,19 @@ import numpy as np
 import pandas as pd
 
 from iqs.data.adapters.base import ADAPTERS
+from iqs.data.adapters.columns import native_scores, text_ids
 from iqs.data.adapters.reading import (
     attach_lines,
     groups,
     image_paths,
     log,
     native_range,
-    native_scores,
     numeric_column,
     optional_file,
     read_table,
     required,
     single_annotation_file,
     stated,
-    text_ids,
 )
 from iqs.data.errors import DataError
 from iqs.data.scale import std_to_common, votes_to_dist

@@ -12,18 +12,16 @@ from collections.abc import Mapping
 import pandas as pd
 
 from iqs.data.adapters.base import ADAPTERS
+from iqs.data.adapters.columns import gaussian_table, native_scores, text_ids
 from iqs.data.adapters.reading import (
     attach_lines,
-    gaussian_table,
     groups,
     image_paths,
     native_range,
-    native_scores,
     positive_setting,
     read_table,
     required,
     single_annotation_file,
-    text_ids,
 )
 
 
