@@ -13,7 +13,8 @@ from tests.conftest import digikam_cfg
 from tests.conftest import labels_by_path as labels
 
 from iqs.data.adapters import load_source
-from iqs.data.adapters.digikam_db import open_readonly, resolve_identifier
+from iqs.data.adapters.digikam_db import open_readonly
+from iqs.data.adapters.digikam_roots import resolve_identifier
 from iqs.data.adapters.digikam_schema import CORE_SCHEMA
 from iqs.data.demo.library import (
     DATABASE,

@@ -14,15 +14,7 @@ What is read, per image (`Images`, only status Visible and category Image; other
 - its capture time: `ImageInformation.creationDate` (digiKam's scanner fills it from DateTimeOriginal),
   else `Images.modificationDate` (the file time digiKam recorded).
 
-Album root identifiers (`CollectionManager::Private::volumeIdentifier` and `locationForPath`, in
-core/libs/database/collection/collectionmanager_p.cpp lines 173-245 and collectionmanager_location.cpp
-lines 780-806, KDE/digikam 2019-08-07):
-- `volumeid:?path=/abs/folder`: the folder itself (specificPath is "/" and ignored);
-- `volumeid:?uuid=...` / `volumeid:?label=...`: the volume's mount point + specificPath (found through
-  /dev/disk/by-uuid or by-label and /proc/mounts, on Linux);
-- `volumeid:?mountpath=/mnt/x` and `networkshareid:?mountpath=/mnt/x`: that mount point + specificPath.
-An album root that moved (or a volume not mounted here) is mapped with `root_map: {old: new}`, the key
-being the old resolved path, the album root's label, or its id.
+Album roots are found as digiKam finds them: `digikam_roots`.
 """
 
 from __future__ import annotations
@@ -31,14 +23,14 @@ import logging
 import os
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 import pandas as pd
 
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.digikam_labels import LabelReport, LabelRules, Photo, load_labels, rules_from_cfg
+from iqs.data.adapters.digikam_roots import AlbumRoot, album_roots, root_map
 from iqs.data.adapters.digikam_schema import (
     CATEGORY_IMAGE,
     INTERNAL_TAGS_ROOT,
@@ -47,7 +39,7 @@ from iqs.data.adapters.digikam_schema import (
     SCHEMA_VERSION,
     STATUS_VISIBLE,
 )
-from iqs.data.adapters.reading import config_key, dataset_root, plain, setting
+from iqs.data.adapters.reading import dataset_root, setting
 from iqs.data.bursts import parse_capture_time
 from iqs.data.errors import DataError
 from iqs.data.table import is_safe_relative
@@ -66,15 +58,6 @@ REQUIRED = {
 DEFAULT_LOCK_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True)
-class AlbumRoot:
-    id: int
-    label: str
-    identifier: str
-    specific_path: str
-    path: Path | None  # resolved absolute folder, None when it cannot be found here
-
-
 def open_readonly(path: Path, timeout_s: float) -> sqlite3.Connection:
     """A read-only connection: SQLite's `mode=ro` URI, plus `query_only` so no statement can write."""
     uri = f"file:{quote(str(path.resolve()))}?mode=ro"
@@ -85,76 +68,6 @@ def open_readonly(path: Path, timeout_s: float) -> sqlite3.Connection:
 
 def _locked(err: sqlite3.OperationalError) -> bool:
     return "locked" in str(err).lower() or "busy" in str(err).lower()
-
-
-def _mounts() -> dict[str, str]:
-    """Device -> mount point, from /proc/mounts (first mount wins); empty where there is none."""
-    out: dict[str, str] = {}
-    try:
-        for line in Path("/proc/mounts").read_text().splitlines():
-            dev, mnt, *_ = line.split()
-            out.setdefault(os.path.realpath(dev), mnt.replace("\\040", " "))
-    except OSError:
-        pass
-    return out
-
-
-def _volume_mount(kind: str, value: str) -> str | None:
-    link = Path("/dev/disk") / f"by-{kind}" / value
-    if not link.exists():
-        return None
-    return _mounts().get(os.path.realpath(link))
-
-
-def resolve_identifier(identifier: str, specific_path: str) -> str | None:
-    """The absolute folder of an album root as digiKam would find it on this machine (None: not found)."""
-    url = urlsplit(identifier or "")
-    query = {k: v[0] for k, v in parse_qs(url.query).items()}
-    specific = (specific_path or "/").rstrip("/")
-    if url.scheme == "volumeid":
-        if "path" in query:
-            return query["path"]
-        for kind in ("uuid", "label"):
-            if kind in query:
-                mount = _volume_mount(kind, query[kind])
-                return None if mount is None else mount.rstrip("/") + specific
-        if "mountpath" in query:
-            return query["mountpath"].rstrip("/") + specific
-    if url.scheme == "networkshareid":
-        paths = parse_qs(url.query).get("mountpath", [])
-        existing = [p for p in paths if Path(p).is_dir()]
-        if existing or paths:
-            return (existing or paths)[0].rstrip("/") + specific
-    return None
-
-
-def _root_map(cfg: Mapping) -> dict[str, str]:
-    value = plain(cfg.get("root_map") or {})
-    if not isinstance(value, Mapping):
-        raise DataError(
-            f"{config_key(cfg, 'root_map')} must be a mapping {{old path or album root label or id: new path}}, "
-            f"got {value!r}"
-        )
-    return {str(k).rstrip("/") or "/": str(v) for k, v in value.items()}
-
-
-def album_roots(rows: list[tuple], mapping: dict[str, str]) -> dict[int, AlbumRoot]:
-    out = {}
-    for rid, label, identifier, specific in rows:
-        resolved = resolve_identifier(identifier, specific)
-        keys = [str(rid), str(label or ""), str(identifier or "")]
-        if resolved:
-            keys.append(resolved.rstrip("/") or "/")
-        new = next((mapping[k] for k in keys if k in mapping), None)
-        path = new if new is not None else resolved
-        out[int(rid)] = AlbumRoot(
-            int(rid),
-            str(label or ""),
-            str(identifier or ""),
-            str(specific or ""),
-            Path(path) if path else None,
-        )
-    return out
 
 
 def _check_schema(con: sqlite3.Connection, db: Path) -> int | None:
@@ -212,6 +125,12 @@ def _query(con: sqlite3.Connection) -> tuple[list, list, list, dict[int, list[in
     return roots, images, tags, picks
 
 
+OUTSIDE_ROOT = (
+    "%s: %d images of album root %r (%s) lie outside dataset.root %s and are left out; set "
+    "dataset.root to a folder holding every album root"
+)
+
+
 def read_database(cfg: Mapping) -> tuple[list[Photo], LabelReport, LabelRules]:
     """Every visible image of the database with its labels (unlabelled ones included)."""
     name = str(cfg.get("name") or "digikam_db")
@@ -225,7 +144,27 @@ def read_database(cfg: Mapping) -> tuple[list[Photo], LabelReport, LabelRules]:
             file=db,
         )
     rules = rules_from_cfg(cfg)
-    mapping = _root_map(cfg)
+    mapping = root_map(cfg)
+    roots_rows, images, picks = _snapshot(cfg, db)
+    roots = album_roots(roots_rows, mapping)
+    report = LabelReport(source=name, photos=0)
+    root_abs = os.path.abspath(root)
+    photos, outside = _photos(cfg, db, images, roots, picks, rules, report, root_abs)
+    for rid, n in outside.items():
+        r = roots[rid]
+        log.warning(OUTSIDE_ROOT, name, n, r.label, r.path, root_abs)
+    # a photo without any time cannot be placed in a burst: give it its own (an infinite gap)
+    for i, p in enumerate(photos):
+        if p.capture_time is None and p.file_time is None:
+            p.file_time = -1e12 * (i + 1)
+    for reason in ("not visible (hidden, trashed or obsolete)", "not an image"):
+        if reason in report.skipped:
+            log.info("%s: %d database images %s left out", name, len(report.skipped[reason]), reason)
+    return photos, report, rules
+
+
+def _snapshot(cfg: Mapping, db: Path) -> tuple[list, list, dict[int, list[int]]]:
+    """Album roots, images and pick labels read in one transaction; lock and format errors as DataErrors."""
     timeout = float(cfg.get("lock_timeout_s", DEFAULT_LOCK_TIMEOUT_S))
     try:
         con = open_readonly(db, timeout)
@@ -247,10 +186,21 @@ def read_database(cfg: Mapping) -> tuple[list[Photo], LabelReport, LabelRules]:
         raise DataError(f"cannot read the digiKam database: {err}", file=db) from None
     except sqlite3.DatabaseError as err:
         raise DataError(f"not a readable SQLite database: {err}", file=db) from None
+    return roots_rows, images, picks
 
-    roots = album_roots(roots_rows, mapping)
-    report = LabelReport(source=name, photos=0)
-    root_abs = os.path.abspath(root)
+
+def _photos(
+    cfg: Mapping,
+    db: Path,
+    images: list,
+    roots: dict[int, AlbumRoot],
+    picks: dict[int, list[int]],
+    rules: LabelRules,
+    report: LabelReport,
+    root_abs: str,
+) -> tuple[list[Photo], dict[int, int]]:
+    """The visible images as Photos (paths relative to the root), and per album root how many lie outside
+    it; the report counts the photos and every image left out, with its reason."""
     photos: list[Photo] = []
     outside: dict[int, int] = {}
     for image_id, root_id, rel_path, file_name, status, category, mtime, rating, created in images:
@@ -288,25 +238,7 @@ def read_database(cfg: Mapping) -> tuple[list[Photo], LabelReport, LabelRules]:
                 origin="database",
             )
         )
-    for rid, n in outside.items():
-        r = roots[rid]
-        log.warning(
-            "%s: %d images of album root %r (%s) lie outside dataset.root %s and are left out; set "
-            "dataset.root to a folder holding every album root",
-            name,
-            n,
-            r.label,
-            r.path,
-            root_abs,
-        )
-    # a photo without any time cannot be placed in a burst: give it its own (an infinite gap)
-    for i, p in enumerate(photos):
-        if p.capture_time is None and p.file_time is None:
-            p.file_time = -1e12 * (i + 1)
-    for reason in ("not visible (hidden, trashed or obsolete)", "not an image"):
-        if reason in report.skipped:
-            log.info("%s: %d database images %s left out", name, len(report.skipped[reason]), reason)
-    return photos, report, rules
+    return photos, outside
 
 
 def _missing_root(cfg: Mapping, db: Path, album_root: AlbumRoot | None, root_id: int) -> None:
