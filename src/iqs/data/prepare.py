@@ -26,12 +26,19 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pandas as pd
 
 from iqs.data.shard_format import RAW, ShardFormat, decode, entry_nbytes
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from rich.console import Console
+
+    from iqs.data.mixture import Mixture
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +248,6 @@ def main(argv: list[str]) -> int:
     from rich.table import Table
 
     from iqs.config import compose
-    from iqs.data.bad_images import COLUMNS, MISSING
-    from iqs.data.check import print_table, write_report
     from iqs.data.errors import DataError
     from iqs.data.mixture import build_mixture, ensure_data
 
@@ -267,43 +272,57 @@ def main(argv: list[str]) -> int:
         table.add_column(col)
     failed = []
     for name, rows in mix.table.groupby("dataset", sort=True):
-        missing = set(mix.missing.get(name, []))
-        if missing:
-            console.print(
-                f"[yellow]{name}: {len(missing)} image file(s) missing[/], e.g. {sorted(missing)[0]}"
-            )
-        rel = [r for r in rows["path"] if r not in missing]
-        forget_fixed_errors(
-            source_dir(cfg.paths.cache_dir, name, mix.roots[name], short_side), mix.roots[name]
-        )
-        rep = prepare_source(
-            name,
-            mix.roots[name],
-            rel,
-            cfg.paths.cache_dir,
-            short_side=short_side,
-            shard_size=int(p.get("shard_size", 512)),
-            workers=int(p.get("workers") or os.cpu_count() or 1),
-            fmt=fmt,
-        )
-        errors = shard_errors(rep.out_dir, rel)
-        reason = rows["path"].map(lambda r, e=errors, m=missing: MISSING if r in m else e.get(r))
-        bad = rows[reason.notna()]
-        files = mix.abs_paths(bad) if len(bad) else []
-        failed.append(bad.assign(reason=reason[reason.notna()], file=files)[COLUMNS])
-        table.add_row(
-            name,
-            str(rep.images),
-            str(len(missing)),
-            str(rep.shards_written),
-            str(rep.shards_reused),
-            str(len(errors)),
-            str(rep.out_dir),
-        )
+        row, bad = _prepare_one(cfg, mix, str(name), rows, fmt, short_side, console)
+        table.add_row(*row)
+        failed.append(bad)
     Console().print(table)
     bad = pd.concat(failed, ignore_index=True)
     if bad.empty:
         return 0
+    _report_failed(bad, cfg, mix, console)
+    return 1
+
+
+def _prepare_one(
+    cfg: DictConfig,
+    mix: Mixture,
+    name: str,
+    rows: pd.DataFrame,
+    fmt: ShardFormat,
+    short_side: int,
+    console: Console,
+) -> tuple[list[str], pd.DataFrame]:
+    """Prepare one source's images: its row of the summary table and its missing or unreadable images."""
+    from iqs.data.bad_images import COLUMNS, MISSING
+
+    p = cfg.get("prepare", {})
+    missing = set(mix.missing.get(name, []))
+    if missing:
+        console.print(f"[yellow]{name}: {len(missing)} image file(s) missing[/], e.g. {sorted(missing)[0]}")
+    rel = [r for r in rows["path"] if r not in missing]
+    forget_fixed_errors(source_dir(cfg.paths.cache_dir, name, mix.roots[name], short_side), mix.roots[name])
+    rep = prepare_source(
+        name,
+        mix.roots[name],
+        rel,
+        cfg.paths.cache_dir,
+        short_side=short_side,
+        shard_size=int(p.get("shard_size", 512)),
+        workers=int(p.get("workers") or os.cpu_count() or 1),
+        fmt=fmt,
+    )
+    errors = shard_errors(rep.out_dir, rel)
+    reason = rows["path"].map(lambda r, e=errors, m=missing: MISSING if r in m else e.get(r))
+    bad = rows[reason.notna()]
+    files = mix.abs_paths(bad) if len(bad) else []
+    row = (name, rep.images, len(missing), rep.shards_written, rep.shards_reused, len(errors), rep.out_dir)
+    return [str(v) for v in row], bad.assign(reason=reason[reason.notna()], file=files)[COLUMNS]
+
+
+def _report_failed(bad: pd.DataFrame, cfg: DictConfig, mix: Mixture, console: Console) -> None:
+    """List the images that could not be prepared, on screen and in a CSV under outputs/prepare/."""
+    from iqs.data.check import print_table, write_report
+
     print_table(bad, console, f"{len(bad)} image(s) missing or unreadable")
     csv_path, _ = write_report(
         bad, Path(str(cfg.paths.root_dir)) / "outputs" / "prepare" / f"{mix.name}-unreadable"
@@ -314,4 +333,3 @@ def main(argv: list[str]) -> int:
         "training skips them under data.on_bad_image=skip, up to data.max_bad_fraction of each source.",
         highlight=False,
     )
-    return 1
