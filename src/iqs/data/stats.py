@@ -55,17 +55,16 @@ def _class_counts(df: pd.DataFrame) -> dict[str, int]:
     return {name: int(counts.get(c, 0)) for c, name in enumerate(CLASS_NAMES)}
 
 
+SUMMARY = ("mean", "sd", "min", "max")  # of raw and common-scale scores, per source
+
+
 def _split_counts(df: pd.DataFrame) -> dict[str, int]:
     counts = df["split"].value_counts()
     return {s: int(counts.get(s, 0)) for s in SPLITS}
 
 
 def _block(df: pd.DataFrame, raw: bool) -> dict[str, Any]:
-    raw_stats = (
-        _describe(df["raw_score"], "raw")
-        if raw
-        else dict.fromkeys(("raw_mean", "raw_sd", "raw_min", "raw_max"))
-    )
+    raw_stats = _describe(df["raw_score"], "raw") if raw else dict.fromkeys(f"raw_{k}" for k in SUMMARY)
     return {
         "n": len(df),
         **raw_stats,
@@ -149,23 +148,18 @@ def _count_pct(n: int, total: int) -> str:
 
 
 def render_tables(stats: dict[str, dict[str, Any]], mix: Any, console: Any) -> None:
+    console.print(_scores_table(stats, mix))
+    console.print(_classes_table(stats, mix))
+    console.print(_split_classes_table(stats))
+    _print_left_out(mix, console)
+    console.print(f"fingerprint {stats[ALL]['fingerprint']}")
+
+
+def _scores_table(stats: dict[str, dict[str, Any]], mix: Any) -> Any:
     from rich.table import Table
 
-    t1, t2 = mix.thresholds
     scores = Table(title=f"Mixture {mix.name}: scores (common scale 1-10; raw = native scale)")
-    for col in (
-        "source",
-        "n",
-        "native",
-        "raw mean",
-        "raw sd",
-        "raw min",
-        "raw max",
-        "mean",
-        "sd",
-        "min",
-        "max",
-    ):
+    for col in ("source", "n", "native", *(f"raw {k}" for k in SUMMARY), *SUMMARY):
         scores.add_column(col, justify="left" if col in ("source", "native") else "right")
     for name, s in stats.items():
         native = "-" if s["native_range"] is None else "{:g}-{:g}".format(*s["native_range"])
@@ -173,11 +167,16 @@ def render_tables(stats: dict[str, dict[str, Any]], mix: Any, console: Any) -> N
             name,
             str(s["n"]),
             native,
-            *(_fmt(s[f"raw_{k}"]) for k in ("mean", "sd", "min", "max")),
-            *(_fmt(s[f"score_{k}"]) for k in ("mean", "sd", "min", "max")),
+            *(_fmt(s[f"raw_{k}"]) for k in SUMMARY),
+            *(_fmt(s[f"score_{k}"]) for k in SUMMARY),
         )
-    console.print(scores)
+    return scores
 
+
+def _classes_table(stats: dict[str, dict[str, Any]], mix: Any) -> Any:
+    from rich.table import Table
+
+    t1, t2 = mix.thresholds
     classes = Table(
         title=f"Classes (bad <= t1 < normal <= t2 < good; mixture t1={t1:g}, t2={t2:g}) and splits"
     )
@@ -195,7 +194,11 @@ def render_tables(stats: dict[str, dict[str, Any]], mix: Any, console: Any) -> N
             dropped,
             str(s["missing"]),
         )
-    console.print(classes)
+    return classes
+
+
+def _split_classes_table(stats: dict[str, dict[str, Any]]) -> Any:
+    from rich.table import Table
 
     per_split = Table(title="Classes per split")
     for col in ("source", "split", *CLASS_NAMES):
@@ -205,8 +208,11 @@ def render_tables(stats: dict[str, dict[str, Any]], mix: Any, console: Any) -> N
             cc = s["split_class_counts"][sp]
             total = sum(cc.values())
             per_split.add_row(name, sp, *(_count_pct(cc[c], total) for c in CLASS_NAMES))
-    console.print(per_split)
+    return per_split
 
+
+def _print_left_out(mix: Any, console: Any) -> None:
+    """The rows removed as held out elsewhere and the missing images, a few of each."""
     if len(mix.removed):
         console.print(f"Removed {len(mix.removed)} train/val rows whose image is held out elsewhere, e.g.:")
         for _, row in mix.removed.groupby("dataset", sort=False).head(3).iterrows():
@@ -216,7 +222,6 @@ def render_tables(stats: dict[str, dict[str, Any]], mix: Any, console: Any) -> N
     for name, paths in mix.missing.items():
         if paths:
             console.print(f"{name}: {len(paths)} images missing, e.g. {', '.join(paths[:3])}", markup=False)
-    console.print(f"fingerprint {stats[ALL]['fingerprint']}")
 
 
 def audit_report(mix: Any, cfg: Any) -> dict[str, Any]:
@@ -275,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from iqs.config import compose
     from iqs.data.errors import DataError
-    from iqs.data.mixture import ConfigError, build_mixture, ensure_data, single_source_mixture
+    from iqs.data.mixture import ConfigError
 
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -286,17 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         fmt = str(cfg.format)
         if fmt not in ("table", "json"):
             raise ConfigError(f"format must be 'table' or 'json', got '{fmt}'")
-        if cfg.get("dataset") is not None:
-            mix = single_source_mixture(
-                cfg.dataset,
-                cfg.thresholds,
-                seed=int(cfg.seed),
-                val_fraction=float(cfg.val_fraction),
-                test_fraction=float(cfg.test_fraction),
-            )
-        else:
-            ensure_data(cfg.data)
-            mix = build_mixture(cfg.data, cfg.thresholds)
+        mix = _mixture(cfg)
         stats = compute_stats(mix)
         audit = audit_report(mix, cfg)
         if cfg.histogram:
@@ -332,6 +327,22 @@ def main(argv: list[str] | None = None) -> int:
         render_tables(stats, mix, console)
         render(audit, console)
     return 0
+
+
+def _mixture(cfg: Any) -> Any:
+    """`dataset=...`: that one dataset, split by the stats config's fractions; else the configured mixture."""
+    from iqs.data.mixture import build_mixture, ensure_data, single_source_mixture
+
+    if cfg.get("dataset") is not None:
+        return single_source_mixture(
+            cfg.dataset,
+            cfg.thresholds,
+            seed=int(cfg.seed),
+            val_fraction=float(cfg.val_fraction),
+            test_fraction=float(cfg.test_fraction),
+        )
+    ensure_data(cfg.data)
+    return build_mixture(cfg.data, cfg.thresholds)
 
 
 if __name__ == "__main__":
