@@ -149,15 +149,7 @@ def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | Dict
         if key not in MIXTURE_KEYS:
             raise ConfigError(f"data: unknown key '{key}'.{did_you_mean(key, MIXTURE_KEYS)}")
     name = str(data.get("name") or "mixture")
-    seed = int(data.get("seed") or 0)
-    val_fraction = float(data.get("val_fraction", 0.1))
-    test_fraction = float(data.get("test_fraction", 0.1))
-    folds, fold = data.get("folds"), data.get("fold")
-    try:
-        check_folds(folds, fold)
-        check_fractions(val_fraction, 0.0 if folds else test_fraction)
-    except ValueError as exc:
-        raise ConfigError(f"data: {exc}") from None
+    seed, val_fraction, test_fraction, folds, fold = _split_settings(data)
     thresholds = parse_thresholds(thresholds_cfg)
     specs = _source_specs(data_cfg, data, name)
     held_out = _held_out(data.get("held_out"), specs)
@@ -203,6 +195,20 @@ def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | Dict
         mix.fingerprint,
     )
     return mix
+
+
+def _split_settings(data: Mapping) -> tuple[int, float, float, int | None, int | None]:
+    """seed, val_fraction, test_fraction, folds and fold of a mixture config, checked."""
+    seed = int(data.get("seed") or 0)
+    val_fraction = float(data.get("val_fraction", 0.1))
+    test_fraction = float(data.get("test_fraction", 0.1))
+    folds, fold = data.get("folds"), data.get("fold")
+    try:
+        check_folds(folds, fold)
+        check_fractions(val_fraction, 0.0 if folds else test_fraction)
+    except ValueError as exc:
+        raise ConfigError(f"data: {exc}") from None
+    return seed, val_fraction, test_fraction, folds, fold
 
 
 def _cap_and_hold_out(
