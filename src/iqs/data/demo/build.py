@@ -273,11 +273,17 @@ def build_demo(out_dir: Path, seed: int = 0, spec: DemoSpec | None = None, progr
     return record
 
 
-def read_build(out_dir: Path) -> dict | None:
+def read_record(path: Path) -> dict | None:
+    """A build record (the demo's BUILD file, the test library's manifest); None if absent or unreadable,
+    which the callers treat as "not built yet"."""
     try:
-        return json.loads((Path(out_dir) / BUILD_FILE).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def read_build(out_dir: Path) -> dict | None:
+    return read_record(Path(out_dir) / BUILD_FILE)
 
 
 def is_current(out_dir: Path, seed: int, spec: DemoSpec) -> bool:

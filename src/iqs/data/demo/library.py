@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from iqs.data.adapters.digikam_schema import SCHEMA_VERSION
+from iqs.data.demo.build import read_record
 from iqs.data.demo.library_db import write_database
 from iqs.data.demo.library_files import render_frame, write_bad_cases, write_frame
 from iqs.data.demo.library_layout import (
@@ -103,10 +104,7 @@ def build_library(out_dir: Path, seed: int = 0, spec: LibrarySpec | None = None)
 
 
 def read_manifest(out_dir: Path) -> dict | None:
-    try:
-        return json.loads((Path(out_dir) / MANIFEST).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return read_record(Path(out_dir) / MANIFEST)
 
 
 def ensure_library(
