@@ -204,11 +204,48 @@ def check_model(
     return lines, rows
 
 
+def _check_backbones(
+    backbones: str, images: list[Path], blobs: np.ndarray, exports: Path, console: Any
+) -> list[str]:
+    """`--backbones`: each conf/backbone yaml (all, or the named ones) exported and checked; its problems."""
+    from iqs.config import compose, conf_dir
+    from iqs.deploy.export import ExportError
+
+    problems: list[str] = []
+    wanted = None if backbones == "all" else set(backbones.split(","))
+    for yaml in sorted((conf_dir() / "backbone").glob("*.yaml")):
+        if wanted is not None and yaml.stem not in wanted:
+            continue
+        cfg = compose("train", [f"backbone={yaml.stem}", "backbone.weights=none", "head=regression"])
+        console.rule(f"conf/backbone/{yaml.name} (weights=none), regression head")
+        model = fixed_seed_model({k: cfg[k] for k in ("backbone", "head", "thresholds")}, blobs[:8])
+        exportable = bool(cfg.backbone.get("exportable", True))
+        try:
+            # ONNX only: the TF route is checked on the demo config (its op allow-list refuses the
+            # Sigmoid, MaxPool and PadV2 of the other backbones; see tf_export.check_ops)
+            lines, _ = check_model(
+                model,
+                f"backbone-{yaml.stem}",
+                images[:8],
+                exports,
+                console,
+                ("digikam", "full"),
+            )
+        except ExportError as err:
+            console.print(f"refused at export: {err}")
+            if exportable:
+                problems.append(f"{yaml.name}: claims to be exportable, but export refused it: {err}")
+            continue
+        if not exportable:
+            problems.append(f"{yaml.name}: marked exportable: false, yet export accepted it")
+        problems += [f"{yaml.name}: {line}" for line in lines]
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
-    from iqs.config import compose, conf_dir
-    from iqs.deploy.export import ExportError
+    from iqs.config import compose
 
     parser = argparse.ArgumentParser(prog="python -m iqs.deploy.compat", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=24, help="photos per model (default 24)")
@@ -236,33 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         profiles = ("digikam", "full") if args.no_tf else ("digikam", "full", TF_PROFILE)
         problems += check_model(model, f"demo-{head}", images, out_dir / "exports", console, profiles)[0]
     if args.backbones:
-        wanted = None if args.backbones == "all" else set(args.backbones.split(","))
-        for yaml in sorted((conf_dir() / "backbone").glob("*.yaml")):
-            if wanted is not None and yaml.stem not in wanted:
-                continue
-            cfg = compose("train", [f"backbone={yaml.stem}", "backbone.weights=none", "head=regression"])
-            console.rule(f"conf/backbone/{yaml.name} (weights=none), regression head")
-            model = fixed_seed_model({k: cfg[k] for k in ("backbone", "head", "thresholds")}, blobs[:8])
-            exportable = bool(cfg.backbone.get("exportable", True))
-            try:
-                # ONNX only: the TF route is checked on the demo config (its op allow-list refuses the
-                # Sigmoid, MaxPool and PadV2 of the other backbones; see tf_export.check_ops)
-                lines, _ = check_model(
-                    model,
-                    f"backbone-{yaml.stem}",
-                    images[:8],
-                    out_dir / "exports",
-                    console,
-                    ("digikam", "full"),
-                )
-            except ExportError as err:
-                console.print(f"refused at export: {err}")
-                if exportable:
-                    problems.append(f"{yaml.name}: claims to be exportable, but export refused it: {err}")
-                continue
-            if not exportable:
-                problems.append(f"{yaml.name}: marked exportable: false, yet export accepted it")
-            problems += [f"{yaml.name}: {line}" for line in lines]
+        problems += _check_backbones(args.backbones, images, blobs, out_dir / "exports", console)
     if problems:
         console.print("[bold red]not digiKam-ready:[/]\n  " + "\n  ".join(problems))
         return 1
