@@ -36,19 +36,45 @@ def block_network() -> None:
 
 def convert(onnx_path: str, pb_path: str, samples_path: str) -> dict:
     import collections
+
+    import numpy as np
+    import onnx2tf
+    import onnxsim
+    import tensorflow as tf
+
+    samples = np.load(samples_path)
+    graph, spec = _frozen_graph(onnx_path, samples)
+    _full_constants(graph)
+    rewritten = _rewrite_const_minus_x(graph)
+    with open(pb_path, "wb") as f:
+        f.write(graph.SerializeToString())
+    reread, placeholders, output, tf_probs = _tf_answer(pb_path, spec, samples)
+    return {
+        "ops": dict(collections.Counter(node.op for node in reread.node)),
+        "inputs": {name: [int(d) for d in spec.shape] for name in placeholders},
+        "output": output,
+        "sub_const_rewrites": rewritten,
+        "tf_probs": tf_probs,
+        "versions": {
+            "tensorflow": tf.__version__,
+            "onnx2tf": onnx2tf.__version__,
+            "onnxsim": onnxsim.__version__,
+        },
+    }
+
+
+def _frozen_graph(onnx_path: str, samples):
+    """The ONNX model through onnx-simplifier and onnx2tf, frozen to a GraphDef; and its input spec."""
     import os
     import tempfile
 
-    import numpy as np
     import onnx
     import onnx2tf
     import onnx2tf.onnx2tf as onnx2tf_main
     import onnxsim
     import tensorflow as tf
-    from tensorflow.python.framework import tensor_util
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    samples = np.load(samples_path)
     # onnx2tf fetches validation images from GitHub whenever the input is an NHWC image; hand it ours.
     onnx2tf_main.download_test_image_data = lambda: samples
 
@@ -70,18 +96,29 @@ def convert(onnx_path: str, pb_path: str, samples_path: str) -> dict:
         )
     spec = tf.TensorSpec(model.inputs[0].shape, tf.float32, name="input")
     frozen = convert_variables_to_constants_v2(tf.function(lambda x: model(x)).get_concrete_function(spec))
-    graph = frozen.graph.as_graph_def()
+    return frozen.graph.as_graph_def(), spec
 
-    # Fix 1: TensorFlow stores a constant whose values are all equal as ONE value plus a shape (e.g. the
-    # resize size [224, 224]); OpenCV's importer then reads one value ("outSize.total() == 2" fails in
-    # parseResize, 4.6-5.0). Re-encode every constant in full.
+
+def _full_constants(graph) -> None:
+    """Fix 1: TensorFlow stores a constant whose values are all equal as ONE value plus a shape (e.g. the
+    resize size [224, 224]); OpenCV's importer then reads one value ("outSize.total() == 2" fails in
+    parseResize, 4.6-5.0). Re-encode every constant in full."""
+    from tensorflow.python.framework import tensor_util
+
     for node in graph.node:
         if node.op == "Const":
             full = tensor_util.make_tensor_proto(tensor_util.MakeNdarray(node.attr["value"].tensor))
             node.attr["value"].tensor.CopyFrom(full)
 
-    # Fix 2: OpenCV's importer computes x - c for Sub(c, x) as well as Sub(x, c) (measured in 4.6-5.0: the
-    # class logits t1 - s came out as s - t1). c - x becomes (-1 * x) + c, which IEEE arithmetic makes exact.
+
+def _rewrite_const_minus_x(graph) -> int:
+    """Fix 2: OpenCV's importer computes x - c for Sub(c, x) as well as Sub(x, c) (measured in 4.6-5.0: the
+    class logits t1 - s came out as s - t1). c - x becomes (-1 * x) + c, which IEEE arithmetic makes exact.
+    Returns how many Sub nodes were rewritten."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python.framework import tensor_util
+
     consts = {node.name for node in graph.node if node.op == "Const"}
     rewritten = 0
     for node in list(graph.node):
@@ -96,11 +133,14 @@ def convert(onnx_path: str, pb_path: str, samples_path: str) -> dict:
             del node.input[:]
             node.input.extend([negated.name, const])
             rewritten += 1
+    return rewritten
 
-    with open(pb_path, "wb") as f:
-        f.write(graph.SerializeToString())
 
-    # TensorFlow's own answer on the samples, from the file just written
+def _tf_answer(pb_path: str, spec, samples):
+    """TensorFlow's own answer on the samples, from the file just written: the graph as read back, its
+    input names, its output name and the per-sample outputs."""
+    import tensorflow as tf
+
     reread = tf.compat.v1.GraphDef()
     with open(pb_path, "rb") as f:
         reread.ParseFromString(f.read())
@@ -117,18 +157,7 @@ def convert(onnx_path: str, pb_path: str, samples_path: str) -> dict:
         [tf.TensorSpec(spec.shape, tf.float32)],
     )
     tf_probs = [outputs(tf.constant(samples[i : i + 1]))[0].numpy()[0].tolist() for i in range(len(samples))]
-    return {
-        "ops": dict(collections.Counter(node.op for node in reread.node)),
-        "inputs": {name: [int(d) for d in spec.shape] for name in placeholders},
-        "output": output,
-        "sub_const_rewrites": rewritten,
-        "tf_probs": tf_probs,
-        "versions": {
-            "tensorflow": tf.__version__,
-            "onnx2tf": onnx2tf.__version__,
-            "onnxsim": onnxsim.__version__,
-        },
-    }
+    return reread, placeholders, output, tf_probs
 
 
 def main(argv: list[str]) -> int:
