@@ -141,3 +141,10 @@ def test_build_library_command_rejects_bad_values(capsys):
     assert "crops_per_photo must be an integer, got 'many'" in capsys.readouterr().err
     assert cli_main(["data", "build-library", "long_side=9999"]) == 2
     assert "long_side must be in 32..384" in capsys.readouterr().err
+
+
+def test_every_storage_has_a_writer() -> None:
+    from iqs.data.demo.library_files import STORAGE_WRITERS
+    from iqs.data.demo.library_layout import STORAGE
+
+    assert set(STORAGE_WRITERS) | {"unlabelled"} == set(STORAGE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -43,6 +44,33 @@ def render_frame(frame: Frame, ref, seed: int, index: int) -> bytes:
     return encode_jpeg(d(ref.rgb, frame.level, rng), d.quality(frame.level))
 
 
+def _appended(image: Path) -> Path:
+    return image.with_name(image.name + ".xmp")  # photo.jpg.xmp, digiKam's default sidecar name
+
+
+def _sidecar_over_embedded(image: Path, cls: int, stars: int) -> None:
+    stale = (cls + 1) % 3
+    _write_xmp(image, _label_props(stale, STARS[stale][0]), embedded=True)
+    _write_xmp(_appended(image), _label_props(cls, stars), embedded=False)
+
+
+# library_layout.STORAGE's ways of storing a label (all but "unlabelled"): (image, class, stars) -> files
+STORAGE_WRITERS: dict[str, Callable[[Path, int, int], None]] = {
+    "sidecar_appended": lambda im, c, s: _write_xmp(_appended(im), _label_props(c, s), embedded=False),
+    "sidecar_basename": lambda im, c, s: _write_xmp(
+        im.with_suffix(".xmp"), _label_props(c, s), embedded=False
+    ),
+    "embedded": lambda im, c, s: _write_xmp(im, _label_props(c, s), embedded=True),
+    "sidecar_over_embedded": _sidecar_over_embedded,
+    "rating_only": lambda im, c, s: _write_xmp(
+        _appended(im), _label_props(c, s, with_pick=False), embedded=False
+    ),
+    "ms_rating_only": lambda im, c, s: _write_xmp(
+        im, {"Xmp.MicrosoftPhoto.Rating": str(MS_PERCENT[s])}, embedded=True
+    ),
+}
+
+
 def write_frame(root: Path, frame: Frame, data: bytes) -> None:
     image = root / frame.path
     image.parent.mkdir(parents=True, exist_ok=True)
@@ -54,23 +82,8 @@ def write_frame(root: Path, frame: Frame, data: bytes) -> None:
             img.modify_exif({"Exif.Photo.DateTimeOriginal": t.strftime("%Y:%m:%d %H:%M:%S")})
         finally:
             img.close()
-    appended = image.with_name(image.name + ".xmp")
-    basename = image.with_suffix(".xmp")
-    cls, stars, s = frame.cls, frame.stars, frame.storage
-    if s == "sidecar_appended":
-        _write_xmp(appended, _label_props(cls, stars), embedded=False)
-    elif s == "sidecar_basename":
-        _write_xmp(basename, _label_props(cls, stars), embedded=False)
-    elif s == "embedded":
-        _write_xmp(image, _label_props(cls, stars), embedded=True)
-    elif s == "sidecar_over_embedded":
-        stale = (cls + 1) % 3
-        _write_xmp(image, _label_props(stale, STARS[stale][0]), embedded=True)
-        _write_xmp(appended, _label_props(cls, stars), embedded=False)
-    elif s == "rating_only":
-        _write_xmp(appended, _label_props(cls, stars, with_pick=False), embedded=False)
-    elif s == "ms_rating_only":
-        _write_xmp(image, {"Xmp.MicrosoftPhoto.Rating": str(MS_PERCENT[stars])}, embedded=True)
+    if frame.storage != "unlabelled":
+        STORAGE_WRITERS[frame.storage](image, frame.cls, frame.stars)
     stamp = t.timestamp()
     os.utime(image, (stamp, stamp))  # frames without EXIF date fall back to this file time
 
