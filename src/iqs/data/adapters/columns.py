@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iqs.data.adapters.reading import numeric_column, setting
+from iqs.data.adapters.reading import (
+    native_range,
+    numeric_column,
+    positive_setting,
+    setting,
+    single_annotation_file,
+)
 from iqs.data.errors import DataError
 from iqs.data.scale import gaussian_dist, to_common
 from iqs.data.table import make_table
@@ -57,3 +63,12 @@ def gaussian_table(
         split=split,
         group=group,
     )
+
+
+def mean_only_settings(cfg: Mapping) -> tuple[str, float, float, float, Path]:
+    """A mean-score dataset's name, native range, `default_std` (> 0, common scale) and its one annotation
+    file."""
+    name = str(cfg["name"])
+    lo, hi = native_range(cfg)
+    default_std = positive_setting(cfg, "default_std")
+    return name, lo, hi, default_std, single_annotation_file(cfg)

@@ -13,16 +13,8 @@ import numpy as np
 import pandas as pd
 
 from iqs.data.adapters.base import ADAPTERS
-from iqs.data.adapters.columns import gaussian_table, native_scores, text_ids
-from iqs.data.adapters.reading import (
-    attach_lines,
-    groups,
-    native_range,
-    numeric_column,
-    positive_setting,
-    read_table,
-    single_annotation_file,
-)
+from iqs.data.adapters.columns import gaussian_table, mean_only_settings, native_scores, text_ids
+from iqs.data.adapters.reading import attach_lines, groups, numeric_column, read_table
 from iqs.data.errors import DataError
 from iqs.data.scale import std_to_common
 from iqs.data.table import SPLITS
@@ -30,10 +22,7 @@ from iqs.data.table import SPLITS
 
 @ADAPTERS.register("csv")
 def load(cfg: Mapping) -> pd.DataFrame:
-    name = str(cfg["name"])
-    lo, hi = native_range(cfg)
-    default_std = positive_setting(cfg, "default_std")
-    path = single_annotation_file(cfg)
+    name, lo, hi, default_std, path = mean_only_settings(cfg)
 
     df = read_table(
         path,

@@ -12,27 +12,15 @@ from collections.abc import Mapping
 import pandas as pd
 
 from iqs.data.adapters.base import ADAPTERS
-from iqs.data.adapters.columns import gaussian_table, native_scores, text_ids
-from iqs.data.adapters.reading import (
-    attach_lines,
-    groups,
-    image_paths,
-    native_range,
-    positive_setting,
-    read_table,
-    required,
-    single_annotation_file,
-)
+from iqs.data.adapters.columns import gaussian_table, mean_only_settings, native_scores, text_ids
+from iqs.data.adapters.reading import attach_lines, groups, image_paths, read_table, required
 
 
 @ADAPTERS.register("spaq")
 def load(cfg: Mapping) -> pd.DataFrame:
-    name = str(cfg["name"])
-    lo, hi = native_range(cfg)
+    name, lo, hi, default_std, path = mean_only_settings(cfg)
     id_column = str(required(cfg, "id_column"))
     score_column = str(required(cfg, "score_column"))
-    default_std = positive_setting(cfg, "default_std")
-    path = single_annotation_file(cfg)
 
     df = read_table(
         path,
