@@ -22,8 +22,8 @@ from mlflow.entities import Metric
 from urllib3.util.retry import Retry
 
 from iqs.tracking import outage as outage_module
+from iqs.tracking.experiment import make_client
 from iqs.tracking.http_settings import HttpSettings, apply_http_settings
-from iqs.tracking.mlflow_run import make_client
 from iqs.tracking.outage import THREAD_NAME, BufferedClient, TrackingOutageError
 from test_train import _isolated_tracking, demo_sources, run_train, shrink, tiny_demo  # noqa: F401
 

@@ -270,6 +270,7 @@ def fit_and_test(
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer
     from iqs.tracking import make_lightning_logger
+    from iqs.tracking.artifacts import log_test_artifacts
     from iqs.train.datamodule import QualityDataModule
     from iqs.train.decision_cuts import CutsConfig, tune_and_evaluate
     from iqs.train.module import QualityLitModule, predictions_frame
@@ -362,8 +363,16 @@ def fit_and_test(
         test_results.update(tuned)
     predictions.to_csv(output_dir / "test_predictions.csv", index=False, float_format="%.6g")
     thresholds = (float(cfg.thresholds.t1), float(cfg.thresholds.t2))
-    run.log_test_artifacts(
-        predictions, test_results, module.confusion, datamodule.table, thresholds, cfg, best or None
+    log_test_artifacts(
+        run,
+        predictions,
+        test_results,
+        module.confusion,
+        datamodule.table,
+        thresholds,
+        mixture.source_thresholds,
+        cfg,
+        best or None,
     )
     # shortcut audit (class x source composition, dataset-identity probe, within-source metrics)
     from iqs.data.audit import log_run_audit
