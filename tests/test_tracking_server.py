@@ -204,11 +204,11 @@ class ServerOutage:
 
 
 def with_outage(monkeypatch: pytest.MonkeyPatch, outage: ServerOutage) -> None:
-    import iqs.train.run as train_run
+    import iqs.train.trainer_setup as trainer_setup
 
-    make_callbacks = train_run.make_callbacks
+    make_callbacks = trainer_setup.make_callbacks
     monkeypatch.setattr(
-        train_run,
+        trainer_setup,
         "make_callbacks",
         lambda cfg, out: {**make_callbacks(cfg, out), "outage": outage.as_callback()},
     )

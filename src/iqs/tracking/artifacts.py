@@ -201,22 +201,13 @@ def log_test_artifacts(
     `metrics` not yet in the run (e.g. when Lightning did not log them) are logged too, so the model
     card and the run's metrics never disagree.
     """
-    from iqs.tracking.model_card import render_model_card
-
     check_predictions(predictions)
     if checkpoint_path is not None and not Path(checkpoint_path).is_file():
         raise FileNotFoundError(f"best checkpoint {checkpoint_path} does not exist")
     thresholds = (float(thresholds[0]), float(thresholds[1]))
-    sources = sorted(label_table["dataset"].astype(str).unique())
-    unknown = [name for name in sources if name not in source_thresholds]
-    if unknown:
-        raise ValueError(
-            f"no threshold pair for sources {unknown}; source_thresholds has {sorted(source_thresholds)}"
-        )
-    per_source = {
-        name: (float(source_thresholds[name][0]), float(source_thresholds[name][1])) for name in sources
-    }
-    predictions = with_groups_and_label_rule(predictions, label_table, LabelRule(thresholds, per_source))
+    per_source = _pairs_of(label_table, source_thresholds)
+    rule = LabelRule(thresholds, per_source)
+    predictions = with_groups_and_label_rule(predictions, label_table, rule)
     datasets = [*sorted(predictions["dataset"].astype(str).unique()), ALL]
     written: list[str] = []
 
@@ -230,32 +221,61 @@ def log_test_artifacts(
     written += _log_confusions(run, predictions, confusion, datasets)
     written += _log_plots(run, predictions, label_table, datasets, thresholds, per_source, cfg)
 
+    written += _log_files(run, predictions, checkpoint_path)
+    card = _model_card(run, {**logged, **metrics}, label_table, rule, cfg, checkpoint_path)
+    run.log_text(card, "model_card.md")
+    written.append("model_card.md")
+    return written
+
+
+def _pairs_of(
+    label_table: pd.DataFrame, source_thresholds: Mapping[str, tuple[float, float]]
+) -> dict[str, tuple[float, float]]:
+    """The threshold pair of each source in the table; a source without one is an error, not a default."""
+    sources = sorted(label_table["dataset"].astype(str).unique())
+    unknown = [name for name in sources if name not in source_thresholds]
+    if unknown:
+        raise ValueError(
+            f"no threshold pair for sources {unknown}; source_thresholds has {sorted(source_thresholds)}"
+        )
+    return {name: (float(source_thresholds[name][0]), float(source_thresholds[name][1])) for name in sources}
+
+
+def _log_files(run: TrackedRun, predictions: pd.DataFrame, checkpoint_path: str | Path | None) -> list[str]:
+    """`predictions/test_predictions.csv` and the tested checkpoint under `checkpoints/`."""
     with tempfile.TemporaryDirectory(prefix="iqs-artifacts-") as tmp:
         csv = Path(tmp) / "test_predictions.csv"
         predictions.to_csv(csv, index=False, float_format="%.6g")
         run.log_artifact(csv, "predictions")
-    written.append("predictions/test_predictions.csv")
-
+    written = ["predictions/test_predictions.csv"]
     if checkpoint_path is not None:
         run.log_artifact(checkpoint_path, "checkpoints")
         written.append(f"checkpoints/{Path(checkpoint_path).name}")
+    return written
 
-    meta = read_io_meta(checkpoint_path)
-    card = render_model_card(
+
+def _model_card(
+    run: TrackedRun,
+    metrics: Mapping[str, float],
+    label_table: pd.DataFrame,
+    rule: LabelRule,
+    cfg: Any,
+    checkpoint_path: str | Path | None,
+) -> str:
+    from iqs.tracking.model_card import render_model_card
+
+    return render_model_card(
         title=run.run_name,
         source=f"MLflow run `{run.run_id}` in experiment `{run.experiment_name}`",
-        meta=meta,
-        metrics={**logged, **metrics},
+        meta=read_io_meta(checkpoint_path),
+        metrics=metrics,
         tags=run.client.get_run(run.run_id).data.tags,
         cfg=to_container(cfg),
-        thresholds=thresholds,
+        thresholds=rule.declared,
         counts=mixture_counts(label_table),
-        source_thresholds=per_source,
+        source_thresholds=dict(rule.per_source),
         command=reproduce_command(cfg),
     )
-    run.log_text(card, "model_card.md")
-    written.append("model_card.md")
-    return written
 
 
 def _log_plots(
