@@ -80,7 +80,7 @@ def test_a_checkpoint_written_by_lightning_training_loads_weights_only(tmp_path:
     from hydra.utils import instantiate
 
     from iqs.train.module import QualityLitModule
-    from iqs.train.run import make_callbacks
+    from iqs.train.trainer_setup import make_callbacks
 
     cfg = compose(
         "train",

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from iqs.config import conf_dir
-from iqs.tracking.mlflow_run import sweep_id_for
+from iqs.tracking.naming import sweep_id_for
 
 
 def test_example_sweep_ids_have_the_form_a_multirun_gets() -> None:

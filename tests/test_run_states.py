@@ -131,7 +131,7 @@ def test_slurm_gets_lightnings_auto_requeue_on_sigusr1(monkeypatch):
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
     from iqs.train.checkpoint_io import AtomicCheckpointIO
-    from iqs.train.run import trainer_plugins
+    from iqs.train.trainer_setup import trainer_plugins
 
     for key in SLURM_ENV:
         monkeypatch.delenv(key, raising=False)

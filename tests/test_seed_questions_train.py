@@ -12,7 +12,7 @@ from test_train import _isolated_tracking, demo_sources, run_train, shrink, tiny
 
 
 def test_rank_mixture_preset_composes() -> None:
-    from iqs.train.run import rank_weight, within_source_batches
+    from iqs.train.options import rank_weight, within_source_batches
 
     cfg = compose("train", ["experiment=rank_mixture"])
     assert cfg.head.name == "rank" and cfg.decision_cuts.per_source is True

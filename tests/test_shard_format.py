@@ -117,7 +117,7 @@ def test_training_reads_the_jpeg_prepared_source_the_config_names(photos, tmp_pa
     from iqs.data.table import make_table
     from iqs.deploy.preprocess import InputSpec, eval_transform
     from iqs.train.datamodule import ImageRows
-    from iqs.train.run import prepared_images
+    from iqs.train.options import prepared_images
 
     root, paths = photos
     good = paths[:-1]

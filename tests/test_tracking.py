@@ -19,7 +19,7 @@ from iqs.data.scale import assign_labels
 from iqs.data.table import fingerprint
 from iqs.metrics.label_rule import LabelRule, class_columns
 from iqs.tracking import axes_of, flatten_config, make_lightning_logger, run_name_for, tracked_run
-from iqs.tracking.artifacts import PREDICTION_COLUMNS
+from iqs.tracking.artifacts import PREDICTION_COLUMNS, log_test_artifacts
 from iqs.tracking.plots import confusion_figure, confusion_from_labels, scatter_figure
 
 T1, T2 = 5.0, 6.0
@@ -146,7 +146,9 @@ def test_tracked_run_logs_params_tags_metrics_and_artifacts(store: Path) -> None
         run.log_mixture(table)
         run.log_metrics({"val/all/srcc": 0.5}, step=3)
         run.log_metrics({"test/demo_ava/plcc": metrics["test/demo_ava/plcc"]})
-        run.log_test_artifacts(pred, metrics, confusion, table, (T1, T2), cfg, str(ckpt))
+        log_test_artifacts(
+            run, pred, metrics, confusion, table, (T1, T2), dict(RULE.per_source), cfg, str(ckpt)
+        )
         run_id = run.run_id
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

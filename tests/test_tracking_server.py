@@ -22,8 +22,8 @@ from mlflow.entities import Metric
 from urllib3.util.retry import Retry
 
 from iqs.tracking import outage as outage_module
+from iqs.tracking.experiment import make_client
 from iqs.tracking.http_settings import HttpSettings, apply_http_settings
-from iqs.tracking.mlflow_run import make_client
 from iqs.tracking.outage import THREAD_NAME, BufferedClient, TrackingOutageError
 from test_train import _isolated_tracking, demo_sources, run_train, shrink, tiny_demo  # noqa: F401
 
@@ -204,11 +204,11 @@ class ServerOutage:
 
 
 def with_outage(monkeypatch: pytest.MonkeyPatch, outage: ServerOutage) -> None:
-    import iqs.train.run as train_run
+    import iqs.train.trainer_setup as trainer_setup
 
-    make_callbacks = train_run.make_callbacks
+    make_callbacks = trainer_setup.make_callbacks
     monkeypatch.setattr(
-        train_run,
+        trainer_setup,
         "make_callbacks",
         lambda cfg, out: {**make_callbacks(cfg, out), "outage": outage.as_callback()},
     )

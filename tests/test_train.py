@@ -193,7 +193,7 @@ def test_rebalancer_weights_and_balanced_mse_reach_the_model(tiny_demo, tmp_path
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer
     from iqs.train.datamodule import QualityDataModule
-    from iqs.train.run import model_config
+    from iqs.train.options import model_config
 
     cfg = compose(
         "train", shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", "rebalance=loss_weight")

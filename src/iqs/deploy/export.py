@@ -217,7 +217,7 @@ def register_export(
     """Files + checkpoint -> a new version of the registered model `cfg.register` (alias `cfg.alias`)."""
     from mlflow import MlflowClient
 
-    from iqs.tracking.mlflow_run import artifact_location_for, ensure_experiment
+    from iqs.tracking.experiment import artifact_location_for, ensure_experiment
     from iqs.tracking.model_registry import register_files
 
     client = MlflowClient(uri, registry_uri=uri)

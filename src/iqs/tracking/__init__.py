@@ -1,29 +1,30 @@
 """MLflow tracking for training runs: one run per job, its params, metrics, plots and model card.
 
     from iqs.tracking import tracked_run, make_lightning_logger
+    from iqs.tracking.artifacts import log_test_artifacts
 
     with tracked_run(cfg) as run:                       # FINISHED on success, FAILED + traceback on error
         run.log_mixture(mix.table, mix.fingerprint)     # fingerprint tag + data/counts.csv
         trainer = pl.Trainer(logger=make_lightning_logger(run), ...)   # self.log lands in the same run
         ...
         run.log_metrics({"test/all/srcc": 0.71})
-        run.log_test_artifacts(predictions, metrics, confusion, mix.table, (t1, t2), cfg, best_ckpt)
+        log_test_artifacts(
+            run, predictions, metrics, confusion, mix.table, (t1, t2), mix.source_thresholds, cfg, best_ckpt
+        )
 
 `iqs compare` (iqs.tracking.compare) tabulates the runs.
+
+Layers; a module imports only from the layers before it (tests/test_tracking_imports.py checks that no
+import cycle exists): config_view; naming, store, run_inputs; experiment; mlflow_run; lightning_logger,
+plots, model_card; artifacts; compare_*, compare, cv.
 """
 
 from __future__ import annotations
 
+from iqs.tracking.config_view import flatten_config
 from iqs.tracking.lightning_logger import make_lightning_logger
-from iqs.tracking.mlflow_run import (
-    TrackedRun,
-    axes_of,
-    flatten_config,
-    open_run,
-    run_name_for,
-    sweep_id_for,
-    tracked_run,
-)
+from iqs.tracking.mlflow_run import TrackedRun, open_run, tracked_run
+from iqs.tracking.naming import axes_of, run_name_for, sweep_id_for
 from iqs.tracking.store import tracking_uri_for
 
 __all__ = [

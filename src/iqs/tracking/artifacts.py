@@ -20,20 +20,18 @@ import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from iqs.classes import CLASS_NAMES
 from iqs.data.plots import label_histogram
 from iqs.metrics.label_rule import DECLARED_LABEL, SOURCE_PRED, LabelRule, class_columns
 from iqs.metrics.names import ALL
 from iqs.tracking import plots
-from iqs.tracking.mlflow_run import _safe, cfg_get, source_thresholds, to_container
-
-if TYPE_CHECKING:
-    from iqs.tracking.mlflow_run import TrackedRun
+from iqs.tracking.config_view import cfg_get, safe_name, to_container
+from iqs.tracking.mlflow_run import TrackedRun
+from iqs.tracking.run_inputs import mixture_counts
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +132,6 @@ def log_test_intervals(run: TrackedRun, predictions: pd.DataFrame, cfg: Any) -> 
     return intervals
 
 
-def mixture_counts(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows per source x split, with the bad/normal/good split of each (long format, one row per cell)."""
-    keys = [c for c in ("dataset", "split", "label") if c in table.columns]
-    counts = table.groupby(keys, dropna=False, observed=True).size().rename("n").reset_index()
-    if "label" in counts.columns:
-        counts["class"] = counts["label"].map(dict(enumerate(CLASS_NAMES)))
-    return counts
-
-
 def read_io_meta(checkpoint_path: str | Path | None) -> dict[str, Any] | None:
     """The checkpoint's frozen `iqs_meta` record (iqs.checkpoints), or None when it cannot be read."""
     if checkpoint_path is None:
@@ -187,7 +176,7 @@ def _log_confusions(
                 "confusion matrix passed for '%s' differs from the predictions CSV; drawing the one passed",
                 ds,
             )
-        name = f"plots/confusion_{_safe(ds)}.png"
+        name = f"plots/confusion_{safe_name(ds)}.png"
         run.log_figure(plots.confusion_figure(cm, f"{ds}: true (rows) vs predicted (columns)"), name)
         names.append(name)
     return names
@@ -200,24 +189,25 @@ def log_test_artifacts(
     confusion: Mapping[str, Any],
     label_table: pd.DataFrame,
     thresholds: tuple[float, float],
+    source_thresholds: Mapping[str, tuple[float, float]],
     cfg: Any,
     checkpoint_path: str | Path | None,
-    *,
-    io_meta: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Write every test-stage artifact into `run`; returns the artifact paths written.
+
+    `thresholds`: the run's declared pair; `source_thresholds`: each source's own pair
+    (`Mixture.source_thresholds`, the ones its labels were made with).
 
     `metrics` not yet in the run (e.g. when Lightning did not log them) are logged too, so the model
     card and the run's metrics never disagree.
     """
-    from iqs.tracking.model_card import render_model_card
-
     check_predictions(predictions)
     if checkpoint_path is not None and not Path(checkpoint_path).is_file():
         raise FileNotFoundError(f"best checkpoint {checkpoint_path} does not exist")
     thresholds = (float(thresholds[0]), float(thresholds[1]))
-    per_source = source_thresholds(cfg, sorted(label_table["dataset"].astype(str).unique()), thresholds)
-    predictions = with_groups_and_label_rule(predictions, label_table, LabelRule(thresholds, per_source))
+    per_source = _pairs_of(label_table, source_thresholds)
+    rule = LabelRule(thresholds, per_source)
+    predictions = with_groups_and_label_rule(predictions, label_table, rule)
     datasets = [*sorted(predictions["dataset"].astype(str).unique()), ALL]
     written: list[str] = []
 
@@ -231,32 +221,61 @@ def log_test_artifacts(
     written += _log_confusions(run, predictions, confusion, datasets)
     written += _log_plots(run, predictions, label_table, datasets, thresholds, per_source, cfg)
 
+    written += _log_files(run, predictions, checkpoint_path)
+    card = _model_card(run, {**logged, **metrics}, label_table, rule, cfg, checkpoint_path)
+    run.log_text(card, "model_card.md")
+    written.append("model_card.md")
+    return written
+
+
+def _pairs_of(
+    label_table: pd.DataFrame, source_thresholds: Mapping[str, tuple[float, float]]
+) -> dict[str, tuple[float, float]]:
+    """The threshold pair of each source in the table; a source without one is an error, not a default."""
+    sources = sorted(label_table["dataset"].astype(str).unique())
+    unknown = [name for name in sources if name not in source_thresholds]
+    if unknown:
+        raise ValueError(
+            f"no threshold pair for sources {unknown}; source_thresholds has {sorted(source_thresholds)}"
+        )
+    return {name: (float(source_thresholds[name][0]), float(source_thresholds[name][1])) for name in sources}
+
+
+def _log_files(run: TrackedRun, predictions: pd.DataFrame, checkpoint_path: str | Path | None) -> list[str]:
+    """`predictions/test_predictions.csv` and the tested checkpoint under `checkpoints/`."""
     with tempfile.TemporaryDirectory(prefix="iqs-artifacts-") as tmp:
         csv = Path(tmp) / "test_predictions.csv"
         predictions.to_csv(csv, index=False, float_format="%.6g")
         run.log_artifact(csv, "predictions")
-    written.append("predictions/test_predictions.csv")
-
+    written = ["predictions/test_predictions.csv"]
     if checkpoint_path is not None:
         run.log_artifact(checkpoint_path, "checkpoints")
         written.append(f"checkpoints/{Path(checkpoint_path).name}")
+    return written
 
-    meta = dict(io_meta) if io_meta is not None else read_io_meta(checkpoint_path)
-    card = render_model_card(
+
+def _model_card(
+    run: TrackedRun,
+    metrics: Mapping[str, float],
+    label_table: pd.DataFrame,
+    rule: LabelRule,
+    cfg: Any,
+    checkpoint_path: str | Path | None,
+) -> str:
+    from iqs.tracking.model_card import render_model_card
+
+    return render_model_card(
         title=run.run_name,
         source=f"MLflow run `{run.run_id}` in experiment `{run.experiment_name}`",
-        meta=meta,
-        metrics={**logged, **metrics},
+        meta=read_io_meta(checkpoint_path),
+        metrics=metrics,
         tags=run.client.get_run(run.run_id).data.tags,
         cfg=to_container(cfg),
-        thresholds=thresholds,
+        thresholds=rule.declared,
         counts=mixture_counts(label_table),
-        source_thresholds=per_source,
+        source_thresholds=dict(rule.per_source),
         command=reproduce_command(cfg),
     )
-    run.log_text(card, "model_card.md")
-    written.append("model_card.md")
-    return written
 
 
 def _log_plots(
@@ -283,14 +302,14 @@ def _log_plots(
             ds,
             pred_on_common_scale=on_common_scale,
         )
-        name = f"plots/scatter_{_safe(ds)}.png"
+        name = f"plots/scatter_{safe_name(ds)}.png"
         run.log_figure(fig, name)
         written.append(name)
 
     train = label_table[label_table["split"] == "train"] if "split" in label_table.columns else label_table
     for source, (t1, t2) in per_source.items():
         scores = train.loc[train["dataset"].astype(str) == source, "score"].to_numpy()
-        name = f"plots/label_hist_train_{_safe(source)}.png"
+        name = f"plots/label_hist_train_{safe_name(source)}.png"
         run.log_figure(
             label_histogram(scores, t1, t2, title=f"{source}: train split, {len(scores)} images"), name
         )

@@ -34,7 +34,7 @@ from iqs.tracking.compare_paired import paired_table
 from iqs.tracking.compare_render import WIDE, render, rich_table, title_for, write_figure
 from iqs.tracking.compare_table import AXES, CompareError, build_table, labels_of, varying_params
 from iqs.tracking.liveness import mark_dead_runs_in
-from iqs.tracking.mlflow_run import tracking_uri_for
+from iqs.tracking.store import tracking_uri_for
 
 __all__ = [  # the entry points; the table, pairing and rendering live in compare_table/_paired/_render
     "AXES",

@@ -325,7 +325,8 @@ def print_cv(cfg: Any) -> int:
 
     from mlflow.tracking import MlflowClient
 
-    from iqs.tracking.compare import render, rich_table, tracking_uri_for
+    from iqs.tracking.compare_render import render, rich_table
+    from iqs.tracking.store import tracking_uri_for
 
     try:
         table, title = cv_compare(cfg, MlflowClient(tracking_uri_for(cfg)))

@@ -64,7 +64,7 @@ class HttpSettings:
 
 def apply_http_settings(cfg: Any) -> HttpSettings:
     """Export `logger.http_*` as MLflow's variables, except those already set in the environment."""
-    from iqs.tracking.mlflow_run import cfg_get  # lazy: mlflow_run imports this module
+    from iqs.tracking.config_view import cfg_get
 
     for key, var in SETTINGS.items():
         value = cfg_get(cfg, f"logger.{key}")

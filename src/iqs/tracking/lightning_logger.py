@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from iqs.tracking.mlflow_run import TrackedRun, cfg_get
+from iqs.tracking.config_view import cfg_get
+from iqs.tracking.mlflow_run import TrackedRun
 
 
 def make_lightning_logger(run: TrackedRun, *, log_model: bool | None = None) -> Any:

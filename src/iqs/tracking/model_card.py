@@ -19,7 +19,7 @@ import pandas as pd
 from iqs.classes import CLASS_NAMES
 from iqs.deploy.onnx_wrappers import has_dist
 from iqs.deploy.xmp import PICK_LABEL_NAMES, PICK_LABELS
-from iqs.tracking.mlflow_run import cfg_get
+from iqs.tracking.config_view import cfg_get
 
 METRIC_KEY = re.compile(r"^test/(?P<dataset>[^/]+)/(?P<metric>.+)$")
 # MLflow params that describe the training data mixture and labelling, as logged by `iqs train`

@@ -38,8 +38,8 @@ def normalise_tracking_uri(uri: str) -> str:
 def tracking_uri_for(cfg: Any) -> str:
     """The store of `cfg` (a DictConfig or nested dict with `logger` and `paths`), by the precedence above.
     MLflow's HTTP retries are bounded by the config's `logger.http_*` (iqs.tracking.http_settings)."""
+    from iqs.tracking.config_view import cfg_get
     from iqs.tracking.http_settings import apply_http_settings
-    from iqs.tracking.mlflow_run import cfg_get  # lazy: mlflow_run imports this module
 
     # every command resolves its store here, so this also bounds its HTTP calls to a tracking server
     apply_http_settings(cfg)
@@ -138,7 +138,7 @@ def relocate(db: str | Path, artifact_root: str | Path | None = None) -> dict[st
     import sqlite3
     from contextlib import closing
 
-    from iqs.tracking.mlflow_run import _safe
+    from iqs.tracking.config_view import safe_name
 
     db = Path(db).expanduser().resolve()
     if not db.is_file():
@@ -151,7 +151,7 @@ def relocate(db: str | Path, artifact_root: str | Path | None = None) -> dict[st
             path = local_artifact_path(location)
             if path is None or _inside(path, db.parent) or _inside(path, root):
                 continue
-            new = (root / _safe(name)).as_uri()
+            new = (root / safe_name(name)).as_uri()
             old = location.rstrip("/")
             for table, column in URI_COLUMNS:
                 if table in tables:
@@ -160,7 +160,7 @@ def relocate(db: str | Path, artifact_root: str | Path | None = None) -> dict[st
                         f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
                         (new, len(old) + 1, old, len(old) + 1, old + "/"),
                     )
-            (root / _safe(name)).mkdir(parents=True, exist_ok=True)
+            (root / safe_name(name)).mkdir(parents=True, exist_ok=True)
             moved[name] = (location, new)
     return moved
 

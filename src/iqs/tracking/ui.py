@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from iqs.tracking.mlflow_run import REMOTE_SCHEMES, cfg_get
+from iqs.tracking.config_view import cfg_get
+from iqs.tracking.experiment import REMOTE_SCHEMES
 from iqs.tracking.store import sqlite_path, tracking_uri_for
 
 

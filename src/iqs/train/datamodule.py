@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,13 +18,16 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from iqs.data.bad_images import COLUMNS as BAD_COLUMNS
 from iqs.data.bad_images import MISSING, BadImagePolicy, find_bad_images, missing_files, read_image
 from iqs.data.prepare import PreparedImages
 from iqs.data.table import DIST_COLUMNS, SPLITS, fingerprint
 from iqs.deploy.preprocess import InputSpec, eval_transform, train_transform
 from iqs.train.distributed import eval_sampler, shard_batches, train_sampler
 from iqs.train.features import CachedFeatures
+
+if TYPE_CHECKING:
+    from iqs.data.mixture import Mixture
+    from iqs.rebalance.base import Rebalancer
 
 log = logging.getLogger(__name__)
 
@@ -106,21 +109,20 @@ class QualityDataModule(pl.LightningDataModule):
     """Train/val/test loaders over `mixture.table`, without the rows whose image is unreadable.
 
     `bad_images`: decode every image once (iqs.data.bad_images) and drop the unreadable ones under that policy;
-    None only drops missing files (when `check_files`). Either way `skipped` lists the dropped rows.
+    None only drops missing files. Either way `skipped` lists the dropped rows.
     """
 
     def __init__(
         self,
-        mixture: Any,
+        mixture: Mixture,
         spec: InputSpec,
-        rebalancer: Any,
+        rebalancer: Rebalancer,
         *,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         augment: Mapping[str, Any] | None = None,
         seed: int = 0,
-        check_files: bool = True,
         prepared: Mapping[str, PreparedImages] | None = None,
         within_source_batches: Mapping[str, Any] | None = None,
         bad_images: BadImagePolicy | None = None,
@@ -141,25 +143,7 @@ class QualityDataModule(pl.LightningDataModule):
 
         table = mixture.table.reset_index(drop=True)
         paths = np.asarray(mixture.abs_paths(table)).astype(str)
-        if bad_images is not None:
-            skipped = find_bad_images(
-                table,
-                paths,
-                mixture.roots,
-                prepared=self.prepared,
-                cache_dir=bad_images.cache_dir,
-                workers=bad_images.workers,
-            )
-            bad_images.enforce(skipped, table["dataset"].value_counts().to_dict())
-        else:
-            skipped = missing_files(table, paths) if check_files else pd.DataFrame(columns=BAD_COLUMNS)
-        if len(skipped):
-            log.warning(
-                "dropped %d row(s) whose image is missing or unreadable (%s), e.g. %s",
-                len(skipped),
-                ", ".join(f"{k}: {v}" for k, v in skipped["dataset"].value_counts().sort_index().items()),
-                skipped["file"].iloc[0],
-            )
+        skipped = self._unreadable_rows(table, paths, bad_images)
         # every dropped row: the run's metric data/<source>/skipped and artifact data/skipped_images.csv
         self.skipped: pd.DataFrame = skipped.reset_index(drop=True)
         self.n_missing = int((skipped["reason"] == MISSING).sum())
@@ -169,13 +153,37 @@ class QualityDataModule(pl.LightningDataModule):
         self.paths = paths
         # mixture order (pd.unique keeps first appearance), so tables list sources as configured
         self.dataset_names: list[str] = [str(d) for d in pd.unique(table["dataset"])]
-        self.has_dist = bool(np.isfinite(table[DIST_COLUMNS].to_numpy()).all())
         self.dataset_idx = table["dataset"].map({n: i for i, n in enumerate(self.dataset_names)}).to_numpy()
         for split in SPLITS:
             if not (table["split"] == split).any():
                 raise ValueError(f"mixture '{getattr(mixture, 'name', '?')}' has no {split} rows with images")
         self.train_df: pd.DataFrame | None = None
         self._datasets: dict[str, Dataset] = {}
+
+    def _unreadable_rows(
+        self, table: pd.DataFrame, paths: np.ndarray, bad_images: BadImagePolicy | None
+    ) -> pd.DataFrame:
+        """The rows to drop: unreadable under `bad_images` (which may refuse too many), else missing files."""
+        if bad_images is not None:
+            skipped = find_bad_images(
+                table,
+                paths,
+                self.mixture.roots,
+                prepared=self.prepared,
+                cache_dir=bad_images.cache_dir,
+                workers=bad_images.workers,
+            )
+            bad_images.enforce(skipped, table["dataset"].value_counts().to_dict())
+        else:
+            skipped = missing_files(table, paths)
+        if len(skipped):
+            log.warning(
+                "dropped %d row(s) whose image is missing or unreadable (%s), e.g. %s",
+                len(skipped),
+                ", ".join(f"{k}: {v}" for k, v in skipped["dataset"].value_counts().sort_index().items()),
+                skipped["file"].iloc[0],
+            )
+        return skipped
 
     @property
     def fingerprint(self) -> str:
@@ -261,9 +269,3 @@ class QualityDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, sampler=eval_sampler(self._datasets["test"]))
-
-    def split_sizes(self) -> dict[str, int]:
-        sizes = {s: int((self.table["split"] == s).sum()) for s in SPLITS}
-        if self.train_df is not None:
-            sizes["train_after_rebalance"] = len(self.train_df)
-        return sizes

@@ -84,7 +84,9 @@ class RankZeroOnlyRun:
     run_id = None
 
     def __init__(self, cfg: Any) -> None:
-        from iqs.tracking.mlflow_run import DEFAULT_EXPERIMENT, cfg_get, sweep_id_for
+        from iqs.tracking.config_view import cfg_get
+        from iqs.tracking.experiment import DEFAULT_EXPERIMENT
+        from iqs.tracking.naming import sweep_id_for
         from iqs.tracking.store import tracking_uri_for
 
         self.cfg = cfg

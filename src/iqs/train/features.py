@@ -227,15 +227,12 @@ def cached_features(
     dtype: str = "float16",
     batch_size: int = 32,
     num_workers: int = 0,
-    num_threads: int | None = None,
     device: str | torch.device | None = None,
 ) -> CachedFeatures:
     """Embeddings of `paths` (the rows whose fingerprint is `table_fingerprint`), from the cache or computed.
 
     `device`: where to run the backbone on a miss (e.g. "cuda"); it is moved back afterwards.
     """
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
     aug = dict(aug or {})
     key = FeatureKey(
         backbone=backbone_name,
@@ -253,33 +250,8 @@ def cached_features(
 
     def compute() -> dict[str, torch.Tensor]:
         log.info("feature cache miss: embedding %d images with %s", len(paths), backbone_name)
-        common = {"batch_size": batch_size, "num_workers": num_workers}
-        home = next(backbone.parameters()).device
-        if device is not None:
-            backbone.to(device)
-        try:
-            return _embed_all(common)
-        finally:
-            backbone.to(home)
-
-    def _embed_all(common: dict[str, int]) -> dict[str, torch.Tensor]:
-        out = {
-            "eval": extract_features(backbone, paths, eval_transform(spec), description="embedding", **common)
-        }
-        views = []
-        for k in range(int(aug_views)):
-            views.append(
-                extract_features(
-                    backbone,
-                    paths,
-                    train_transform(spec, **aug),
-                    seed=aug_seed * 997 + k,
-                    description=f"augmented view {k + 1}/{aug_views}",
-                    **common,
-                )
-            )
-        out["aug"] = torch.stack(views) if views else torch.empty(0)
-        return out
+        views = AugViews(int(aug_views), aug, int(aug_seed))
+        return embed_on(backbone, device, paths, spec, views, batch_size=batch_size, num_workers=num_workers)
 
     # Extraction draws from the global RNG (DataLoader seeds): fork it, so that training after a miss
     # sees the same random stream as after a hit and both give the same model.
@@ -293,3 +265,46 @@ def cached_features(
     return CachedFeatures(
         eval=entry["eval"].float(), aug=entry["aug"].float(), hit=hit, path=cache.path(key), key=key
     )
+
+
+@dataclass(frozen=True)
+class AugViews:
+    """K augmented views of every image: the albumentations settings and the seed they are drawn with."""
+
+    count: int
+    aug: dict[str, Any]
+    seed: int
+
+
+def embed_on(
+    backbone: nn.Module,
+    device: str | torch.device | None,
+    paths: Sequence[str],
+    spec: InputSpec,
+    views: AugViews,
+    **loader: int,
+) -> dict[str, torch.Tensor]:
+    """`eval` (N, D) embeddings and `aug` (K, N, D) augmented ones, computed on `device`; the backbone is
+    moved back to where it was afterwards."""
+    home = next(backbone.parameters()).device
+    if device is not None:
+        backbone.to(device)
+    try:
+        out = {
+            "eval": extract_features(backbone, paths, eval_transform(spec), description="embedding", **loader)
+        }
+        aug_views = [
+            extract_features(
+                backbone,
+                paths,
+                train_transform(spec, **views.aug),
+                seed=views.seed * 997 + k,
+                description=f"augmented view {k + 1}/{views.count}",
+                **loader,
+            )
+            for k in range(views.count)
+        ]
+        out["aug"] = torch.stack(aug_views) if aug_views else torch.empty(0)
+        return out
+    finally:
+        backbone.to(home)

@@ -20,12 +20,15 @@ import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from iqs.checkpoints import CheckpointError, read_checkpoint
 from iqs.metrics.label_rule import pair_name
+
+if TYPE_CHECKING:
+    from iqs.models.quality_model import QualityModel
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +153,7 @@ def init_meta(meta: Mapping[str, Any], role: str) -> dict[str, Any]:
     return out
 
 
-def initial_model(cfg: DictConfig) -> Any:
+def initial_model(cfg: DictConfig) -> QualityModel:
     """The model a role of `experiment=personal` starts from (see the module docstring).
 
     A scratch head is the freshly built one: its initialisation follows the run's seed like any head's.

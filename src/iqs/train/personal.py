@@ -92,7 +92,7 @@ def role_config(cfg: DictConfig, role: str, output_dir: Path) -> DictConfig:
 
 
 def personal_id_for(cfg: DictConfig) -> str:
-    from iqs.tracking.mlflow_run import sweep_id_for
+    from iqs.tracking.naming import sweep_id_for
 
     given = sweep_id_for(cfg)
     return given if given != "none" else "personal-" + datetime.now().strftime("%Y-%m-%d_%H-%M-%S")

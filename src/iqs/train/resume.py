@@ -288,8 +288,11 @@ def resolve(
 
 def prepare(cfg: Any) -> ResumeTarget | None:
     """Before a run opens: mark this host's dead runs KILLED, then find the run `cfg.resume` continues."""
+    from iqs.tracking.config_view import flatten_config
+    from iqs.tracking.experiment import experiment_of
     from iqs.tracking.liveness import mark_dead_runs
-    from iqs.tracking.mlflow_run import experiment_of, flatten_config, params_config, run_name_for
+    from iqs.tracking.mlflow_run import params_config
+    from iqs.tracking.naming import run_name_for
 
     client, experiment_id, _ = experiment_of(cfg)
     mark_dead_runs(client)

@@ -1,0 +1,63 @@
+"""What a run records about its data: rows per source x split x label, and one MLflow dataset input per
+source (the runs table's Dataset column). TrackedRun.log_mixture logs both.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from iqs.classes import CLASS_NAMES
+from iqs.tracking.config_view import cfg_get
+
+
+def mixture_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows per source x split, with the bad/normal/good split of each (long format, one row per cell)."""
+    keys = [c for c in ("dataset", "split", "label") if c in table.columns]
+    counts = table.groupby(keys, dropna=False, observed=True).size().rename("n").reset_index()
+    if "label" in counts.columns:
+        counts["class"] = counts["label"].map(dict(enumerate(CLASS_NAMES)))
+    return counts
+
+
+def annotation_source(cfg: Any, source: str) -> str:
+    """The annotation file of a mixture source (`<root>/<annotations>`, the first of a list), else its root."""
+    node = cfg_get(cfg, f"data.sources.{source}")
+    root = cfg_get(node, "root")
+    if root is None:
+        return source
+    names = cfg_get(node, "annotations")
+    if isinstance(names, list | tuple) or (names is not None and not isinstance(names, str)):
+        names = next(iter(names), None)
+    path = Path(str(root)).expanduser() / str(names) if names else Path(str(root)).expanduser()
+    return str(path.resolve())
+
+
+def dataset_inputs(cfg: Any, table: pd.DataFrame) -> list[Any]:
+    """One MLflow `DatasetInput` per source: name = the source, digest = the fingerprint of its rows
+    (iqs.data.table.fingerprint), source = its annotation file, context `mixture`."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    from iqs.data.table import fingerprint as table_fingerprint
+
+    inputs = []
+    for name, rows in table.groupby(table["dataset"].astype(str), sort=True):
+        with warnings.catch_warnings():
+            # a local path matches two equivalent source types; MLflow picks the local-artifact one
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+            # the schema shown in the UI needs no advice about missing integers
+            warnings.filterwarnings("ignore", message=".*Inferred schema contains integer.*")
+            dataset = mlflow.data.from_pandas(
+                rows.reset_index(drop=True),
+                source=annotation_source(cfg, str(name)),
+                name=str(name),
+                digest=table_fingerprint(rows),
+            )
+            entity = dataset._to_mlflow_entity()  # the schema is inferred here, lazily
+        inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "mixture")]))
+    return inputs

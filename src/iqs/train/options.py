@@ -1,0 +1,81 @@
+"""What the run's config says about building its parts: the model's config, the ranking loss, the
+training batches, where to embed, and which sources are already prepared (`iqs data prepare`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+if TYPE_CHECKING:
+    from iqs.data.mixture import Mixture
+    from iqs.data.prepare import PreparedImages
+    from iqs.rebalance.base import Rebalancer
+
+log = logging.getLogger(__name__)
+
+
+def model_config(cfg: DictConfig, rebalancer: Rebalancer) -> DictConfig:
+    """backbone/head/thresholds for `build_quality_model`; a rebalancer that swaps the loss (balanced_mse) sets it."""
+    model_cfg = OmegaConf.create(
+        OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["backbone", "head", "thresholds"]), resolve=True)
+    )
+    if rebalancer.regression_loss:
+        with open_dict(model_cfg):
+            model_cfg.head.loss = rebalancer.regression_loss
+            if "init_noise_sigma" in rebalancer.loss_params:
+                model_cfg.head.bmc_init_sigma = rebalancer.loss_params["init_noise_sigma"]
+    return model_cfg
+
+
+def rank_weight(cfg: DictConfig) -> float:
+    """`loss.rank_weight`: the within-source fidelity loss added to a score head's own loss."""
+    weight = float((cfg.get("loss") or {}).get("rank_weight", 0.0))
+    if weight < 0:
+        raise ValueError(f"loss.rank_weight must be >= 0, got {weight}")
+    if weight and str(cfg.head.name) == "rank":
+        raise ValueError("head=rank is trained on the ranking loss alone; leave loss.rank_weight at 0")
+    return weight
+
+
+def within_source_batches(cfg: DictConfig) -> dict[str, Any] | None:
+    """WithinSourceBatchSampler kwargs when the run trains on within-source pairs (None = plain shuffle).
+
+    `loss.within_source_batches`: auto (on for head=rank or rank_weight > 0) | true | false.
+    """
+    loss = cfg.get("loss") or {}
+    mode = str(loss.get("within_source_batches", "auto")).lower()
+    if mode not in ("auto", "true", "false"):
+        raise ValueError(f"loss.within_source_batches must be auto, true or false, got {mode!r}")
+    ranking = str(cfg.head.name) == "rank" or rank_weight(cfg) > 0
+    if mode == "false" or (mode == "auto" and not ranking):
+        return None
+    return {"sources_per_batch": loss.get("sources_per_batch")}
+
+
+def extraction_device(cfg: DictConfig) -> str:
+    """Embed on the GPU when the trainer will use one (the trainer itself only starts at `fit`)."""
+    import torch
+
+    wants_gpu = str(cfg.trainer.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+    return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+
+
+def prepared_images(cfg: DictConfig, mixture: Mixture) -> dict[str, PreparedImages]:
+    """The sources that `iqs data prepare` has decoded already (shards are only read, never built here)."""
+    from iqs.data.prepare import PreparedImages, source_dir
+    from iqs.data.shard_format import ShardFormat
+
+    p = cfg.get("prepare") or {}
+    if not p.get("use", True):
+        return {}
+    fmt = ShardFormat.from_cfg(p)
+    found = {}
+    for name, root in mixture.roots.items():
+        folder = source_dir(cfg.paths.cache_dir, name, root, int(p.get("short_side", 320)), fmt)
+        if folder.is_dir():
+            found[name] = PreparedImages(folder)
+            log.info("reading %s from %d prepared %s images in %s", name, len(found[name]), fmt.name, folder)
+    return found
