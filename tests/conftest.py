@@ -31,6 +31,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
 
 
+def sqlite_logger(tmp_path: Path, experiment: str, **extra) -> dict:
+    """The `logger` section of a test run whose store is tmp_path/mlflow.db (a copy of `migrated_db`)."""
+    return {
+        "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        "artifact_location": str(tmp_path / "artifacts"),
+        "experiment_name": experiment,
+        **extra,
+    }
+
+
 def adapter_settings(dataset: str) -> dict:
     """conf/dataset/<dataset>.yaml's settings of its adapter (columns, prefixes, ...), for tests that point
     the adapter at files of their own: the yaml states every key an adapter reads, so tests take them there."""

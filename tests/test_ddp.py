@@ -24,6 +24,7 @@ from iqs.train.distributed import (
     merge_test_outputs,
     train_sampler,
 )
+from test_train import demo_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,10 +136,7 @@ def overrides(demo: Path, tmp: Path) -> list[str]:
     data sharding, metric syncing or gathering, not in the training."""
     return [
         f"paths.root_dir={tmp}",
-        "data.demo_dir=null",
-        f"data.sources.demo_ava.root={demo}/ava",
-        f"data.sources.demo_koniq.root={demo}/koniq",
-        f"data.sources.demo_spaq.root={demo}/spaq",
+        *demo_sources(demo),
         "backbone.input_size=64",
         "rebalance=sampler",  # the weighted draw, wrapped for DDP
         "optimizer.lr=0",

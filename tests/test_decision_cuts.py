@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -200,22 +201,32 @@ def test_baked_cuts_class_every_score_and_survive_the_meta_round_trip(tmp_path) 
     assert build_quality_model(loaded.meta).decision_cuts == (5.3, 5.55)
 
 
-@pytest.mark.slow
-def test_export_uses_the_baked_cuts(tmp_path) -> None:
-    """A checkpoint with baked cuts exports a digikam graph whose argmax (OpenCV DNN) is the tuned class."""
-    import cv2
+def baked_regression_checkpoint(blobs: np.ndarray, tmp_path: Path) -> tuple[np.ndarray, tuple, Path]:
+    """A random-weight regression model's scores on digiKam blobs, cuts at their 30%/70% quantiles, and its
+    checkpoint (tmp_path/best.ckpt) with those cuts baked in."""
+    from iqs.deploy.preprocess import DigikamToBackbone
+    from test_export import make_model, save_checkpoint
 
-    from iqs.deploy import export
-    from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
-    from test_export import demo_photos, make_model, save_checkpoint
-
-    blobs = np.concatenate([digikam_blob(p) for p in demo_photos(n=12)])
     model = make_model("regression")
     with torch.no_grad():
         score = model(DigikamToBackbone.from_meta(model.meta)(torch.from_numpy(blobs)))["score"].numpy()
     cuts = tuple(float(c) for c in np.quantile(score, [0.3, 0.7]))
     ckpt = save_checkpoint(model, tmp_path / "best.ckpt")
     bake_into_checkpoint(ckpt, cuts)
+    return score, cuts, ckpt
+
+
+@pytest.mark.slow
+def test_export_uses_the_baked_cuts(tmp_path) -> None:
+    """A checkpoint with baked cuts exports a digikam graph whose argmax (OpenCV DNN) is the tuned class."""
+    import cv2
+
+    from iqs.deploy import export
+    from iqs.deploy.preprocess import digikam_blob
+    from test_export import demo_photos
+
+    blobs = np.concatenate([digikam_blob(p) for p in demo_photos(n=12)])
+    score, cuts, ckpt = baked_regression_checkpoint(blobs, tmp_path)
     assert export.main([f"checkpoint={ckpt}", f"out_dir={tmp_path / 'exports'}"]) == 0
     net = cv2.dnn.readNet(str(tmp_path / "exports" / "best.digikam.onnx"))
     got = []
@@ -242,17 +253,10 @@ def test_baked_cuts_hold_in_every_opencv_release_and_the_tf_graph(tmp_path) -> N
 
     from iqs.checkpoints import load_checkpoint
     from iqs.deploy.compat import check_model, compat_photos, read_blobs, torch_reference, write_photos
-    from iqs.deploy.preprocess import DigikamToBackbone
-    from test_export import make_model, save_checkpoint
 
     images = write_photos(compat_photos(12), tmp_path / "photos")
     blobs = read_blobs(images)
-    model = make_model("regression")
-    with torch.no_grad():
-        score = model(DigikamToBackbone.from_meta(model.meta)(torch.from_numpy(blobs)))["score"].numpy()
-    cuts = tuple(float(c) for c in np.quantile(score, [0.3, 0.7]))
-    ckpt = save_checkpoint(model, tmp_path / "best.ckpt")
-    bake_into_checkpoint(ckpt, cuts)
+    score, cuts, ckpt = baked_regression_checkpoint(blobs, tmp_path)
     baked, _ = load_checkpoint(ckpt)
     expected = assign_labels(score, *cuts)
     assert set(expected.tolist()) == {0, 1, 2}

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from iqs.config import conf_dir, quote_group_options
 from iqs.train.launchers import joblib_jobs, optuna_direction, threads_per_job
+from test_train import demo_sources
 
 JOBLIB = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"})
 SUBMITIT = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
@@ -93,10 +94,7 @@ def sweep(demo: Path, tmp: Path, *launcher: str) -> pd.DataFrame:
             "-m",
             *launcher,
             f"paths.root_dir={tmp}",
-            "data.demo_dir=null",
-            f"data.sources.demo_ava.root={demo}/ava",
-            f"data.sources.demo_koniq.root={demo}/koniq",
-            f"data.sources.demo_spaq.root={demo}/spaq",
+            *demo_sources(demo),
             "backbone.input_size=64",
             "trainer=cpu_fast",
             "trainer.max_epochs=1",

@@ -65,18 +65,13 @@ def _isolated(monkeypatch):
 def tiny(root: Path, demo: Path, *extra: str, epochs: int = 3) -> list[str]:
     """A demo run of `epochs` epochs on 64 px images and cached features, one thread (bitwise repeatable);
     the test CIs and decision cuts are off (they do not bear on these tests)."""
+    from test_train import demo_sources, tiny_run
+
     return [
         "experiment=demo",
-        "data.demo_dir=null",
-        *(f"data.sources.demo_{s}.root={demo}/{s}" for s in ("ava", "koniq", "spaq")),
+        *demo_sources(demo),
         f"paths.root_dir={root}",
-        "backbone.input_size=64",
-        "trainer=cpu_fast",
-        f"trainer.max_epochs={epochs}",
-        "trainer.limit_test_batches=1.0",
-        "loader.batch_size=16",
-        "loader.eval_batch_size=64",
-        "cache.batch_size=64",
+        *tiny_run(epochs),
         "num_threads=1",
         "logger.test_ci.enabled=false",
         "decision_cuts.enabled=false",

@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
+from conftest import sqlite_logger
 from iqs.config import compose
 from iqs.data.mixture import ConfigError
 from iqs.tracking import tracked_run
@@ -50,11 +51,7 @@ def cfg(tmp_path: Path, migrated_db: Path):
     return OmegaConf.create(
         {
             "paths": {"mlruns_dir": str(tmp_path / "mlruns")},
-            "logger": {
-                "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
-                "artifact_location": str(tmp_path / "artifacts"),
-                "experiment_name": "states",
-            },
+            "logger": sqlite_logger(tmp_path, "states"),
             "head": {"name": "regression"},
             "thresholds": {"name": "5_6", "t1": 5.0, "t2": 6.0},
         }

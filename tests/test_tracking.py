@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from scipy import stats
 from sklearn.metrics import confusion_matrix
 
+from conftest import sqlite_logger
 from iqs.config import compose
 from iqs.data.scale import assign_labels
 from iqs.data.table import fingerprint
@@ -46,13 +47,7 @@ def make_cfg(tmp_path: Path, **logger) -> OmegaConf:
     return OmegaConf.create(
         {
             "paths": {"mlruns_dir": str(tmp_path / "mlruns")},
-            "logger": {
-                "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
-                "artifact_location": str(tmp_path / "artifacts"),
-                "experiment_name": "unit",
-                "sweep_id": "sweep-a",
-                **logger,
-            },
+            "logger": sqlite_logger(tmp_path, "unit", **{"sweep_id": "sweep-a", **logger}),
             "head": {"name": "regression", "sharpness": 4.0},
             "rebalance": {"name": "sampler", "power": 0.5},
             "thresholds": {"name": "5_6", "t1": T1, "t2": T2},

@@ -35,11 +35,9 @@ def _isolated_tracking(monkeypatch):
     monkeypatch.delenv("IQS_DATA_DIR", raising=False)
 
 
-def shrink(tmp: Path, *extra: str, epochs: int = 3) -> list[str]:
-    """Overrides that make any train config tiny: everything under tmp, 64 px, CPU, a few short epochs."""
+def tiny_run(epochs: int = 3) -> list[str]:
+    """Overrides that make any train config tiny: 64 px, CPU, a few short epochs, the whole test split."""
     return [
-        f"paths.root_dir={tmp}",
-        f"output_dir={tmp}/out",
         "backbone.input_size=64",
         "trainer=cpu_fast",
         f"trainer.max_epochs={epochs}",
@@ -47,8 +45,12 @@ def shrink(tmp: Path, *extra: str, epochs: int = 3) -> list[str]:
         "loader.batch_size=16",
         "loader.eval_batch_size=64",
         "cache.batch_size=64",
-        *extra,
     ]
+
+
+def shrink(tmp: Path, *extra: str, epochs: int = 3) -> list[str]:
+    """`tiny_run` with everything under tmp."""
+    return [f"paths.root_dir={tmp}", f"output_dir={tmp}/out", *tiny_run(epochs), *extra]
 
 
 def demo_sources(demo: Path) -> list[str]:
