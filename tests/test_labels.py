@@ -12,7 +12,7 @@ THRESHOLD_FILES = sorted((conf_dir() / "thresholds").glob("*.yaml"))
 
 
 def test_default_pair_boundaries() -> None:
-    t1, t2 = parse_thresholds(OmegaConf.load(conf_dir() / "thresholds" / "5_6.yaml"))
+    t1, t2 = parse_thresholds(OmegaConf.load(conf_dir() / "thresholds" / "t5_6.yaml"))
     assert (t1, t2) == (5.0, 6.0)
     scores = np.array([1.0, 4.99, 5.0, 5.0001, 5.5, 6.0, 6.01, 10.0])
     assert assign_labels(scores, t1, t2).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]

@@ -35,7 +35,7 @@ def usage() -> str:
     for words, (_, help_) in COMMANDS.items():
         lines.append(f"  {' '.join(words):<18} {help_}")
     lines.append("")
-    lines.append("Every command accepts Hydra overrides, e.g. `iqs data stats data=demo thresholds=5_6`.")
+    lines.append("Every command accepts Hydra overrides, e.g. `iqs data stats data=demo thresholds=t5_6`.")
     return "\n".join(lines)
 
 
