@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 from iqs.config import conf_dir
 from iqs.data.mixture import ConfigError, parse_thresholds
 from iqs.data.scale import assign_labels
+from iqs.metrics.label_rule import pair_name
 
 THRESHOLD_FILES = sorted((conf_dir() / "thresholds").glob("*.yaml"))
 
@@ -21,8 +22,9 @@ def test_default_pair_boundaries() -> None:
 @pytest.mark.parametrize("path", THRESHOLD_FILES, ids=lambda p: p.stem)
 def test_every_threshold_file_labels_every_score_once(path) -> None:
     cfg = OmegaConf.load(path)
-    assert cfg.name == path.stem, "a thresholds file is named after its pair"
     t1, t2 = parse_thresholds(cfg, str(path))
+    # the option is `t` + the pair's name, a plain string for Hydra (`thresholds=5_6` would be the int 56)
+    assert path.stem == "t" + cfg.name == "t" + pair_name(t1, t2), "a thresholds file is named after its pair"
     rng = np.random.default_rng(0)
     grid = np.concatenate([np.linspace(1, 10, 90_001), rng.uniform(1, 10, 10_000), [t1, t2]])
     labels = assign_labels(grid, t1, t2)

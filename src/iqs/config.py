@@ -51,7 +51,9 @@ class Flags:
     switches: Mapping[str, str] = field(default_factory=dict)  # `--dry-run` -> `dry_run=true`
     options: Mapping[str, str] = field(default_factory=dict)  # `-o X`, `--output=X` -> `output='X'`
     positional: str | None = None  # bare words (paths) -> `<positional>=['a','b']`
-    renames: Mapping[str, str] = field(default_factory=dict)  # `experiment=` -> `experiment_name=`; `tag.` -> `++tags.`
+    renames: Mapping[str, str] = field(
+        default_factory=dict
+    )  # `experiment=` -> `experiment_name=`; `tag.` -> `++tags.`
     strings: tuple[str, ...] = ()  # keys (or `prefix.`) whose values are text as typed: run ids, tag values
 
 
@@ -74,7 +76,7 @@ def hydra_overrides(argv: Sequence[str], flags: Flags | None = None) -> list[str
             known = sorted({*flags.switches, *flags.options})
             hint = f"; flags: {', '.join(known)}" if known else ""
             raise ValueError(f"unknown flag '{arg}'{hint}; everything else is key=value (see --help)")
-        elif not eq:
+        elif not eq or (flags.positional and Path(arg).exists()):  # `a=b.jpg` that exists is a photo
             if flags.positional is None:
                 raise ValueError(f"expected key=value, got '{arg}'")
             words.append(arg)
@@ -94,7 +96,8 @@ def _rename_and_quote(key: str, value: str, flags: Flags) -> str:
             break
     key = prefix + bare
     plain = bare.lstrip("+")
-    if any(plain == s or (s.endswith(".") and plain.startswith(s)) for s in flags.strings):
+    strings = [s.lstrip("+") for s in flags.strings]
+    if any(plain == s or (s.endswith(".") and plain.startswith(s)) for s in strings):
         value = _hydra_string(value, lists=True)
     return f"{key}={value}"
 
@@ -110,12 +113,13 @@ def _hydra_string(value: str, lists: bool = False) -> str:
     return "'" + re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), value) + "'"
 
 
-def compose(config_name: str, overrides: Sequence[str] | None = None, flags: Flags | None = None) -> DictConfig:
+def compose(
+    config_name: str, overrides: Sequence[str] | None = None, flags: Flags | None = None
+) -> DictConfig:
     """Compose `conf/<config_name>.yaml` with a command line (`key=value`, plus the command's `flags`)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
     from hydra.errors import ConfigCompositionException
 
     argv = hydra_overrides(overrides or [], flags)
