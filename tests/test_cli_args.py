@@ -60,5 +60,5 @@ def test_errors_say_what_to_do() -> None:
         hydra_overrides(["photos/"], Flags())
     with pytest.raises(ValueError, match="-o needs a value"):
         hydra_overrides(["-o"], PREDICT)
-    with pytest.raises(ConfigCompositionException):  # a missing group option stays Hydra's own error
-        compose("train", ["thresholds=5_6"])
+    with pytest.raises(ConfigCompositionException, match="Could not find 'thresholds/t9_9'"):
+        compose("train", ["thresholds=t9_9"])  # a missing group option stays Hydra's own error

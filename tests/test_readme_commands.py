@@ -1,6 +1,7 @@
-"""Every `iqs` command line in the README's code blocks still runs as written, in its dry form.
+"""Every `iqs` command line in the README's (and experiments' READMEs', the Makefile's) code blocks still
+runs as written, in its dry form.
 
-The lines are read from README.md itself, so renaming an option (say `thresholds=5_6` -> `t5_6`) without
+The lines are read from the files themselves, so renaming an option (say `thresholds=5_6` -> `t5_6`) without
 carrying the README along fails here. Dry forms: commands with a config get `--cfg job` (compose the
 configuration the line asks for, run nothing: an unknown key or group option fails); a Hydra sweep (`-m`)
 composes each value of each swept key; `iqs digikam` and `iqs data build-library` parse their arguments
@@ -19,23 +20,48 @@ import pytest
 from iqs import cli
 from iqs.config import compose
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+# the README, the experiments' records of what they ran, and the Makefile's targets
+DOCS = [ROOT / "README.md", *sorted(ROOT.glob("experiments/*/README.md"))]
 PLACEHOLDER = re.compile(r"<[^<>\s][^<>]*>")
 COMMAND = re.compile(r"^(?:[A-Z_]+=\S+\s+)*(?:\S*/)?iqs\s")
 
 
-def readme_commands() -> list[str]:
-    """The `iqs ...` lines of README.md's fenced code blocks, continuation lines joined."""
-    lines = []
-    for block in re.findall(r"^```[a-z]*\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M):
-        for line in block.replace("\\\n", " ").splitlines():
-            for part in re.split(r"\s(?:&&|;|\|\|)\s", line):  # `iqs train ... && iqs compare`
+def commands_in(text: str, fenced: bool = True) -> list[tuple[int, str]]:
+    """(line number, `iqs ...` command) in `text`'s fenced code blocks (or anywhere), `\\` lines joined."""
+    found = []
+    lines = text.splitlines()
+    inside = not fenced
+    i = 0
+    while i < len(lines):
+        start, line = i + 1, lines[i]
+        if fenced and line.startswith("```"):
+            inside = not inside
+        while line.rstrip().endswith("\\") and i + 1 < len(lines):
+            i += 1
+            line = line.rstrip()[:-1] + " " + lines[i]
+        i += 1
+        if inside:
+            for part in re.split(r"\s(?:&&|;|\|\|)\s", line.strip()):  # `iqs train ... && iqs compare`
                 if COMMAND.match(part.strip()):
-                    lines.append(part.strip())
-    return lines
+                    found.append((start, part.strip()))
+    return found
 
 
-COMMANDS = readme_commands()
+def doc_commands() -> list:
+    cases = [  # the experiments' lines are records of past runs: checked in the slow suite only
+        pytest.param(
+            cmd, id=f"{doc.relative_to(ROOT)}:{n}", marks=[pytest.mark.slow] if doc != DOCS[0] else []
+        )
+        for doc in DOCS
+        for n, cmd in commands_in(doc.read_text(encoding="utf-8"))
+    ]
+    make = (ROOT / "Makefile").read_text(encoding="utf-8").replace("$(BIN)/iqs", "iqs").replace("$(ARGS)", "")
+    cases += [pytest.param(cmd.strip(), id=f"Makefile:{n}") for n, cmd in commands_in(make, fenced=False)]
+    return cases
+
+
+COMMANDS = doc_commands()
 
 
 def words_of(line: str) -> tuple[dict[str, str], list[str]]:
@@ -51,8 +77,9 @@ def words_of(line: str) -> tuple[dict[str, str], list[str]]:
 
 
 def test_the_readme_has_commands() -> None:
-    assert len(COMMANDS) >= 30, COMMANDS  # the parser still finds the blocks
-    assert any("thresholds=t4.5_6.5" in c for c in COMMANDS)
+    lines = [p.values[0] for p in COMMANDS]
+    assert len(lines) >= 60, lines  # the parser still finds the blocks
+    assert sum("thresholds=" in c and "t4.5_6.5" in c for c in lines) == 4  # README x2, Makefile, experiment
 
 
 def dry_sweep(argv: list[str]) -> int:
