@@ -15,6 +15,7 @@ def test_threshold_options_are_plain_strings_even_in_sweeps() -> None:
     cfg = compose("train", ["thresholds=t4.5_6.5"])
     assert (cfg.thresholds.t1, cfg.thresholds.t2, cfg.thresholds.name) == (4.5, 6.5, "4.5_6.5")
     assert hydra_overrides(["thresholds=t5_6,t4_7"]) == ["thresholds=t5_6,t4_7"]
+    assert "demo_ava" not in compose("train", ["~data.sources.demo_ava"]).data.sources  # Hydra's delete
 
 
 def test_predict_flags_are_aliases_of_config_keys() -> None:

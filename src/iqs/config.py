@@ -76,6 +76,8 @@ def hydra_overrides(argv: Sequence[str], flags: Flags | None = None) -> list[str
             known = sorted({*flags.switches, *flags.options})
             hint = f"; flags: {', '.join(known)}" if known else ""
             raise ValueError(f"unknown flag '{arg}'{hint}; everything else is key=value (see --help)")
+        elif arg.startswith("~") and not eq:  # Hydra's delete: `~data.sources.demo_ava`
+            out.append(arg)
         elif not eq or (flags.positional and Path(arg).exists()):  # `a=b.jpg` that exists is a photo
             if flags.positional is None:
                 raise ValueError(f"expected key=value, got '{arg}'")
