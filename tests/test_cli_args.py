@@ -63,3 +63,16 @@ def test_errors_say_what_to_do() -> None:
         hydra_overrides(["-o"], PREDICT)
     with pytest.raises(ConfigCompositionException, match="Could not find 'thresholds/t9_9'"):
         compose("train", ["thresholds=t9_9"])  # a missing group option stays Hydra's own error
+
+
+def test_iqs_reports_a_bad_command_line_for_every_config_command(capsys) -> None:
+    from iqs import cli
+
+    for words, cmd in cli.COMMANDS.items():
+        if cmd.config is None or words == ("data", "prepare"):  # prepare composes conf/train (slow)
+            continue
+        assert cli.main([*words, "dta=demo"]) == 2, words
+        said = capsys.readouterr()
+        assert f"iqs {' '.join(words)}: unknown key 'dta'" in said.err + said.out
+    assert cli.main(["data", "stats", "data=demo", "--cfg", "job"]) == 0
+    assert "demo_ava" in capsys.readouterr().out  # the composed config, nothing run

@@ -10,6 +10,7 @@ with their own parsers. Placeholders such as `<run id>` become a sample value.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -82,6 +83,11 @@ def test_the_readme_has_commands() -> None:
     assert sum("thresholds=" in c and "t4.5_6.5" in c for c in lines) == 4  # README x2, Makefile, experiment
 
 
+@functools.cache
+def compose_once(overrides: tuple[str, ...]) -> None:
+    compose("train", list(overrides))  # the README and the Makefile share sweeps
+
+
 def dry_sweep(argv: list[str]) -> int:
     """`iqs train -m ...` (Hydra refuses `--cfg` with `-m`): compose one job per value of each swept key,
     the other keys at their first value; returns the number of jobs composed."""
@@ -98,7 +104,7 @@ def dry_sweep(argv: list[str]) -> int:
     jobs = 0
     for key, vals in values.items():
         for value in vals[1:] if jobs else vals:
-            compose("train", [f"{k}={v}" for k, v in {**first, key: value}.items()])
+            compose_once(tuple(f"{k}={v}" for k, v in {**first, key: value}.items()))
             jobs += 1
     return jobs
 

@@ -14,6 +14,8 @@ import sys
 from types import ModuleType
 from typing import NamedTuple
 
+from iqs.config import CommandLineError
+
 
 class Command(NamedTuple):
     module: str
@@ -115,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             rest = argv[len(words) :]
             if cmd.config is not None and _asks_config(rest):
                 return show(words, cmd, mod, rest)
-            rc = mod.main(rest)
+            try:
+                rc = mod.main(rest)
+            except CommandLineError as exc:
+                print(f"iqs {' '.join(words)}: {exc} (see `iqs {' '.join(words)} --help`)", file=sys.stderr)
+                return 2
             return int(rc or 0)
     print(f"iqs: unknown command '{' '.join(argv[:2])}'\n\n{usage()}", file=sys.stderr)
     return 2

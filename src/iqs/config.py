@@ -40,6 +40,10 @@ def conf_dir() -> Path:
     )
 
 
+class CommandLineError(ValueError):
+    """A command line `iqs` cannot read (unknown key or flag, missing value); `iqs` prints it, exit 2."""
+
+
 @dataclass(frozen=True)
 class Flags:
     """How one subcommand's command line maps onto its config: the only extras over `key=value`.
@@ -70,17 +74,17 @@ def hydra_overrides(argv: Sequence[str], flags: Flags | None = None) -> list[str
             out.append(f"{flags.switches[arg]}=true")
         elif name in flags.options:
             if not eq and not args:
-                raise ValueError(f"{name} needs a value")
+                raise CommandLineError(f"{name} needs a value")
             out.append(f"{flags.options[name]}={_hydra_string(inline if eq else args.pop(0))}")
         elif arg.startswith("-"):
             known = sorted({*flags.switches, *flags.options})
             hint = f"; flags: {', '.join(known)}" if known else ""
-            raise ValueError(f"unknown flag '{arg}'{hint}; everything else is key=value (see --help)")
+            raise CommandLineError(f"unknown flag '{arg}'{hint}; everything else is key=value (see --help)")
         elif arg.startswith("~") and not eq:  # Hydra's delete: `~data.sources.demo_ava`
             out.append(arg)
         elif not eq or (flags.positional and Path(arg).exists()):  # `a=b.jpg` that exists is a photo
             if flags.positional is None:
-                raise ValueError(f"expected key=value, got '{arg}'")
+                raise CommandLineError(f"expected key=value, got '{arg}'")
             words.append(arg)
         else:
             out.append(_rename_and_quote(name, inline, flags))
@@ -135,7 +139,7 @@ def compose(
                 raise
             keys = _dotted_keys(hydra_compose(config_name=config_name))
             hint = difflib.get_close_matches(unknown[1], keys, n=1)
-            raise ValueError(
+            raise CommandLineError(
                 f"unknown key '{unknown[1]}' for conf/{config_name}.yaml"
                 + (f"; did you mean '{hint[0]}'?" if hint else "; add `+` to add a new key")
             ) from exc

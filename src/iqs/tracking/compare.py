@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from iqs.config import Flags, compose
 from iqs.tracking.compare_paired import paired_table
@@ -162,11 +162,7 @@ def load_config(argv: Sequence[str]) -> DictConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help", "help"):
-        print(__doc__.strip() + "\n\nOptions (key=value), defaults from conf/compare.yaml:\n")
-        print(OmegaConf.to_yaml(load_config([])))
-        return 0
+    argv = list(sys.argv[1:] if argv is None else argv)  # `iqs compare --help` / `--cfg job`: iqs.cli
     try:
         cfg = load_config(argv)
         if cfg.get("cv"):
