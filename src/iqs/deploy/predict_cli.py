@@ -93,27 +93,39 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         console.print(f"iqs predict: {exc}", markup=False)
         return 2
-    inputs = list(cfg.inputs or [])
-    if not inputs:
-        console.print("iqs predict: no input files or folders given")
+    problem = _problem(cfg)
+    if problem:
+        console.print(f"iqs predict: {problem}", markup=False)
         return 2
+    summary = _score(cfg, console)
+    _print_summary(summary, console, bool(cfg.dry_run))
+    if summary.files and summary.scored == 0:
+        return 1
+    return 1 if cfg.strict and summary.failed else 0
+
+
+def _output_format(cfg: Any) -> str:
+    return cfg.format or (Path(cfg.output).suffix.lstrip(".").lower() if cfg.output else "csv")
+
+
+def _problem(cfg: Any) -> str | None:
+    """What is wrong with the composed options, said so that the user knows what to do; None: fine."""
+    if not cfg.inputs:
+        return "no input files or folders given"
     if not cfg.model:
-        console.print("iqs predict: choose a model: model=<full .onnx | .ckpt | MLflow run id>")
-        return 2
+        return "choose a model: model=<full .onnx | .ckpt | MLflow run id>"
+    if str(cfg.sidecar_style) not in SIDECAR_STYLES:
+        return f"sidecar_style must be one of {', '.join(SIDECAR_STYLES)}, got '{cfg.sidecar_style}'"
+    if _output_format(cfg) not in ("csv", "json"):
+        return f"cannot tell the output format of '{cfg.output}'; use --format csv|json"
+    return None
+
+
+def _score(cfg: Any, console: Any) -> Summary:
+    """Score every photo of `cfg.inputs` into the output, labelling sidecars when asked; the counts."""
+    inputs = list(cfg.inputs)
     dry_run = bool(cfg.dry_run)
     write_xmp = bool(cfg.write_xmp) or dry_run  # a dry run lists the sidecar changes
-    strict, overwrite = bool(cfg.strict), bool(cfg.overwrite)
-    style = str(cfg.sidecar_style)
-    if style not in SIDECAR_STYLES:
-        console.print(f"iqs predict: sidecar_style must be one of {', '.join(SIDECAR_STYLES)}, got '{style}'")
-        return 2
-    workers = int(cfg.workers) if cfg.workers else None
-    output = cfg.output
-    fmt = cfg.format or (Path(output).suffix.lstrip(".").lower() if output else "csv")
-    if fmt not in ("csv", "json"):
-        console.print(f"iqs predict: cannot tell the output format of '{output}'; use --format csv|json")
-        return 2
-
     summary = Summary()
     if write_xmp:  # the XMP line always shows these counts, zeros included
         first = "would change" if dry_run else "written"
@@ -123,11 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="iqs-predict-"))
         scorer = OnnxScorer(resolve_model(str(cfg.model), Path(tmp), cfg), threads=int(cfg.ort_threads or 1))
         total = sum(1 for _ in iter_image_paths(inputs))
+        output = cfg.output
         handle = (
             stack.enter_context(open(output, "w", newline="", encoding="utf-8")) if output else sys.stdout
         )
-        writer = RowWriter(handle, fmt, scorer.class_names)
+        writer = RowWriter(handle, _output_format(cfg), scorer.class_names)
         stack.callback(writer.close)  # a valid CSV/JSON even when interrupted
+        workers = int(cfg.workers) if cfg.workers else None
         rows = predict_paths(
             iter_image_paths(inputs), scorer, workers, int(cfg.decode_min_side), cfg.max_pixels
         )
@@ -142,15 +156,14 @@ def main(argv: list[str] | None = None) -> int:
                     summary.scored += 1
                     summary.classes[scorer.class_names[row.label]] += 1
                     if write_xmp:
-                        _label_sidecar(row, style, dry_run, summary, console, overwrite)
+                        _label_sidecar(
+                            row, str(cfg.sidecar_style), dry_run, summary, console, bool(cfg.overwrite)
+                        )
                 writer.write(row)
                 progress.advance(task)
             summary.scoring_seconds = time.perf_counter() - scoring_start
     summary.seconds = time.perf_counter() - start
-    _print_summary(summary, console, dry_run and write_xmp)
-    if summary.files and summary.scored == 0:
-        return 1
-    return 1 if strict and summary.failed else 0
+    return summary
 
 
 # summary keys of the XMP line (`XMP: written 3, left alone (user label) 2, ...`)
