@@ -76,7 +76,8 @@ def test_register_then_predict_and_reexport_by_alias(tmp_path: Path, photos: Pat
     # predict by alias and by version = predict with the file
     by_path, by_alias, by_version = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
     assert (
-        predict_cli.main([str(photos), "-o", str(by_path), f"model={tmp_path / 'v1' / 'first.full.onnx'}"]) == 0
+        predict_cli.main([str(photos), "-o", str(by_path), f"model={tmp_path / 'v1' / 'first.full.onnx'}"])
+        == 0
     )
     assert predict_cli.main([str(photos), "-o", str(by_alias), f"model=models:/{NAME}@shipped", *store]) == 0
     assert predict_cli.main([str(photos), "-o", str(by_version), f"model=models:/{NAME}/1", *store]) == 0

@@ -86,7 +86,9 @@ def _hashes(root: Path) -> dict[str, str]:
 def _predict(root: Path, model: Path, capsys, *flags: str) -> str:
     capsys.readouterr()
     out = root.parent / "scores.csv"
-    rc = predict_cli.main([str(root), "--write-xmp", *flags, f"model={model}", "--workers", "1", "-o", str(out)])
+    rc = predict_cli.main(
+        [str(root), "--write-xmp", *flags, f"model={model}", "--workers", "1", "-o", str(out)]
+    )
     assert rc == 0
     return capsys.readouterr().err
 

@@ -10,14 +10,12 @@ from pathlib import Path
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from iqs.config import compose
 from iqs.data.demo.build import ensure_demo, read_build
-
 
 
 @dataclass
@@ -41,7 +39,8 @@ def default_out_dir() -> Path:
     return Path(options().out_dir)
 
 
-def _bool(key: str, value: str) -> bool:  # `iqs data build-library` (iqs.data.demo.library) still reads its own keys
+# `iqs data build-library` (iqs.data.demo.library, not yet on conf/) still reads its own keys with this
+def _bool(key: str, value: str) -> bool:
     v = value.strip().lower()
     if v in ("true", "1", "yes", "on"):
         return True
@@ -80,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = options(list(sys.argv[1:] if argv is None else argv))
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        console.print(f"[red]iqs data build-demo: {escape(str(exc))}[/red]\n(see `iqs data build-demo --help`)")
+        console.print(
+            f"[red]iqs data build-demo: {escape(str(exc))}[/red]\n(see `iqs data build-demo --help`)"
+        )
         return 2
     out_dir = Path(opts.out_dir)
     before = read_build(out_dir)
