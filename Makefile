@@ -32,7 +32,7 @@ train: setup ## train experiment=demo on the demo data, print the per-dataset te
 
 sweep: setup ## head x rebalance x thresholds sweep on the demo (16 runs; ARGS="data.folds=5 'data.fold=range(5)'" for 5-fold CV)
 	$(BIN)/iqs train -m experiment=demo head=regression,distribution,classification,ordinal \
-	  rebalance=none,sampler thresholds=5_6,4.5_6.5 $(ARGS)
+	  rebalance=none,sampler thresholds=t5_6,t4.5_6.5 $(ARGS)
 
 compare: setup ## side-by-side table of the tracked runs
 	$(BIN)/iqs compare $(ARGS)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 EPOCHS = 5
-SWEEP = ["head=regression,distribution,classification", "rebalance=none,sampler", "thresholds=5_6,4.5_6.5"]
+SWEEP = ["head=regression,distribution,classification", "rebalance=none,sampler", "thresholds=t5_6,t4.5_6.5"]
 
 
 def _iqs(work: Path, name: str, args: list[str]) -> float:

@@ -7,12 +7,13 @@ from omegaconf import OmegaConf
 from iqs.config import conf_dir
 from iqs.data.mixture import ConfigError, parse_thresholds
 from iqs.data.scale import assign_labels
+from iqs.metrics.label_rule import pair_name
 
 THRESHOLD_FILES = sorted((conf_dir() / "thresholds").glob("*.yaml"))
 
 
 def test_default_pair_boundaries() -> None:
-    t1, t2 = parse_thresholds(OmegaConf.load(conf_dir() / "thresholds" / "5_6.yaml"))
+    t1, t2 = parse_thresholds(OmegaConf.load(conf_dir() / "thresholds" / "t5_6.yaml"))
     assert (t1, t2) == (5.0, 6.0)
     scores = np.array([1.0, 4.99, 5.0, 5.0001, 5.5, 6.0, 6.01, 10.0])
     assert assign_labels(scores, t1, t2).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
@@ -21,8 +22,9 @@ def test_default_pair_boundaries() -> None:
 @pytest.mark.parametrize("path", THRESHOLD_FILES, ids=lambda p: p.stem)
 def test_every_threshold_file_labels_every_score_once(path) -> None:
     cfg = OmegaConf.load(path)
-    assert cfg.name == path.stem, "a thresholds file is named after its pair"
     t1, t2 = parse_thresholds(cfg, str(path))
+    # the option is `t` + the pair's name, a plain string for Hydra (`thresholds=5_6` would be the int 56)
+    assert path.stem == "t" + cfg.name == "t" + pair_name(t1, t2), "a thresholds file is named after its pair"
     rng = np.random.default_rng(0)
     grid = np.concatenate([np.linspace(1, 10, 90_001), rng.uniform(1, 10, 10_000), [t1, t2]])
     labels = assign_labels(grid, t1, t2)

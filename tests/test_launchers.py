@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from iqs.config import conf_dir, quote_group_options
+from iqs.config import conf_dir
 from iqs.train.launchers import joblib_jobs, optuna_direction, threads_per_job
 from test_train import demo_sources
 
@@ -46,7 +46,7 @@ def compose_with_hydra(overrides: list[str]):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("train", overrides=quote_group_options(overrides), return_hydra_config=True)
+        return compose("train", overrides=overrides, return_hydra_config=True)
 
 
 def test_optuna_preset_optimises_the_monitor_metric_in_its_direction():

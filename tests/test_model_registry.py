@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data
 
 from iqs.config import compose
-from iqs.deploy import export, predict
+from iqs.deploy import export, predict, predict_cli
 from iqs.tracking.model_registry import RegistryError, download_model
 
 NAME = "iqs-digikam"
@@ -76,10 +76,11 @@ def test_register_then_predict_and_reexport_by_alias(tmp_path: Path, photos: Pat
     # predict by alias and by version = predict with the file
     by_path, by_alias, by_version = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
     assert (
-        predict.main([str(photos), "-o", str(by_path), f"model={tmp_path / 'v1' / 'first.full.onnx'}"]) == 0
+        predict_cli.main([str(photos), "-o", str(by_path), f"model={tmp_path / 'v1' / 'first.full.onnx'}"])
+        == 0
     )
-    assert predict.main([str(photos), "-o", str(by_alias), f"model=models:/{NAME}@shipped", *store]) == 0
-    assert predict.main([str(photos), "-o", str(by_version), f"model=models:/{NAME}/1", *store]) == 0
+    assert predict_cli.main([str(photos), "-o", str(by_alias), f"model=models:/{NAME}@shipped", *store]) == 0
+    assert predict_cli.main([str(photos), "-o", str(by_version), f"model=models:/{NAME}/1", *store]) == 0
     assert scores(by_path) == scores(by_alias) == scores(by_version) and len(scores(by_path)) == 3
 
     # a second model moves the alias; version 1 keeps its own files

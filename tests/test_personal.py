@@ -67,7 +67,7 @@ def test_model_groups_come_from_the_init_run(general_ckpt: Path) -> None:
         ("+head.hidden=[16]", "head.hidden=[16]"),
         ("+backbone.pool=mlsp", "backbone.pool=mlsp"),
         ("+backbone.freeze=false", "backbone.freeze=false"),
-        ("thresholds=4_7", "thresholds.t1=4"),
+        ("thresholds=t4_7", "thresholds.t1=4"),
     ],
 )
 def test_a_config_asking_for_another_model_is_refused(general_ckpt: Path, override: str, named: str) -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data
 from tests.conftest import tiny_quality_model
 
-from iqs.deploy import export, predict
+from iqs.deploy import export, predict, predict_cli
 from iqs.deploy.preprocess import DigikamToBackbone, digikam_chw
 from iqs.deploy.xmp import read_xmp, sidecar_path
 
@@ -52,7 +52,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 def _run(args: list[str], model: Path) -> int:
-    return predict.main([*args, f"model={model}", "--workers", "2"])
+    return predict_cli.main([*args, f"model={model}", "--workers", "2"])
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -170,7 +170,7 @@ def test_write_xmp_dry_run_then_for_real(model_and_onnx, folder: Path, tmp_path:
 
 def test_checkpoint_as_model_and_json_stdout(model_and_onnx, folder: Path, capsys) -> None:
     _, _, ckpt = model_and_onnx
-    assert predict.main([str(folder / "2024" / "img1.jpg"), "--format", "json", f"model={ckpt}"]) == 0
+    assert predict_cli.main([str(folder / "2024" / "img1.jpg"), "--format", "json", f"model={ckpt}"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["class"] in ("bad", "normal", "good")
 
@@ -239,7 +239,7 @@ def test_rejects_digikam_profile_and_missing_model(model_and_onnx, tmp_path: Pat
     ]
     with pytest.raises(ValueError, match="full profile"):
         predict.OnnxScorer(dk)
-    assert predict.main([str(tmp_path)]) == 2  # no model given
+    assert predict_cli.main([str(tmp_path)]) == 2  # no model given
 
 
 def test_tiff_round_trip_through_predict(model_and_onnx, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from iqs.deploy import predict
+from iqs.deploy import predict, predict_cli
 from test_predict import _photo, model_and_onnx  # noqa: F401
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that stores raw bytes")
@@ -43,7 +43,7 @@ def test_non_utf8_names_are_escaped_and_every_row_is_written(model_and_onnx, odd
     _, onnx_path, _ = model_and_onnx
     root, names = odd_names
     out = tmp_path / f"scores.{fmt}"
-    assert predict.main([str(root), "-o", str(out), f"model={onnx_path}", "--workers", "2"]) == 0
+    assert predict_cli.main([str(root), "-o", str(out), f"model={onnx_path}", "--workers", "2"]) == 0
     text = out.read_text(encoding="utf-8")  # strict UTF-8: the file must be valid
     rows = list(csv.DictReader(text.splitlines())) if fmt == "csv" else json.loads(text)
     assert len(rows) == len(names) == 17

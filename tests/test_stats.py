@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import iqs.data.adapters as adapters
-from iqs.config import conf_dir, quote_group_options
+from iqs.config import conf_dir
 from iqs.data.adapters.base import SourceData
 from iqs.data.errors import DataError
 from iqs.data.scale import to_common
@@ -66,23 +66,8 @@ def run_json(capsys, argv) -> dict:
     return json.loads(capsys.readouterr().out)  # stdout is pure JSON
 
 
-def test_quote_group_options(conf) -> None:
-    got = quote_group_options(
-        ["thresholds=5_6", "thresholds=5_5.5", "seed=5_6", "data=demo", "histogram=5", "thresholds=5_6,4_7"],
-        conf,
-    )
-    assert got == [
-        "thresholds='5_6'",
-        "thresholds='5_5.5'",
-        "seed=5_6",
-        "data=demo",
-        "histogram=5",
-        "thresholds='5_6','4_7'",
-    ]
-
-
 def test_json_matches_pandas(conf, tables, capsys) -> None:
-    stats = run_json(capsys, ["data=demo", "data.demo_dir=null", "thresholds=4.5_6.5"])
+    stats = run_json(capsys, ["data=demo", "data.demo_dir=null", "thresholds=t4.5_6.5"])
     assert set(stats) == {*DEMO, "all"}
     for name in DEMO:
         s, df = stats[name], tables[name]
@@ -109,7 +94,7 @@ def test_single_dataset_mode_and_table_output(conf, tables, capsys) -> None:
     stats = run_json(capsys, ["dataset=ava", "dataset.root=/elsewhere", "test_fraction=0.3", "seed=1"])
     assert set(stats) == {"ava", "all"} and stats["ava"]["n"] == len(tables["ava"])
     assert stats["ava"]["split_counts"]["test"] / len(tables["ava"]) == pytest.approx(0.3, abs=0.08)
-    assert main(["data=demo", "data.demo_dir=null", "thresholds=5_6"]) == 0
+    assert main(["data=demo", "data.demo_dir=null", "thresholds=t5_6"]) == 0
     out = capsys.readouterr().out
     for word in (*DEMO, "all", "bad", "normal", "good", "fingerprint", "demo_spaq: 1 images missing"):
         assert word in out

@@ -278,7 +278,7 @@ def test_threshold_tags_and_run_names_come_from_the_values() -> None:
     axes = axes_of(cfg)
     assert axes["thresholds"] == "4_7" and axes["labels"] == "4_7"
     assert run_name_for(cfg) == "regression-none-t4_7-demo"
-    own = compose("train", ["thresholds=4.5_6.5", "data.sources.demo_ava.thresholds={t1: 4, t2: 7}"])
+    own = compose("train", ["thresholds=t4.5_6.5", "data.sources.demo_ava.thresholds={t1: 4, t2: 7}"])
     assert axes_of(own)["thresholds"] == "4.5_6.5"
     assert axes_of(own)["labels"] == "4.5_6.5; demo_ava=4_7"  # runs with other labels are told apart
 

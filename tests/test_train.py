@@ -93,7 +93,7 @@ def test_presets_compose_with_one_monitor_and_one_threshold_pair(preset):
 
 def test_sweep_axes_are_not_pinned_by_the_demo_preset():
     cfg = compose(
-        "train", ["experiment=demo", "head=classification", "rebalance=sampler", "thresholds=4.5_6.5"]
+        "train", ["experiment=demo", "head=classification", "rebalance=sampler", "thresholds=t4.5_6.5"]
     )
     assert (cfg.head.name, cfg.rebalance.name, cfg.thresholds.name) == (
         "classification",

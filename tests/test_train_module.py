@@ -65,7 +65,7 @@ def test_training_step_on_features_weights_the_loss():
 
 
 def test_checkpoint_record_round_trips_with_weights_only(tmp_path):
-    lit = lit_module("head=classification", "thresholds=4.5_6.5")
+    lit = lit_module("head=classification", "thresholds=t4.5_6.5")
     ckpt: dict = {"state_dict": lit.state_dict()}
     lit.on_save_checkpoint(ckpt)
     assert ckpt["iqs_meta"]["thresholds"] == [4.5, 6.5] and ckpt["iqs_meta"]["head"] == "classification"

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from tests.conftest import tiny_quality_model
 
-from iqs.deploy import export, predict
+from iqs.deploy import export, predict_cli
 from iqs.deploy.xmp import (
     IQS_PICK_LABEL_KEY,
     PICK_LABEL_KEY,
@@ -78,7 +78,9 @@ def _hashes(root: Path) -> dict[str, str]:
 def _predict(root: Path, model: Path, capsys, *flags: str) -> str:
     capsys.readouterr()
     out = root.parent / "scores.csv"
-    rc = predict.main([str(root), "--write-xmp", *flags, f"model={model}", "--workers", "1", "-o", str(out)])
+    rc = predict_cli.main(
+        [str(root), "--write-xmp", *flags, f"model={model}", "--workers", "1", "-o", str(out)]
+    )
     assert rc == 0
     return capsys.readouterr().err
 

@@ -1,42 +1,103 @@
 """`iqs` console script: subcommands, each taking Hydra overrides (`key=value`).
 
-The table maps a subcommand to `module:function(argv)`; modules are imported lazily so that
-`iqs --help` and `iqs data stats` do not pay for importing torch.
+The table maps a subcommand to its module (`main(argv)`, imported lazily so that `iqs --help` and
+`iqs data stats` do not pay for importing torch) and to the conf/ file it composes. Every command with a
+config reads its command line the same way: `iqs.config.compose` with the module's `FLAGS` (if any), so
+`--help` and `--cfg job` (print the composed config, run nothing) are answered here once for all of them.
+`iqs train` hands its command line to `hydra.main`, which answers `--help`, `--cfg job`, `-m` itself.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from types import ModuleType
+from typing import NamedTuple
 
-COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("data", "stats"): ("iqs.data.stats", "Per-source and mixture statistics (table, JSON, histograms)"),
-    ("data", "build-demo"): ("iqs.data.demo", "Build the embedded demo dataset"),
-    ("data", "build-library"): (
-        "iqs.data.demo.library",
-        "Build a test digiKam library (albums, XMP, digikam4.db)",
+from iqs.config import CommandLineError
+
+
+class Command(NamedTuple):
+    module: str
+    config: str | None  # conf/<config>.yaml, composed with the command line; None: the module parses it
+    help: str
+
+
+COMMANDS: dict[tuple[str, ...], Command] = {
+    ("data", "stats"): Command(
+        "iqs.data.stats", "stats", "Per-source and mixture statistics (table, JSON, histograms)"
     ),
-    ("data", "check"): ("iqs.data.check", "Decode every image of a mixture once; list the unreadable ones"),
-    ("data", "prepare"): ("iqs.data.prepare", "Decode and resize a mixture's images once into shards"),
-    ("train",): ("iqs.train.run", "Train and evaluate one run (or a sweep with -m), tracked in MLflow"),
-    ("compare",): ("iqs.tracking.compare", "Compare tracked runs side by side"),
-    ("ui",): ("iqs.tracking.ui", "MLflow UI on the tracked runs' store (as train/export/compare see it)"),
-    ("export",): ("iqs.deploy.export", "Export a run to ONNX in digiKam's contract"),
-    ("predict",): ("iqs.deploy.predict", "Score photo folders, optionally write XMP pick labels"),
-    ("digikam",): (
-        "iqs.deploy.digikam_install",
-        "Install an exported model into digiKam, or restore its own",
+    ("data", "build-demo"): Command("iqs.data.demo.command", "demo", "Build the embedded demo dataset"),
+    ("data", "build-library"): Command(
+        "iqs.data.demo.library", None, "Build a test digiKam library (albums, XMP, digikam4.db)"
+    ),
+    ("data", "check"): Command(
+        "iqs.data.check", "check", "Decode every image of a mixture once; list the unreadable ones"
+    ),
+    ("data", "prepare"): Command(
+        "iqs.data.prepare", "train", "Decode and resize a mixture's images once into shards"
+    ),
+    ("train",): Command(
+        "iqs.train.run", None, "Train and evaluate one run (or a sweep with -m), tracked in MLflow"
+    ),
+    ("compare",): Command("iqs.tracking.compare", "compare", "Compare tracked runs side by side"),
+    ("ui",): Command(
+        "iqs.tracking.ui", "ui", "MLflow UI on the tracked runs' store (as train/export/compare see it)"
+    ),
+    ("export",): Command("iqs.deploy.export", "export", "Export a run to ONNX in digiKam's contract"),
+    ("predict",): Command(
+        "iqs.deploy.predict_cli", "predict", "Score photo folders, optionally write XMP pick labels"
+    ),
+    ("digikam",): Command(
+        "iqs.deploy.digikam_install", None, "Install an exported model into digiKam, or restore its own"
     ),
 }
 
 
 def usage() -> str:
-    lines = ["usage: iqs <command> [key=value ...]", "", "commands:"]
-    for words, (_, help_) in COMMANDS.items():
-        lines.append(f"  {' '.join(words):<18} {help_}")
+    lines = ["usage: iqs <command> [key=value ...] [--help | --cfg job]", "", "commands:"]
+    for words, cmd in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<18} {cmd.help}")
     lines.append("")
-    lines.append("Every command accepts Hydra overrides, e.g. `iqs data stats data=demo thresholds=5_6`.")
+    lines.append("Every command accepts Hydra overrides, e.g. `iqs data stats data=demo thresholds=t5_6`;")
+    lines.append("`--cfg job` prints the configuration a command line composes, and runs nothing.")
     return "\n".join(lines)
+
+
+def show(words: tuple[str, ...], cmd: Command, mod: ModuleType, argv: list[str]) -> int:
+    """`--help` (the command's doc, flags and defaults) or `--cfg job` (the composed config)."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from iqs.config import compose
+
+    assert cmd.config is not None
+    flags = getattr(mod, "FLAGS", None)
+    name = "iqs " + " ".join(words)
+    if "--help" in argv or "-h" in argv:
+        print((mod.__doc__ or cmd.help).strip() + "\n")
+        if flags is not None:
+            aliases = {**flags.switches, **{f"{k} X": v for k, v in flags.options.items()}}
+            print("flags (aliases of config keys):")
+            print("\n".join(f"  {flag:<20} {key}" for flag, key in aliases.items()) + "\n")
+        print(f"options (key=value), defaults from conf/{cmd.config}.yaml:\n")
+        print(OmegaConf.to_yaml(compose(cmd.config)))
+        return 0
+    at = argv.index("--cfg")
+    rest = argv[:at] + argv[at + 2 :]
+    try:
+        print(OmegaConf.to_yaml(compose(cmd.config, rest, flags)))
+    except (ValueError, HydraException, OmegaConfBaseException) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _asks_config(argv: list[str]) -> bool:
+    if "--help" in argv or "-h" in argv:
+        return True
+    return "--cfg" in argv and argv[argv.index("--cfg") + 1 : argv.index("--cfg") + 2] == ["job"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,16 +105,23 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    for words, (module, _) in sorted(COMMANDS.items(), key=lambda kv: -len(kv[0])):
+    for words, cmd in sorted(COMMANDS.items(), key=lambda kv: -len(kv[0])):
         if tuple(argv[: len(words)]) == words:
             try:
-                mod = importlib.import_module(module)
+                mod = importlib.import_module(cmd.module)
             except ModuleNotFoundError as exc:
-                if exc.name == module:
+                if exc.name == cmd.module:
                     print(f"iqs: '{' '.join(words)}' is not available in this version", file=sys.stderr)
                     return 2
                 raise
-            rc = mod.main(argv[len(words) :])
+            rest = argv[len(words) :]
+            if cmd.config is not None and _asks_config(rest):
+                return show(words, cmd, mod, rest)
+            try:
+                rc = mod.main(rest)
+            except CommandLineError as exc:
+                print(f"iqs {' '.join(words)}: {exc} (see `iqs {' '.join(words)} --help`)", file=sys.stderr)
+                return 2
             return int(rc or 0)
     print(f"iqs: unknown command '{' '.join(argv[:2])}'\n\n{usage()}", file=sys.stderr)
     return 2

@@ -1,6 +1,6 @@
 """`iqs data stats`: what a mixture holds, per source and overall, before anything is trained on it.
 
-    iqs data stats data=demo thresholds=5_6
+    iqs data stats data=demo thresholds=t5_6
     iqs data stats data=ava_eva format=json > stats.json
     iqs data stats dataset=ava dataset.root=/path/to/AVA dataset.annotations=AVA.txt histogram=plots/
     iqs data stats data=demo probe=true                 # + the dataset-identity probe (feature cache)
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 ALL = "all"
 
 
-# a group option whose name Hydra's override grammar would read as a number (thresholds=5_6 -> 56)
 def _num(x: Any) -> float | None:
     x = float(x)
     return None if np.isnan(x) else x

@@ -129,7 +129,7 @@ def torch_reference(model: nn.Module, blobs: np.ndarray) -> tuple[np.ndarray, np
 def predict_reference(full_onnx: Path, images: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     """(classes, probs) from `iqs predict` on the full profile (onnxruntime), read back from its JSON."""
     from iqs.deploy.export import read_onnx_meta
-    from iqs.deploy.predict import main as predict_main
+    from iqs.deploy.predict_cli import main as predict_main
 
     names = list(read_onnx_meta(full_onnx)["class_names"])
     with tempfile.TemporaryDirectory(prefix="iqs-compat-") as tmp:

@@ -1,8 +1,4 @@
-"""`iqs predict`: score photo files and folders, write CSV/JSON, optionally digiKam pick labels in XMP sidecars.
-
-    iqs predict ~/Pictures/2024 --output scores.csv model=exports/run/iqs-1234abcd.full.onnx
-    iqs predict photos/ --write-xmp --dry-run model=path/to/best.ckpt      # list the label changes only
-    iqs predict a.jpg b.nef --format json --strict model=<mlflow run id>
+"""Scoring photo files and folders with a model, row by row (the `iqs predict` command line: predict_cli).
 
 The model is a `full` ONNX export (onnxruntime), or a checkpoint / MLflow run id exported on the fly. Every
 photo is prepared the way digiKam prepares it (see preprocess.py) from a reduced decode (see decode.py).
@@ -11,24 +7,18 @@ onnxruntime run on one shared session (Run is thread-safe and releases the GIL, 
 OpenCV do). So every core does whole photos and no thread pool waits on or spins against another; the
 benchmark (bench/predict_bench.py) measures this against cores / (decode + model time per photo). Paths are
 streamed with a bounded number of photos in flight and rows come out in input order, so memory does not grow
-with the folder size. Bad files become error rows; the exit code is 1 only when every file failed (or, with
---strict, when any did).
+with the folder size. Bad files become error rows.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import csv
 import json
 import os
-import sys
-import tempfile
-import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,7 +26,7 @@ import numpy as np
 
 from iqs.deploy.decode import IMAGE_EXTENSIONS, DecodeError, load_rgb
 from iqs.deploy.preprocess import DIGIKAM_SIZE, digikam_chw
-from iqs.deploy.xmp import PICK_LABELS, SIDECAR_STYLES, XmpError, apply_change, plan_pick_label
+from iqs.deploy.xmp import PICK_LABELS
 
 COLUMNS = ["path", "score", "class", "pick_label", "prob_bad", "prob_normal", "prob_good", "error"]
 
@@ -241,183 +231,3 @@ class RowWriter:
         if self.fmt == "json":
             self.handle.write("\n]\n" if self.count else "]\n")
         self.handle.flush()
-
-
-@dataclass
-class Summary:
-    files: int = 0
-    scored: int = 0
-    errors: Counter = field(default_factory=Counter)
-    classes: Counter = field(default_factory=Counter)
-    xmp: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
-    scoring_seconds: float = 0.0  # without loading (or exporting) the model: the rate `make bench` measures
-
-    @property
-    def failed(self) -> int:
-        return self.files - self.scored + self.xmp["failed"]
-
-
-def _progress(console: Any) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            return Text(f"{task.speed:6.1f} img/s" if task.speed else "   -- img/s", style="cyan")
-
-    return Progress(
-        TextColumn("[bold]scoring"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-def _parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(prog="iqs predict", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "inputs", nargs="*", help="photo files and folders (recursive); key=value items are overrides"
-    )
-    p.add_argument("--write-xmp", action="store_true", help="write Xmp.digiKam.PickLabel to XMP sidecars")
-    p.add_argument("--sidecar-style", choices=SIDECAR_STYLES, default=None, help="photo.jpg.xmp or photo.xmp")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace pick labels you set (kept by default; photos themselves are never written)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="list the sidecar changes, write nothing")
-    p.add_argument("--strict", action="store_true", help="exit non-zero if any file failed")
-    p.add_argument("--output", "-o", default=None, help="out.csv or out.json (default: CSV on stdout)")
-    p.add_argument("--format", choices=("csv", "json"), default=None)
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="threads that each decode and score photos (default: CPU count)",
-    )
-    args = p.parse_intermixed_args(argv)
-    overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
-    args.inputs = [a for a in args.inputs if a not in overrides]
-    return args, overrides
-
-
-def main(argv: list[str] | None = None) -> int:
-    from rich.console import Console
-
-    from iqs.config import compose
-
-    args, overrides = _parse_args(list(argv or []))
-    cfg = compose("predict", overrides)
-    console = Console(stderr=True)
-    inputs = args.inputs or list(cfg.inputs or [])
-    if not inputs:
-        console.print("iqs predict: no input files or folders given")
-        return 2
-    if not cfg.model:
-        console.print("iqs predict: choose a model: model=<full .onnx | .ckpt | MLflow run id>")
-        return 2
-    write_xmp = args.write_xmp or bool(cfg.write_xmp) or args.dry_run
-    dry_run = args.dry_run or bool(cfg.dry_run)
-    strict = args.strict or bool(cfg.strict)
-    overwrite = args.overwrite or bool(cfg.get("overwrite", False))
-    style = args.sidecar_style or str(cfg.sidecar_style)
-    workers = args.workers or (int(cfg.workers) if cfg.workers else None)
-    output = args.output or cfg.output
-    fmt = args.format or cfg.format or (Path(output).suffix.lstrip(".").lower() if output else "csv")
-    if fmt not in ("csv", "json"):
-        console.print(f"iqs predict: cannot tell the output format of '{output}'; use --format csv|json")
-        return 2
-
-    summary = Summary()
-    if write_xmp:  # the XMP line always shows these counts, zeros included
-        first = "would change" if dry_run else "written"
-        summary.xmp.update(dict.fromkeys((first, XMP_KEPT, "failed"), 0))
-    start = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="iqs-predict-"))
-        scorer = OnnxScorer(resolve_model(str(cfg.model), Path(tmp), cfg), threads=int(cfg.ort_threads or 1))
-        total = sum(1 for _ in iter_image_paths(inputs))
-        handle = (
-            stack.enter_context(open(output, "w", newline="", encoding="utf-8")) if output else sys.stdout
-        )
-        writer = RowWriter(handle, fmt, scorer.class_names)
-        stack.callback(writer.close)  # a valid CSV/JSON even when interrupted
-        rows = predict_paths(
-            iter_image_paths(inputs), scorer, workers, int(cfg.decode_min_side), cfg.max_pixels
-        )
-        with _progress(console) as progress:
-            task = progress.add_task("scoring", total=total)
-            scoring_start = time.perf_counter()
-            for row in rows:
-                summary.files += 1
-                if row.label is None:
-                    summary.errors[row.error_kind] += 1
-                else:
-                    summary.scored += 1
-                    summary.classes[scorer.class_names[row.label]] += 1
-                    if write_xmp:
-                        _label_sidecar(row, style, dry_run, summary, console, overwrite)
-                writer.write(row)
-                progress.advance(task)
-            summary.scoring_seconds = time.perf_counter() - scoring_start
-    summary.seconds = time.perf_counter() - start
-    _print_summary(summary, console, dry_run and write_xmp)
-    if summary.files and summary.scored == 0:
-        return 1
-    return 1 if strict and summary.failed else 0
-
-
-# summary keys of the XMP line (`XMP: written 3, left alone (user label) 2, ...`)
-XMP_KEPT = "left alone (user label)"
-XMP_REPLACED = "replaced user label"
-
-
-def _label_sidecar(
-    row: Row, style: str, dry_run: bool, summary: Summary, console: Any, overwrite: bool = False
-) -> None:
-    """Write (or, dry, list) one photo's pick label; a label the user set is kept unless `overwrite`."""
-    try:
-        change = plan_pick_label(row.path, int(row.label), style, overwrite=overwrite)
-        if change.keeps_user_label:
-            summary.xmp[XMP_KEPT] += 1
-            if dry_run:
-                console.print(f"[dry-run] {change.describe()}", markup=False, highlight=False, soft_wrap=True)
-        elif not change.changes_anything:
-            summary.xmp["unchanged"] += 1
-        elif dry_run:
-            summary.xmp["would change"] += 1
-            console.print(f"[dry-run] {change.describe()}", markup=False, highlight=False, soft_wrap=True)
-        elif apply_change(change):
-            summary.xmp["written"] += 1
-            if change.user_label is not None:
-                summary.xmp[XMP_REPLACED] += 1
-    except (XmpError, OSError) as err:
-        summary.xmp["failed"] += 1
-        row.error = f"XMP sidecar not written: {err}"
-
-
-def _print_summary(summary: Summary, console: Any, dry_run: bool) -> None:
-    rate = summary.files / summary.scoring_seconds if summary.scoring_seconds else 0.0
-    console.print(
-        f"{summary.files} files, {summary.scored} scored, {summary.files - summary.scored} failed "
-        f"in {summary.seconds:.1f} s (model loaded in {summary.seconds - summary.scoring_seconds:.1f} s, "
-        f"then {rate:.1f} files/s)"
-    )
-    if summary.classes:
-        console.print("classes: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.classes.items())))
-    if summary.errors:
-        console.print("errors: " + ", ".join(f"{k} {v}" for k, v in summary.errors.most_common()))
-    if summary.xmp:
-        prefix = "XMP (dry run, nothing written): " if dry_run else "XMP: "
-        console.print(prefix + ", ".join(f"{k} {v}" for k, v in sorted(summary.xmp.items())))

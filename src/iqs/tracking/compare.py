@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -28,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from iqs.config import Flags, compose
 from iqs.tracking.compare_paired import paired_table
 from iqs.tracking.compare_render import WIDE, render, rich_table, title_for, write_figure
 from iqs.tracking.compare_table import AXES, CompareError, build_table, labels_of, varying_params
@@ -53,43 +53,12 @@ __all__ = [  # the entry points; the table, pairing and rendering live in compar
 
 STATUSES = ("FINISHED", "FAILED", "RUNNING", "KILLED", "SCHEDULED")
 FORMATS = ("table", "csv", "markdown", "html", "png")
-# filter keys read verbatim, before Hydra would turn `5_6` into the integer 56
-RAW_KEYS = {
-    "experiment": "experiment_name",
-    "experiment_name": "experiment_name",
-    "sweep": "sweep",
-    "status": "status",
-    "baseline": "baseline",  # a run id such as 12345678 would otherwise become an integer
-    "cv": "cv",
-}
-TAG_ARG = re.compile(r"^\+?tags?\.(?P<key>[^=]+)=(?P<value>.*)$")
-
-
-def parse_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, Any], dict[str, str]]:
-    """Split argv into Hydra overrides, verbatim filters and tag filters."""
-    overrides: list[str] = []
-    raw: dict[str, Any] = {}
-    tags: dict[str, str] = {}
-    for arg in argv:
-        if (m := TAG_ARG.match(arg)) is not None:
-            tags[m["key"]] = _unquote(m["value"])
-            continue
-        key, sep, value = arg.partition("=")
-        if sep and key in RAW_KEYS:
-            value = _unquote(value)
-            if value.startswith("[") and value.endswith("]"):
-                raw[RAW_KEYS[key]] = [_unquote(v.strip()) for v in value[1:-1].split(",") if v.strip()]
-            else:
-                raw[RAW_KEYS[key]] = None if value in ("", "null") else value
-            continue
-        if "=" not in arg:
-            raise CompareError(f"iqs compare: expected key=value, got '{arg}'")
-        overrides.append(arg)
-    return overrides, raw, tags
-
-
-def _unquote(text: str) -> str:
-    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
+# `experiment=` and `tag.<key>=` are short for the config keys; the filters' values are text as typed
+# (a tag value `5_6` or a run id `01234567` would otherwise be read as a number by Hydra)
+FLAGS = Flags(
+    renames={"experiment": "experiment_name", "tag.": "++tags.", "tags.": "++tags."},
+    strings=("experiment_name", "sweep", "status", "baseline", "cv", "tags."),
+)
 
 
 def _quote(value: str) -> str:
@@ -185,24 +154,15 @@ def log_to_sweep(cfg: Any, table: pd.DataFrame, path: Path) -> int:
 
 
 def load_config(argv: Sequence[str]) -> DictConfig:
-    from iqs.config import compose
-
-    overrides, raw, tags = parse_argv(argv)
-    cfg = compose("compare", overrides)
-    OmegaConf.set_struct(cfg, False)
-    for key, value in raw.items():
-        cfg[key] = value
-    composed_tags = OmegaConf.to_container(cfg.tags) if cfg.get("tags") is not None else {}
-    cfg.tags = {**composed_tags, **tags}
-    return cfg
+    """conf/compare.yaml composed with the command line (`key=value`, `experiment=`, `tag.<key>=`)."""
+    try:
+        return compose("compare", argv, FLAGS)
+    except ValueError as exc:
+        raise CompareError(str(exc)) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help", "help"):
-        print(__doc__.strip() + "\n\nOptions (key=value), defaults from conf/compare.yaml:\n")
-        print(OmegaConf.to_yaml(load_config([])))
-        return 0
+    argv = list(sys.argv[1:] if argv is None else argv)  # `iqs compare --help` / `--cfg job`: iqs.cli
     try:
         cfg = load_config(argv)
         if cfg.get("cv"):

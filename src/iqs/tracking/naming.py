@@ -20,7 +20,7 @@ AXES = {
 
 
 def thresholds_name(cfg: Any) -> str:
-    """`5_6` from the pair's values: `thresholds=5_6 thresholds.t1=4 thresholds.t2=7` is `4_7`, not its
+    """`5_6` from the pair's values: `thresholds=t5_6 thresholds.t1=4 thresholds.t2=7` is `4_7`, not its
     config group's name; the name is used only when the config has no values."""
     t1, t2 = cfg_get(cfg, "thresholds.t1"), cfg_get(cfg, "thresholds.t2")
     if t1 is not None and t2 is not None:

@@ -1,6 +1,6 @@
 """Learned decision cuts: where to cut the model's predicted score into bad / normal / good.
 
-The label thresholds (`thresholds=5_6`) define what the classes MEAN; nothing says that cutting the
+The label thresholds (`thresholds=t5_6`) define what the classes MEAN; nothing says that cutting the
 model's prediction at the same values reproduces them best (a regression shrinks towards the mean, and a
 classification or ordinal head's score lives on 0..2). After fitting, `tune_cuts` picks two cuts on the
 VALIDATION split's predicted scores only:

@@ -74,7 +74,7 @@ def label_source(cfg: DictConfig, thresholds: tuple[float, float]) -> None:
                 f"the init run's thresholds {thresholds[0]:g}_{thresholds[1]:g} cannot tell the user's classes "
                 f"apart (the adapter puts bad/normal/good at {', '.join(f'{s:g}' for s in scores)} on the common "
                 f"scale and this pair classes them {[CLASS_NAMES[g] for g in got]}); start from a run whose "
-                f"thresholds t1 < {scores[1]:g} <= t2, e.g. thresholds=5_6"
+                f"thresholds t1 < {scores[1]:g} <= t2, e.g. thresholds=t5_6"
             )
 
 

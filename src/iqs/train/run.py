@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig
 
-from iqs.config import conf_dir, job_suffix, quote_group_options
+from iqs.config import conf_dir, job_suffix
 from iqs.train.launchers import register_resolvers
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from iqs.train import user_errors
     from iqs.train.signals import Interrupted, signals_raise
 
-    argv = quote_group_options(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
     saved = sys.argv
     sys.argv = ["iqs-train", *argv]
     user_errors.reported.clear()

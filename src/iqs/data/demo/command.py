@@ -1,47 +1,45 @@
-"""`iqs data build-demo [out_dir=...] [seed=...] [force=true]`: build the demo and summarise it."""
+"""`iqs data build-demo [out_dir=...] [seed=...] [force=true]`: build the demo and summarise it (conf/demo.yaml)."""
 
 from __future__ import annotations
 
-import difflib
-import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from iqs.config import compose
 from iqs.data.demo.build import ensure_demo, read_build
 
-KEYS = ("out_dir", "seed", "force")
-USAGE = "usage: iqs data build-demo [out_dir=PATH] [seed=INT] [force=true|false]"
+
+@dataclass
+class DemoOptions:
+    """The types of conf/demo.yaml's keys: `seed=x` or `force=maybe` fail here, naming the key."""
+
+    out_dir: str
+    seed: int = 0
+    force: bool = False
+
+
+def options(argv: list[str] | None = None) -> DemoOptions:
+    """conf/demo.yaml composed with `argv` (`key=value`), checked against `DemoOptions`."""
+    cfg = compose("demo", list(argv or []))
+    own = {key: cfg[key] for key in cfg if key != "paths"}  # resolved: out_dir follows conf/paths
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DemoOptions), own))
 
 
 def default_out_dir() -> Path:
-    """`$IQS_DATA_DIR/demo`, else `<$IQS_ROOT or .>/data/demo`, as conf/paths/default.yaml resolves data_dir."""
-    data_dir = os.environ.get("IQS_DATA_DIR")
-    if data_dir:
-        return Path(data_dir) / "demo"
-    return Path(os.environ.get("IQS_ROOT", ".")) / "data" / "demo"
+    """conf/demo.yaml's out_dir: `${paths.data_dir}/demo` ($IQS_DATA_DIR, $IQS_ROOT as conf/paths says)."""
+    return Path(options().out_dir)
 
 
-def parse_overrides(argv: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("+")
-        if not sep or not key:
-            raise ValueError(f"expected key=value, got '{arg}'\n{USAGE}")
-        if key not in KEYS:
-            hint = difflib.get_close_matches(key, KEYS, n=1)
-            raise ValueError(
-                f"unknown key '{key}'" + (f"; did you mean '{hint[0]}'?" if hint else "") + f"\n{USAGE}"
-            )
-        out[key] = value
-    return out
-
-
+# `iqs data build-library` (iqs.data.demo.library, not yet on conf/) still reads its own keys with this
 def _bool(key: str, value: str) -> bool:
     v = value.strip().lower()
     if v in ("true", "1", "yes", "on"):
@@ -78,25 +76,21 @@ def summary_table(record: dict, built_now: bool, wall_s: float) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     console = Console()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        console.print(escape(USAGE))
-        return 0
     try:
-        opts = parse_overrides(argv)
-        seed = int(opts.get("seed", "0"))
-        force = _bool("force", opts.get("force", "false"))
-    except ValueError as exc:
-        console.print(f"[red]iqs data build-demo: {escape(str(exc))}[/red]")
+        opts = options(list(sys.argv[1:] if argv is None else argv))
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        console.print(
+            f"[red]iqs data build-demo: {escape(str(exc))}[/red]\n(see `iqs data build-demo --help`)"
+        )
         return 2
-    out_dir = Path(opts["out_dir"]) if "out_dir" in opts else default_out_dir()
+    out_dir = Path(opts.out_dir)
     before = read_build(out_dir)
     start = time.perf_counter()
-    ensure_demo(out_dir, seed, force=force)
+    ensure_demo(out_dir, opts.seed, force=opts.force)
     wall = time.perf_counter() - start
     record = read_build(out_dir)
     assert record is not None
-    built_now = force or before != record
+    built_now = opts.force or before != record
     console.print(summary_table(record, built_now, wall))
     console.print(f"written to {out_dir.resolve()}")
     return 0
