@@ -441,3 +441,35 @@ def test_git_info_commit_dirty_and_diff(tmp_path: Path) -> None:
     dirty = git_info(tmp_path / "sub")  # from a subfolder: the whole checkout counts
     assert dirty.dirty is True and dirty.tags()["git_dirty"] == "true"
     assert "-one" in dirty.diff and "+two" in dirty.diff and "#   new.py" in dirty.diff
+
+
+def test_a_dataset_insert_race_is_retried_and_other_errors_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sweep jobs logging the same source at once: MLflow's SQL store raises UNIQUE constraint in
+    one of them; the retry then finds the row. Any other error is raised at once."""
+    from mlflow.exceptions import MlflowException
+
+    from iqs.tracking import mlflow_run
+
+    calls: list[int] = []
+
+    class Client:
+        def __init__(self, error: str) -> None:
+            self.error = error
+
+        def log_inputs(self, run_id: str, datasets: list) -> None:
+            calls.append(len(datasets))
+            if len(calls) == 1:
+                raise MlflowException(self.error)
+
+    monkeypatch.setattr("iqs.tracking.run_inputs.dataset_inputs", lambda cfg, table: ["ds"])
+    monkeypatch.setattr(mlflow_run.time, "sleep", lambda s: None)
+    run = object.__new__(mlflow_run.TrackedRun)
+    run.run_id, run.cfg = "r", None
+    run.client = Client("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id")
+    run.log_sources(pd.DataFrame())
+    assert calls == [1, 1]
+    calls.clear()
+    run.client = Client("database is locked")
+    with pytest.raises(MlflowException, match="locked"):
+        run.log_sources(pd.DataFrame())
+    assert calls == [1]

@@ -13,6 +13,7 @@ goes back to RUNNING and keeps its params, which must not change.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -145,8 +146,19 @@ class TrackedRun:
         from iqs.tracking.run_inputs import dataset_inputs
 
         inputs = dataset_inputs(self.cfg, table)
-        if inputs:
-            self.client.log_inputs(self.run_id, datasets=inputs)
+        for attempt in range(3):
+            if not inputs:
+                return
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except Exception as exc:
+                # MLflow's SQL store checks for a dataset row, then inserts it: two sweep jobs logging the
+                # same source at once (joblib, submitit) both insert and one hits the UNIQUE constraint.
+                # The row exists by then, so the retry finds it.
+                if "UNIQUE constraint" not in str(exc) or attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
