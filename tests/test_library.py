@@ -148,3 +148,16 @@ def test_every_storage_has_a_writer() -> None:
     from iqs.data.demo.library_layout import STORAGE
 
     assert set(STORAGE_WRITERS) | {"unlabelled"} == set(STORAGE)
+
+
+def test_build_library_command_reads_conf_library(tmp_path, capsys):
+    """conf/library.yaml's sizes are LibrarySpec's defaults, and the command goes through compose: an unknown
+    key or a bad value is exit 2 with the key named, never a traceback."""
+    from iqs.config import compose
+    from iqs.data.demo.library import LibrarySpec
+
+    cfg = compose("library")
+    assert (cfg.crops_per_photo, cfg.long_side) == (LibrarySpec().crops_per_photo, LibrarySpec().long_side)
+    assert cli_main(["data", "build-library", f"out_dir={tmp_path}", "force=maybe"]) == 2
+    assert "force must be true or false" in capsys.readouterr().err
+    assert not (tmp_path / "library.json").exists()

@@ -29,7 +29,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ),
     ("data", "build-demo"): Command("iqs.data.demo.command", "demo", "Build the embedded demo dataset"),
     ("data", "build-library"): Command(
-        "iqs.data.demo.library", None, "Build a test digiKam library (albums, XMP, digikam4.db)"
+        "iqs.data.demo.library", "library", "Build a test digiKam library (albums, XMP, digikam4.db)"
     ),
     ("data", "check"): Command(
         "iqs.data.check", "check", "Decode every image of a mixture once; list the unreadable ones"
@@ -49,7 +49,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "iqs.deploy.predict_cli", "predict", "Score photo folders, optionally write XMP pick labels"
     ),
     ("digikam",): Command(
-        "iqs.deploy.digikam_install", None, "Install an exported model into digiKam, or restore its own"
+        "iqs.deploy.digikam_install", "digikam", "Install an exported model into digiKam, or restore its own"
     ),
 }
 

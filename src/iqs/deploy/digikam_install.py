@@ -28,12 +28,13 @@ What digiKam does, read in its sources (paths relative to its repository):
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from iqs.config import CommandLineError, Flags, compose
 from iqs.deploy.digikam_dnnconf import (
     aesthetic_group,
     conf_out_default,
@@ -192,28 +193,55 @@ def _print_plan(plan: Plan, dry_run: bool) -> None:
         print(note)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="iqs digikam", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    inst = sub.add_parser(
-        "install", help="copy an exported model where digiKam loads it (stock file backed up)"
+# the flags users know from the docs, as aliases of conf/digikam.yaml's keys; the bare words are `args`
+FLAGS = Flags(
+    switches={"--dry-run": "dry_run"},
+    options={
+        "--digikam-version": "digikam_version",
+        "--data-dir": "data_dir",
+        "--models-dir": "models_dir",
+        "--conf-out": "conf_out",
+    },
+    positional="args",
+    strings=("digikam_version", "data_dir", "models_dir", "conf_out"),
+)
+ACTIONS = ("install", "restore")
+
+
+@dataclass
+class DigikamOptions:
+    """conf/digikam.yaml, checked: the values come from the yaml, the types from here."""
+
+    action: str
+    model: Path | None
+    digikam_version: str
+    data_dir: str | None
+    models_dir: Path | None
+    conf_out: Path | None
+    dry_run: bool
+
+
+def options(argv: list[str]) -> DigikamOptions:
+    """The command line through conf/digikam.yaml (iqs.config.compose, as every subcommand)."""
+    cfg = compose("digikam", argv, FLAGS)
+    words = [str(w) for w in cfg.args]
+    if not words or words[0] not in ACTIONS or len(words) != (2 if words[0] == "install" else 1):
+        raise CommandLineError(f"expected `install MODEL` or `restore`, got {' '.join(words) or 'nothing'!r}")
+    if not isinstance(cfg.dry_run, bool):
+        raise CommandLineError(f"dry_run must be true or false, got '{cfg.dry_run}'")
+
+    def path(value: object) -> Path | None:
+        return Path(str(value)).expanduser() if value else None
+
+    return DigikamOptions(
+        action=words[0],
+        model=path(words[1]) if len(words) == 2 else None,
+        digikam_version=str(cfg.digikam_version),
+        data_dir=str(cfg.data_dir) if cfg.data_dir else None,
+        models_dir=path(cfg.models_dir),
+        conf_out=path(cfg.conf_out),
+        dry_run=cfg.dry_run,
     )
-    inst.add_argument("model", type=Path, help="a .digikam.onnx (8.5+) or .digikam_tf.pb (8.0-8.4) export")
-    rest = sub.add_parser("restore", help="put digiKam's stock model back")
-    for sp in (inst, rest):
-        sp.add_argument("--digikam-version", default="auto", help=f"8.2, 8.5, {LEGACY}, {DNNMODELS} or auto")
-        sp.add_argument(
-            "--data-dir", default=None, help="the folder holding digikam/ (default: Qt's data folders)"
-        )
-        sp.add_argument(
-            "--models-dir",
-            type=Path,
-            default=None,
-            help="digiKam's models folder, where newer versions let you move it (default: digikam/facesengine)",
-        )
-        sp.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
-    inst.add_argument("--conf-out", type=Path, default=None, help="8.5+: where to write our dnnmodels.conf")
-    return p
 
 
 def _restore(models: Path, dry_run: bool) -> None:
@@ -223,9 +251,10 @@ def _restore(models: Path, dry_run: bool) -> None:
         restore(models, record)
 
 
-def _install(args: argparse.Namespace, dirs: list[Path], models: Path) -> None:
+def _install(args: DigikamOptions, dirs: list[Path], models: Path) -> None:
     version = detect_version(dirs) if args.digikam_version == "auto" else parse_version(args.digikam_version)
-    model = args.model.expanduser().resolve()
+    assert args.model is not None
+    model = args.model.resolve()
     check_model(model, version)
     if version == LEGACY:
         plan, record = plan_legacy_install(model, models)
@@ -241,11 +270,11 @@ def _install(args: argparse.Namespace, dirs: list[Path], models: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = options(list(sys.argv[1:] if argv is None else argv))
     dirs = data_dirs(args.data_dir)
-    models = args.models_dir.expanduser().resolve() if args.models_dir else models_dir(dirs)
+    models = args.models_dir.resolve() if args.models_dir else models_dir(dirs)
     try:
-        if args.command == "restore":
+        if args.action == "restore":
             _restore(models, args.dry_run)
         else:
             _install(args, dirs, models)

@@ -39,16 +39,6 @@ def default_out_dir() -> Path:
     return Path(options().out_dir)
 
 
-# `iqs data build-library` (iqs.data.demo.library, not yet on conf/) still reads its own keys with this
-def _bool(key: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("true", "1", "yes", "on"):
-        return True
-    if v in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"{key} must be true or false, got '{value}'")
-
-
 def summary_table(record: dict, built_now: bool, wall_s: float) -> Table:
     title = (
         f"demo dataset v{record['version']}, seed {record['seed']}: {record['references']} reference crops "

@@ -22,7 +22,6 @@ in a few seconds:
 
 from __future__ import annotations
 
-import difflib
 import json
 import shutil
 import sys
@@ -30,6 +29,7 @@ import time
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -127,44 +127,27 @@ def ensure_library(
     return out_dir
 
 
-KEYS = ("out_dir", "seed", "force", "crops_per_photo", "long_side")
-USAGE = (
-    "usage: iqs data build-library [out_dir=PATH] [seed=INT] [force=true|false] "
-    "[crops_per_photo=INT (scenes per demo photograph, default 3)] [long_side=PX (default 128)]"
-)
-
-
-def _int(args: dict[str, str], key: str, default: int) -> int:
-    try:
-        return int(args.get(key, default))
-    except ValueError:
-        raise ValueError(f"{key} must be an integer, got '{args[key]}'") from None
+def _integer(cfg: Any, key: str) -> int:
+    if isinstance(cfg[key], bool) or not isinstance(cfg[key], int):
+        raise ValueError(f"{key} must be an integer, got '{cfg[key]}'")
+    return cfg[key]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from iqs.data.demo.command import _bool, default_out_dir
+    """`iqs data build-library [key=value ...]`: conf/library.yaml composed with the command line."""
+    from omegaconf.errors import OmegaConfBaseException
 
-    args: dict[str, str] = {}
-    for arg in sys.argv[1:] if argv is None else argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in KEYS:
-            hint = difflib.get_close_matches(key, KEYS, n=1)
-            print(
-                f"unknown argument '{arg}'" + (f"; did you mean '{hint[0]}'?" if hint else "") + f"\n{USAGE}",
-                file=sys.stderr,
-            )
-            return 2
-        args[key] = value
-    out = Path(args.get("out_dir") or default_out_dir().parent / "library")
+    from iqs.config import compose
+
+    cfg = compose("library", list(sys.argv[1:] if argv is None else argv))
     try:
-        seed = _int(args, "seed", 0)
-        force = _bool("force", args.get("force", "false"))
-        spec = LibrarySpec(
-            crops_per_photo=_int(args, "crops_per_photo", LibrarySpec.crops_per_photo),
-            long_side=_int(args, "long_side", LibrarySpec.long_side),
-        )
-    except ValueError as exc:
-        print(f"{exc}\n{USAGE}", file=sys.stderr)
+        if not isinstance(cfg.force, bool):
+            raise ValueError(f"force must be true or false, got '{cfg.force}'")
+        seed, crops, side = (_integer(cfg, key) for key in ("seed", "crops_per_photo", "long_side"))
+        out, force = Path(str(cfg.out_dir)), cfg.force
+        spec = LibrarySpec(crops_per_photo=crops, long_side=side)
+    except (ValueError, TypeError, OmegaConfBaseException) as exc:
+        print(f"iqs data build-library: {exc} (see `iqs data build-library --help`)", file=sys.stderr)
         return 2
     ensure_library(out, seed, spec, force=force)
     m = read_manifest(out) or {}
