@@ -46,6 +46,19 @@ def test_every_rebalance_yaml_builds_its_registered_strategy(option: str) -> Non
     assert type(build_rebalancer(node)) is REBALANCERS.get(option)
 
 
+@pytest.mark.parametrize("option", group_options("rebalance"))
+def test_rebalancer_code_defaults_are_its_yaml(option: str) -> None:
+    """A strategy built in code (tests, notebooks) behaves as `rebalance=<option>`: every constructor default
+    equals the yaml's value, and the yaml states every parameter."""
+    import inspect
+
+    node = OmegaConf.to_container(composed("rebalance", option))
+    params = inspect.signature(REBALANCERS.get(option).__init__).parameters
+    code = {k: v.default for k, v in params.items() if k != "self" and v.kind is v.POSITIONAL_OR_KEYWORD}
+    assert {k: node[k] for k in code if k in node} == code, f"conf/rebalance/{option}.yaml vs its class"
+    assert set(node) - {"name"} <= set(code), f"conf/rebalance/{option}.yaml has keys its class lacks"
+
+
 def test_every_registered_rebalancer_has_a_yaml() -> None:
     assert REBALANCERS.names() == group_options("rebalance")
 

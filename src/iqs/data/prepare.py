@@ -253,8 +253,8 @@ def main(argv: list[str]) -> int:
 
     console = Console(stderr=True)
     cfg = compose("train", argv)
-    p = cfg.get("prepare", {})
-    short_side = int(p.get("short_side", 320))
+    p = cfg.prepare  # conf/train.yaml holds every prepare default; no fallbacks here
+    short_side = int(p.short_side)
     try:
         fmt = ShardFormat.from_cfg(p)
     except ValueError as exc:
@@ -307,8 +307,8 @@ def _prepare_one(
         rel,
         cfg.paths.cache_dir,
         short_side=short_side,
-        shard_size=int(p.get("shard_size", 512)),
-        workers=int(p.get("workers") or os.cpu_count() or 1),
+        shard_size=int(p.shard_size),
+        workers=int(p.workers or os.cpu_count() or 1),  # null: every core
         fmt=fmt,
     )
     errors = shard_errors(rep.out_dir, rel)
