@@ -19,7 +19,6 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-DEFAULT_BURST_GAP_S = 10.0
 # EXIF (CIPA DC-008) DateTimeOriginal is "YYYY:MM:DD HH:MM:SS"; digiKam's database stores ISO 8601
 _FORMATS = ("%Y:%m:%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")
 

@@ -39,7 +39,7 @@ from iqs.data.adapters.digikam_schema import (
     SCHEMA_VERSION,
     STATUS_VISIBLE,
 )
-from iqs.data.adapters.reading import dataset_root, setting
+from iqs.data.adapters.reading import dataset_root, setting, stated
 from iqs.data.bursts import parse_capture_time
 from iqs.data.errors import DataError
 from iqs.data.table import is_safe_relative
@@ -55,7 +55,6 @@ REQUIRED = {
     "Tags": ("id", "pid", "name"),
     "ImageTags": ("imageid", "tagid"),
 }
-DEFAULT_LOCK_TIMEOUT_S = 5.0
 
 
 def open_readonly(path: Path, timeout_s: float) -> sqlite3.Connection:
@@ -135,7 +134,7 @@ def read_database(cfg: Mapping) -> tuple[list[Photo], LabelReport, LabelRules]:
     """Every visible image of the database with its labels (unlabelled ones included)."""
     name = str(cfg.get("name") or "digikam_db")
     root = dataset_root(cfg).expanduser()
-    db = root / Path(str(cfg.get("database") or "digikam4.db")).expanduser()
+    db = root / Path(str(stated(cfg, "database"))).expanduser()
     if not db.is_file():
         raise DataError(
             f"digiKam database not found. Set {setting(cfg, 'database', '/path/to/digikam4.db')} (digiKam's "
@@ -165,7 +164,7 @@ def read_database(cfg: Mapping) -> tuple[list[Photo], LabelReport, LabelRules]:
 
 def _snapshot(cfg: Mapping, db: Path) -> tuple[list, list, dict[int, list[int]]]:
     """Album roots, images and pick labels read in one transaction; lock and format errors as DataErrors."""
-    timeout = float(cfg.get("lock_timeout_s", DEFAULT_LOCK_TIMEOUT_S))
+    timeout = float(stated(cfg, "lock_timeout_s"))
     try:
         con = open_readonly(db, timeout)
         try:

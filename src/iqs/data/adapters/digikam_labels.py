@@ -41,8 +41,9 @@ from iqs.data.adapters.reading import (
     positive_setting,
     required,
     setting,
+    stated,
 )
-from iqs.data.bursts import DEFAULT_BURST_GAP_S, burst_ids, check_gap
+from iqs.data.bursts import burst_ids, check_gap
 from iqs.data.errors import DataError
 from iqs.data.scale import CLASS_NAMES, to_common
 
@@ -99,13 +100,13 @@ class LabelRules:
 
 
 def rules_from_cfg(cfg: Mapping) -> LabelRules:
-    label_from = str(cfg.get("label_from", "both"))
+    label_from = str(stated(cfg, "label_from"))
     if label_from not in LABEL_FROM:
         raise DataError(
             f"{config_key(cfg, 'label_from')} must be one of {', '.join(LABEL_FROM)}, got {label_from!r}"
         )
-    rating_scale = native_range(cfg, "rating_scale") if cfg.get("rating_scale") is not None else (0.0, 5.0)
-    pair = plain(cfg.get("rating_classes", [1, 3]))
+    rating_scale = native_range(cfg, "rating_scale")
+    pair = plain(stated(cfg, "rating_classes"))
     try:
         r1, r2 = (float(v) for v in pair)
     except (TypeError, ValueError):
@@ -119,7 +120,7 @@ def rules_from_cfg(cfg: Mapping) -> LabelRules:
             f"{config_key(cfg, 'rating_classes')} must satisfy {lo:g} <= r1 < r2 < {hi:g} "
             f"(the rating range), got [{r1:g}, {r2:g}]"
         )
-    return LabelRules(label_from, rating_scale, (r1, r2), bool(cfg.get("rejected_rating", True)))
+    return LabelRules(label_from, rating_scale, (r1, r2), bool(stated(cfg, "rejected_rating")))
 
 
 def check_class_range(cfg: Mapping) -> None:
@@ -209,7 +210,7 @@ def labels_table(cfg: Mapping, photos: list[Photo], rules: LabelRules, report: L
     name = str(required(cfg, "name"))
     default_std = positive_setting(cfg, "default_std", default=1.0)
     try:
-        gap = check_gap(cfg.get("burst_gap_s", DEFAULT_BURST_GAP_S))
+        gap = check_gap(stated(cfg, "burst_gap_s"))
     except ValueError as exc:
         raise DataError(f"{config_key(cfg, 'burst_gap_s')}: {exc}") from None
 

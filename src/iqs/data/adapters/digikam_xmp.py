@@ -38,7 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.digikam_labels import LabelReport, LabelRules, Photo, load_labels, rules_from_cfg
-from iqs.data.adapters.reading import config_key, dataset_root, plain, setting
+from iqs.data.adapters.reading import config_key, dataset_root, plain, setting, stated
 from iqs.data.bursts import parse_capture_time
 from iqs.data.errors import DataError
 
@@ -51,7 +51,6 @@ DATE_KEY = "Exif.Photo.DateTimeOriginal"
 SIDECAR_NAMES = ("either", "appended", "basename")
 # digiKam's MicrosoftPhoto percent steps for 0..5 stars (dmetadatasettingscontainer.cpp line 308)
 MS_RATING_STEPS = (0, 1, 25, 50, 75, 99)
-DEFAULT_EXTENSIONS = ("jpg", "jpeg", "jpe", "tif", "tiff", "png", "webp", "heic", "heif", "dng")
 
 
 def sidecar_for(image: Path, naming: str) -> Path | None:
@@ -176,13 +175,13 @@ def read_library(cfg: Mapping, progress: bool = True) -> tuple[list[Photo], Labe
             "collection (Settings > Collections), or build the test library with `iqs data build-library`."
         )
     rules = rules_from_cfg(cfg)
-    naming = str(cfg.get("sidecar_name", "either"))
+    naming = str(stated(cfg, "sidecar_name"))
     if naming not in SIDECAR_NAMES:
         raise DataError(
             f"{config_key(cfg, 'sidecar_name')} must be one of {', '.join(SIDECAR_NAMES)}, got {naming!r}"
         )
-    read_sidecars = bool(cfg.get("read_sidecars", True))
-    extensions = tuple(str(e) for e in plain(cfg.get("extensions") or DEFAULT_EXTENSIONS))
+    read_sidecars = bool(stated(cfg, "read_sidecars"))
+    extensions = tuple(str(e) for e in plain(stated(cfg, "extensions")))
     files = list(image_files(root, extensions))
     report = LabelReport(source=name, photos=len(files))
     photos: list[Photo] = []
