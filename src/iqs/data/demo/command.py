@@ -20,11 +20,12 @@ from iqs.data.demo.build import ensure_demo, read_build
 
 @dataclass
 class DemoOptions:
-    """The types of conf/demo.yaml's keys: `seed=x` or `force=maybe` fail here, naming the key."""
+    """The types of conf/demo.yaml's keys (the values, defaults included, come from the yaml): `seed=x` or
+    `force=maybe` fail here, naming the key."""
 
     out_dir: str
-    seed: int = 0
-    force: bool = False
+    seed: int
+    force: bool
 
 
 def options(argv: list[str] | None = None) -> DemoOptions:
