@@ -8,7 +8,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train sweep compare ui test test-fast lint bench bench-predict compat clean
+.PHONY: help setup data train sweep compare ui test test-all test-fast lint bench bench-predict compat clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,7 +40,10 @@ compare: setup ## side-by-side table of the tracked runs
 ui: setup ## MLflow UI on 127.0.0.1:5000, same store as train (MLFLOW_TRACKING_URI / logger.tracking_uri=)
 	$(BIN)/iqs ui $(ARGS)
 
-test: setup ## the test suite (slow and OpenCV-matrix tests included; about 4-6 min on 2 cores once the tool venvs exist)
+test: setup ## the test suite (slow and OpenCV-matrix tests included; about 10-11 min on 2 cores once the tool venvs exist)
+	$(BIN)/python -m pytest -q -m "not gpu_script" $(ARGS)
+
+test-all: setup ## make test plus the CPU proof run of scripts/gpu_check.sh (over a minute more)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 test-fast: setup ## the test suite without slow tests

@@ -78,6 +78,7 @@ def test_gpu_check_refuses_a_missing_gpu_with_the_way_out(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.gpu_script
 def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     """The whole script, --cpu --quick: demo, JPEG shards, bf16 fine-tune through `iqs train`, rates, predict."""
     env = {
