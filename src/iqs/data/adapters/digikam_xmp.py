@@ -41,6 +41,7 @@ from iqs.data.adapters.digikam_labels import LabelReport, LabelRules, Photo, loa
 from iqs.data.adapters.reading import config_key, dataset_root, plain, setting, stated
 from iqs.data.bursts import parse_capture_time
 from iqs.data.errors import DataError
+from iqs.deploy.xmp import sidecar_path
 
 log = logging.getLogger("iqs.data.adapters")
 
@@ -55,8 +56,7 @@ MS_RATING_STEPS = (0, 1, 25, 50, 75, 99)
 
 def sidecar_for(image: Path, naming: str) -> Path | None:
     """The sidecar digiKam would read for `image` under `naming` (None when there is none)."""
-    appended = image.with_name(image.name + ".xmp")
-    basename = image.with_suffix(".xmp")
+    appended, basename = sidecar_path(image, "appended"), sidecar_path(image, "basename")
     if naming == "appended":
         candidates = [appended]
     elif naming == "basename":
