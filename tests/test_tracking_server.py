@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -173,32 +174,47 @@ def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, cap
 
 
 class ServerOutage:
-    """Lightning callback: stops the server after the first training epoch and (`restart`) starts it again
-    right away (a restart takes seconds to a minute); records when training went on and ended."""
+    """Lightning callback: stops the server after the first training epoch; with `restart`, starts it again
+    at the end of the second epoch once the client has reported the outage (a server restarted before the
+    next metric call would hide it), while training goes on. Records when training went on and ended."""
 
     def __init__(self, server: Server, *, restart: bool = True) -> None:
         self.server, self.restart = server, restart
         self.stopped_at: float | None = None
         self.epochs_during_outage = 0
         self.train_end: float | None = None
+        self.waited_for_report_s = 0.0  # training time spent waiting for the outage warning
+        self.reported = threading.Event()
+        self._handler: logging.Handler | None = None
 
     def as_callback(self):
         import pytorch_lightning as pl
 
         outer = self
 
+        class _Reported(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "is unreachable" in record.getMessage():
+                    outer.reported.set()
+
         class _Callback(pl.Callback):
             def on_train_epoch_end(self, trainer, pl_module) -> None:
                 if outer.stopped_at is None:
+                    outer._handler = _Reported()
+                    logging.getLogger(outage_module.__name__).addHandler(outer._handler)
                     outer.server.stop()
                     outer.stopped_at = time.monotonic()
-                    if outer.restart:
-                        outer.server.start()  # comes up while training goes on
-                else:
-                    outer.epochs_during_outage += 1
+                    return
+                outer.epochs_during_outage += 1
+                if outer.restart and outer.epochs_during_outage == 1:
+                    started = time.monotonic()
+                    assert outer.reported.wait(60), "no metric call noticed the stopped server"
+                    outer.waited_for_report_s = time.monotonic() - started
+                    outer.server.start()  # comes up while training goes on
 
             def on_train_end(self, trainer, pl_module) -> None:
                 outer.train_end = time.monotonic()
+                logging.getLogger(outage_module.__name__).removeHandler(outer._handler)
 
         return _Callback()
 
@@ -240,7 +256,9 @@ def test_training_goes_on_through_a_server_restart(
     )
     # training went on while the server was down: 3 epochs after the stop, no retry series in between
     assert outage.stopped_at is not None and outage.epochs_during_outage == epochs - 1
-    assert outage.train_end - outage.stopped_at < 30, "training waited for the dead server"
+    assert outage.train_end - outage.stopped_at - outage.waited_for_report_s < 30, (
+        "training waited for the server"
+    )
     # reported once, and once more when it came back
     messages = [r.getMessage() for r in caplog.records]
     assert sum("is unreachable" in m for m in messages) == 1, messages
