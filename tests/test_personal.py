@@ -120,7 +120,7 @@ def test_a_pair_that_cannot_tell_the_classes_apart_is_refused(general_ckpt: Path
 
 
 @pytest.mark.slow
-def test_personal_end_to_end_on_a_generated_library(tmp_path: Path) -> None:
+def test_personal_end_to_end_on_a_generated_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny general run on the demo, then experiment=personal on a generated digiKam library."""
     import mlflow
 
@@ -156,6 +156,13 @@ def test_personal_end_to_end_on_a_generated_library(tmp_path: Path) -> None:
             ],
         )
     )
+    import iqs.data.mixture
+
+    built = []
+    build_mixture = iqs.data.mixture.build_mixture
+    monkeypatch.setattr(
+        iqs.data.mixture, "build_mixture", lambda *a, **k: built.append(1) or build_mixture(*a, **k)
+    )
     _, objects = train(
         compose(
             "train",
@@ -173,6 +180,7 @@ def test_personal_end_to_end_on_a_generated_library(tmp_path: Path) -> None:
             ],
         )
     )
+    assert len(built) == 1  # the library's sidecars are read once for the three runs
     with pytest.raises(InitFromError, match="no usable MLflow run"):  # a run id the store does not have
         resolve_checkpoint("0123456789abcdef", compose("train", fast[:1]), tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")

@@ -136,6 +136,9 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_demo, tm
         assert value == pytest.approx(expected[key], abs=1e-6, nan_ok=True), key
     # the resumed job kept writing into the run's own folder
     assert (Path(resumed.data.tags["output_dir"]) / "test_predictions.csv").is_file()
+    # each source is one dataset input, logged by the killed attempt and not again on resume
+    inputs = [d.dataset.name for d in resumed.inputs.dataset_inputs]
+    assert sorted(inputs) == sorted(set(inputs)) and len(inputs) >= 2, inputs
 
 
 def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):

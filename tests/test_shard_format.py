@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from types import SimpleNamespace
 
 import cv2
@@ -113,7 +114,7 @@ def test_bad_formats_are_refused_with_the_key_to_fix():
         decode({"format": "webp", "h": 1, "w": 1}, np.zeros(3, np.uint8))
 
 
-def test_training_reads_the_jpeg_prepared_source_the_config_names(photos, tmp_path):
+def test_training_reads_the_jpeg_prepared_source_the_config_names(photos, tmp_path, caplog):
     from iqs.data.table import make_table
     from iqs.deploy.preprocess import InputSpec, eval_transform
     from iqs.train.datamodule import ImageRows
@@ -134,7 +135,21 @@ def test_training_reads_the_jpeg_prepared_source_the_config_names(photos, tmp_pa
     assert prepared_images(cfg(), mixture)["demo"].out_dir == raw.out_dir  # format unset: raw, as before
     found = prepared_images(cfg(format="jpeg", jpeg_quality=95), mixture)
     assert found["demo"].out_dir == jpg.out_dir and found["demo"].formats() == {"jpeg"}
-    assert prepared_images(cfg(format="jpeg", jpeg_quality=80), mixture) == {}  # not prepared at q80
+    with caplog.at_level(logging.WARNING, logger="iqs.data.prepared_folders"):
+        assert prepared_images(cfg(format="jpeg", jpeg_quality=80), mixture) == {}  # not prepared at q80
+    # ... and the run says which options would have used the prepared shards, instead of decoding silently
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "prepare.jpeg_quality=80" in warning and "decodes the original images" in warning
+    assert "prepare.short_side=320 prepare.format=raw" in warning
+    assert "prepare.short_side=320 prepare.format=jpeg prepare.jpeg_quality=95" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="iqs.data.prepared_folders"):
+        prepared_images(cfg(format="jpeg", jpeg_quality=95), mixture)
+        prepared_images(
+            OmegaConf.create({"paths": {"cache_dir": str(cache)}, "prepare": {"short_side": 320}}),
+            SimpleNamespace(roots={"other": root}),
+        )
+    assert not caplog.records  # used, or never prepared: nothing to say
 
     n = len(good)
     table = make_table("demo", good, good, np.full(n, 5.0), np.full(n, 5.0), np.full((n, 10), 0.1))

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from iqs.data.prepared_folders import write_note
 from iqs.data.shard_format import RAW, ShardFormat, decode, entry_nbytes
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ def prepare_source(
     rel = sorted(set(rel_paths))
     out_dir = source_dir(cache_dir, source, root, short_side, fmt)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_note(out_dir, source, root, short_side, fmt)
     report = PrepareReport(out_dir=out_dir, images=len(rel))
     jobs = []
     for i in range(0, len(rel), shard_size):
@@ -300,7 +302,9 @@ def _prepare_one(
     if missing:
         console.print(f"[yellow]{name}: {len(missing)} image file(s) missing[/], e.g. {sorted(missing)[0]}")
     rel = [r for r in rows["path"] if r not in missing]
-    forget_fixed_errors(source_dir(cfg.paths.cache_dir, name, mix.roots[name], short_side), mix.roots[name])
+    forget_fixed_errors(
+        source_dir(cfg.paths.cache_dir, name, mix.roots[name], short_side, fmt), mix.roots[name]
+    )
     rep = prepare_source(
         name,
         mix.roots[name],

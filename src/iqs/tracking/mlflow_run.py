@@ -146,6 +146,12 @@ class TrackedRun:
         from iqs.tracking.run_inputs import dataset_inputs
 
         inputs = dataset_inputs(self.cfg, table)
+        if self.resumed:  # the interrupted attempt logged them already; the data did not change (_reopen)
+            logged = {
+                (d.dataset.name, d.dataset.digest)
+                for d in self.client.get_run(self.run_id).inputs.dataset_inputs
+            }
+            inputs = [i for i in inputs if (i.dataset.name, i.dataset.digest) not in logged]
         for attempt in range(3):
             if not inputs:
                 return

@@ -66,6 +66,7 @@ def extraction_device(cfg: DictConfig) -> str:
 def prepared_images(cfg: DictConfig, mixture: Mixture) -> dict[str, PreparedImages]:
     """The sources that `iqs data prepare` has decoded already (shards are only read, never built here)."""
     from iqs.data.prepare import PreparedImages, source_dir
+    from iqs.data.prepared_folders import options_of, warn_unused
     from iqs.data.shard_format import ShardFormat
 
     p = cfg.get("prepare") or {}
@@ -74,8 +75,11 @@ def prepared_images(cfg: DictConfig, mixture: Mixture) -> dict[str, PreparedImag
     fmt = ShardFormat.from_cfg(p)
     found = {}
     for name, root in mixture.roots.items():
-        folder = source_dir(cfg.paths.cache_dir, name, root, int(p.get("short_side", 320)), fmt)
+        folder = source_dir(cfg.paths.cache_dir, name, root, int(p.short_side), fmt)
         if folder.is_dir():
             found[name] = PreparedImages(folder)
             log.info("reading %s from %d prepared %s images in %s", name, len(found[name]), fmt.name, folder)
+        else:
+            wanted = options_of({"short_side": p.short_side, "format": fmt.name, "jpeg_quality": fmt.quality})
+            warn_unused(cfg.paths.cache_dir, name, root, wanted)
     return found

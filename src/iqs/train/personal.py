@@ -26,13 +26,16 @@ import copy
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from iqs.data.scale import CLASS_NAMES
 from iqs.train.init_from import ROLES, InitFromError, fill_model_groups, resolve_checkpoint
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +45,8 @@ PERSONAL = "personal"  # the source name of the library in the tables and metric
 ROLE_PARAMS = ("trainer.", "scheduler.", "decision_cuts.bake", "output_dir")
 
 
-def train_shares(cfg: DictConfig) -> list[float]:
+def train_shares(table: pd.DataFrame) -> list[float]:
     """The user's class shares (bad, normal, good) among the training photos of the personal split."""
-    from iqs.data.mixture import build_mixture
-
-    table = build_mixture(cfg.data, cfg.thresholds).table
     labels = table.loc[table["split"] == "train", "label"].to_numpy()
     if not len(labels):
         raise ValueError("the personal library has no labelled training photos; label some in digiKam first")
@@ -151,6 +151,7 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from iqs.checkpoints import read_meta
     from iqs.tracking import tracked_run
     from iqs.train.run import fit_and_test, job_output_dir
+    from iqs.train.stages import build_data
 
     output_dir = job_output_dir(cfg)
     if cfg.get("num_threads"):
@@ -161,6 +162,8 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     label_source(cfg, (float(meta["thresholds"][0]), float(meta["thresholds"][1])))
     with open_dict(cfg):
         cfg.personal.checkpoint = str(ckpt.resolve())
+    # the library's sidecars and database are read once; the three roles train and test on this one mixture
+    mixture, _ = build_data(cfg)
     cuts = cfg.decision_cuts
     if cuts.enabled and cuts.objective == "target" and cuts.target is None:
         if not cfg.personal.cuts_from_train_shares:
@@ -168,7 +171,7 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
                 "decision_cuts.objective=target needs decision_cuts.target or cuts_from_train_shares"
             )
         with open_dict(cfg):
-            cfg.decision_cuts.target = train_shares(cfg)
+            cfg.decision_cuts.target = train_shares(mixture.table)
         log.info("class cuts follow the training photos' shares %s", list(cfg.decision_cuts.target))
 
     personal_id = personal_id_for(cfg)
@@ -181,7 +184,7 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         role_tags = {**tags, "sweep_id": personal_id, "personal_id": personal_id, "personal_role": role,
                      "init_from": str(cfg.init_from)}  # fmt: skip
         with tracked_run(role_cfg, run_name=f"personal-{role}", tags=role_tags) as run:
-            results[role] = fit_and_test(role_cfg, run, job_output_dir(role_cfg))
+            results[role] = fit_and_test(role_cfg, run, job_output_dir(role_cfg), mixture=mixture)
             runs[role] = run.run_id
         log.info("%s model: MLflow run %s", role, runs[role])
 

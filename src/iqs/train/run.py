@@ -32,6 +32,7 @@ from iqs.config import conf_dir, job_suffix
 from iqs.train.launchers import register_resolvers
 
 if TYPE_CHECKING:
+    from iqs.data.mixture import Mixture
     from iqs.tracking.mlflow_run import TrackedRun
 
 log = logging.getLogger(__name__)
@@ -122,15 +123,20 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 def fit_and_test(
-    cfg: DictConfig, run: TrackedRun, output_dir: Path, resume_from: Path | None = None
+    cfg: DictConfig,
+    run: TrackedRun,
+    output_dir: Path,
+    resume_from: Path | None = None,
+    mixture: Mixture | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """data -> model -> datamodule -> module -> feature cache -> trainer -> fit -> test -> outputs
-    (iqs.train.stages). `resume_from`: a checkpoint of this run to continue from (iqs.train.resume)."""
+    (iqs.train.stages). `resume_from`: a checkpoint of this run to continue from (iqs.train.resume);
+    `mixture`: the one this config's data builds, when the caller has it already (iqs.train.personal)."""
     from iqs.train import stages
     from iqs.train.distributed import finish
     from iqs.train.trainer_setup import build_trainer
 
-    mixture, rebalancer = stages.build_data(cfg)
+    mixture, rebalancer = stages.build_data(cfg, mixture)
     model = stages.build_model(cfg, rebalancer)
     datamodule = stages.build_datamodule(cfg, run, mixture, rebalancer, model, output_dir)
     module = stages.build_lit_module(cfg, model, datamodule, mixture)

@@ -40,15 +40,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_data(cfg: DictConfig) -> tuple[Mixture, Rebalancer]:
-    """The labelled mixture (the demo data made first when the config asks for it) and the rebalancer,
-    checked against the head it will train."""
+def build_data(cfg: DictConfig, mixture: Mixture | None = None) -> tuple[Mixture, Rebalancer]:
+    """The labelled mixture (the demo data made first when the config asks for it; `mixture`: one built from
+    this config already) and the rebalancer, checked against the head it will train."""
     from iqs.data.mixture import build_mixture, ensure_data
     from iqs.rebalance import build_rebalancer
 
-    log.info("building mixture <%s>", cfg.data.name)
-    ensure_data(cfg.data)
-    mixture = build_mixture(cfg.data, cfg.thresholds)
+    if mixture is None:
+        log.info("building mixture <%s>", cfg.data.name)
+        ensure_data(cfg.data)
+        mixture = build_mixture(cfg.data, cfg.thresholds)
     rebalancer = build_rebalancer(cfg.rebalance)
     rebalancer.check_head(str(cfg.head.name))
     return mixture, rebalancer
