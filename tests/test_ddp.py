@@ -120,6 +120,23 @@ def test_other_ranks_get_a_run_that_logs_nothing(monkeypatch, tmp_path):
     assert not distributed.is_global_zero()
 
 
+def test_only_the_rank_that_owns_the_run_prints_the_test_table(tmp_path, capsys):
+    """A cluster starts every rank as `iqs train`: each returns its metric, one prints the table."""
+    from types import SimpleNamespace
+
+    from iqs.config import compose
+    from iqs.train.run import report_job
+
+    cfg = compose("train", [f"paths.root_dir={tmp_path}"])
+    metrics = {str(cfg.monitor.metric): 0.5, "test/all/srcc": 0.25}
+    datamodule = SimpleNamespace(dataset_names=["demo_ava"])
+    assert report_job(cfg, metrics, {"run_id": None, "datamodule": datamodule}) == 0.5
+    assert capsys.readouterr().out == ""
+    assert report_job(cfg, metrics, {"run_id": "abc123", "datamodule": datamodule}) == 0.5
+    out = capsys.readouterr().out
+    assert "test metrics:" in out and "abc123" in out and "0.25" in out
+
+
 # ---------------------------------------------------------------- end to end: 2 gloo processes vs 1
 
 

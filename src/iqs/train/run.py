@@ -201,7 +201,6 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     A configuration or data error is reported in one line (iqs.train.user_errors) and the job returns None,
     so the other jobs of a sweep still run; `main` then exits 1.
     """
-    from iqs.tracking.mlflow_run import thresholds_name
     from iqs.train.user_errors import USER_ERRORS, report
 
     try:
@@ -209,6 +208,15 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     except USER_ERRORS as exc:
         report(exc)
         return None
+    return report_job(cfg, metrics, objects)
+
+
+def report_job(cfg: DictConfig, metrics: dict[str, float], objects: dict[str, Any]) -> float | None:
+    """Print the job's test table (rank 0 only) and return its monitored metric."""
+    from iqs.tracking.mlflow_run import thresholds_name
+
+    if objects.get("run_id") is None:  # a DDP rank > 0 started by a cluster (iqs.train.distributed.finish)
+        return monitored_value(cfg, metrics)
     title = f"{cfg.head.name} head, rebalance={cfg.rebalance.name}, thresholds {thresholds_name(cfg)}"
     if untrained(cfg):
         title = f"UNTRAINED model (allow_untrained=true): {title}"
