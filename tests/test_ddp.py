@@ -137,6 +137,39 @@ def test_only_the_rank_that_owns_the_run_prints_the_test_table(tmp_path, capsys)
     assert "test metrics:" in out and "abc123" in out and "0.25" in out
 
 
+def test_a_resumed_ddp_run_hands_rank_zeros_checkpoint_and_folder_to_the_other_ranks(monkeypatch, tmp_path):
+    """Rank 0 resolves `resume=`; ranks 1.. must continue from the same checkpoint in the same folder,
+    without touching the store (they cannot resolve run ids) and without a folder of their own."""
+    from omegaconf import OmegaConf
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    import iqs.train.run as run_module
+    from iqs.config import compose
+
+    monkeypatch.setenv(
+        distributed.REPLAY_ENV, ""
+    )  # restored (removed) after the test: write_replay_config sets it
+    cfg = compose("train", [f"paths.root_dir={tmp_path}", "trainer=ddp_cpu"])
+    assert distributed.uses_replay(cfg)
+    rank0_dir, ckpt = tmp_path / "outputs" / "train" / "job", tmp_path / "last.ckpt"
+    path = distributed.write_replay_config(cfg, rank0_dir, str(ckpt))
+    assert os.environ[distributed.REPLAY_ENV] == str(path.resolve())
+
+    seen = {}
+
+    def fake_fit_and_test(cfg, run, output_dir, resume_from=None, mixture=None):
+        seen.update(run=run, output_dir=output_dir, resume_from=resume_from)
+        return {}, {"run_id": run.run_id}
+
+    monkeypatch.setattr(run_module, "fit_and_test", fake_fit_and_test)
+    monkeypatch.setattr("iqs.train.resume.prepare", lambda cfg: pytest.fail("rank 1 resolved resume="))
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    run_module.train(OmegaConf.load(path))  # what `python -m iqs.train.distributed <config>` runs on rank 1
+    assert seen["resume_from"] == str(ckpt) and Path(seen["output_dir"]) == rank0_dir.resolve()
+    assert isinstance(seen["run"], RankZeroOnlyRun)
+    assert not (tmp_path / "mlruns").exists() or not list((tmp_path / "mlruns").glob("*"))
+
+
 # ---------------------------------------------------------------- end to end: 2 gloo processes vs 1
 
 
