@@ -64,3 +64,16 @@ def test_prepare_exits_1_naming_the_failures_and_redoes_a_repaired_file(broken, 
         shutil.copyfile(root / "ava" / victims["truncated"], fixed)
         os.utime(fixed, (later, later))
     assert iqs(["data", "prepare", *base]) == 0
+
+
+def test_a_demo_dir_holding_other_files_is_refused_and_kept(tmp_path, capsys):
+    """The demo is (re)built into data.demo_dir; a folder there without the demo's BUILD.json (someone's photos)
+    is refused, exit 2 naming it, and nothing in it is moved or deleted."""
+    photos = tmp_path / "Pictures"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"a photograph")
+    assert iqs(["data", "check", "data=demo", f"data.demo_dir={photos}", f"paths.root_dir={tmp_path}"]) == 2
+    assert str(photos) in capsys.readouterr().err
+    assert [p.name for p in photos.iterdir()] == ["holiday.jpg"]
+    assert (photos / "holiday.jpg").read_bytes() == b"a photograph"
+    assert not list(tmp_path.glob(".Pictures-*"))  # not moved aside either

@@ -161,3 +161,25 @@ def test_build_library_command_reads_conf_library(tmp_path, capsys):
     assert cli_main(["data", "build-library", f"out_dir={tmp_path}", "force=maybe"]) == 2
     assert "force must be true or false" in capsys.readouterr().err
     assert not (tmp_path / "library.json").exists()
+
+
+def test_build_library_never_deletes_a_folder_it_did_not_build(tmp_path, capsys):
+    """out_dir=~/Pictures must not wipe the photographs: a folder holding files but no library.json is refused
+    (exit 2, one line naming it) and left as it was; a previous build is rebuilt; force=true replaces anything."""
+    spec = ["crops_per_photo=1", "long_side=32"]
+    photos = tmp_path / "Pictures"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"a photograph")
+    assert cli_main(["data", "build-library", f"out_dir={photos}", *spec]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(photos) in err and "force=true" in err
+    assert [p.name for p in photos.iterdir()] == ["holiday.jpg"]
+    assert (photos / "holiday.jpg").read_bytes() == b"a photograph"
+    # a previous build (its library.json) of another seed is rebuilt without force
+    built = tmp_path / "library"
+    assert cli_main(["data", "build-library", f"out_dir={built}", "seed=1", *spec]) == 0
+    (built / "stale.txt").write_text("left over")
+    assert cli_main(["data", "build-library", f"out_dir={built}", "seed=2", *spec]) == 0
+    assert read_manifest(built)["seed"] == 2 and not (built / "stale.txt").exists()
+    assert cli_main(["data", "build-library", f"out_dir={photos}", "force=true", *spec]) == 0
+    assert not (photos / "holiday.jpg").exists() and read_manifest(photos)["seed"] == 0

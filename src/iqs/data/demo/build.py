@@ -35,6 +35,7 @@ from iqs.data.demo.scoring import (
     simulate_votes,
     spaq_attributes,
 )
+from iqs.data.errors import DataError
 from iqs.data.scale import std_to_common, to_common
 from iqs.registry import Registry
 
@@ -282,6 +283,20 @@ def read_record(path: Path) -> dict | None:
         return None
 
 
+def check_replaceable(out_dir: Path, marker: str, command: str) -> None:
+    """Raise DataError unless `out_dir` is absent, empty or a previous build (it holds `marker`): a rebuild
+    deletes the folder, and `out_dir=~/Pictures` must never delete someone's photographs."""
+    if not out_dir.exists() or (
+        out_dir.is_dir() and ((out_dir / marker).is_file() or not any(out_dir.iterdir()))
+    ):
+        return
+    raise DataError(
+        f"not empty and not a previous build (no {marker}), so it is left alone; "
+        f"give `{command}` a new or empty out_dir, or force=true to replace the folder and everything in it",
+        file=out_dir,
+    )
+
+
 def read_build(out_dir: Path) -> dict | None:
     return read_record(Path(out_dir) / BUILD_FILE)
 
@@ -298,11 +313,15 @@ def is_current(out_dir: Path, seed: int, spec: DemoSpec) -> bool:
 def ensure_demo(
     out_dir: Path, seed: int = 0, *, spec: DemoSpec | None = None, force: bool = False, progress: bool = True
 ) -> Path:
-    """Build the demo into `out_dir` unless a build of this version, seed and spec is already there."""
+    """Build the demo into `out_dir` unless a build of this version, seed and spec is already there.
+
+    Raises DataError, touching nothing, when `out_dir` holds files but no BUILD.json and force is false."""
     out_dir = Path(out_dir).resolve()
     spec = spec or DemoSpec()
     if not force and is_current(out_dir, seed, spec):
         return out_dir
+    if not force:
+        check_replaceable(out_dir, BUILD_FILE, "iqs data build-demo")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir.parent / f".{out_dir.name}.lock")):
         if not force and is_current(out_dir, seed, spec):  # another process built it while we waited

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from iqs.config import compose
 from iqs.data.demo.build import ensure_demo, read_build
+from iqs.data.errors import DataError
 
 
 @dataclass
@@ -77,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(opts.out_dir)
     before = read_build(out_dir)
     start = time.perf_counter()
-    ensure_demo(out_dir, opts.seed, force=opts.force)
+    try:
+        ensure_demo(out_dir, opts.seed, force=opts.force)
+    except DataError as exc:
+        console.print(f"[red]iqs data build-demo: {escape(str(exc))}[/red]", soft_wrap=True)
+        return 2
     wall = time.perf_counter() - start
     record = read_build(out_dir)
     assert record is not None

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from iqs.data.adapters.digikam_schema import SCHEMA_VERSION
-from iqs.data.demo.build import read_record
+from iqs.data.demo.build import check_replaceable, read_record
 from iqs.data.demo.library_db import write_database
 from iqs.data.demo.library_files import render_frame, write_bad_cases, write_frame
 from iqs.data.demo.library_layout import (
@@ -49,6 +49,7 @@ from iqs.data.demo.library_layout import (
     plan_frames,
 )
 from iqs.data.demo.references import make_references
+from iqs.data.errors import DataError
 
 # re-exported: the library's public names, wherever they are defined
 __all__ = [
@@ -110,7 +111,9 @@ def read_manifest(out_dir: Path) -> dict | None:
 def ensure_library(
     out_dir: Path, seed: int = 0, spec: LibrarySpec | None = None, force: bool = False
 ) -> Path:
-    """Build unless a library of this version, seed and spec is already there."""
+    """Build unless a library of this version, seed and spec is already there.
+
+    Raises DataError, touching nothing, when `out_dir` holds files but no library.json and force is false."""
     out_dir = Path(out_dir)
     spec = spec or LibrarySpec()
     m = read_manifest(out_dir)
@@ -121,6 +124,8 @@ def ensure_library(
         and (m.get("version"), m.get("seed"), m.get("spec")) == (LIBRARY_VERSION, seed, wanted)
     ):
         return out_dir
+    if not force:
+        check_replaceable(out_dir, MANIFEST, "iqs data build-library")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     build_library(out_dir, seed, spec)
@@ -149,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OmegaConfBaseException) as exc:
         print(f"iqs data build-library: {exc} (see `iqs data build-library --help`)", file=sys.stderr)
         return 2
-    ensure_library(out, seed, spec, force=force)
+    try:
+        ensure_library(out, seed, spec, force=force)
+    except DataError as exc:
+        print(f"iqs data build-library: {exc}", file=sys.stderr)
+        return 2
     m = read_manifest(out) or {}
     print(
         f"{out}: {m.get('photos')} photos in {len(ALBUMS) + 1} albums, {m.get('labelled')} labelled "
