@@ -118,6 +118,15 @@ def test_album_root_outside_dataset_root_is_left_out(library, tmp_path, caplog):
     assert "outside dataset.root" in caplog.text and "'Pictures'" in caplog.text
 
 
+def test_dataset_root_through_a_symlink_reads_the_same(library, tmp_path):
+    """Album roots are real paths; a dataset.root reached through a symlink still holds them."""
+    link = tmp_path / "photos-link"
+    link.symlink_to(library, target_is_directory=True)
+    direct, through = load_source(cfg(library)).table, load_source(cfg(link)).table
+    assert len(through) > 0 and labels(through) == labels(direct)
+    assert not through.attrs["digikam_report"]["skipped"].get("outside dataset.root")
+
+
 @pytest.mark.parametrize(
     ("identifier", "specific", "expected"),
     [

@@ -147,7 +147,9 @@ def read_database(cfg: Mapping) -> tuple[list[Photo], LabelReport, LabelRules]:
     roots_rows, images, picks = _snapshot(cfg, db)
     roots = album_roots(roots_rows, mapping)
     report = LabelReport(source=name, photos=0)
-    root_abs = os.path.abspath(root)
+    # real paths on both sides: album roots resolve to real folders, and a dataset.root reached through a
+    # symlink must still contain them
+    root_abs = os.path.realpath(root)
     photos, outside = _photos(cfg, db, images, roots, picks, rules, report, root_abs)
     for rid, n in outside.items():
         r = roots[rid]
@@ -211,7 +213,8 @@ def _photos(
         album_root = roots.get(root_id)
         if album_root is None or album_root.path is None or not album_root.path.is_dir():
             _missing_root(cfg, db, album_root, root_id)
-        absolute = os.path.normpath(album_root.path / str(rel_path or "/").lstrip("/") / str(file_name))
+        real_root = os.path.realpath(album_root.path)
+        absolute = os.path.normpath(os.path.join(real_root, str(rel_path or "/").lstrip("/"), str(file_name)))
         rel = os.path.relpath(absolute, root_abs).replace(os.sep, "/")
         if not is_safe_relative(rel):
             outside[root_id] = outside.get(root_id, 0) + 1
