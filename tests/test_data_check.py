@@ -46,6 +46,8 @@ def test_check_exits_0_on_a_clean_mixture_and_2_on_a_bad_config(clean_demo, tmp_
 def test_prepare_exits_1_naming_the_failures_and_redoes_a_repaired_file(broken, tmp_path, capsys):  # noqa: F811
     root, victims = broken
     base = [*demo_sources(root), f"paths.root_dir={tmp_path}", "prepare.short_side=64", "prepare.workers=1"]
+    assert iqs(["data", "prepare", *base, "data.held_out=nope"]) == 2  # a bad config: one line, no traceback
+    assert "held_out" in capsys.readouterr().err
     assert iqs(["data", "prepare", *base]) == 1
     report = tmp_path / "outputs" / "prepare" / "demo-unreadable.csv"
     assert sorted(pd.read_csv(report)["path"]) == sorted(victims.values())

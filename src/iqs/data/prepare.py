@@ -251,7 +251,7 @@ def main(argv: list[str]) -> int:
 
     from iqs.config import compose
     from iqs.data.errors import DataError
-    from iqs.data.mixture import build_mixture, ensure_data
+    from iqs.data.mixture import ConfigError, build_mixture, ensure_data
 
     console = Console(stderr=True)
     cfg = compose("train", argv)
@@ -265,7 +265,7 @@ def main(argv: list[str]) -> int:
     try:
         ensure_data(cfg.data)
         mix = build_mixture(cfg.data, cfg.thresholds)
-    except (DataError, FileNotFoundError) as exc:
+    except (DataError, ConfigError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
     quality = f", quality {fmt.quality}" if fmt.name == "jpeg" else ""
