@@ -108,6 +108,11 @@ def test_bad_formats_are_refused_with_the_key_to_fix():
         ShardFormat.from_cfg({"format": "png"})
     with pytest.raises(ValueError, match="prepare.jpeg_quality"):
         ShardFormat.from_cfg({"format": "jpeg", "jpeg_quality": 101})
+    with pytest.raises(ValueError, match="prepare.jpeg_quality must be 1-100, got 0"):
+        ShardFormat.from_cfg({"format": "jpeg", "jpeg_quality": 0})  # not silently the default 95
+    with pytest.raises(ValueError, match="prepare.format must be one of raw, jpeg, got ''"):
+        ShardFormat.from_cfg({"format": ""})
+    assert ShardFormat.from_cfg({"format": None, "jpeg_quality": None}) == RAW  # unset keys: the defaults
     from iqs.data.shard_format import decode
 
     with pytest.raises(ValueError, match="unknown shard format 'webp'.*iqs data prepare"):

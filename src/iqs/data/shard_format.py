@@ -39,7 +39,9 @@ class ShardFormat:
     @classmethod
     def from_cfg(cls, prepare_cfg: Mapping[str, Any] | None) -> ShardFormat:
         p = prepare_cfg or {}
-        return cls(str(p.get("format") or "raw"), int(p.get("jpeg_quality") or DEFAULT_QUALITY))
+        # `is None`, not `or`: jpeg_quality=0 or format='' must reach the range checks, not become the defaults
+        name, quality = p.get("format"), p.get("jpeg_quality")
+        return cls("raw" if name is None else str(name), DEFAULT_QUALITY if quality is None else int(quality))
 
     @property
     def key(self) -> str:
