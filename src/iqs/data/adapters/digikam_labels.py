@@ -36,6 +36,7 @@ import pandas as pd
 from iqs.data.adapters.columns import gaussian_table
 from iqs.data.adapters.reading import (
     config_key,
+    groups,
     native_range,
     plain,
     positive_setting,
@@ -220,9 +221,9 @@ def labels_table(cfg: Mapping, photos: list[Photo], rules: LabelRules, report: L
     bursts = [burst_of[p] for p in paths]
     report.bursts = len(set(bursts))
     raw = np.asarray(classes, dtype=np.float64)
-    prefix = str(cfg.get("group_prefix") or name)
-    group = [f"{prefix}:{b}" for b in bursts]
-    table = gaussian_table(name, paths, paths, raw, to_common(raw, *CLASS_RANGE), default_std, group=group)
+    table = gaussian_table(
+        name, paths, paths, raw, to_common(raw, *CLASS_RANGE), default_std, group=groups(cfg, bursts)
+    )
     report.log()
     table.attrs["digikam_report"] = report.as_dict()
     return table
