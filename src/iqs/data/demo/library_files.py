@@ -13,7 +13,7 @@ import pyexiv2
 from iqs.data.demo.distortions import DISTORTIONS
 from iqs.data.demo.library_layout import BAD_ALBUM, MS_PERCENT, STARS, Frame
 from iqs.data.demo.writers import encode_jpeg
-from iqs.deploy.xmp import EMPTY_XMP_PACKET
+from iqs.deploy.xmp import EMPTY_XMP_PACKET, sidecar_path
 
 
 def _write_xmp(path: Path, props: dict[str, str], *, embedded: bool) -> None:
@@ -44,26 +44,24 @@ def render_frame(frame: Frame, ref, seed: int, index: int) -> bytes:
     return encode_jpeg(d(ref.rgb, frame.level, rng), d.quality(frame.level))
 
 
-def _appended(image: Path) -> Path:
-    return image.with_name(image.name + ".xmp")  # photo.jpg.xmp, digiKam's default sidecar name
-
-
 def _sidecar_over_embedded(image: Path, cls: int, stars: int) -> None:
     stale = (cls + 1) % 3
     _write_xmp(image, _label_props(stale, STARS[stale][0]), embedded=True)
-    _write_xmp(_appended(image), _label_props(cls, stars), embedded=False)
+    _write_xmp(sidecar_path(image, "appended"), _label_props(cls, stars), embedded=False)
 
 
 # library_layout.STORAGE's ways of storing a label (all but "unlabelled"): (image, class, stars) -> files
 STORAGE_WRITERS: dict[str, Callable[[Path, int, int], None]] = {
-    "sidecar_appended": lambda im, c, s: _write_xmp(_appended(im), _label_props(c, s), embedded=False),
+    "sidecar_appended": lambda im, c, s: _write_xmp(
+        sidecar_path(im, "appended"), _label_props(c, s), embedded=False
+    ),
     "sidecar_basename": lambda im, c, s: _write_xmp(
-        im.with_suffix(".xmp"), _label_props(c, s), embedded=False
+        sidecar_path(im, "basename"), _label_props(c, s), embedded=False
     ),
     "embedded": lambda im, c, s: _write_xmp(im, _label_props(c, s), embedded=True),
     "sidecar_over_embedded": _sidecar_over_embedded,
     "rating_only": lambda im, c, s: _write_xmp(
-        _appended(im), _label_props(c, s, with_pick=False), embedded=False
+        sidecar_path(im, "appended"), _label_props(c, s, with_pick=False), embedded=False
     ),
     "ms_rating_only": lambda im, c, s: _write_xmp(
         im, {"Xmp.MicrosoftPhoto.Rating": str(MS_PERCENT[s])}, embedded=True
@@ -103,7 +101,7 @@ def write_bad_cases(root: Path, ref, when: datetime) -> list[dict]:
     for i, (name, reason) in enumerate(BAD_CASES.items()):
         image = folder / name
         image.write_bytes(encode_jpeg(ref.rgb, 95))
-        sidecar = image.with_name(name + ".xmp")
+        sidecar = sidecar_path(image, "appended")
         if reason == "malformed sidecar":
             sidecar.write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF', encoding="utf-8")
         elif reason == "rating out of range":
