@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from iqs.classes import CLASS_NAMES
 from iqs.data.adapters.digikam_schema import SCHEMA_VERSION
 from iqs.data.demo.build import check_replaceable, read_record
 from iqs.data.demo.library_db import write_database
@@ -91,7 +92,7 @@ def build_library(out_dir: Path, seed: int = 0, spec: LibrarySpec | None = None)
         "photos": len(frames) + len(bad),
         "labelled": len(labelled),
         "unlabelled": len(frames) - len(labelled),
-        "classes": {c: sum(f.cls == i for f in labelled) for i, c in enumerate(("bad", "normal", "good"))},
+        "classes": {c: sum(f.cls == i for f in labelled) for i, c in enumerate(CLASS_NAMES)},
         "storage": {s: sum(f.storage == s for f in frames) for s in STORAGE},
         "bursts": len({f.burst for f in frames}),
         "bad_cases": bad,
