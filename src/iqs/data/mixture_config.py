@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from iqs.classes import CLASS_NAMES
 from iqs.data.scale import COMMON_HI, COMMON_LO
@@ -52,7 +52,9 @@ def did_you_mean(key: str, known: tuple[str, ...] | list[str]) -> str:
 
 
 def plain(cfg: Any) -> Any:
-    if isinstance(cfg, DictConfig):
+    """A resolved dict or list from an OmegaConf node (DictConfig or ListConfig); anything else as it is.
+    The data package's one converter: the adapters' `reading` re-exports it."""
+    if isinstance(cfg, DictConfig | ListConfig):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
 

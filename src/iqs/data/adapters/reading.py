@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from iqs.data.errors import DataError
+from iqs.data.mixture_config import plain  # re-exported: the adapters' one OmegaConf -> dict/list converter
 
 log = logging.getLogger("iqs.data.adapters")
 
@@ -74,14 +75,6 @@ def required(cfg: Mapping, key: str) -> Any:
         raise DataError(f"config key {config_key(cfg, key)} cannot be resolved: {exc}") from exc
     if value is None or (isinstance(value, str) and value in ("", "???")):
         raise DataError(f"config key {config_key(cfg, key)} is required for dataset '{cfg.get('name')}'")
-    return value
-
-
-def plain(value: Any) -> Any:
-    if isinstance(value, DictConfig | ListConfig):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(value, resolve=True)
     return value
 
 
