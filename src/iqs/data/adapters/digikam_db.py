@@ -101,7 +101,7 @@ def _check_schema(con: sqlite3.Connection, db: Path) -> int | None:
     return version
 
 
-def _query(con: sqlite3.Connection) -> tuple[list, list, list, dict[int, list[int]]]:
+def _query(con: sqlite3.Connection) -> tuple[list, list, dict[int, list[int]]]:
     roots = con.execute("SELECT id, label, identifier, specificPath FROM AlbumRoots").fetchall()
     images = con.execute(
         "SELECT i.id, a.albumRoot, a.relativePath, i.name, i.status, i.category, i.modificationDate, "
@@ -121,7 +121,7 @@ def _query(con: sqlite3.Connection) -> tuple[list, list, list, dict[int, list[in
             f"SELECT imageid, tagid FROM ImageTags WHERE tagid IN ({marks})", list(pick_of_tag)
         ):
             picks.setdefault(int(image_id), []).append(pick_of_tag[tag_id])
-    return roots, images, tags, picks
+    return roots, images, picks
 
 
 OUTSIDE_ROOT = (
@@ -172,7 +172,7 @@ def _snapshot(cfg: Mapping, db: Path) -> tuple[list, list, dict[int, list[int]]]
         try:
             con.execute("BEGIN")  # one read transaction: a consistent snapshot
             _check_schema(con, db)
-            roots_rows, images, _, picks = _query(con)
+            roots_rows, images, picks = _query(con)
             con.execute("COMMIT")
         finally:
             con.close()

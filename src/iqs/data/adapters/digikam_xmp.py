@@ -164,7 +164,7 @@ def read_photo(
     )
 
 
-def read_library(cfg: Mapping, progress: bool = True) -> tuple[list[Photo], LabelReport, LabelRules]:
+def read_library(cfg: Mapping) -> tuple[list[Photo], LabelReport, LabelRules]:
     """Every photo under the album root with what its XMP says (unlabelled ones included)."""
     name = str(cfg.get("name") or "digikam_xmp")
     root = dataset_root(cfg)
@@ -186,7 +186,7 @@ def read_library(cfg: Mapping, progress: bool = True) -> tuple[list[Photo], Labe
     report = LabelReport(source=name, photos=len(files))
     photos: list[Photo] = []
     columns = [TextColumn(f"{name}: reading XMP"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, disable=not progress or len(files) < 200, transient=True) as bar:
+    with Progress(*columns, disable=len(files) < 200, transient=True) as bar:
         task = bar.add_task("xmp", total=len(files))
         for image in files:
             rel = image.relative_to(root).as_posix()

@@ -120,9 +120,9 @@ def annotation_files(cfg: Mapping, key: str = "annotations") -> list[Path]:
     return paths
 
 
-def optional_file(cfg: Mapping, key: str, default: str | None = None) -> Path | None:
+def optional_file(cfg: Mapping, key: str) -> Path | None:
     """A config key naming an optional file relative to the root (null = not used); must exist when set."""
-    value = cfg.get(key, default)
+    value = cfg.get(key)
     if value in (None, ""):
         return None
     path = dataset_root(cfg) / str(value)
