@@ -1,6 +1,7 @@
 """How a prepared shard stores each image: raw uint8 pixels or JPEG bytes.
 
-Raw pixels cost h*w*3 bytes: about 410 KB per photo at short side 320, ~105 GB for AVA's 255k photos. JPEG at
+Raw pixels cost h*w*3 bytes: at short side 320, 410 KB for a 4:3 photo (427x320) to 461 KB for a 3:2 one
+(480x320, bench/shard_format_bench.py's measurement), so about 105-118 GB for AVA's 255k photos. JPEG at
 quality 95 with full-resolution chroma (4:4:4) is about 7x smaller on the demo data (bench/shard_format_bench.py)
 and decodes with libjpeg-turbo (simplejpeg, already a dependency) at hundreds to thousands of images per second
 per core, far above a CPU fine-tuning step, so a loader worker or two keep a GPU fed. 4:4:4 because this model
