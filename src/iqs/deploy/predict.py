@@ -106,7 +106,7 @@ def resolve_model(spec: str, tmp_dir: Path, cfg: Any = None) -> Path:
     """A full ONNX as is; a checkpoint, an MLflow run id or a registered model (`models:/<name>@<alias>`,
     `models:/<name>/<version>`) becomes one in `tmp_dir`. The MLflow store is `cfg`'s (iqs.tracking.store)."""
     from iqs.checkpoints import load_checkpoint
-    from iqs.config import compose
+    from iqs.config import Flags, compose
     from iqs.deploy import export
     from iqs.tracking.model_registry import download_model, find_file, is_model_uri
     from iqs.tracking.store import tracking_uri_for
@@ -131,7 +131,9 @@ def resolve_model(spec: str, tmp_dir: Path, cfg: Any = None) -> Path:
     if path.suffix == ".ckpt" or path.is_file():
         return from_checkpoint(path)
     export_cfg = compose(
-        "export", [f"run_id={spec}", f"out_dir={tmp_dir}", "profiles=[full]", "log_to_run=false"]
+        "export",
+        [f"run_id={spec}", f"out_dir={tmp_dir}", "profiles=[full]", "log_to_run=false"],
+        Flags(strings=("run_id", "out_dir")),  # as typed: a temp folder may have spaces, an id digits only
     )
     export_cfg.logger.tracking_uri = store()
     return export.export_from_cfg(export_cfg)["full"]
