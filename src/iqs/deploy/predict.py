@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from iqs.classes import CLASS_NAMES
 from iqs.deploy.decode import IMAGE_EXTENSIONS, DecodeError, load_rgb
 from iqs.deploy.preprocess import DIGIKAM_SIZE, digikam_chw
 from iqs.deploy.xmp import PICK_LABELS
@@ -95,7 +96,7 @@ class OnnxScorer:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        self.class_names = list(self.meta.get("class_names") or ["bad", "normal", "good"])
+        self.class_names = list(self.meta.get("class_names") or CLASS_NAMES)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         score, probs = self.session.run(["score", "probs"], {"input": batch})[:2]
