@@ -145,7 +145,9 @@ def test_hub_failure_gives_clear_advice(monkeypatch) -> None:
 
 def test_channels_last_and_preprocessing_overrides() -> None:
     torch.manual_seed(0)
-    plain, info = create_backbone(TINY, weights="none", input_size=[120, 96], mean=[0.5] * 3, std=[0.25] * 3)
+    plain, info = create_backbone(
+        TINY, weights="none", channels_last=False, input_size=[120, 96], mean=[0.5] * 3, std=[0.25] * 3
+    )  # channels_last=False: the default (conf/backbone_defaults.yaml) is True
     assert info.input_size == (120, 96) and info.mean == (0.5, 0.5, 0.5) and info.std == (0.25, 0.25, 0.25)
     fast, _ = create_backbone(TINY, weights="none", channels_last=True)
     fast.load_state_dict(plain.state_dict())
@@ -243,7 +245,7 @@ def _reference_mlsp(body: torch.nn.Module, x: torch.Tensor, extra_blocks: bool) 
 @pytest.mark.parametrize("pool", ["mlsp", "mlsp_blocks"])
 def test_mlsp_pool_is_mean_and_std_of_every_level(pool: str) -> None:
     torch.manual_seed(0)
-    plain, info = create_backbone(TINY, weights="none", pool=pool)
+    plain, info = create_backbone(TINY, weights="none", channels_last=False, pool=pool)
     fast, fast_info = create_backbone(TINY, weights="none", channels_last=True, pool=pool)
     fast.load_state_dict(plain.state_dict())
     x = torch.randn(3, 3, 64, 48)

@@ -76,3 +76,20 @@ def test_iqs_reports_a_bad_command_line_for_every_config_command(capsys) -> None
         assert f"iqs {' '.join(words)}: unknown key 'dta'" in said.err + said.out
     assert cli.main(["data", "stats", "data=demo", "--cfg", "job"]) == 0
     assert "demo_ava" in capsys.readouterr().out  # the composed config, nothing run
+
+
+def test_predict_paths_with_hydra_grammar_characters_stay_as_typed() -> None:
+    model, output = "/tmp/rv (1)/m,1/x.onnx", "/tmp/a,b [2].csv"
+    cfg = compose("predict", [f"model={model}", f"output={output}", "inputs=[a (1).jpg,b.jpg]"], PREDICT)
+    assert (cfg.model, cfg.output, list(cfg.inputs)) == (model, output, ["a (1).jpg", "b.jpg"])
+    assert compose("predict", ["-o", output, "model=/a/m,1/x.onnx"], PREDICT).model == "/a/m,1/x.onnx"
+    assert compose("predict", ["model=null"], PREDICT).model is None  # null stays null
+
+
+def test_iqs_reports_hydra_grammar_errors_in_one_line(capsys) -> None:
+    from iqs import cli
+
+    for bad in ("workers=(1", "format=csv,json"):  # not path keys: Hydra's grammar still applies
+        assert cli.main(["predict", "x.jpg", "model=m.onnx", bad]) == 2, bad
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("iqs predict: ") and "\n" not in err and "key='...'" in err, err

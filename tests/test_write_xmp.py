@@ -122,6 +122,28 @@ def test_user_labels_are_kept_byte_for_byte_and_counted(library: Path, onnx_mode
     assert (library / "e.jpg.xmp").read_bytes() == e_bytes
 
 
+def test_a_label_cleared_in_digikam_stays_cleared(library: Path, onnx_model: Path, capsys) -> None:
+    _predict(library, onnx_model, capsys)
+    sidecar = library / "d.jpg.xmp"
+    assert read_xmp(sidecar)[IQS_PICK_LABEL_KEY] in ("1", "2", "3")
+    write_properties(sidecar, {PICK_LABEL_KEY: "0"})  # digiKam's "No pick label" (DMetadata writes 0)
+    before = _hashes(library)
+    change = plan_pick_label(library / "d.jpg", 0)
+    assert change.keeps_user_label and change.user_label is not None and change.user_label.value == "0"
+    assert "left alone, your PickLabel 0 (None) in d.jpg.xmp" in change.describe()
+    counts = _counts(_predict(library, onnx_model, capsys))
+    assert counts["left alone (user label)"] == 4 and counts["unchanged"] == 2
+    assert _hashes(library) == before
+    # a label removed outright beside our record was cleared too; --overwrite brings the model's back
+    text = sidecar.read_text(encoding="utf-8")
+    text = re.sub(r'\s*digiKam:PickLabel="0"|<digiKam:PickLabel>0</digiKam:PickLabel>', "", text)
+    sidecar.write_text(text, encoding="utf-8")
+    assert PICK_LABEL_KEY not in read_xmp(sidecar)
+    assert find_user_label(library / "d.jpg") is not None
+    _predict(library, onnx_model, capsys, "--overwrite")
+    assert read_xmp(sidecar)[PICK_LABEL_KEY] == _pick_labels(library)["d.jpg"]
+
+
 def test_overwrite_replaces_user_labels_where_they_are(library: Path, onnx_model: Path, capsys) -> None:
     photos = {n: _hashes(library)[f"{n}.jpg"] for n in "abcdefg"}
     counts = _counts(_predict(library, onnx_model, capsys, "--overwrite"))

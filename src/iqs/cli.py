@@ -117,10 +117,22 @@ def main(argv: list[str] | None = None) -> int:
             rest = argv[len(words) :]
             if cmd.config is not None and _asks_config(rest):
                 return show(words, cmd, mod, rest)
+            # Hydra's own command-line errors (a value its grammar cannot read, an ambiguous `a,b`, a missing
+            # group option); imported here, after the command's module, so `iqs --help` stays light
+            from hydra.errors import ConfigCompositionException, OverrideParseException
+
+            name = "iqs " + " ".join(words)
             try:
                 rc = mod.main(rest)
             except CommandLineError as exc:
-                print(f"iqs {' '.join(words)}: {exc} (see `iqs {' '.join(words)} --help`)", file=sys.stderr)
+                print(f"{name}: {exc} (see `{name} --help`)", file=sys.stderr)
+                return 2
+            except (OverrideParseException, ConfigCompositionException) as exc:
+                said = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+                print(
+                    f"{name}: {said} (quote a value with spaces, commas or brackets: key='...')",
+                    file=sys.stderr,
+                )
                 return 2
             return int(rc or 0)
     print(f"iqs: unknown command '{' '.join(argv[:2])}'\n\n{usage()}", file=sys.stderr)

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from iqs.classes import CLASS_NAMES
 from iqs.deploy.decode import IMAGE_EXTENSIONS, DecodeError, load_rgb
 from iqs.deploy.preprocess import DIGIKAM_SIZE, digikam_chw
 from iqs.deploy.xmp import PICK_LABELS
@@ -95,7 +96,7 @@ class OnnxScorer:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        self.class_names = list(self.meta.get("class_names") or ["bad", "normal", "good"])
+        self.class_names = list(self.meta.get("class_names") or CLASS_NAMES)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         score, probs = self.session.run(["score", "probs"], {"input": batch})[:2]
@@ -106,7 +107,7 @@ def resolve_model(spec: str, tmp_dir: Path, cfg: Any = None) -> Path:
     """A full ONNX as is; a checkpoint, an MLflow run id or a registered model (`models:/<name>@<alias>`,
     `models:/<name>/<version>`) becomes one in `tmp_dir`. The MLflow store is `cfg`'s (iqs.tracking.store)."""
     from iqs.checkpoints import load_checkpoint
-    from iqs.config import compose
+    from iqs.config import Flags, compose
     from iqs.deploy import export
     from iqs.tracking.model_registry import download_model, find_file, is_model_uri
     from iqs.tracking.store import tracking_uri_for
@@ -131,7 +132,9 @@ def resolve_model(spec: str, tmp_dir: Path, cfg: Any = None) -> Path:
     if path.suffix == ".ckpt" or path.is_file():
         return from_checkpoint(path)
     export_cfg = compose(
-        "export", [f"run_id={spec}", f"out_dir={tmp_dir}", "profiles=[full]", "log_to_run=false"]
+        "export",
+        [f"run_id={spec}", f"out_dir={tmp_dir}", "profiles=[full]", "log_to_run=false"],
+        Flags(strings=("run_id", "out_dir")),  # as typed: a temp folder may have spaces, an id digits only
     )
     export_cfg.logger.tracking_uri = store()
     return export.export_from_cfg(export_cfg)["full"]

@@ -40,6 +40,8 @@ FLAGS = Flags(
         "--sidecar-style": "sidecar_style",
     },
     positional="inputs",
+    # paths as typed: `model=/tmp/rv (1)/m.onnx`, `output=a,b.csv` (Hydra reads ( and , as grammar)
+    strings=("model", "output", "inputs", "paths."),
 )
 
 

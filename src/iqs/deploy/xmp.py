@@ -13,7 +13,8 @@ names and the XMP embedded in the photo are read, since digiKam reads either sid
 rules). Every label written here is also recorded as `Xmp.iqs.PickLabel`; a `Xmp.digiKam.PickLabel` that
 differs from that record (or has none) was set by the user, or by another tool, and is theirs. So a rerun
 with a new model updates the model's labels and keeps every label the user changed in digiKam (digiKam keeps
-unknown XMP properties when it rewrites a sidecar). PickLabel 0 is digiKam's "no pick label": not a label.
+unknown XMP properties when it rewrites a sidecar). PickLabel 0 is digiKam's "no pick label": not a label
+where iqs never wrote one, but beside an iqs record it is the user clearing the model's label, and is kept.
 """
 
 from __future__ import annotations
@@ -125,11 +126,28 @@ def read_xmp(sidecar: str | Path) -> dict[str, object]:
         img.close()
 
 
-def _pick_value(xmp: dict[str, object], key: str = PICK_LABEL_KEY) -> str | None:
-    """The property as text; None when absent, empty or digiKam's "no pick label" (0)."""
+def _raw_value(xmp: dict[str, object], key: str = PICK_LABEL_KEY) -> str | None:
+    """The property as text; None when absent or empty (digiKam's "no pick label", 0, is kept)."""
     value = xmp.get(key)
     text = None if value is None else str(value).strip()
-    return text if text and text != NO_PICK_LABEL else None
+    return text or None
+
+
+def _pick_value(xmp: dict[str, object], key: str = PICK_LABEL_KEY) -> str | None:
+    """The property as text; None when absent, empty or digiKam's "no pick label" (0)."""
+    text = _raw_value(xmp, key)
+    return text if text != NO_PICK_LABEL else None
+
+
+def _sidecar_user_label(sidecar: Path, xmp: dict[str, object]) -> UserLabel | None:
+    """The user's label in a sidecar: any label when iqs never wrote there; beside our record, any value
+    that differs from it, 0 (digiKam's "no pick label", how it clears one) or a removed label included."""
+    record = _raw_value(xmp, IQS_PICK_LABEL_KEY)
+    if record is None:
+        label = _pick_value(xmp)
+        return None if label is None else UserLabel(sidecar, label)
+    label = _raw_value(xmp) or NO_PICK_LABEL
+    return None if label == record else UserLabel(sidecar, label)
 
 
 def embedded_xmp(image: str | Path) -> dict[str, object]:
@@ -149,28 +167,37 @@ def embedded_xmp(image: str | Path) -> dict[str, object]:
         img.close()
 
 
-def find_user_label(image: str | Path) -> UserLabel | None:
-    """A pick label the user set: in either sidecar name, then in the photo's embedded XMP (module docstring)."""
-    image = Path(image)
+def _find_user_label(image: Path) -> tuple[UserLabel | None, dict[Path, dict[str, object]]]:
+    """find_user_label, plus the sidecars it read (path -> XMP), so a caller need not read them again."""
+    read: dict[Path, dict[str, object]] = {}
     for style in SIDECAR_STYLES:
         sidecar = sidecar_path(image, style)
         if sidecar.is_file():
-            xmp = read_xmp(sidecar)
-            label = _pick_value(xmp)
-            if label is not None and label != _pick_value(xmp, IQS_PICK_LABEL_KEY):
-                return UserLabel(sidecar, label)
+            read[sidecar] = read_xmp(sidecar)
+            user = _sidecar_user_label(sidecar, read[sidecar])
+            if user is not None:
+                return user, read
     label = _pick_value(embedded_xmp(image))
-    return None if label is None else UserLabel(image, label)
+    return (None if label is None else UserLabel(image, label)), read
+
+
+def find_user_label(image: str | Path) -> UserLabel | None:
+    """A pick label the user set: in either sidecar name, then in the photo's embedded XMP (module docstring)."""
+    return _find_user_label(Path(image))[0]
+
+
+def _label_number(xmp: dict[str, object]) -> int | None:
+    value = xmp.get(PICK_LABEL_KEY)
+    try:
+        return int(str(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def read_pick_label(sidecar: str | Path) -> int | None:
     if not Path(sidecar).exists():
         return None
-    value = read_xmp(sidecar).get(PICK_LABEL_KEY)
-    try:
-        return int(str(value)) if value is not None else None
-    except ValueError:
-        return None
+    return _label_number(read_xmp(sidecar))
 
 
 def plan_pick_label(
@@ -179,15 +206,19 @@ def plan_pick_label(
     """What writing the pick label for `model_class` would do, without doing it (reads the XMP only)."""
     if model_class not in PICK_LABELS:
         raise ValueError(f"model class must be 0, 1 or 2, got {model_class}")
-    user = find_user_label(image)
+    user, read = _find_user_label(Path(image))
     sidecar = sidecar_path(image, style)
     if overwrite and user is not None and user.where.suffix.lower() == ".xmp":
         sidecar = user.where  # replace the user's label where it is, whatever the style
     exists = sidecar.exists()
+    if sidecar in read:
+        old_label = _label_number(read[sidecar])
+    else:
+        old_label = read_pick_label(sidecar) if exists else None
     return XmpChange(
         image=Path(image),
         sidecar=sidecar,
-        old_label=read_pick_label(sidecar) if exists else None,
+        old_label=old_label,
         new_label=PICK_LABELS[model_class],
         creates_sidecar=not exists,
         user_label=user,

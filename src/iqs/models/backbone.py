@@ -9,7 +9,6 @@ Pooling (`pool`: avg | mlsp | mlsp_blocks, `pool_levels`): see `iqs.models.pooli
 
 from __future__ import annotations
 
-import copy
 import difflib
 import functools
 from collections.abc import Sequence
@@ -246,11 +245,6 @@ def resolve_info(
         pool_levels=pool_levels,
         **base,
     )
-
-
-def backbone_defaults() -> dict[str, Any]:
-    """conf/backbone_defaults.yaml: the defaults of every backbone option, in config and code alike."""
-    return copy.deepcopy(_defaults_yaml())
 
 
 @functools.cache

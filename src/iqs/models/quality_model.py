@@ -24,6 +24,7 @@ from iqs.data.scale import N_BINS
 from iqs.models.backbone import (
     Backbone,
     BackboneInfo,
+    _defaults_yaml,
     create_backbone,
     create_backbone_from_cfg,
     resolve_info,
@@ -167,7 +168,7 @@ def _from_cfg(cfg: Mapping[str, Any], pretrained: bool) -> QualityModel:
         info = resolve_info(
             backbone.body,
             info.name,
-            str(backbone_cfg.get("weights", "packaged")),
+            str(backbone_cfg.get("weights", _defaults_yaml()["weights"])),  # conf/backbone_defaults.yaml
             backbone_cfg.get("input_size"),
             backbone_cfg.get("mean"),
             backbone_cfg.get("std"),
