@@ -242,6 +242,13 @@ def test_rejects_digikam_profile_and_missing_model(model_and_onnx, tmp_path: Pat
     assert predict_cli.main([str(tmp_path)]) == 2  # no model given
 
 
+def test_a_missing_model_file_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
+    for missing in ("gone.onnx", "gone.ckpt"):
+        assert predict_cli.main([str(tmp_path), f"model={tmp_path / missing}"]) == 2
+        err = capsys.readouterr().err
+        assert f"model file not found: {tmp_path / missing}" in err and "Traceback" not in err
+
+
 def test_tiff_round_trip_through_predict(model_and_onnx, tmp_path: Path) -> None:
     """8/16-bit, RGB/grey TIFFs scored by `iqs predict` = the model on the pixels that were stored."""
     import tifffile

@@ -93,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = compose("predict", list(sys.argv[1:] if argv is None else argv), FLAGS)
     except ValueError as exc:
-        console.print(f"iqs predict: {exc}", markup=False)
+        console.print(f"iqs predict: {exc}", markup=False, soft_wrap=True)
         return 2
     problem = _problem(cfg)
     if problem:
-        console.print(f"iqs predict: {problem}", markup=False)
+        console.print(f"iqs predict: {problem}", markup=False, soft_wrap=True)
         return 2
     summary = _score(cfg, console)
     _print_summary(summary, console, bool(cfg.dry_run))
@@ -116,6 +116,8 @@ def _problem(cfg: Any) -> str | None:
         return "no input files or folders given"
     if not cfg.model:
         return "choose a model: model=<full .onnx | .ckpt | MLflow run id>"
+    if Path(str(cfg.model)).suffix in (".onnx", ".ckpt") and not Path(str(cfg.model)).is_file():
+        return f"model file not found: {cfg.model} (model=<full .onnx | .ckpt | MLflow run id>)"
     if str(cfg.sidecar_style) not in SIDECAR_STYLES:
         return f"sidecar_style must be one of {', '.join(SIDECAR_STYLES)}, got '{cfg.sidecar_style}'"
     if _output_format(cfg) not in ("csv", "json"):
