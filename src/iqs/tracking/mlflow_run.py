@@ -200,8 +200,13 @@ def params_config(cfg: Any) -> dict:
     return {k: v for k, v in to_container(cfg).items() if k not in NOT_PARAMS}
 
 
-def _reopen(client: Any, run_id: str, cfg: Any) -> Any:
-    """The MLflow run `run_id`, set RUNNING again after checking that `cfg` logs the params it has."""
+def _reopen(client: Any, run_id: str, cfg: Any, owner: Mapping[str, str]) -> Any:
+    """The MLflow run `run_id`, set RUNNING again after checking that `cfg` logs the params it has.
+
+    The run still names the dead process (iqs.tracking.liveness tags); `owner` (this process's tags) is
+    written first, so that a liveness check on this host never sees the run RUNNING under the dead pid."""
+    from mlflow.entities import RunTag
+
     from iqs.data.mixture import ConfigError
 
     existing = client.get_run(run_id)
@@ -217,6 +222,7 @@ def _reopen(client: Any, run_id: str, cfg: Any) -> Any:
             f"resume: MLflow run {run_id} was started with another config ({detail}); a resumed run keeps "
             "its config, so drop those overrides (or start a new run)"
         )
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in owner.items()])
     client.update_run(run_id, status="RUNNING")
     return client.get_run(run_id)
 
@@ -236,16 +242,17 @@ def open_run(
     client, experiment_id, experiment = experiment_of(cfg)
     git = git_info()
     sweep_id = str((tags or {}).get("sweep_id") or sweep_id_for(cfg))
+    owner = owner_tags()
     all_tags = {
         **git.tags(),
         **axes_of(cfg),
         "sweep_id": sweep_id,
-        **owner_tags(),
+        **owner,
         **{k: str(v) for k, v in (tags or {}).items()},
     }
     name = run_name or run_name_for(cfg)
     if resume_run_id:
-        mlflow_run = _reopen(client, resume_run_id, cfg)
+        mlflow_run = _reopen(client, resume_run_id, cfg, owner)
         name = mlflow_run.info.run_name
         if not (tags or {}).get("sweep_id") and sweep_id == "none":  # a resumed sweep job stays in its sweep
             sweep_id = all_tags["sweep_id"] = mlflow_run.data.tags.get("sweep_id", sweep_id)
