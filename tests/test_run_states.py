@@ -255,3 +255,16 @@ def test_a_resumed_run_names_its_new_process_before_it_is_running_again(cfg, mon
     got = client.get_run(run.run_id)
     assert got.info.status == "RUNNING" and got.data.tags[PID_TAG] == str(os.getpid())
     run.end()
+
+
+def test_every_dead_run_is_marked_when_they_span_several_pages(cfg):
+    """The RUNNING search is paged by offset: runs marked while paging would shift the next page."""
+    from iqs.tracking.mlflow_run import open_run
+
+    client = client_of(cfg)
+    gone = dead_pid()
+    runs = [open_run(cfg).run_id for _ in range(5)]
+    for run_id in runs:
+        client.set_tag(run_id, PID_TAG, str(gone))
+    assert sorted(mark_dead_runs(client, page_size=2)) == sorted(runs)
+    assert {client.get_run(r).info.status for r in runs} == {"KILLED"}
