@@ -301,7 +301,7 @@ def test_a_server_that_stays_down_fails_the_run_within_the_bound(
     ) as err:
         run_train(ov)
     failed_after = time.monotonic() - outage.train_end
-    # the grace period, then the failing run's clean-up: one bounded call (traceback), its end does not wait
+    # the grace period; the failing run then makes no call (its traceback goes to run.log), its end does not wait
     bound = 3 + HttpSettings.current().worst_case_s(unresponsive=False) + 30  # + testing under load
     print(f"training ended; the run failed {failed_after:.1f} s later (bound {bound:.0f} s): {err.value}")
     assert outage.stopped_at is not None and failed_after < bound
@@ -345,3 +345,49 @@ def test_buffer_keeps_order_through_an_outage_caps_memory_and_drops_rejected_bat
     assert sum(m.startswith("MLflow tracking server fake://server is unreachable") for m in messages) == 1
     assert sum("is back after" in m and "sending the 25 metric values" in m for m in messages) == 1
     assert sum("rejected 1 metric values" in m for m in messages) == 1
+
+
+def test_a_run_failing_during_an_outage_only_waits_for_its_end(http_env, caplog, monkeypatch):
+    """No traceback calls to a server known to be down: the failing run's end is its one bounded wait."""
+    from types import SimpleNamespace
+
+    import pytorch_lightning  # noqa: F401 - _fail imports it (is_interruption); loaded before the timing
+
+    from iqs.tracking.mlflow_run import TrackedRun, _fail
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    cfg = {
+        "logger": {
+            "http_timeout_s": 2,
+            "http_max_retries": 1,
+            "http_backoff_factor": 1,
+            "outage_retry_s": 0.2,
+        }
+    }
+    apply_http_settings(cfg)
+    monkeypatch.setattr(outage_module, "ABORT_GRACE_S", 0.5)
+    info = SimpleNamespace(run_id="run0", experiment_id="0", run_name="r", artifact_uri="mlflow-artifacts:/0")
+    caplog.set_level(logging.WARNING)
+    for exc, in_outage in (
+        (RuntimeError("loss exploded"), True),
+        (TrackingOutageError("server gone"), False),
+    ):
+        client = make_client(cfg, uri)
+        run = TrackedRun(client, SimpleNamespace(info=info), "e", "none", cfg)
+        calls: list[str] = []
+        monkeypatch.setattr(client, "log_text", lambda *a, calls=calls, **k: calls.append("log_text"))
+        monkeypatch.setattr(client, "log_batch", lambda *a, calls=calls, **k: calls.append("log_batch"))
+        if in_outage:  # the metric queue noticed the outage (a refused connection fails at once)
+            client.buffer.put("run0", [Metric("train/loss", 1.0, 0, 0)])
+            deadline = time.monotonic() + 10
+            while client.buffer.outage_since is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.buffer.outage_since is not None
+        caplog.clear()
+        started = time.monotonic()
+        _fail(run, exc)
+        assert calls == []  # neither traceback.txt nor the error tags were sent
+        if in_outage:  # the metrics were not stored within ABORT_GRACE_S: no call at all to end the run
+            assert time.monotonic() - started < 0.5 + 1.0
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("traceback of run run0 is not attached" in m and uri in m for m in messages), messages

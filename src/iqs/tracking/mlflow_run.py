@@ -5,7 +5,8 @@ iqs.tracking.naming. Imports flow one way: this module never imports what logs t
 (iqs.tracking.artifacts, plots, model_card, lightning_logger); tests/test_tracking_imports.py checks it.
 
 Ending. The run ends FINISHED when the `with` block completes; when it raises, the traceback is stored
-(artifact `traceback.txt`, tags `error` and `traceback`), the run ends FAILED (KILLED for SIGTERM, SIGINT
+(artifact `traceback.txt`, tags `error` and `traceback`; only logged locally while the tracking server
+is down), the run ends FAILED (KILLED for SIGTERM, SIGINT
 or Ctrl-C) and the exception propagates. A run can be reopened (`resume_run_id`, iqs.train.resume): it
 goes back to RUNNING and keeps its params, which must not change.
 """
@@ -174,14 +175,33 @@ def _fail(run: TrackedRun, exc: BaseException) -> None:
     """Attach the traceback; failures here are logged, never allowed to mask the original exception.
 
     A signal or Ctrl-C (iqs.train.signals.is_interruption) ends the run KILLED, anything else FAILED.
+    While the tracking server is known to be down (a TrackingOutageError, or the metric queue in an
+    outage) the traceback is only logged locally and the run's end is the one call left (its wait for
+    the metrics is bounded by iqs.tracking.outage.ABORT_GRACE_S).
     """
+    from iqs.tracking.outage import TrackingOutageError
     from iqs.train.signals import is_interruption
 
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     status = "KILLED" if is_interruption(exc) else "FAILED"
+    buffer = getattr(run.client, "buffer", None)  # a tracking server's metric queue (iqs.tracking.outage)
+    server_down = isinstance(exc, TrackingOutageError) or (
+        buffer is not None and buffer.outage_since is not None
+    )
     try:
-        run.log_text(text, "traceback.txt")
-        run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE], "traceback": text[-4000:]})
+        if server_down:
+            # two more calls to a server that is down (traceback.txt, the tags) would each take the full
+            # HTTP retries before the run may end; a job being killed must exit before its scheduler's SIGKILL
+            log.warning(
+                "MLflow tracking server %s is unreachable: the traceback of run %s is not attached to it, "
+                "only logged here (the job's log file)",
+                run.tracking_uri,
+                run.run_id,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        else:
+            run.log_text(text, "traceback.txt")
+            run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE], "traceback": text[-4000:]})
     except Exception:  # noqa: BLE001 - the store may be what failed
         log.exception("could not attach the traceback to MLflow run %s", run.run_id)
     finally:
