@@ -112,3 +112,23 @@ def test_the_suggested_command_points_the_experiment_at_the_configured_root(tmp_
     assert store_main(command[3:]) == 0
     location = MlflowClient(uri).get_experiment_by_name("e").artifact_location
     assert location == (disk / "e").as_uri()
+
+
+def test_iqs_train_reports_a_copied_store_once(tmp_path, migrated_db, monkeypatch, caplog):  # noqa: F811
+    """`iqs train` looks up its experiment before the run (resume, liveness) and when it opens it: one warning."""
+    from iqs.train.resume import prepare
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    (original / "mlruns").mkdir(parents=True)
+    shutil.copy(migrated_db, original / "mlruns" / "mlflow.db")
+    run_in(original, monkeypatch)
+    shutil.copytree(original / "mlruns", copy / "mlruns")
+    monkeypatch.chdir(copy)
+    caplog.set_level(logging.WARNING)
+    cfg = compose("train")
+    assert prepare(cfg) is None  # what iqs.train.run does before the run opens
+    with tracked_run(cfg):
+        pass
+    warned = [r for r in caplog.records if "outside this store" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]

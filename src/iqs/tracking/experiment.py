@@ -108,11 +108,22 @@ def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> 
         return exp.experiment_id
 
 
+# (tracking uri, experiment name) -> experiment id, for this process: `iqs train` looks the experiment up
+# before the run (iqs.train.resume.prepare) and again when it opens the run, and the jobs of a sweep in one
+# process share it; ensure_experiment (and its moved-store warning) then runs once per store and experiment
+_EXPERIMENT_IDS: dict[tuple[str, str], str] = {}
+
+
 def experiment_of(cfg: Any) -> tuple[Any, str, str]:
-    """(MlflowClient of the run's store, experiment id, experiment name); the experiment is created if absent."""
+    """(MlflowClient of the run's store, experiment id, experiment name); the experiment is created if absent.
+    Each call gets its own client (a tracking server's metric queue belongs to one run)."""
     uri = tracking_uri_for(cfg)
     experiment = str(cfg_get(cfg, "logger.experiment_name", DEFAULT_EXPERIMENT))
+    known = _EXPERIMENT_IDS.get((uri, experiment))
+    if known is not None:
+        return make_client(cfg, uri), known, experiment
     with store_init_lock(uri):  # parallel sweep jobs: one at a time creates the tables of a new store
         client = make_client(cfg, uri)
         experiment_id = ensure_experiment(client, experiment, artifact_location_for(cfg, uri, experiment))
+    _EXPERIMENT_IDS[(uri, experiment)] = experiment_id
     return client, experiment_id, experiment
