@@ -139,6 +139,7 @@ def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, cap
     uri = f"http://127.0.0.1:{free_port()}"
     cfg = {"logger": {"http_timeout_s": 2, "http_max_retries": 1, "http_backoff_factor": 1}}
     cfg["logger"] |= {"outage_retry_s": 0.2, "outage_grace_s": 2}
+    apply_http_settings(cfg)  # what tracking_uri_for does for every command
     client = make_client(cfg, uri)
     assert isinstance(client, BufferedClient)
     caplog.set_level(logging.WARNING)

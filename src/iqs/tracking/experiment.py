@@ -2,8 +2,8 @@
 and the experiment itself (created when absent).
 
 Store. `iqs.tracking.store.tracking_uri_for` decides (explicit `logger.tracking_uri=...` >
-$MLFLOW_TRACKING_URI > `sqlite:///<mlruns_dir>/mlflow.db`); every command uses that one resolver.
-`make_client` bounds MLflow's HTTP retries (`logger.http_*`) and, for a tracking server, queues metrics
+$MLFLOW_TRACKING_URI > `sqlite:///<mlruns_dir>/mlflow.db`); every command uses that one resolver, which
+also bounds MLflow's HTTP retries (`logger.http_*`). For a tracking server `make_client` queues metrics
 so that training never waits for it (iqs.tracking.outage; docs/running-at-scale/tracking-server.md).
 
 Artifacts. Experiments are created with an explicit artifact location,
@@ -54,14 +54,13 @@ def artifact_location_for(cfg: Any, tracking_uri: str, experiment_name: str) -> 
 
 
 def make_client(cfg: Any, tracking_uri: str) -> Any:
-    """The run's `MlflowClient`: MLflow's HTTP retries bounded by `logger.http_*` (iqs.tracking.http_settings);
-    for a tracking server (http/https) metrics are buffered through outages (iqs.tracking.outage)."""
+    """The run's `MlflowClient`; for a tracking server (http/https) metrics are buffered through outages
+    (iqs.tracking.outage). Its HTTP retries are bounded by `logger.http_*`, which `tracking_uri_for` (how
+    `tracking_uri` is resolved) exports (iqs.tracking.http_settings)."""
     from mlflow import MlflowClient
 
-    from iqs.tracking.http_settings import apply_http_settings
     from iqs.tracking.outage import BufferedClient
 
-    apply_http_settings(cfg)
     if urlparse(tracking_uri).scheme not in ("http", "https"):
         return MlflowClient(tracking_uri=tracking_uri)
     return BufferedClient(
