@@ -27,9 +27,6 @@ from iqs.tracking.config_view import flatten_config, to_container
 from iqs.tracking.experiment import experiment_of
 from iqs.tracking.gitinfo import git_info
 from iqs.tracking.naming import axes_of, run_name_for, sweep_id_for
-from iqs.tracking.naming import (
-    thresholds_name as thresholds_name,
-)  # re-exported: train.run.hydra_entry imports it here
 
 log = logging.getLogger(__name__)
 
