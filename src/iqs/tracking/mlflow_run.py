@@ -27,6 +27,7 @@ from iqs.tracking.config_view import flatten_config, to_container
 from iqs.tracking.experiment import experiment_of
 from iqs.tracking.gitinfo import git_info
 from iqs.tracking.naming import axes_of, run_name_for, sweep_id_for
+from iqs.tracking.outage import METRICS_PER_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 MAX_KEY = 250
 PARAMS_PER_BATCH = 100
-METRICS_PER_BATCH = 1000
 
 # ---------------------------------------------------------------- run
 
@@ -62,13 +62,11 @@ class TrackedRun:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Metrics named `<stage>/<dataset>/<metric>`; NaN is kept (MLflow stores it), None is skipped.
         With a tracking server they are queued and sent in the background (iqs.tracking.outage)."""
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(str(k), float(v), now, int(step or 0)) for k, v in metrics.items() if v is not None]
-        for i in range(0, len(batch), METRICS_PER_BATCH):
+        for i in range(0, len(batch), METRICS_PER_BATCH):  # the limit of the queue's batches too
             self.client.log_batch(self.run_id, metrics=batch[i : i + METRICS_PER_BATCH])
 
     def log_params_flat(self, cfg: Any) -> dict[str, str]:

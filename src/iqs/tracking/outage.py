@@ -35,7 +35,7 @@ from mlflow import MlflowClient
 log = logging.getLogger(__name__)
 
 THREAD_NAME = "iqs-mlflow-metrics"
-BATCH = 1000  # MLflow's limit of metrics per log_batch
+METRICS_PER_BATCH = 1000  # MLflow's limit of metrics per log_batch (mlflow.utils.validation)
 ABORT_GRACE_S = 10.0  # longest wait for buffered metrics when a run ends FAILED or KILLED
 
 
@@ -129,9 +129,11 @@ class MetricBuffer:
             )
 
     def _next_batch(self) -> tuple[str, list[Any]]:
-        """The oldest values of one run, at most BATCH; they stay queued until sent."""
+        """The oldest values of one run, at most METRICS_PER_BATCH; they stay queued until sent."""
         run_id = self._pending[0][0]
-        head = itertools.takewhile(lambda item: item[0] == run_id, itertools.islice(self._pending, BATCH))
+        head = itertools.takewhile(
+            lambda item: item[0] == run_id, itertools.islice(self._pending, METRICS_PER_BATCH)
+        )
         return run_id, [metric for _, metric in head]
 
     def _loop(self) -> None:
