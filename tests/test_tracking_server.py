@@ -392,3 +392,37 @@ def test_a_run_failing_during_an_outage_only_waits_for_its_end(http_env, caplog,
             assert time.monotonic() - started < 0.5 + 1.0
         messages = [r.getMessage() for r in caplog.records]
         assert any("traceback of run run0 is not attached" in m and uri in m for m in messages), messages
+
+
+def test_a_second_outage_warns_again_and_the_end_reports_lost_values(http_env, caplog, monkeypatch):
+    from iqs.tracking.outage import MetricBuffer
+
+    caplog.set_level(logging.WARNING)
+    server = {"up": False}
+
+    def send(run_id: str, metrics: list) -> None:
+        if not server["up"]:
+            import requests
+
+            raise requests.exceptions.ConnectionError("connection refused")
+
+    buffer = MetricBuffer(send, "fake://server", retry_interval_s=0.05, max_pending=2)
+    for outage in range(2):
+        server["up"] = False
+        buffer.put("a", [Metric("loss", 0.5, 0, s) for s in range(3)])  # one value too many
+        assert not buffer.flush(0.2)
+        server["up"] = True
+        assert buffer.flush(5), outage
+    assert buffer.dropped == 2
+    assert sum("buffer full" in r.getMessage() for r in caplog.records) == 2
+
+    # the run's end says how many values were lost, even when it fails for the outage
+    apply_http_settings({"logger": {"http_timeout_s": 2, "http_max_retries": 0, "http_backoff_factor": 0}})
+    monkeypatch.setattr(outage_module, "ABORT_GRACE_S", 0.2)
+    client = BufferedClient(f"http://127.0.0.1:{free_port()}", retry_interval_s=0.1, max_pending=1)
+    client.log_batch("run0", metrics=[Metric("loss", 0.5, 0, s) for s in range(3)])
+    caplog.clear()
+    with pytest.raises(TrackingOutageError):
+        client.set_terminated("run0", "KILLED")
+    lost = [r.getMessage() for r in caplog.records if "were not stored" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].startswith("2 metric values of MLflow run run0"), lost
