@@ -102,7 +102,8 @@ def test_runs_record_their_process_and_dead_ones_are_marked_killed(cfg, tmp_path
         run = open_run(cfg)  # a run left RUNNING, as by a SIGKILL
         client.set_tag(run.run_id, HOST_TAG, host)
         client.set_tag(run.run_id, PID_TAG, str(pid))
-        client.set_tag(run.run_id, STARTED_TAG, f"{time.time() - 30:.3f}")
+        # as if started with this process: 30 s ago would be before a young pytest process began (pid reuse)
+        client.set_tag(run.run_id, STARTED_TAG, f"{me:.3f}")
         return run.run_id
 
     gone = running(socket.gethostname(), dead_pid)
