@@ -89,3 +89,46 @@ def test_only_local_stores_outside_their_folder_are_reported(tmp_path):
     assert moved_store_warning(db, "e", str(tmp_path / "old" / "e"), inside) is not None
     assert moved_store_warning(db, "e", "s3://bucket/e", inside) is None
     assert moved_store_warning("http://127.0.0.1:5000", "e", (tmp_path / "old").as_uri(), None) is None
+
+
+def test_the_suggested_command_points_the_experiment_at_the_configured_root(tmp_path, migrated_db):  # noqa: F811
+    """With logger.artifact_location elsewhere (a big disk), the fix the warning names moves it there."""
+    import shlex
+
+    db = tmp_path / "copy" / "mlruns" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    shutil.copy(migrated_db, db)
+    uri = f"sqlite:///{db}"
+    old = (tmp_path / "original" / "disk" / "e").as_uri()
+    MlflowClient(uri).create_experiment("e", artifact_location=old)
+    disk = tmp_path / "big disk"  # a space: the command must still paste as one argument
+    for root in (disk, db.parent / "artifacts"):  # configured root; the default one
+        message = moved_store_warning(uri, "e", old, (root / "e").as_uri())
+        assert f"points the experiments at {root}/<experiment>" in message
+        command = shlex.split(message.split("`")[1])
+        assert command[:4] == ["python", "-m", "iqs.tracking.store", "relocate"]
+        assert ("--artifact-root" in command) == (root == disk)
+    command = shlex.split(moved_store_warning(uri, "e", old, (disk / "e").as_uri()).split("`")[1])
+    assert store_main(command[3:]) == 0
+    location = MlflowClient(uri).get_experiment_by_name("e").artifact_location
+    assert location == (disk / "e").as_uri()
+
+
+def test_iqs_train_reports_a_copied_store_once(tmp_path, migrated_db, monkeypatch, caplog):  # noqa: F811
+    """`iqs train` looks up its experiment before the run (resume, liveness) and when it opens it: one warning."""
+    from iqs.train.resume import prepare
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    (original / "mlruns").mkdir(parents=True)
+    shutil.copy(migrated_db, original / "mlruns" / "mlflow.db")
+    run_in(original, monkeypatch)
+    shutil.copytree(original / "mlruns", copy / "mlruns")
+    monkeypatch.chdir(copy)
+    caplog.set_level(logging.WARNING)
+    cfg = compose("train")
+    assert prepare(cfg) is None  # what iqs.train.run does before the run opens
+    with tracked_run(cfg):
+        pass
+    warned = [r for r in caplog.records if "outside this store" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]

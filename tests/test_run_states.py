@@ -102,7 +102,8 @@ def test_runs_record_their_process_and_dead_ones_are_marked_killed(cfg, tmp_path
         run = open_run(cfg)  # a run left RUNNING, as by a SIGKILL
         client.set_tag(run.run_id, HOST_TAG, host)
         client.set_tag(run.run_id, PID_TAG, str(pid))
-        client.set_tag(run.run_id, STARTED_TAG, f"{time.time() - 30:.3f}")
+        # as if started with this process: 30 s ago would be before a young pytest process began (pid reuse)
+        client.set_tag(run.run_id, STARTED_TAG, f"{me:.3f}")
         return run.run_id
 
     gone = running(socket.gethostname(), dead_pid)
@@ -225,3 +226,46 @@ def test_a_data_error_prints_one_line_and_the_run_keeps_the_traceback(tmp_path, 
     traceback_txt = client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))
     assert "Traceback (most recent call last)" in Path(traceback_txt).read_text()
     assert "Traceback (most recent call last)" in (tmp_path / "job" / "run.log").read_text()
+
+
+def dead_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(done.stdout)
+
+
+def test_a_resumed_run_names_its_new_process_before_it_is_running_again(cfg, monkeypatch):
+    """A liveness check on this host between `RUNNING` and the new owner tags would kill the resumed run."""
+    from iqs.tracking.mlflow_run import open_run
+
+    with pytest.raises(ValueError), tracked_run(cfg) as first:
+        raise ValueError("interrupted attempt")
+    client = client_of(cfg)
+    client.set_tag(first.run_id, PID_TAG, str(dead_pid()))  # the interrupted attempt's process is gone
+    checked: list[list[str]] = []
+    update_run = MlflowClient.update_run
+
+    def update_then_check(self, run_id, status=None, **kwargs):
+        update_run(self, run_id, status=status, **kwargs)
+        checked.append(mark_dead_runs(client))  # `iqs compare` on this host, at the worst moment
+
+    monkeypatch.setattr(MlflowClient, "update_run", update_then_check)
+    run = open_run(cfg, resume_run_id=first.run_id)
+    assert checked == [[]]
+    got = client.get_run(run.run_id)
+    assert got.info.status == "RUNNING" and got.data.tags[PID_TAG] == str(os.getpid())
+    run.end()
+
+
+def test_every_dead_run_is_marked_when_they_span_several_pages(cfg):
+    """The RUNNING search is paged by offset: runs marked while paging would shift the next page."""
+    from iqs.tracking.mlflow_run import open_run
+
+    client = client_of(cfg)
+    gone = dead_pid()
+    runs = [open_run(cfg).run_id for _ in range(5)]
+    for run_id in runs:
+        client.set_tag(run_id, PID_TAG, str(gone))
+    assert sorted(mark_dead_runs(client, page_size=2)) == sorted(runs)
+    assert {client.get_run(r).info.status for r in runs} == {"KILLED"}

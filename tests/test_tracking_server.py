@@ -139,6 +139,7 @@ def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, cap
     uri = f"http://127.0.0.1:{free_port()}"
     cfg = {"logger": {"http_timeout_s": 2, "http_max_retries": 1, "http_backoff_factor": 1}}
     cfg["logger"] |= {"outage_retry_s": 0.2, "outage_grace_s": 2}
+    apply_http_settings(cfg)  # what tracking_uri_for does for every command
     client = make_client(cfg, uri)
     assert isinstance(client, BufferedClient)
     caplog.set_level(logging.WARNING)
@@ -301,7 +302,7 @@ def test_a_server_that_stays_down_fails_the_run_within_the_bound(
     ) as err:
         run_train(ov)
     failed_after = time.monotonic() - outage.train_end
-    # the grace period, then the failing run's clean-up: one bounded call (traceback), its end does not wait
+    # the grace period; the failing run then makes no call (its traceback goes to run.log), its end does not wait
     bound = 3 + HttpSettings.current().worst_case_s(unresponsive=False) + 30  # + testing under load
     print(f"training ended; the run failed {failed_after:.1f} s later (bound {bound:.0f} s): {err.value}")
     assert outage.stopped_at is not None and failed_after < bound
@@ -345,3 +346,83 @@ def test_buffer_keeps_order_through_an_outage_caps_memory_and_drops_rejected_bat
     assert sum(m.startswith("MLflow tracking server fake://server is unreachable") for m in messages) == 1
     assert sum("is back after" in m and "sending the 25 metric values" in m for m in messages) == 1
     assert sum("rejected 1 metric values" in m for m in messages) == 1
+
+
+def test_a_run_failing_during_an_outage_only_waits_for_its_end(http_env, caplog, monkeypatch):
+    """No traceback calls to a server known to be down: the failing run's end is its one bounded wait."""
+    from types import SimpleNamespace
+
+    import pytorch_lightning  # noqa: F401 - _fail imports it (is_interruption); loaded before the timing
+
+    from iqs.tracking.mlflow_run import TrackedRun, _fail
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    cfg = {
+        "logger": {
+            "http_timeout_s": 2,
+            "http_max_retries": 1,
+            "http_backoff_factor": 1,
+            "outage_retry_s": 0.2,
+        }
+    }
+    apply_http_settings(cfg)
+    monkeypatch.setattr(outage_module, "ABORT_GRACE_S", 0.5)
+    info = SimpleNamespace(run_id="run0", experiment_id="0", run_name="r", artifact_uri="mlflow-artifacts:/0")
+    caplog.set_level(logging.WARNING)
+    for exc, in_outage in (
+        (RuntimeError("loss exploded"), True),
+        (TrackingOutageError("server gone"), False),
+    ):
+        client = make_client(cfg, uri)
+        run = TrackedRun(client, SimpleNamespace(info=info), "e", "none", cfg)
+        calls: list[str] = []
+        monkeypatch.setattr(client, "log_text", lambda *a, calls=calls, **k: calls.append("log_text"))
+        monkeypatch.setattr(client, "log_batch", lambda *a, calls=calls, **k: calls.append("log_batch"))
+        if in_outage:  # the metric queue noticed the outage (a refused connection fails at once)
+            client.buffer.put("run0", [Metric("train/loss", 1.0, 0, 0)])
+            deadline = time.monotonic() + 10
+            while client.buffer.outage_since is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.buffer.outage_since is not None
+        caplog.clear()
+        started = time.monotonic()
+        _fail(run, exc)
+        assert calls == []  # neither traceback.txt nor the error tags were sent
+        if in_outage:  # the metrics were not stored within ABORT_GRACE_S: no call at all to end the run
+            assert time.monotonic() - started < 0.5 + 1.0
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("traceback of run run0 is not attached" in m and uri in m for m in messages), messages
+
+
+def test_a_second_outage_warns_again_and_the_end_reports_lost_values(http_env, caplog, monkeypatch):
+    from iqs.tracking.outage import MetricBuffer
+
+    caplog.set_level(logging.WARNING)
+    server = {"up": False}
+
+    def send(run_id: str, metrics: list) -> None:
+        if not server["up"]:
+            import requests
+
+            raise requests.exceptions.ConnectionError("connection refused")
+
+    buffer = MetricBuffer(send, "fake://server", retry_interval_s=0.05, max_pending=2)
+    for outage in range(2):
+        server["up"] = False
+        buffer.put("a", [Metric("loss", 0.5, 0, s) for s in range(3)])  # one value too many
+        assert not buffer.flush(0.2)
+        server["up"] = True
+        assert buffer.flush(5), outage
+    assert buffer.dropped == 2
+    assert sum("buffer full" in r.getMessage() for r in caplog.records) == 2
+
+    # the run's end says how many values were lost, even when it fails for the outage
+    apply_http_settings({"logger": {"http_timeout_s": 2, "http_max_retries": 0, "http_backoff_factor": 0}})
+    monkeypatch.setattr(outage_module, "ABORT_GRACE_S", 0.2)
+    client = BufferedClient(f"http://127.0.0.1:{free_port()}", retry_interval_s=0.1, max_pending=1)
+    client.log_batch("run0", metrics=[Metric("loss", 0.5, 0, s) for s in range(3)])
+    caplog.clear()
+    with pytest.raises(TrackingOutageError):
+        client.set_terminated("run0", "KILLED")
+    lost = [r.getMessage() for r in caplog.records if "were not stored" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].startswith("2 metric values of MLflow run run0"), lost

@@ -36,7 +36,7 @@ EMD has no interval here: the predictions CSV does not keep the true score distr
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,7 +75,6 @@ __all__ = [
     "cluster_bootstrap_ci",
     "fisher_z_ci",
     "interval_metrics",
-    "metric_names",
     "paired_bootstrap",
     "predictions_intervals",
 ]
@@ -171,11 +170,6 @@ def bootstrap_metrics(
         )
         for i, m in enumerate(names)
     }
-
-
-def metric_names(metrics: Mapping[str, object] | Sequence[str]) -> list[str]:
-    """The names among `metrics` that have a bootstrap (EMD and unknown names dropped)."""
-    return [m for m in metrics if m in METRICS]
 
 
 def predictions_intervals(

@@ -15,8 +15,8 @@
 `iqs compare` (iqs.tracking.compare) tabulates the runs.
 
 Layers; a module imports only from the layers before it (tests/test_tracking_imports.py checks that no
-import cycle exists): config_view; naming, store, run_inputs; experiment; mlflow_run; lightning_logger,
-plots, model_card; artifacts; compare_*, compare, cv.
+import cycle exists): config_view; http_settings, naming, outage; store, run_inputs; experiment,
+liveness; mlflow_run; lightning_logger, plots, model_card; artifacts; compare_*, compare, cv.
 """
 
 from __future__ import annotations

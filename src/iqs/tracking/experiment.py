@@ -2,8 +2,8 @@
 and the experiment itself (created when absent).
 
 Store. `iqs.tracking.store.tracking_uri_for` decides (explicit `logger.tracking_uri=...` >
-$MLFLOW_TRACKING_URI > `sqlite:///<mlruns_dir>/mlflow.db`); every command uses that one resolver.
-`make_client` bounds MLflow's HTTP retries (`logger.http_*`) and, for a tracking server, queues metrics
+$MLFLOW_TRACKING_URI > `sqlite:///<mlruns_dir>/mlflow.db`); every command uses that one resolver, which
+also bounds MLflow's HTTP retries (`logger.http_*`). For a tracking server `make_client` queues metrics
 so that training never waits for it (iqs.tracking.outage; docs/running-at-scale/tracking-server.md).
 
 Artifacts. Experiments are created with an explicit artifact location,
@@ -54,14 +54,13 @@ def artifact_location_for(cfg: Any, tracking_uri: str, experiment_name: str) -> 
 
 
 def make_client(cfg: Any, tracking_uri: str) -> Any:
-    """The run's `MlflowClient`: MLflow's HTTP retries bounded by `logger.http_*` (iqs.tracking.http_settings);
-    for a tracking server (http/https) metrics are buffered through outages (iqs.tracking.outage)."""
+    """The run's `MlflowClient`; for a tracking server (http/https) metrics are buffered through outages
+    (iqs.tracking.outage). Its HTTP retries are bounded by `logger.http_*`, which `tracking_uri_for` (how
+    `tracking_uri` is resolved) exports (iqs.tracking.http_settings)."""
     from mlflow import MlflowClient
 
-    from iqs.tracking.http_settings import apply_http_settings
     from iqs.tracking.outage import BufferedClient
 
-    apply_http_settings(cfg)
     if urlparse(tracking_uri).scheme not in ("http", "https"):
         return MlflowClient(tracking_uri=tracking_uri)
     return BufferedClient(
@@ -108,11 +107,22 @@ def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> 
         return exp.experiment_id
 
 
+# (tracking uri, experiment name) -> experiment id, for this process: `iqs train` looks the experiment up
+# before the run (iqs.train.resume.prepare) and again when it opens the run, and the jobs of a sweep in one
+# process share it; ensure_experiment (and its moved-store warning) then runs once per store and experiment
+_EXPERIMENT_IDS: dict[tuple[str, str], str] = {}
+
+
 def experiment_of(cfg: Any) -> tuple[Any, str, str]:
-    """(MlflowClient of the run's store, experiment id, experiment name); the experiment is created if absent."""
+    """(MlflowClient of the run's store, experiment id, experiment name); the experiment is created if absent.
+    Each call gets its own client (a tracking server's metric queue belongs to one run)."""
     uri = tracking_uri_for(cfg)
     experiment = str(cfg_get(cfg, "logger.experiment_name", DEFAULT_EXPERIMENT))
+    known = _EXPERIMENT_IDS.get((uri, experiment))
+    if known is not None:
+        return make_client(cfg, uri), known, experiment
     with store_init_lock(uri):  # parallel sweep jobs: one at a time creates the tables of a new store
         client = make_client(cfg, uri)
         experiment_id = ensure_experiment(client, experiment, artifact_location_for(cfg, uri, experiment))
+    _EXPERIMENT_IDS[(uri, experiment)] = experiment_id
     return client, experiment_id, experiment

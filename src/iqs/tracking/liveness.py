@@ -82,7 +82,9 @@ def run_is_alive(run: Any) -> bool:
     return process_alive(int(tags[PID_TAG]), float(started) if started else None)
 
 
-def mark_dead_runs(client: Any, experiment_ids: list[str] | None = None) -> list[str]:
+def mark_dead_runs(
+    client: Any, experiment_ids: list[str] | None = None, *, page_size: int = 1000
+) -> list[str]:
     """End as KILLED every RUNNING run of this host whose process died; returns their ids."""
     if experiment_ids is None:
         experiment_ids = [e.experiment_id for e in client.search_experiments()]
@@ -90,24 +92,29 @@ def mark_dead_runs(client: Any, experiment_ids: list[str] | None = None) -> list
         return []
     host = socket.gethostname().replace("'", "")
     query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
-    killed, token = [], None
+    # every page first: the search is paged by offset, so marking runs KILLED while paging would shift
+    # the later pages and skip runs
+    running, token = [], None
     while True:
-        page = client.search_runs(experiment_ids, filter_string=query, max_results=1000, page_token=token)
-        for run in page:
-            if run_is_alive(run):
-                continue
-            pid = run.data.tags.get(PID_TAG)
-            client.set_tag(run.info.run_id, ENDED_BY_TAG, f"liveness check: pid {pid} on {host} is gone")
-            client.set_terminated(run.info.run_id, "KILLED")
-            killed.append(run.info.run_id)
-            log.warning(
-                "MLflow run %s was RUNNING but its process (pid %s) is gone: marked KILLED",
-                run.info.run_id,
-                pid,
-            )
+        page = client.search_runs(
+            experiment_ids, filter_string=query, max_results=page_size, page_token=token
+        )
+        running.extend(page)
         token = page.token
         if not token:
-            return killed
+            break
+    killed = []
+    for run in running:
+        if run_is_alive(run):
+            continue
+        pid = run.data.tags.get(PID_TAG)
+        client.set_tag(run.info.run_id, ENDED_BY_TAG, f"liveness check: pid {pid} on {host} is gone")
+        client.set_terminated(run.info.run_id, "KILLED")
+        killed.append(run.info.run_id)
+        log.warning(
+            "MLflow run %s was RUNNING but its process (pid %s) is gone: marked KILLED", run.info.run_id, pid
+        )
+    return killed
 
 
 def mark_dead_runs_in(tracking_uri: str) -> list[str]:

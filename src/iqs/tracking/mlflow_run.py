@@ -5,7 +5,8 @@ iqs.tracking.naming. Imports flow one way: this module never imports what logs t
 (iqs.tracking.artifacts, plots, model_card, lightning_logger); tests/test_tracking_imports.py checks it.
 
 Ending. The run ends FINISHED when the `with` block completes; when it raises, the traceback is stored
-(artifact `traceback.txt`, tags `error` and `traceback`), the run ends FAILED (KILLED for SIGTERM, SIGINT
+(artifact `traceback.txt`, tags `error` and `traceback`; only logged locally while the tracking server
+is down), the run ends FAILED (KILLED for SIGTERM, SIGINT
 or Ctrl-C) and the exception propagates. A run can be reopened (`resume_run_id`, iqs.train.resume): it
 goes back to RUNNING and keeps its params, which must not change.
 """
@@ -26,9 +27,7 @@ from iqs.tracking.config_view import flatten_config, to_container
 from iqs.tracking.experiment import experiment_of
 from iqs.tracking.gitinfo import git_info
 from iqs.tracking.naming import axes_of, run_name_for, sweep_id_for
-from iqs.tracking.naming import (
-    thresholds_name as thresholds_name,
-)  # re-exported: train.run.hydra_entry imports it here
+from iqs.tracking.outage import METRICS_PER_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,6 @@ MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 MAX_KEY = 250
 PARAMS_PER_BATCH = 100
-METRICS_PER_BATCH = 1000
 
 # ---------------------------------------------------------------- run
 
@@ -64,13 +62,11 @@ class TrackedRun:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Metrics named `<stage>/<dataset>/<metric>`; NaN is kept (MLflow stores it), None is skipped.
         With a tracking server they are queued and sent in the background (iqs.tracking.outage)."""
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(str(k), float(v), now, int(step or 0)) for k, v in metrics.items() if v is not None]
-        for i in range(0, len(batch), METRICS_PER_BATCH):
+        for i in range(0, len(batch), METRICS_PER_BATCH):  # the limit of the queue's batches too
             self.client.log_batch(self.run_id, metrics=batch[i : i + METRICS_PER_BATCH])
 
     def log_params_flat(self, cfg: Any) -> dict[str, str]:
@@ -174,14 +170,33 @@ def _fail(run: TrackedRun, exc: BaseException) -> None:
     """Attach the traceback; failures here are logged, never allowed to mask the original exception.
 
     A signal or Ctrl-C (iqs.train.signals.is_interruption) ends the run KILLED, anything else FAILED.
+    While the tracking server is known to be down (a TrackingOutageError, or the metric queue in an
+    outage) the traceback is only logged locally and the run's end is the one call left (its wait for
+    the metrics is bounded by iqs.tracking.outage.ABORT_GRACE_S).
     """
+    from iqs.tracking.outage import TrackingOutageError
     from iqs.train.signals import is_interruption
 
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     status = "KILLED" if is_interruption(exc) else "FAILED"
+    buffer = getattr(run.client, "buffer", None)  # a tracking server's metric queue (iqs.tracking.outage)
+    server_down = isinstance(exc, TrackingOutageError) or (
+        buffer is not None and buffer.outage_since is not None
+    )
     try:
-        run.log_text(text, "traceback.txt")
-        run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE], "traceback": text[-4000:]})
+        if server_down:
+            # two more calls to a server that is down (traceback.txt, the tags) would each take the full
+            # HTTP retries before the run may end; a job being killed must exit before its scheduler's SIGKILL
+            log.warning(
+                "MLflow tracking server %s is unreachable: the traceback of run %s is not attached to it, "
+                "only logged here (the job's log file)",
+                run.tracking_uri,
+                run.run_id,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        else:
+            run.log_text(text, "traceback.txt")
+            run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE], "traceback": text[-4000:]})
     except Exception:  # noqa: BLE001 - the store may be what failed
         log.exception("could not attach the traceback to MLflow run %s", run.run_id)
     finally:
@@ -200,8 +215,13 @@ def params_config(cfg: Any) -> dict:
     return {k: v for k, v in to_container(cfg).items() if k not in NOT_PARAMS}
 
 
-def _reopen(client: Any, run_id: str, cfg: Any) -> Any:
-    """The MLflow run `run_id`, set RUNNING again after checking that `cfg` logs the params it has."""
+def _reopen(client: Any, run_id: str, cfg: Any, owner: Mapping[str, str]) -> Any:
+    """The MLflow run `run_id`, set RUNNING again after checking that `cfg` logs the params it has.
+
+    The run still names the dead process (iqs.tracking.liveness tags); `owner` (this process's tags) is
+    written first, so that a liveness check on this host never sees the run RUNNING under the dead pid."""
+    from mlflow.entities import RunTag
+
     from iqs.data.mixture import ConfigError
 
     existing = client.get_run(run_id)
@@ -217,6 +237,7 @@ def _reopen(client: Any, run_id: str, cfg: Any) -> Any:
             f"resume: MLflow run {run_id} was started with another config ({detail}); a resumed run keeps "
             "its config, so drop those overrides (or start a new run)"
         )
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in owner.items()])
     client.update_run(run_id, status="RUNNING")
     return client.get_run(run_id)
 
@@ -236,16 +257,17 @@ def open_run(
     client, experiment_id, experiment = experiment_of(cfg)
     git = git_info()
     sweep_id = str((tags or {}).get("sweep_id") or sweep_id_for(cfg))
+    owner = owner_tags()
     all_tags = {
         **git.tags(),
         **axes_of(cfg),
         "sweep_id": sweep_id,
-        **owner_tags(),
+        **owner,
         **{k: str(v) for k, v in (tags or {}).items()},
     }
     name = run_name or run_name_for(cfg)
     if resume_run_id:
-        mlflow_run = _reopen(client, resume_run_id, cfg)
+        mlflow_run = _reopen(client, resume_run_id, cfg, owner)
         name = mlflow_run.info.run_name
         if not (tags or {}).get("sweep_id") and sweep_id == "none":  # a resumed sweep job stays in its sweep
             sweep_id = all_tags["sweep_id"] = mlflow_run.data.tags.get("sweep_id", sweep_id)

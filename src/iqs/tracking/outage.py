@@ -6,7 +6,7 @@ The behaviour (documented in docs/running-at-scale/tracking-server.md):
   background thread sends to the server. Training never waits for the network.
 - When the server cannot be reached the thread logs ONE warning (where, since when, what happens next),
   keeps every value in memory (up to `logger.outage_max_buffered` values; newer ones are then dropped and
-  counted) and retries every `logger.outage_retry_s`. When a retry succeeds it logs one line ("back after
+  counted, and the count is logged when the run ends) and retries every `logger.outage_retry_s`. When a retry succeeds it logs one line ("back after
   N s, sent M buffered values") and the run holds every metric, with its original step and timestamp.
 - Every other call (run creation, params, tags, artifacts, reading the run back) stays synchronous and is
   bounded by MLflow's own HTTP settings (iqs.tracking.http_settings). Before the run is read back or ended,
@@ -35,7 +35,7 @@ from mlflow import MlflowClient
 log = logging.getLogger(__name__)
 
 THREAD_NAME = "iqs-mlflow-metrics"
-BATCH = 1000  # MLflow's limit of metrics per log_batch
+METRICS_PER_BATCH = 1000  # MLflow's limit of metrics per log_batch (mlflow.utils.validation)
 ABORT_GRACE_S = 10.0  # longest wait for buffered metrics when a run ends FAILED or KILLED
 
 
@@ -129,9 +129,11 @@ class MetricBuffer:
             )
 
     def _next_batch(self) -> tuple[str, list[Any]]:
-        """The oldest values of one run, at most BATCH; they stay queued until sent."""
+        """The oldest values of one run, at most METRICS_PER_BATCH; they stay queued until sent."""
         run_id = self._pending[0][0]
-        head = itertools.takewhile(lambda item: item[0] == run_id, itertools.islice(self._pending, BATCH))
+        head = itertools.takewhile(
+            lambda item: item[0] == run_id, itertools.islice(self._pending, METRICS_PER_BATCH)
+        )
         return run_id, [metric for _, metric in head]
 
     def _loop(self) -> None:
@@ -163,6 +165,17 @@ class MetricBuffer:
                     log.error("MLflow rejected %d metric values of run %s: %s", len(batch), run_id, error)
                 self._cond.notify_all()
 
+    def report_dropped(self, run_id: str) -> None:
+        """One line when values were lost (buffer full, or rejected by the server); the run's end calls it."""
+        if self.dropped:
+            log.warning(
+                "%d metric values of MLflow run %s were not stored (metric buffer full during an outage of %s, "
+                "or rejected by it; see the warnings above)",
+                self.dropped,
+                run_id,
+                self.where,
+            )
+
     def _on_outage(self, error: BaseException) -> None:
         self.last_error = error
         if self.outage_since is not None:
@@ -181,6 +194,7 @@ class MetricBuffer:
             return
         down = time.monotonic() - self.outage_since
         self.outage_since = None
+        self._warned_full = False  # a later outage that fills the buffer again says so again
         log.warning(
             "MLflow tracking server %s is back after %.0f s; sending the %d metric values buffered meanwhile",
             self.where,
@@ -267,5 +281,8 @@ class BufferedClient(MlflowClient):
         # a run ending FAILED or KILLED (a signal: SLURM sends SIGKILL 30 s after SIGTERM by default) waits
         # at most ABORT_GRACE_S for its metrics, so that it can still exit on its own
         finished = status in (None, "FINISHED")
-        self.wait_for_metrics(run_id, grace_s=None if finished else ABORT_GRACE_S)
+        try:
+            self.wait_for_metrics(run_id, grace_s=None if finished else ABORT_GRACE_S)
+        finally:
+            self.buffer.report_dropped(run_id)
         super().set_terminated(run_id, status, end_time)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -109,12 +110,16 @@ def moved_store_warning(
         roots.append(expected_path.parent)
     if any(_inside(path, root) for root in roots):
         return None
-    target = local_artifact_path(expected) or db.parent / "artifacts" / experiment
+    default_root = db.parent / "artifacts"
+    target = local_artifact_path(expected) or default_root / experiment
+    command = f"python -m iqs.tracking.store relocate {shlex.quote(str(db))}"
+    if target.parent.resolve() != default_root.resolve():  # a configured logger.artifact_location
+        command += f" --artifact-root {shlex.quote(str(target.parent))}"
     return (
         f"MLflow experiment '{experiment}' in {tracking_uri} keeps its artifacts in {path}, outside this store's "
         f"folder {db.parent}: the store was probably copied or moved from another checkout, and this run's "
         f"files would be written into {path}. To use the copy's own files, run "
-        f"`python -m iqs.tracking.store relocate {db}` (points the experiments at {target.parent}/<experiment>), "
+        f"`{command}` (points the experiments at {target.parent}/<experiment>), "
         "or start a fresh experiment with logger.experiment_name=<new name>."
     )
 

@@ -213,7 +213,7 @@ def hydra_entry(cfg: DictConfig) -> float | None:
 
 def report_job(cfg: DictConfig, metrics: dict[str, float], objects: dict[str, Any]) -> float | None:
     """Print the job's test table (rank 0 only) and return its monitored metric."""
-    from iqs.tracking.mlflow_run import thresholds_name
+    from iqs.tracking.naming import thresholds_name
 
     if objects.get("run_id") is None:  # a DDP rank > 0 started by a cluster (iqs.train.distributed.finish)
         return monitored_value(cfg, metrics)
