@@ -266,7 +266,8 @@ class BufferedClient(MlflowClient):
             + (f" of run {run_id}" if run_id else "")
             + f" could not be stored within logger.outage_grace_s={self.grace_s:.0f} s. "
             "The run's local outputs (checkpoints, test_predictions.csv, run.log) are kept in its output folder; "
-            "the run stays RUNNING on the server. Bring the server back and rerun, or raise logger.outage_grace_s."
+            "the run stays RUNNING on the server until the next `iqs train` or `iqs compare` on this host marks it "
+            "KILLED. Bring the server back and rerun, or raise logger.outage_grace_s."
         )
 
     def get_run(self, run_id: str) -> Any:
