@@ -119,6 +119,23 @@ def test_a_pair_that_cannot_tell_the_classes_apart_is_refused(general_ckpt: Path
     )
 
 
+def test_each_job_of_one_sweep_gets_its_own_personal_id() -> None:
+    """`iqs train -m experiment=personal dataset.root=A,B`: both jobs share the launcher's sweep id, but each
+    compares only its own three runs (compare_roles filters on the personal id)."""
+    from omegaconf import OmegaConf
+
+    from iqs.train.personal import personal_id_for
+
+    cfg = OmegaConf.create({"logger": {"sweep_id": "2026-12-02_04-00-00_abcd1234"}})
+    first, second = personal_id_for(cfg), personal_id_for(cfg)
+    assert first != second
+    assert first.startswith("2026-12-02_04-00-00_abcd1234-") and second.startswith(
+        "2026-12-02_04-00-00_abcd1234-"
+    )
+    alone = personal_id_for(OmegaConf.create({}))
+    assert alone.startswith("personal-") and alone != personal_id_for(OmegaConf.create({}))
+
+
 @pytest.mark.slow
 def test_personal_end_to_end_on_a_generated_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny general run on the demo, then experiment=personal on a generated digiKam library."""

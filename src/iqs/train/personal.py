@@ -10,8 +10,8 @@ predictions, decision cuts, artifacts):
 3. `scratch`: a fresh head of the same shape trained on the same features: does the general model's head
    help at all on this library?
 
-They share one sweep id, which is also their `personal_id` tag, so `iqs compare sweep=<id>` shows them side
-by side and `iqs compare sweep=<id> baseline=<general run>` pairs them on the same test photos. This module
+They share one sweep id, unique per job (in an `-m` launch too: `personal_id_for`), which is also their
+`personal_id` tag, so `iqs compare sweep=<id>` shows them side by side and `iqs compare sweep=<id> baseline=<general run>` pairs them on the same test photos. This module
 runs both views for `personal.compare_metrics` and logs them (markdown + plots) into each run under
 `compare/`. The backbone is embedded once: the three runs read one feature-cache entry.
 
@@ -92,10 +92,15 @@ def role_config(cfg: DictConfig, role: str, output_dir: Path) -> DictConfig:
 
 
 def personal_id_for(cfg: DictConfig) -> str:
+    """One id per job, the sweep id of its three runs: `<launcher sweep id>-<8 hex>` in a sweep (every job of
+    `iqs train -m experiment=personal dataset.root=A,B` compares only its own runs), else
+    `personal-<time>-<8 hex>`. The launcher's sweep id stays on the runs as the `launch_sweep_id` tag."""
+    from iqs.config import job_suffix
     from iqs.tracking.naming import sweep_id_for
 
     given = sweep_id_for(cfg)
-    return given if given != "none" else "personal-" + datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    base = given if given != "none" else "personal-" + datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return f"{base}-{job_suffix()}"
 
 
 def compare_config(cfg: DictConfig, personal_id: str, metric: str, baseline: str | None) -> DictConfig:
@@ -150,6 +155,7 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     from iqs.checkpoints import read_meta
     from iqs.tracking import tracked_run
+    from iqs.tracking.naming import sweep_id_for
     from iqs.train.run import fit_and_test, job_output_dir
     from iqs.train.stages import build_data
 
@@ -175,6 +181,8 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log.info("class cuts follow the training photos' shares %s", list(cfg.decision_cuts.target))
 
     personal_id = personal_id_for(cfg)
+    # `iqs compare tags.launch_sweep_id=<id>` finds every job of one -m launch
+    launch_sweep = sweep_id_for(cfg)
     tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
     runs: dict[str, str] = {}
     results: dict[str, tuple[dict[str, float], dict[str, Any]]] = {}
@@ -182,7 +190,7 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         role_cfg = role_config(cfg, role, output_dir)
         pl.seed_everything(int(cfg.seed), workers=True)  # personal and scratch see the same batches
         role_tags = {**tags, "sweep_id": personal_id, "personal_id": personal_id, "personal_role": role,
-                     "init_from": str(cfg.init_from)}  # fmt: skip
+                     "launch_sweep_id": launch_sweep, "init_from": str(cfg.init_from)}  # fmt: skip
         with tracked_run(role_cfg, run_name=f"personal-{role}", tags=role_tags) as run:
             results[role] = fit_and_test(role_cfg, run, job_output_dir(role_cfg), mixture=mixture)
             runs[role] = run.run_id
