@@ -99,9 +99,15 @@ def test_roles_start_from_the_right_weights(general_ckpt: Path) -> None:
 
 def test_init_from_names_what_is_missing(tmp_path: Path) -> None:
     from iqs.train.init_from import resolve_checkpoint
+    from iqs.train.personal import train_shares
+    from iqs.train.user_errors import USER_ERRORS
 
-    with pytest.raises(InitFromError, match="checkpoint not found"):
+    with pytest.raises(InitFromError, match="checkpoint not found") as err:
         resolve_checkpoint(str(tmp_path / "gone.ckpt"), None, tmp_path)
+    # a user's error: `iqs train` prints one line and a sweep's other jobs go on
+    assert isinstance(err.value, USER_ERRORS)
+    with pytest.raises(USER_ERRORS, match="no labelled training photos"):
+        train_shares(pd.DataFrame({"split": ["val", "test"], "label": [0, 2]}))
 
 
 def test_a_pair_that_cannot_tell_the_classes_apart_is_refused(general_ckpt: Path) -> None:

@@ -11,8 +11,8 @@ predictions, decision cuts, artifacts):
    help at all on this library?
 
 They share one sweep id, unique per job (in an `-m` launch too: `personal_id_for`), which is also their
-`personal_id` tag, so `iqs compare sweep=<id>` shows them side by side and `iqs compare sweep=<id> baseline=<general run>` pairs them on the same test photos. This module
-runs both views for `personal.compare_metrics` and logs them (markdown + plots) into each run under
+`personal_id` tag, so `iqs compare sweep=<id>` shows them side by side and
+`iqs compare sweep=<id> baseline=<general run>` pairs them on the same test photos. This module runs both views for `personal.compare_metrics` and logs them (markdown + plots) into each run under
 `compare/`. The backbone is embedded once: the three runs read one feature-cache entry.
 
 The class cuts (decision_cuts.objective=target) follow the user's own class shares in the training photos,
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from iqs.data.mixture import ConfigError
 from iqs.data.scale import CLASS_NAMES
 from iqs.train.init_from import ROLES, InitFromError, fill_model_groups, resolve_checkpoint
 
@@ -49,7 +50,7 @@ def train_shares(table: pd.DataFrame) -> list[float]:
     """The user's class shares (bad, normal, good) among the training photos of the personal split."""
     labels = table.loc[table["split"] == "train", "label"].to_numpy()
     if not len(labels):
-        raise ValueError("the personal library has no labelled training photos; label some in digiKam first")
+        raise ConfigError("the personal library has no labelled training photos; label some in digiKam first")
     counts = np.bincount(labels, minlength=len(CLASS_NAMES)).astype(float)
     return [float(c) for c in counts / counts.sum()]
 
@@ -173,7 +174,7 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     cuts = cfg.decision_cuts
     if cuts.enabled and cuts.objective == "target" and cuts.target is None:
         if not cfg.personal.cuts_from_train_shares:
-            raise ValueError(
+            raise ConfigError(
                 "decision_cuts.objective=target needs decision_cuts.target or cuts_from_train_shares"
             )
         with open_dict(cfg):
