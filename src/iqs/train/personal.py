@@ -157,12 +157,14 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from iqs.checkpoints import read_meta
     from iqs.tracking import tracked_run
     from iqs.tracking.naming import sweep_id_for
+    from iqs.train.launchers import threads_per_job
     from iqs.train.run import fit_and_test, job_output_dir
     from iqs.train.stages import build_data
 
     output_dir = job_output_dir(cfg)
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
+    threads = threads_per_job(cfg)  # num_threads=, or this job's share of the cores in a parallel sweep
+    if threads:
+        torch.set_num_threads(threads)
     ckpt = resolve_checkpoint(str(cfg.init_from), cfg, output_dir / "init")
     meta = read_meta(ckpt)
     fill_model_groups(cfg, meta, str(cfg.init_from))
