@@ -170,6 +170,39 @@ def test_a_resumed_ddp_run_hands_rank_zeros_checkpoint_and_folder_to_the_other_r
     assert not (tmp_path / "mlruns").exists() or not list((tmp_path / "mlruns").glob("*"))
 
 
+def test_a_resumed_ddp_run_restores_the_wrapped_samplers_draws(monkeypatch):
+    """Under DDP the weighted sampler and the within-source batch sampler sit inside Lightning's and our
+    wrappers; the resume state must reach them, or a resumed run repeats epoch 0's draws."""
+    from torch.utils.data import DataLoader
+
+    from iqs.train.distributed import shard_batches
+    from iqs.train.pair_batches import WithinSourceBatchSampler
+    from iqs.train.resume import sampler_state, set_sampler_state
+
+    as_rank(monkeypatch, 1, 2)
+    data = TensorDataset(torch.arange(40))
+
+    def weighted_loader() -> DataLoader:
+        weighted = WeightedRandomSampler(
+            torch.linspace(0.1, 5.0, 40), 40, generator=torch.Generator().manual_seed(3)
+        )
+        return DataLoader(data, sampler=train_sampler(data, weighted, seed=0), batch_size=4)
+
+    def paired_loader() -> DataLoader:
+        group = np.repeat([0, 1], 20)
+        return DataLoader(data, batch_sampler=shard_batches(WithinSourceBatchSampler(group, 4, seed=0)))
+
+    for make in (weighted_loader, paired_loader):
+        loader = make()
+        first = [b[0].tolist() for b in loader]  # epoch 0; the checkpoint at its end saves the state
+        state = sampler_state(loader)
+        second = [b[0].tolist() for b in loader]
+        assert second != first
+        fresh = make()
+        set_sampler_state(fresh, state)
+        assert [b[0].tolist() for b in fresh] == second, make.__name__
+
+
 # ---------------------------------------------------------------- end to end: 2 gloo processes vs 1
 
 

@@ -70,12 +70,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _sampling_parts(loader: Any) -> dict[str, Any]:
+    """The loader and the samplers in it that may hold a generator or an epoch counter, by role.
+
+    Under DDP (iqs.train.distributed) the drawing samplers sit one level down: Lightning's
+    `DistributedSamplerWrapper` keeps the weighted sampler at `.dataset._sampler` (a private attribute of
+    lightning_fabric's `_DatasetSamplerWrapper`; no public accessor exists), and `ShardedBatchSampler`
+    keeps the within-source batch sampler at `.batches`."""
+    sampler = getattr(loader, "sampler", None)
     batch_sampler = getattr(loader, "batch_sampler", None)
     parts = {
         "loader": loader,
-        "sampler": getattr(loader, "sampler", None),
+        "sampler": sampler,
+        "sampler.dataset._sampler": getattr(getattr(sampler, "dataset", None), "_sampler", None),
         "batch_sampler": batch_sampler,
         "batch_sampler.sampler": getattr(batch_sampler, "sampler", None),
+        "batch_sampler.batches": getattr(batch_sampler, "batches", None),
     }
     return {role: obj for role, obj in parts.items() if obj is not None}
 
