@@ -203,6 +203,35 @@ def test_a_resumed_ddp_run_restores_the_wrapped_samplers_draws(monkeypatch):
         assert [b[0].tolist() for b in fresh] == second, make.__name__
 
 
+def test_a_failed_ddp_fit_stops_the_started_ranks_and_restores_the_environment(monkeypatch):
+    """Lightning calls `strategy.on_exception` when fit or test raises, but kills the children only on
+    KeyboardInterrupt: the replay strategy must stop them and undo LOCAL_RANK/WORLD_SIZE/MASTER_*, or the
+    next DDP job of a sequential sweep waits for ranks that never come."""
+    from lightning_fabric.plugins.environments import LightningEnvironment
+
+    from iqs.train.distributed import ReplayDDPStrategy, ReplayLauncher
+
+    for key in ReplayLauncher.ENV_VARS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "before")
+    launcher = ReplayLauncher(LightningEnvironment(), num_processes=2, num_nodes=1)
+    launcher._saved_env = {k: os.environ.get(k) for k in ReplayLauncher.ENV_VARS}  # as _call_children_scripts
+    for key in ReplayLauncher.ENV_VARS:
+        monkeypatch.setenv(key, "1")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    launcher.procs.append(child)
+    strategy = ReplayDDPStrategy()
+    strategy._launcher = launcher
+    try:
+        strategy.on_exception(RuntimeError("a rank 0 error during fit"))
+        assert child.poll() is not None and launcher.procs == []
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert os.environ["MASTER_ADDR"] == "before"
+    assert not any(k in os.environ for k in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "NODE_RANK"))
+
+
 # ---------------------------------------------------------------- end to end: 2 gloo processes vs 1
 
 

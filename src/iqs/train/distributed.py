@@ -267,6 +267,19 @@ class ReplayLauncher(_SubprocessScriptLauncher):
             command = [sys.executable, "-m", "iqs.train.distributed", config]
             self.procs.append(subprocess.Popen(command, env=child_env))
 
+    def stop_children(self, timeout: float = 10.0) -> None:
+        """Terminate the ranks this launcher started (SIGTERM, then SIGKILL after `timeout` seconds)."""
+        running = [p for p in self.procs if p.poll() is None]
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
+
     def restore_env(self) -> None:
         """Undo the variables set above, so the next job of a sequential sweep in this process does not
         look like an externally launched rank 0 (Lightning would then start no ranks and wait for them)."""
@@ -290,6 +303,21 @@ class ReplayDDPStrategy(DDPStrategy):
             "ignore",
             message=r"It is recommended to use `self\.log\('(val|test)/(?!loss')[^']*', \.\.\., sync_dist",
         )
+
+    def on_exception(self, exception: BaseException) -> None:
+        """A fit or test that fails: stop the ranks this process started and undo its DDP environment and
+        process group. Lightning kills the children only on KeyboardInterrupt; otherwise they and
+        LOCAL_RANK/WORLD_SIZE/MASTER_* would outlive the job, and the next DDP job of a sequential sweep
+        would wait for ranks that never come."""
+        super().on_exception(exception)
+        launcher = self._launcher
+        if not isinstance(launcher, ReplayLauncher):
+            return
+        launcher.stop_children()
+        launcher.restore_env()
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
     def _configure_launcher(self) -> None:
         assert self.cluster_environment is not None
