@@ -232,6 +232,32 @@ def test_a_failed_ddp_fit_stops_the_started_ranks_and_restores_the_environment(m
     assert not any(k in os.environ for k in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "NODE_RANK"))
 
 
+def test_resume_is_refused_for_ranks_a_cluster_starts(monkeypatch, tmp_path):
+    """srun/torchrun ranks > 0 cannot be handed rank 0's checkpoint: `resume=` stops with a way out, before
+    any rank touches the store; one process, or the replay launcher (trainer=ddp), still resumes."""
+    from iqs.config import compose
+    from iqs.data.mixture import ConfigError
+    from iqs.train.distributed import check_resume_world
+    from iqs.train.run import train
+    from iqs.train.user_errors import USER_ERRORS
+
+    for key in ("WORLD_SIZE", "SLURM_NTASKS", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr("iqs.train.resume.prepare", lambda cfg: pytest.fail("the store was read"))
+    root = f"paths.root_dir={tmp_path}"
+    check_resume_world(compose("train", [root, "resume=auto"]))  # one process: fine
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun
+    check_resume_world(compose("train", [root]))  # no resume: fine
+    check_resume_world(compose("train", [root, "resume=auto", "trainer=ddp_cpu"]))  # the replay hand-off
+    with pytest.raises(ConfigError, match="trainer=ddp") as err:
+        train(compose("train", [root, "resume=auto", "+trainer.strategy=ddp", "trainer.devices=2"]))
+    assert isinstance(err.value, USER_ERRORS) and "2 ranks" in str(err.value)
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # srun / submitit tasks_per_node=4
+    with pytest.raises(ConfigError, match="4 ranks started by the cluster"):
+        check_resume_world(compose("train", [root, "resume=0123456789abcdef"]))
+
+
 # ---------------------------------------------------------------- end to end: 2 gloo processes vs 1
 
 

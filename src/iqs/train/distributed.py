@@ -236,6 +236,34 @@ def uses_replay(cfg: DictConfig) -> bool:
     return isinstance(strategy, Mapping) and str(strategy.get("_target_", "")).endswith("ReplayDDPStrategy")
 
 
+def launched_world_size() -> int:
+    """How many ranks a cluster or torchrun started for this job (WORLD_SIZE, else srun's SLURM_NTASKS); 1
+    for a plain process."""
+    value = os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or "1"
+    return int(value) if value.isdigit() else 1
+
+
+def check_resume_world(cfg: DictConfig) -> None:
+    """Refuse `resume=` for ranks a cluster starts itself (srun, torchrun, submitit tasks_per_node > 1).
+
+    Only rank 0 may resolve `resume=` (it reads the MLflow store); the replay launcher hands the checkpoint
+    to the ranks it starts, but ranks started by a cluster have no such hand-off and would train from
+    scratch beside a resumed rank 0."""
+    from iqs.data.mixture import ConfigError
+    from iqs.train.resume import resume_value
+
+    size = launched_world_size()
+    if size <= 1 or uses_replay(cfg) or cfg.get("resume_checkpoint"):
+        return
+    value = resume_value(cfg)
+    if value:
+        raise ConfigError(
+            f"resume={value} with {size} ranks started by the cluster (srun/torchrun/submitit tasks) is not "
+            "supported: only rank 0 could find the checkpoint. Start one task per node with trainer=ddp "
+            "(iqs then starts the other ranks and hands them the checkpoint), or start the run afresh"
+        )
+
+
 class ReplayLauncher(_SubprocessScriptLauncher):
     """Lightning's subprocess launcher, starting ranks 1.. from rank 0's config file (module docstring).
 

@@ -89,11 +89,18 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import torch
 
     from iqs.tracking.cv import cv_tags
-    from iqs.train.distributed import is_global_zero, rank_zero_tracked_run, uses_replay, write_replay_config
+    from iqs.train.distributed import (
+        check_resume_world,
+        is_global_zero,
+        rank_zero_tracked_run,
+        uses_replay,
+        write_replay_config,
+    )
     from iqs.train.launchers import threads_per_job
     from iqs.train.resume import prepare
 
     check_trained(cfg)
+    check_resume_world(cfg)  # ranks a cluster starts cannot be handed rank 0's checkpoint
     if cfg.get("init_from"):  # experiment=personal: general vs personal vs scratch, three runs
         from iqs.train.personal import train_personal
 
