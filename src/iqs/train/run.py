@@ -248,12 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     saved = sys.argv
     sys.argv = ["iqs-train", *argv]
     user_errors.reported.clear()
-    try:
-        with signals_raise():
-            hydra_entry()
-    except Interrupted as exc:
-        print(f"iqs train: {exc}; the MLflow run ended KILLED", file=sys.stderr)
-        return exc.exit_code
-    finally:
-        sys.argv = saved
-    return 1 if user_errors.reported else 0
+    # jobs of a joblib/submitit sweep report in their own processes: collecting hears them too
+    with user_errors.collecting() as elsewhere:
+        try:
+            with signals_raise():
+                hydra_entry()
+        except Interrupted as exc:
+            print(f"iqs train: {exc}; the MLflow run ended KILLED", file=sys.stderr)
+            return exc.exit_code
+        finally:
+            sys.argv = saved
+    return 1 if user_errors.reported or elsewhere else 0
