@@ -114,6 +114,13 @@ def test_other_ranks_get_a_run_that_logs_nothing(monkeypatch, tmp_path):
         assert isinstance(run, RankZeroOnlyRun) and run.run_id is None
         run.log_metrics({"x": 1.0})
         run.client.log_param(run.run_id, "feature_cache", "hit")
+        from iqs.train.trainer_setup import build_trainer
+
+        monkeypatch.setattr(
+            "iqs.tracking.make_lightning_logger", lambda *a, **k: pytest.fail("rank 1 built an MLflow logger")
+        )
+        trainer, callbacks = build_trainer(cfg, run, tmp_path / "job")
+        assert trainer.loggers == [] and "lr" not in callbacks and "checkpoint" in callbacks
     assert not list((tmp_path / "mlruns").glob("*"))  # no store was created (the resolver made the folder)
     monkeypatch.setattr(rank_zero_only, "rank", 0)
     monkeypatch.setenv("NODE_RANK", "1")  # local rank 0 of the second node
