@@ -241,7 +241,8 @@ def test_a_failed_ddp_fit_stops_the_started_ranks_and_restores_the_environment(m
 
 def test_resume_is_refused_for_ranks_a_cluster_starts(monkeypatch, tmp_path):
     """srun/torchrun ranks > 0 cannot be handed rank 0's checkpoint: `resume=` stops with a way out, before
-    any rank touches the store; one process, or the replay launcher (trainer=ddp), still resumes."""
+    any rank touches the store; one process, or the ranks the replay launcher (trainer=ddp) starts, still
+    resume."""
     from iqs.config import compose
     from iqs.data.mixture import ConfigError
     from iqs.train.distributed import check_resume_world
@@ -255,9 +256,13 @@ def test_resume_is_refused_for_ranks_a_cluster_starts(monkeypatch, tmp_path):
     check_resume_world(compose("train", [root, "resume=auto"]))  # one process: fine
     monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun
     check_resume_world(compose("train", [root]))  # no resume: fine
-    check_resume_world(compose("train", [root, "resume=auto", "trainer=ddp_cpu"]))  # the replay hand-off
+    replayed = compose("train", [root, "resume=auto", "trainer=ddp_cpu"])
+    replayed.resume_checkpoint = str(tmp_path / "last.ckpt")  # what rank 0 hands the ranks it starts
+    check_resume_world(replayed)
     with pytest.raises(ConfigError, match="trainer=ddp") as err:
         train(compose("train", [root, "resume=auto", "+trainer.strategy=ddp", "trainer.devices=2"]))
+    with pytest.raises(ConfigError, match="2 ranks started by the cluster"):  # torchrun with the replay one
+        check_resume_world(compose("train", [root, "resume=auto", "trainer=ddp_cpu"]))
     assert isinstance(err.value, USER_ERRORS) and "2 ranks" in str(err.value)
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setenv("SLURM_NTASKS", "4")  # srun / submitit tasks_per_node=4

@@ -247,20 +247,21 @@ def check_resume_world(cfg: DictConfig) -> None:
     """Refuse `resume=` for ranks a cluster starts itself (srun, torchrun, submitit tasks_per_node > 1).
 
     Only rank 0 may resolve `resume=` (it reads the MLflow store); the replay launcher hands the checkpoint
-    to the ranks it starts, but ranks started by a cluster have no such hand-off and would train from
-    scratch beside a resumed rank 0."""
+    to the ranks it starts (their config carries `resume_checkpoint`), but ranks started by a cluster, with
+    any strategy (trainer=ddp too), have no such hand-off and would train from scratch beside a resumed
+    rank 0."""
     from iqs.data.mixture import ConfigError
     from iqs.train.resume import resume_value
 
     size = launched_world_size()
-    if size <= 1 or uses_replay(cfg) or cfg.get("resume_checkpoint"):
+    if size <= 1 or cfg.get("resume_checkpoint"):
         return
     value = resume_value(cfg)
     if value:
         raise ConfigError(
             f"resume={value} with {size} ranks started by the cluster (srun/torchrun/submitit tasks) is not "
-            "supported: only rank 0 could find the checkpoint. Start one task per node with trainer=ddp "
-            "(iqs then starts the other ranks and hands them the checkpoint), or start the run afresh"
+            "supported: only rank 0 could find the checkpoint. Resume in one process that starts the other "
+            "ranks itself (trainer=ddp or ddp_cpu, not under srun/torchrun), or start the run afresh"
         )
 
 
