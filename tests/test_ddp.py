@@ -243,6 +243,8 @@ def test_resume_is_refused_for_ranks_a_cluster_starts(monkeypatch, tmp_path):
     """srun/torchrun ranks > 0 cannot be handed rank 0's checkpoint: `resume=` stops with a way out, before
     any rank touches the store; one process, or the ranks the replay launcher (trainer=ddp) starts, still
     resume."""
+    from omegaconf import OmegaConf
+
     from iqs.config import compose
     from iqs.data.mixture import ConfigError
     from iqs.train.distributed import check_resume_world
@@ -256,9 +258,13 @@ def test_resume_is_refused_for_ranks_a_cluster_starts(monkeypatch, tmp_path):
     check_resume_world(compose("train", [root, "resume=auto"]))  # one process: fine
     monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun
     check_resume_world(compose("train", [root]))  # no resume: fine
-    replayed = compose("train", [root, "resume=auto", "trainer=ddp_cpu"])
-    replayed.resume_checkpoint = str(tmp_path / "last.ckpt")  # what rank 0 hands the ranks it starts
-    check_resume_world(replayed)
+    monkeypatch.setenv(distributed.REPLAY_ENV, "")  # write_replay_config sets it
+    replayed = distributed.write_replay_config(  # what rank 0 hands the ranks it starts
+        compose("train", [root, "resume=auto", "trainer=ddp_cpu"]),
+        tmp_path / "job",
+        str(tmp_path / "last.ckpt"),
+    )
+    check_resume_world(OmegaConf.load(replayed))
     with pytest.raises(ConfigError, match="trainer=ddp") as err:
         train(compose("train", [root, "resume=auto", "+trainer.strategy=ddp", "trainer.devices=2"]))
     with pytest.raises(ConfigError, match="2 ranks started by the cluster"):  # torchrun with the replay one
