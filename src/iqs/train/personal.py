@@ -14,7 +14,8 @@ They share one sweep id, unique per job (in an `-m` launch too: `personal_id_for
 `personal_id` tag, so `iqs compare sweep=<id>` shows them side by side and
 `iqs compare sweep=<id> baseline=<general run>` pairs them on the same test photos. The launcher's sweep
 id stays on them as `launch_sweep_id`. This module runs both views for `personal.compare_metrics` and logs
-them (markdown + plots) into each run under `compare/`. The backbone is embedded once: the three runs read one feature-cache entry.
+them (markdown + plots) into each run under `compare/`. The backbone is embedded once: the three runs read
+one feature-cache entry.
 
 The class cuts (decision_cuts.objective=target) follow the user's own class shares in the training photos,
 and the personal run bakes them into its checkpoint, so `iqs export run_id=<personal run>` and `iqs predict`
