@@ -114,6 +114,13 @@ def test_other_ranks_get_a_run_that_logs_nothing(monkeypatch, tmp_path):
         assert isinstance(run, RankZeroOnlyRun) and run.run_id is None
         run.log_metrics({"x": 1.0})
         run.client.log_param(run.run_id, "feature_cache", "hit")
+        from iqs.train.trainer_setup import build_trainer
+
+        monkeypatch.setattr(
+            "iqs.tracking.make_lightning_logger", lambda *a, **k: pytest.fail("rank 1 built an MLflow logger")
+        )
+        trainer, callbacks = build_trainer(cfg, run, tmp_path / "job")
+        assert trainer.loggers == [] and "lr" not in callbacks and "checkpoint" in callbacks
     assert not list((tmp_path / "mlruns").glob("*"))  # no store was created (the resolver made the folder)
     monkeypatch.setattr(rank_zero_only, "rank", 0)
     monkeypatch.setenv("NODE_RANK", "1")  # local rank 0 of the second node
@@ -168,6 +175,105 @@ def test_a_resumed_ddp_run_hands_rank_zeros_checkpoint_and_folder_to_the_other_r
     assert seen["resume_from"] == str(ckpt) and Path(seen["output_dir"]) == rank0_dir.resolve()
     assert isinstance(seen["run"], RankZeroOnlyRun)
     assert not (tmp_path / "mlruns").exists() or not list((tmp_path / "mlruns").glob("*"))
+
+
+def test_a_resumed_ddp_run_restores_the_wrapped_samplers_draws(monkeypatch):
+    """Under DDP the weighted sampler and the within-source batch sampler sit inside Lightning's and our
+    wrappers; the resume state must reach them, or a resumed run repeats epoch 0's draws."""
+    from torch.utils.data import DataLoader
+
+    from iqs.train.distributed import shard_batches
+    from iqs.train.pair_batches import WithinSourceBatchSampler
+    from iqs.train.resume import sampler_state, set_sampler_state
+
+    as_rank(monkeypatch, 1, 2)
+    data = TensorDataset(torch.arange(40))
+
+    def weighted_loader() -> DataLoader:
+        weighted = WeightedRandomSampler(
+            torch.linspace(0.1, 5.0, 40), 40, generator=torch.Generator().manual_seed(3)
+        )
+        return DataLoader(data, sampler=train_sampler(data, weighted, seed=0), batch_size=4)
+
+    def paired_loader() -> DataLoader:
+        group = np.repeat([0, 1], 20)
+        return DataLoader(data, batch_sampler=shard_batches(WithinSourceBatchSampler(group, 4, seed=0)))
+
+    for make in (weighted_loader, paired_loader):
+        loader = make()
+        first = [b[0].tolist() for b in loader]  # epoch 0; the checkpoint at its end saves the state
+        state = sampler_state(loader)
+        second = [b[0].tolist() for b in loader]
+        assert second != first
+        fresh = make()
+        set_sampler_state(fresh, state)
+        assert [b[0].tolist() for b in fresh] == second, make.__name__
+
+
+def test_a_failed_ddp_fit_stops_the_started_ranks_and_restores_the_environment(monkeypatch):
+    """Lightning calls `strategy.on_exception` when fit or test raises, but kills the children only on
+    KeyboardInterrupt: the replay strategy must stop them and undo LOCAL_RANK/WORLD_SIZE/MASTER_*, or the
+    next DDP job of a sequential sweep waits for ranks that never come."""
+    from lightning_fabric.plugins.environments import LightningEnvironment
+
+    from iqs.train.distributed import ReplayDDPStrategy, ReplayLauncher
+
+    for key in ReplayLauncher.ENV_VARS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "before")
+    launcher = ReplayLauncher(LightningEnvironment(), num_processes=2, num_nodes=1)
+    launcher._saved_env = {k: os.environ.get(k) for k in ReplayLauncher.ENV_VARS}  # as _call_children_scripts
+    for key in ReplayLauncher.ENV_VARS:
+        monkeypatch.setenv(key, "1")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    launcher.procs.append(child)
+    strategy = ReplayDDPStrategy()
+    strategy._launcher = launcher
+    try:
+        strategy.on_exception(RuntimeError("a rank 0 error during fit"))
+        assert child.poll() is not None and launcher.procs == []
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert os.environ["MASTER_ADDR"] == "before"
+    assert not any(k in os.environ for k in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "NODE_RANK"))
+
+
+def test_resume_is_refused_for_ranks_a_cluster_starts(monkeypatch, tmp_path):
+    """srun/torchrun ranks > 0 cannot be handed rank 0's checkpoint: `resume=` stops with a way out, before
+    any rank touches the store; one process, or the ranks the replay launcher (trainer=ddp) starts, still
+    resume."""
+    from omegaconf import OmegaConf
+
+    from iqs.config import compose
+    from iqs.data.mixture import ConfigError
+    from iqs.train.distributed import check_resume_world
+    from iqs.train.run import train
+    from iqs.train.user_errors import USER_ERRORS
+
+    for key in ("WORLD_SIZE", "SLURM_NTASKS", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr("iqs.train.resume.prepare", lambda cfg: pytest.fail("the store was read"))
+    root = f"paths.root_dir={tmp_path}"
+    check_resume_world(compose("train", [root, "resume=auto"]))  # one process: fine
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun
+    check_resume_world(compose("train", [root]))  # no resume: fine
+    monkeypatch.setenv(distributed.REPLAY_ENV, "")  # write_replay_config sets it
+    replayed = distributed.write_replay_config(  # what rank 0 hands the ranks it starts
+        compose("train", [root, "resume=auto", "trainer=ddp_cpu"]),
+        tmp_path / "job",
+        str(tmp_path / "last.ckpt"),
+    )
+    check_resume_world(OmegaConf.load(replayed))
+    with pytest.raises(ConfigError, match="trainer=ddp") as err:
+        train(compose("train", [root, "resume=auto", "+trainer.strategy=ddp", "trainer.devices=2"]))
+    with pytest.raises(ConfigError, match="2 ranks started by the cluster"):  # torchrun with the replay one
+        check_resume_world(compose("train", [root, "resume=auto", "trainer=ddp_cpu"]))
+    assert isinstance(err.value, USER_ERRORS) and "2 ranks" in str(err.value)
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # srun / submitit tasks_per_node=4
+    with pytest.raises(ConfigError, match="4 ranks started by the cluster"):
+        check_resume_world(compose("train", [root, "resume=0123456789abcdef"]))
 
 
 # ---------------------------------------------------------------- end to end: 2 gloo processes vs 1

@@ -99,9 +99,15 @@ def test_roles_start_from_the_right_weights(general_ckpt: Path) -> None:
 
 def test_init_from_names_what_is_missing(tmp_path: Path) -> None:
     from iqs.train.init_from import resolve_checkpoint
+    from iqs.train.personal import train_shares
+    from iqs.train.user_errors import USER_ERRORS
 
-    with pytest.raises(InitFromError, match="checkpoint not found"):
+    with pytest.raises(InitFromError, match="checkpoint not found") as err:
         resolve_checkpoint(str(tmp_path / "gone.ckpt"), None, tmp_path)
+    # a user's error: `iqs train` prints one line and a sweep's other jobs go on
+    assert isinstance(err.value, USER_ERRORS)
+    with pytest.raises(USER_ERRORS, match="no labelled training photos"):
+        train_shares(pd.DataFrame({"split": ["val", "test"], "label": [0, 2]}))
 
 
 def test_a_pair_that_cannot_tell_the_classes_apart_is_refused(general_ckpt: Path) -> None:
@@ -117,6 +123,23 @@ def test_a_pair_that_cannot_tell_the_classes_apart_is_refused(general_ckpt: Path
         model_groups({**read_checkpoint(general_ckpt)[1], "thresholds": [4, 7]})["thresholds"]["name"]
         == "4_7"
     )
+
+
+def test_each_job_of_one_sweep_gets_its_own_personal_id() -> None:
+    """`iqs train -m experiment=personal dataset.root=A,B`: both jobs share the launcher's sweep id, but each
+    compares only its own three runs (compare_roles filters on the personal id)."""
+    from omegaconf import OmegaConf
+
+    from iqs.train.personal import personal_id_for
+
+    cfg = OmegaConf.create({"logger": {"sweep_id": "2026-12-02_04-00-00_abcd1234"}})
+    first, second = personal_id_for(cfg), personal_id_for(cfg)
+    assert first != second
+    assert first.startswith("2026-12-02_04-00-00_abcd1234-") and second.startswith(
+        "2026-12-02_04-00-00_abcd1234-"
+    )
+    alone = personal_id_for(OmegaConf.create({}))
+    assert alone.startswith("personal-") and alone != personal_id_for(OmegaConf.create({}))
 
 
 @pytest.mark.slow

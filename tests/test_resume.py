@@ -217,3 +217,31 @@ def test_resume_is_the_one_key_and_bad_targets_say_what_to_do(tmp_path):
     client.log_param(killed.info.run_id, "head.name", "distribution")  # another config: not this one's run
     with pytest.raises(ConfigError, match="resume=auto"):
         auto_target(client, exp, "regression-none-t5_6-demo", {"head.name": "regression"})
+
+
+def test_resume_auto_finds_a_run_whose_long_param_was_logged_truncated(tmp_path):
+    """MLflow keeps at most MAX_PARAM_VALUE characters of a param: such a value was logged cut short, and
+    resume=auto must not take it for another config (mlflow_run._reopen skips it the same way)."""
+    from mlflow import MlflowClient
+
+    from iqs.data.mixture import ConfigError
+    from iqs.tracking.mlflow_run import MAX_PARAM_VALUE, TrackedRun
+    from iqs.train.resume import auto_target, changed_params
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("r", artifact_location=(tmp_path / "a").as_uri())
+    run = client.create_run(exp, run_name="regression-none-t5_6-demo")
+    long = "x" * (MAX_PARAM_VALUE + 50)
+    TrackedRun(client, run, "r", "none", None).log_params_flat({"data": {"list": long}, "seed": 1})
+    client.set_tag(run.info.run_id, "output_dir", str(tmp_path / "run"))
+    client.set_terminated(run.info.run_id, "KILLED")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    params = {"data.list": long, "seed": "1"}
+    assert client.get_run(run.info.run_id).data.params["data.list"] != long  # logged cut short
+    assert auto_target(client, exp, "regression-none-t5_6-demo", params).run_id == run.info.run_id
+    assert changed_params(client.get_run(run.info.run_id).data.params, {**params, "seed": "2"}) == {
+        "seed": ("1", "2")
+    }
+    with pytest.raises(ConfigError, match="resume=auto"):
+        auto_target(client, exp, "regression-none-t5_6-demo", {**params, "seed": "2"})

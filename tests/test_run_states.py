@@ -269,3 +269,28 @@ def test_every_dead_run_is_marked_when_they_span_several_pages(cfg):
         client.set_tag(run_id, PID_TAG, str(gone))
     assert sorted(mark_dead_runs(client, page_size=2)) == sorted(runs)
     assert {client.get_run(r).info.status for r in runs} == {"KILLED"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork to stand in for a launcher's worker process")
+def test_a_config_error_in_a_worker_process_makes_the_sweep_exit_1(monkeypatch, tmp_path):
+    """joblib/submitit run a sweep's jobs in other processes, where `report` fills their own `reported`;
+    the marker folder carries the error back, so `iqs train -m` exits 1, and nothing is left behind."""
+    import iqs.train.run as run_module
+    from iqs.train import user_errors
+
+    def sweep_in_a_worker() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: a job whose dataset root is wrong
+            try:
+                user_errors.report(ConfigError("dataset.root=/nowhere: no such folder"))
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run_module, "hydra_entry", sweep_in_a_worker)
+    assert run_module.main(["-m", "seed=1,2"]) == 1
+    assert user_errors.reported == []  # the parent itself saw nothing
+    assert list(tmp_path.iterdir()) == [] and user_errors.ERRORS_ENV not in os.environ
+    monkeypatch.setattr(run_module, "hydra_entry", lambda: None)
+    assert run_module.main([]) == 0

@@ -32,7 +32,8 @@ def main(overrides: list[str]) -> None:
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer
     from iqs.train.datamodule import QualityDataModule
-    from iqs.train.run import frozen_features, model_config
+    from iqs.train.options import model_config
+    from iqs.train.stages import frozen_features
 
     cfg = compose("train", ["experiment=demo", *overrides])
     mixture = build_mixture(cfg.data, cfg.thresholds)

@@ -236,6 +236,35 @@ def uses_replay(cfg: DictConfig) -> bool:
     return isinstance(strategy, Mapping) and str(strategy.get("_target_", "")).endswith("ReplayDDPStrategy")
 
 
+def launched_world_size() -> int:
+    """How many ranks a cluster or torchrun started for this job (WORLD_SIZE, else srun's SLURM_NTASKS); 1
+    for a plain process."""
+    value = os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or "1"
+    return int(value) if value.isdigit() else 1
+
+
+def check_resume_world(cfg: DictConfig) -> None:
+    """Refuse `resume=` for ranks a cluster starts itself (srun, torchrun, submitit tasks_per_node > 1).
+
+    Only rank 0 may resolve `resume=` (it reads the MLflow store); the replay launcher hands the checkpoint
+    to the ranks it starts (their config carries `resume_checkpoint`), but ranks started by a cluster, with
+    any strategy (trainer=ddp too), have no such hand-off and would train from scratch beside a resumed
+    rank 0."""
+    from iqs.data.mixture import ConfigError
+    from iqs.train.resume import resume_value
+
+    size = launched_world_size()
+    if size <= 1 or cfg.get("resume_checkpoint"):
+        return
+    value = resume_value(cfg)
+    if value:
+        raise ConfigError(
+            f"resume={value} with {size} ranks started by the cluster (srun/torchrun/submitit tasks) is not "
+            "supported: only rank 0 could find the checkpoint. Resume in one process that starts the other "
+            "ranks itself (trainer=ddp or ddp_cpu, not under srun/torchrun), or start the run afresh"
+        )
+
+
 class ReplayLauncher(_SubprocessScriptLauncher):
     """Lightning's subprocess launcher, starting ranks 1.. from rank 0's config file (module docstring).
 
@@ -267,6 +296,19 @@ class ReplayLauncher(_SubprocessScriptLauncher):
             command = [sys.executable, "-m", "iqs.train.distributed", config]
             self.procs.append(subprocess.Popen(command, env=child_env))
 
+    def stop_children(self, timeout: float = 10.0) -> None:
+        """Terminate the ranks this launcher started (SIGTERM, then SIGKILL after `timeout` seconds)."""
+        running = [p for p in self.procs if p.poll() is None]
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
+
     def restore_env(self) -> None:
         """Undo the variables set above, so the next job of a sequential sweep in this process does not
         look like an externally launched rank 0 (Lightning would then start no ranks and wait for them)."""
@@ -290,6 +332,21 @@ class ReplayDDPStrategy(DDPStrategy):
             "ignore",
             message=r"It is recommended to use `self\.log\('(val|test)/(?!loss')[^']*', \.\.\., sync_dist",
         )
+
+    def on_exception(self, exception: BaseException) -> None:
+        """A fit or test that fails: stop the ranks this process started and undo its DDP environment and
+        process group. Lightning kills the children only on KeyboardInterrupt; otherwise they and
+        LOCAL_RANK/WORLD_SIZE/MASTER_* would outlive the job, and the next DDP job of a sequential sweep
+        would wait for ranks that never come."""
+        super().on_exception(exception)
+        launcher = self._launcher
+        if not isinstance(launcher, ReplayLauncher):
+            return
+        launcher.stop_children()
+        launcher.restore_env()
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
     def _configure_launcher(self) -> None:
         assert self.cluster_environment is not None

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from iqs.checkpoints import CheckpointError, read_checkpoint
+from iqs.data.mixture import ConfigError
 from iqs.metrics.label_rule import pair_name
 
 if TYPE_CHECKING:
@@ -38,8 +39,10 @@ BACKBONE_PREFIX, HEAD_PREFIX = "backbone.", "head."
 BACKBONE_FREE_KEYS = ("channels_last", "exportable")
 
 
-class InitFromError(ValueError):
-    """`init_from` names nothing usable, or the config asks for another model than the init run's."""
+class InitFromError(ConfigError):
+    """`init_from` names nothing usable, or the config asks for another model than the init run's.
+
+    A configuration error (iqs.train.user_errors): one line for the user, and a sweep goes on."""
 
 
 def resolve_checkpoint(spec: str, cfg: Any, download_dir: Path) -> Path:

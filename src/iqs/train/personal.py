@@ -10,10 +10,12 @@ predictions, decision cuts, artifacts):
 3. `scratch`: a fresh head of the same shape trained on the same features: does the general model's head
    help at all on this library?
 
-They share one sweep id, which is also their `personal_id` tag, so `iqs compare sweep=<id>` shows them side
-by side and `iqs compare sweep=<id> baseline=<general run>` pairs them on the same test photos. This module
-runs both views for `personal.compare_metrics` and logs them (markdown + plots) into each run under
-`compare/`. The backbone is embedded once: the three runs read one feature-cache entry.
+They share one sweep id, unique per job (in an `-m` launch too: `personal_id_for`), which is also their
+`personal_id` tag, so `iqs compare sweep=<id>` shows them side by side and
+`iqs compare sweep=<id> baseline=<general run>` pairs them on the same test photos. The launcher's sweep
+id stays on them as `launch_sweep_id`. This module runs both views for `personal.compare_metrics` and logs
+them (markdown + plots) into each run under `compare/`. The backbone is embedded once: the three runs read
+one feature-cache entry.
 
 The class cuts (decision_cuts.objective=target) follow the user's own class shares in the training photos,
 and the personal run bakes them into its checkpoint, so `iqs export run_id=<personal run>` and `iqs predict`
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from iqs.data.mixture import ConfigError
 from iqs.data.scale import CLASS_NAMES
 from iqs.train.init_from import ROLES, InitFromError, fill_model_groups, resolve_checkpoint
 
@@ -49,7 +52,7 @@ def train_shares(table: pd.DataFrame) -> list[float]:
     """The user's class shares (bad, normal, good) among the training photos of the personal split."""
     labels = table.loc[table["split"] == "train", "label"].to_numpy()
     if not len(labels):
-        raise ValueError("the personal library has no labelled training photos; label some in digiKam first")
+        raise ConfigError("the personal library has no labelled training photos; label some in digiKam first")
     counts = np.bincount(labels, minlength=len(CLASS_NAMES)).astype(float)
     return [float(c) for c in counts / counts.sum()]
 
@@ -92,10 +95,15 @@ def role_config(cfg: DictConfig, role: str, output_dir: Path) -> DictConfig:
 
 
 def personal_id_for(cfg: DictConfig) -> str:
+    """One id per job, the sweep id of its three runs: `<launcher sweep id>-<8 hex>` in a sweep (every job of
+    `iqs train -m experiment=personal dataset.root=A,B` compares only its own runs), else
+    `personal-<time>-<8 hex>`. The launcher's sweep id stays on the runs as the `launch_sweep_id` tag."""
+    from iqs.config import job_suffix
     from iqs.tracking.naming import sweep_id_for
 
     given = sweep_id_for(cfg)
-    return given if given != "none" else "personal-" + datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    base = given if given != "none" else "personal-" + datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return f"{base}-{job_suffix()}"
 
 
 def compare_config(cfg: DictConfig, personal_id: str, metric: str, baseline: str | None) -> DictConfig:
@@ -150,12 +158,15 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     from iqs.checkpoints import read_meta
     from iqs.tracking import tracked_run
+    from iqs.tracking.naming import sweep_id_for
+    from iqs.train.launchers import threads_per_job
     from iqs.train.run import fit_and_test, job_output_dir
     from iqs.train.stages import build_data
 
     output_dir = job_output_dir(cfg)
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
+    threads = threads_per_job(cfg)  # num_threads=, or this job's share of the cores in a parallel sweep
+    if threads:
+        torch.set_num_threads(threads)
     ckpt = resolve_checkpoint(str(cfg.init_from), cfg, output_dir / "init")
     meta = read_meta(ckpt)
     fill_model_groups(cfg, meta, str(cfg.init_from))
@@ -167,7 +178,7 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     cuts = cfg.decision_cuts
     if cuts.enabled and cuts.objective == "target" and cuts.target is None:
         if not cfg.personal.cuts_from_train_shares:
-            raise ValueError(
+            raise ConfigError(
                 "decision_cuts.objective=target needs decision_cuts.target or cuts_from_train_shares"
             )
         with open_dict(cfg):
@@ -175,6 +186,8 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log.info("class cuts follow the training photos' shares %s", list(cfg.decision_cuts.target))
 
     personal_id = personal_id_for(cfg)
+    # `iqs compare tags.launch_sweep_id=<id>` finds every job of one -m launch
+    launch_sweep = sweep_id_for(cfg)
     tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
     runs: dict[str, str] = {}
     results: dict[str, tuple[dict[str, float], dict[str, Any]]] = {}
@@ -182,7 +195,7 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         role_cfg = role_config(cfg, role, output_dir)
         pl.seed_everything(int(cfg.seed), workers=True)  # personal and scratch see the same batches
         role_tags = {**tags, "sweep_id": personal_id, "personal_id": personal_id, "personal_role": role,
-                     "init_from": str(cfg.init_from)}  # fmt: skip
+                     "launch_sweep_id": launch_sweep, "init_from": str(cfg.init_from)}  # fmt: skip
         with tracked_run(role_cfg, run_name=f"personal-{role}", tags=role_tags) as run:
             results[role] = fit_and_test(role_cfg, run, job_output_dir(role_cfg), mixture=mixture)
             runs[role] = run.run_id

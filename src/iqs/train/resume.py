@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 RESUME_KEY = "iqs_resume"
 LAST = "last.ckpt"
-# config keys that may differ between a run and its resumption (never logged as params)
-RESUME_ONLY_KEYS = ("resume",)
 
 
 @dataclass(frozen=True)
@@ -72,12 +70,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _sampling_parts(loader: Any) -> dict[str, Any]:
+    """The loader and the samplers in it that may hold a generator or an epoch counter, by role.
+
+    Under DDP (iqs.train.distributed) the drawing samplers sit one level down: Lightning's
+    `DistributedSamplerWrapper` keeps the weighted sampler at `.dataset._sampler` (a private attribute of
+    lightning_fabric's `_DatasetSamplerWrapper`; no public accessor exists), and `ShardedBatchSampler`
+    keeps the within-source batch sampler at `.batches`."""
+    sampler = getattr(loader, "sampler", None)
     batch_sampler = getattr(loader, "batch_sampler", None)
     parts = {
         "loader": loader,
-        "sampler": getattr(loader, "sampler", None),
+        "sampler": sampler,
+        "sampler.dataset._sampler": getattr(getattr(sampler, "dataset", None), "_sampler", None),
         "batch_sampler": batch_sampler,
         "batch_sampler.sampler": getattr(batch_sampler, "sampler", None),
+        "batch_sampler.batches": getattr(batch_sampler, "batches", None),
     }
     return {role: obj for role, obj in parts.items() if obj is not None}
 
@@ -230,9 +237,20 @@ def from_checkpoint(client: Any, path: Path) -> ResumeTarget:
     return from_run(client, str(record["run_id"]), path.resolve())
 
 
+def changed_params(logged: dict[str, str], params: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """The params a run logged that `params` gives another value: {key: (logged, new)}. Values longer than
+    MLflow's limit were logged truncated (iqs.tracking.mlflow_run), so they cannot be compared."""
+    from iqs.tracking.mlflow_run import MAX_PARAM_VALUE
+
+    return {
+        k: (logged[k], v)
+        for k, v in params.items()
+        if k in logged and logged[k] != v and len(v) <= MAX_PARAM_VALUE
+    }
+
+
 def _same_params(run: Any, params: dict[str, str]) -> bool:
-    logged = run.data.params
-    return all(logged.get(k) == v for k, v in params.items() if k in logged)
+    return not changed_params(run.data.params, params)
 
 
 def auto_target(client: Any, experiment_id: str, run_name: str, params: dict[str, str]) -> ResumeTarget:

@@ -89,11 +89,18 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import torch
 
     from iqs.tracking.cv import cv_tags
-    from iqs.train.distributed import is_global_zero, rank_zero_tracked_run, uses_replay, write_replay_config
+    from iqs.train.distributed import (
+        check_resume_world,
+        is_global_zero,
+        rank_zero_tracked_run,
+        uses_replay,
+        write_replay_config,
+    )
     from iqs.train.launchers import threads_per_job
     from iqs.train.resume import prepare
 
     check_trained(cfg)
+    check_resume_world(cfg)  # ranks a cluster starts cannot be handed rank 0's checkpoint
     if cfg.get("init_from"):  # experiment=personal: general vs personal vs scratch, three runs
         from iqs.train.personal import train_personal
 
@@ -241,12 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     saved = sys.argv
     sys.argv = ["iqs-train", *argv]
     user_errors.reported.clear()
-    try:
-        with signals_raise():
-            hydra_entry()
-    except Interrupted as exc:
-        print(f"iqs train: {exc}; the MLflow run ended KILLED", file=sys.stderr)
-        return exc.exit_code
-    finally:
-        sys.argv = saved
-    return 1 if user_errors.reported else 0
+    # jobs of a joblib/submitit sweep report in their own processes: collecting hears them too
+    with user_errors.collecting() as elsewhere:
+        try:
+            with signals_raise():
+                hydra_entry()
+        except Interrupted as exc:
+            print(f"iqs train: {exc}; the MLflow run ended KILLED", file=sys.stderr)
+            return exc.exit_code
+        finally:
+            sys.argv = saved
+    return 1 if user_errors.reported or elsewhere else 0

@@ -60,7 +60,8 @@ def trainer_plugins() -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig, run: TrackedRun, output_dir: Path) -> tuple[pl.Trainer, dict[str, Any]]:
-    """`cfg.trainer` with the run's callbacks (by name), its MLflow logger and the plugins."""
+    """`cfg.trainer` with the run's callbacks (by name), its MLflow logger (none on DDP ranks > 0) and the
+    plugins."""
     from hydra.utils import instantiate
 
     from iqs.tracking import make_lightning_logger
@@ -68,7 +69,13 @@ def build_trainer(cfg: DictConfig, run: TrackedRun, output_dir: Path) -> tuple[p
 
     callbacks = make_callbacks(cfg, output_dir)
     callbacks["resume"] = ResumeState(run.run_id)
-    logger = make_lightning_logger(run, log_model=bool(cfg.logger.get("log_model", False)))
+    if run.run_id is None:
+        # a DDP rank > 0 (iqs.train.distributed.RankZeroOnlyRun): no logger, so it never opens the store;
+        # the learning-rate monitor needs one and only logs, and rank 0 logs the rates
+        logger: Any = False
+        callbacks.pop("lr", None)
+    else:
+        logger = make_lightning_logger(run, log_model=bool(cfg.logger.get("log_model", False)))
     trainer = instantiate(
         cfg.trainer,
         callbacks=list(callbacks.values()),

@@ -5,12 +5,23 @@ A wrong override or a broken annotation file is the user's to fix, and a traceba
 file (the file handlers of the root logger, i.e. Hydra's `<output folder>/<job>.log`); the MLflow run,
 when one was open, already holds it as `traceback.txt` (iqs.tracking.mlflow_run). Any other exception
 is a bug and keeps its traceback.
+
+Jobs that a Hydra launcher runs in other processes (joblib's loky workers, submitit jobs) report there,
+out of the parent's sight: `collecting` gives them a folder (ERRORS_ENV, inherited through the environment)
+where `report` leaves one file per error, so `iqs train -m` still exits 1.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from iqs.checkpoints import CheckpointError
 from iqs.data.errors import DataError
@@ -20,6 +31,8 @@ from iqs.rebalance.base import RebalanceConfigError
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, RebalanceConfigError, CheckpointError)
 # the messages reported by this process's jobs (a sweep runs on after one): `main` exits 1 when any
 reported: list[str] = []
+# the folder where jobs in other processes leave their reported messages (set by `collecting`)
+ERRORS_ENV = "IQS_USER_ERRORS_DIR"
 
 log = logging.getLogger("iqs.train")
 
@@ -28,6 +41,7 @@ def report(exc: BaseException) -> None:
     """One line on stderr; the traceback into every log file the root logger writes."""
     message = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
     reported.append(message)
+    _leave_marker(message)
     print(f"iqs train: error: {message}", file=sys.stderr)
     record = log.makeRecord(
         log.name, logging.ERROR, __file__, 0, message, None, (type(exc), exc, exc.__traceback__)
@@ -35,3 +49,38 @@ def report(exc: BaseException) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def _leave_marker(message: str) -> None:
+    folder = os.environ.get(ERRORS_ENV)
+    if not folder:
+        return
+    try:
+        (Path(folder) / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.txt").write_text(message, encoding="utf-8")
+    except OSError as exc:  # the folder is gone or not shared with this node: the log still has the error
+        log.warning("could not record the error for the exit status in %s: %s", folder, exc)
+
+
+@contextmanager
+def collecting() -> Iterator[list[str]]:
+    """The messages every job reports while the block runs, in this process or in launcher workers that
+    inherit the environment (filled in when the block ends).
+
+    The folder is a hidden `.iqs-errors-*` in the working directory, which the nodes of a cluster usually
+    share (submitit jobs reach it), else in the temp folder; it is removed afterwards."""
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=".iqs-errors-", dir=Path.cwd()))
+    except OSError:
+        folder = Path(tempfile.mkdtemp(prefix="iqs-errors-"))
+    before = os.environ.get(ERRORS_ENV)
+    os.environ[ERRORS_ENV] = str(folder.resolve())
+    messages: list[str] = []
+    try:
+        yield messages
+    finally:
+        if before is None:
+            os.environ.pop(ERRORS_ENV, None)
+        else:
+            os.environ[ERRORS_ENV] = before
+        messages.extend(p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.txt")))
+        shutil.rmtree(folder, ignore_errors=True)
