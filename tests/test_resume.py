@@ -225,8 +225,8 @@ def test_resume_auto_finds_a_run_whose_long_param_was_logged_truncated(tmp_path)
     from mlflow import MlflowClient
 
     from iqs.data.mixture import ConfigError
-    from iqs.tracking.mlflow_run import MAX_PARAM_VALUE, TrackedRun
-    from iqs.train.resume import auto_target, changed_params
+    from iqs.tracking.mlflow_run import MAX_PARAM_VALUE, TrackedRun, changed_params
+    from iqs.train.resume import auto_target
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("r", artifact_location=(tmp_path / "a").as_uri())

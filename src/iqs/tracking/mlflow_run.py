@@ -215,6 +215,16 @@ def params_config(cfg: Any) -> dict:
     return {k: v for k, v in to_container(cfg).items() if k not in NOT_PARAMS}
 
 
+def changed_params(logged: Mapping[str, str], params: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """The params a run logged that `params` gives another value: {key: (logged, new)}. Values longer than
+    MAX_PARAM_VALUE were logged truncated (log_params_flat), so they cannot be compared."""
+    return {
+        k: (logged[k], v)
+        for k, v in params.items()
+        if k in logged and logged[k] != v and len(v) <= MAX_PARAM_VALUE
+    }
+
+
 def _reopen(client: Any, run_id: str, cfg: Any, owner: Mapping[str, str]) -> Any:
     """The MLflow run `run_id`, set RUNNING again after checking that `cfg` logs the params it has.
 
@@ -224,13 +234,7 @@ def _reopen(client: Any, run_id: str, cfg: Any, owner: Mapping[str, str]) -> Any
 
     from iqs.data.mixture import ConfigError
 
-    existing = client.get_run(run_id)
-    logged = existing.data.params
-    changed = {
-        k: (logged[k], v)
-        for k, v in flatten_config(params_config(cfg)).items()
-        if k in logged and logged[k] != v and len(v) <= MAX_PARAM_VALUE
-    }
+    changed = changed_params(client.get_run(run_id).data.params, flatten_config(params_config(cfg)))
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:5])
         raise ConfigError(

@@ -237,19 +237,9 @@ def from_checkpoint(client: Any, path: Path) -> ResumeTarget:
     return from_run(client, str(record["run_id"]), path.resolve())
 
 
-def changed_params(logged: dict[str, str], params: dict[str, str]) -> dict[str, tuple[str, str]]:
-    """The params a run logged that `params` gives another value: {key: (logged, new)}. Values longer than
-    MLflow's limit were logged truncated (iqs.tracking.mlflow_run), so they cannot be compared."""
-    from iqs.tracking.mlflow_run import MAX_PARAM_VALUE
-
-    return {
-        k: (logged[k], v)
-        for k, v in params.items()
-        if k in logged and logged[k] != v and len(v) <= MAX_PARAM_VALUE
-    }
-
-
 def _same_params(run: Any, params: dict[str, str]) -> bool:
+    from iqs.tracking.mlflow_run import changed_params
+
     return not changed_params(run.data.params, params)
 
 
