@@ -20,7 +20,7 @@ def realdata() -> Path:
 
 
 SLOW_TEST_TIMEOUT_S = (
-    3600  # a first tool-venv install (TensorFlow, ~1.5 GB) waits up to iqs.deploy.tool_venvs' lock
+    1800  # a first tool-venv install (the OpenCV releases) waits up to iqs.deploy.tool_venvs' lock
 )
 
 

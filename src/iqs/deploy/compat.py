@@ -1,7 +1,7 @@
 """`make compat`: export fixed-seed models and print the OpenCV matrix against `iqs predict` and PyTorch.
 
     python -m iqs.deploy.compat                       # the demo config (experiment=demo), three heads,
-                                                      # profiles digikam, full and digikam_tf (.pb)
+                                                      # profiles digikam (.pb), full and contract_onnx
     python -m iqs.deploy.compat --backbones           # also every conf/backbone/*.yaml (weights=none)
     python -m iqs.deploy.compat --heads= --backbones=resnet50,inception_v3
     python -m iqs.deploy.compat --images 8 --heads regression
@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from iqs.deploy.onnx_wrappers import TF_PROFILE
 from iqs.deploy.opencv_matrix import compare, failures, matrix_table, run_matrix
 from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
 
@@ -156,16 +155,17 @@ def check_model(
     images: Sequence[Path],
     out_dir: Path,
     console: Any,
-    profiles: Sequence[str] = ("digikam", "full", TF_PROFILE),
+    profiles: Sequence[str] = ("digikam", "full", "contract_onnx"),
 ) -> tuple[list[str], dict[str, list]]:
     """Export the profiles, run the matrix, print one table per profile; returns (failures, rows).
 
-    `digikam` and `full` are needed (the references come from them); `digikam_tf` (the frozen graph of
-    digiKam 8.0-8.4, read with readNetFromTensorflow) is checked against onnxruntime on the same pixels.
+    `full` and `contract_onnx` are needed (the references come from them: `iqs predict`, and onnxruntime on
+    each release's own pixels); `digikam`, the .pb digiKam loads with readNetFromTensorflow, is checked
+    against them like every other file.
     """
     from iqs.deploy.export import export_model
 
-    profiles = list(dict.fromkeys(["digikam", "full", *profiles]))
+    profiles = list(dict.fromkeys(["full", "contract_onnx", *profiles]))
     files = export_model(model, model.meta, out_dir, name, profiles, 17, "compat", verify=True)
     blobs = read_blobs(images)
     torch_cls, _ = torch_reference(model, blobs)
@@ -173,13 +173,14 @@ def check_model(
     with tempfile.TemporaryDirectory(prefix="iqs-blobs-") as blob_root:
         runs = run_matrix([files[p] for p in profiles], images, blob_root=blob_root)
         # onnxruntime on each release's own blobs: the model alone, without the resize difference
-        session = ort_session(files["digikam"])
+        contract = str(files["contract_onnx"])
+        session = ort_session(files["contract_onnx"])
         same = {
             release: np.concatenate(
-                [session.run(None, {"input": b[None]})[0] for b in by_model[str(files["digikam"])].blobs()]
+                [session.run(None, {"input": b[None]})[0] for b in by_model[contract].blobs()]
             )
             for release, by_model in runs.items()
-            if by_model[str(files["digikam"])].loads
+            if by_model[contract].loads
         }
     lines: list[str] = []
     rows: dict[str, list] = {}
@@ -221,16 +222,7 @@ def _check_backbones(
         model = fixed_seed_model({k: cfg[k] for k in ("backbone", "head", "thresholds")}, blobs[:8])
         exportable = bool(cfg.backbone.get("exportable", True))
         try:
-            # ONNX only: the TF route is checked on the demo config (its op allow-list refuses the
-            # Sigmoid, MaxPool and PadV2 of the other backbones; see tf_export.check_ops)
-            lines, _ = check_model(
-                model,
-                f"backbone-{yaml.stem}",
-                images[:8],
-                exports,
-                console,
-                ("digikam", "full"),
-            )
+            lines, _ = check_model(model, f"backbone-{yaml.stem}", images[:8], exports, console)
         except ExportError as err:
             console.print(f"refused at export: {err}")
             if exportable:
@@ -254,11 +246,6 @@ def main(argv: list[str] | None = None) -> int:
         "--backbones", nargs="?", const="all", default=None, help="also conf/backbone/*.yaml: all or a,b,..."
     )
     parser.add_argument("--out-dir", type=Path, default=None, help="default: <cache_dir>/compat")
-    parser.add_argument(
-        "--no-tf",
-        action="store_true",
-        help=f"skip the {TF_PROFILE} frozen graph (its converter venv is ~1.5 GB)",
-    )
     args = parser.parse_args(argv)
     console = Console()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -270,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose("train", ["experiment=demo", f"head={head}"])
         model = fixed_seed_model({k: cfg[k] for k in ("backbone", "head", "thresholds")}, blobs)
         console.rule(f"demo config (experiment=demo), {head} head")
-        profiles = ("digikam", "full") if args.no_tf else ("digikam", "full", TF_PROFILE)
-        problems += check_model(model, f"demo-{head}", images, out_dir / "exports", console, profiles)[0]
+        problems += check_model(model, f"demo-{head}", images, out_dir / "exports", console)[0]
     if args.backbones:
         problems += _check_backbones(args.backbones, images, blobs, out_dir / "exports", console)
     if problems:

@@ -1,57 +1,24 @@
-"""digiKam 8.5+: copy our model next to digiKam's and write a copy of dnnmodels.conf that names it."""
+"""digiKam 8.5+: a copy of dnnmodels.conf that tells the model downloader our `.pb` is the right file.
+
+The aesthetic detector never reads this config (it opens `weights_inceptionv3_299.pb` by name with
+readNetFromTensorflow); only the downloader does, and it checks an installed file by its size. A copy whose
+aesthetic group keeps `FileName=weights_inceptionv3_299.pb` but carries our file's `SHA256` and `FileSize`,
+named by `DIGIKAM_DNN_MODEL_CONF`, stops digiKam from offering to "repair" the replaced model at every start.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import re
 from pathlib import Path
 
-from iqs.deploy.digikam_files import Plan, copy_verified, load_manifest, save_manifest, sha256
-from iqs.deploy.digikam_paths import CONF_ENV, DNNMODELS, STOCK_CONF, InstallError, locate
-
-_GROUP = re.compile(r"^\s*\[(.+)\]\s*$")
-_KEY = re.compile(r"^\s*([^=;#\s][^=]*?)\s*=(.*)$")
-
-
-def ini_groups(text: str) -> dict[str, dict[str, str]]:
-    """QSettings INI groups -> keys -> raw values (keys keep their case, unlike configparser's default)."""
-    groups: dict[str, dict[str, str]] = {}
-    current = None
-    for line in text.splitlines():
-        if m := _GROUP.match(line):
-            current = groups.setdefault(m[1], {})
-        elif current is not None and (m := _KEY.match(line)):
-            current[m[1]] = m[2].strip()
-    return groups
-
-
-def set_keys(text: str, group: str, values: dict[str, str]) -> str:
-    """Rewrite `values` inside one INI group, keeping every other line (comments, order, quoting) as it was.
-
-    Hand-rolled: configparser would re-serialise the whole file (lower-cased keys, lost comments, changed
-    quoting of QSettings' comma lists), and the file must stay what digiKam shipped except for our keys.
-    """
-    out, inside, missing = [], False, dict(values)
-    for line in text.splitlines():
-        if m := _GROUP.match(line):
-            if inside:
-                out.extend(f"{k}={v}" for k, v in missing.items())
-                missing = {}
-            inside = m[1] == group
-        elif inside and (m := _KEY.match(line)) and m[1] in values:
-            line = f"{m[1]}={values[m[1]]}"
-            missing.pop(m[1], None)
-        out.append(line)
-    if inside:
-        out.extend(f"{k}={v}" for k, v in missing.items())
-    return "\n".join(out) + "\n"
+from iqs.deploy.digikam_paths import CONF_ENV, STOCK_CONF, STOCK_PB, InstallError, locate
+from iqs.deploy.qsettings_ini import ini_groups, set_keys
 
 
 def aesthetic_group(groups: dict[str, dict[str, str]], conf: Path) -> str:
     """The group dnnmodelmanager.cpp `loadConfig` gives DNNUsageAesthetics to (Usage contains 'aesthetics')."""
     names = [name for name, keys in groups.items() if "aesthetics" in keys.get("Usage", "").lower()]
-    digikam = [n for n in names if "digikam" in groups[n].get("Application", "").lower()]
+    digikam = [n for n in names if "digikam" in groups[n].get("Application", "digikam").lower()]
     if not digikam:
         raise InstallError(
             f"{conf}: no model group with Usage=aesthetics for digikam; is this a digiKam 8.5+ config?"
@@ -64,57 +31,36 @@ def conf_out_default(dirs: list[Path]) -> Path:
     return dirs[0] / "iqs-digikam" / "dnnmodels.conf"
 
 
-def plan_dnn_install(model: Path, models: Path, dirs: list[Path], conf_out: Path) -> tuple[Plan, dict, str]:
-    stock_conf = locate(STOCK_CONF, dirs, want_dir=False)
-    if stock_conf is None:
+def stock_conf(dirs: list[Path]) -> Path:
+    """The dnnmodels.conf digiKam reads now: $DIGIKAM_DNN_MODEL_CONF's (unless it is ours) or the stock one."""
+    named = os.environ.get(CONF_ENV)
+    if named and Path(named).is_file() and Path(named).resolve() != conf_out_default(dirs).resolve():
+        return Path(named)
+    found = locate(STOCK_CONF, dirs, want_dir=False)
+    if found is None:
         raise InstallError(
             f"no {STOCK_CONF} under {', '.join(map(str, dirs))}: is digiKam 8.5+ installed here? "
-            "Pass --data-dir <folder holding digikam/> or --digikam-version 8.4 for older versions"
+            "Pass --data-dir <folder holding digikam/>, or --digikam-version 8.4 for 8.0-8.4"
         )
-    text = stock_conf.read_text(encoding="utf-8")
+    return found
+
+
+def conf_copy(source: Path, sha256: str, size: int) -> tuple[str, str]:
+    """(the text of the copy, its aesthetic group): our file's SHA256 and FileSize, the stock FileName."""
+    text = source.read_text(encoding="utf-8")
     groups = ini_groups(text)
-    group = aesthetic_group(groups, stock_conf)
-    target = models / model.name
-    model_sha, size = sha256(model), model.stat().st_size
-    if target.exists() and sha256(target) != model_sha:
-        record = load_manifest(models)
-        if record.get("installed_model") != str(target):
-            raise InstallError(
-                f"{target} exists and is another file; refusing to overwrite it. Rename one of them"
-            )
-    new_conf = set_keys(text, group, {"FileName": model.name, "SHA256": model_sha, "FileSize": str(size)})
-    plan = Plan(DNNMODELS, models)
-    plan.steps.append(f"copy {model} -> {target} (SHA-256 {model_sha[:12]}…, {size:,} bytes)")
-    plan.steps.append(
-        f"write {conf_out}: a copy of {stock_conf} whose [{group}] names {model.name} "
-        f"(was {groups[group].get('FileName', '?')}); the stock files stay as they are"
-    )
-    plan.notes.append(f"start digiKam with {CONF_ENV}={conf_out}, for example:")
-    plan.notes.append(f"  {CONF_ENV}={conf_out} digikam")
-    plan.notes.append(
-        f"  or for the desktop launcher: echo '{CONF_ENV}={conf_out}' >> ~/.config/environment.d/iqs-digikam.conf"
-    )
-    plan.notes.append(
-        "rerun `iqs digikam install` after upgrading digiKam: the config copy is of this version"
-    )
-    record = {
-        "version": DNNMODELS,
-        "installed_model": str(target),
-        "installed_sha256": model_sha,
-        "installed_from": str(model),
-        "conf": str(conf_out),
-        "stock_conf": str(stock_conf),
-        "group": group,
-    }
-    return plan, record, new_conf
+    group = aesthetic_group(groups, source)
+    name = groups[group].get("FileName", STOCK_PB)
+    if name != STOCK_PB:
+        raise InstallError(
+            f"{source}: [{group}] names {name}, but the aesthetic detector opens {STOCK_PB} by name; "
+            f"restore digiKam's own {STOCK_CONF} (or unset {CONF_ENV}) first"
+        )
+    return set_keys(text, group, {"SHA256": sha256, "FileSize": str(size)}), group
 
 
-def dnn_install(model: Path, models: Path, record: dict, new_conf: str) -> None:
-    copy_verified(model, Path(record["installed_model"]), record["installed_sha256"])
-    conf = Path(record["conf"])
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    tmp = conf.with_name(f".{conf.name}.tmp")
-    tmp.write_text(new_conf, encoding="utf-8")
-    os.replace(tmp, conf)
-    record["installed_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    save_manifest(models, record)
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iqs.deploy.digikam_paths import BACKUP_DIR, LEGACY, MANIFEST, InstallError
+from iqs.deploy.digikam_paths import BACKUP_DIR, MANIFEST, InstallError
 
 
 def sha256(path: Path) -> str:
@@ -62,25 +62,28 @@ def save_manifest(models: Path, record: dict) -> None:
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
-def check_model(model: Path, version: str) -> None:
+ONNX_REFUSAL = (
+    "digiKam's aesthetic detector reads only weights_inceptionv3_299.pb through its TensorFlow importer "
+    "(readNetFromTensorflow, every release 8.0-9.2): install the <name>.digikam.pb that `iqs export` writes"
+)
+
+
+def check_model(model: Path) -> None:
+    """The file must be a TensorFlow frozen graph with one input: what digiKam's detector can load."""
     if not model.is_file():
         raise InstallError(f"model file not found: {model}")
-    if version == LEGACY and model.suffix != ".pb":
-        raise InstallError(
-            f"{model}: digiKam {LEGACY} loads only a TensorFlow frozen graph (.pb, readNetFromTensorflow); "
-            "export one with `iqs export run_id=<run> profiles=[digikam_tf]`"
-        )
-    if model.suffix == ".onnx":
-        from iqs.deploy.export import read_onnx_meta
+    if model.suffix.lower() == ".onnx":
+        raise InstallError(f"{model}: an ONNX file; {ONNX_REFUSAL}")
+    if model.suffix.lower() != ".pb":
+        raise InstallError(f"{model}: expected the <name>.digikam.pb of `iqs export`")
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto import graph_pb2
 
-        try:
-            profile = read_onnx_meta(model).get("export_profile")
-        except Exception as err:  # not an ONNX, or not one of ours: both end here with the reason
-            raise InstallError(f"{model}: not an `iqs export` ONNX ({err})") from None
-        if profile != "digikam":
-            raise InstallError(
-                f"{model}: a '{profile}' export; digiKam needs the 'digikam' profile "
-                "(one 1x3 output, bad/normal/good): use the .digikam.onnx next to it"
-            )
-    elif model.suffix != ".pb":
-        raise InstallError(f"{model}: expected an exported .digikam.onnx or .pb file")
+    graph = graph_pb2.GraphDef()
+    try:
+        graph.ParseFromString(model.read_bytes())
+    except DecodeError as err:
+        raise InstallError(f"{model}: not a TensorFlow frozen graph ({err})") from None
+    inputs = [n.name for n in graph.node if n.op == "Placeholder"]
+    if len(inputs) != 1:
+        raise InstallError(f"{model}: a frozen graph with {len(inputs)} inputs; digiKam feeds exactly one")

@@ -1,4 +1,4 @@
-"""`iqs export`: a run (MLflow run id) or a checkpoint -> ONNX files in digiKam's contract + a model card.
+"""`iqs export`: a run (MLflow run id) or a checkpoint -> the file digiKam loads, `iqs predict`'s, a model card.
 
     iqs export run_id=<id>                      # best checkpoint of a tracked run; files logged back to it
     iqs export checkpoint=path/to/best.ckpt     # a Lightning checkpoint carrying `iqs_meta`
@@ -6,15 +6,17 @@
     iqs export run_id=<id> register=iqs-digikam alias=shipped   # also a version in the MLflow Model Registry
     iqs export checkpoint=models:/iqs-digikam@shipped        # re-export a registered version's checkpoint
 
-Writes `<out_dir>/<name>.digikam.onnx`, `<name>.full.onnx` and `MODEL_CARD.md`; see onnx_wrappers for the
-two profiles. Every export is checked before it is kept: onnxruntime must match PyTorch, and the digikam
-profile must load in OpenCV's DNN module and match too.
+Writes `<out_dir>/<name>.digikam.pb` (the TensorFlow frozen graph every digiKam 8.0-9.2 loads, installed as
+`weights_inceptionv3_299.pb` by `iqs digikam install`), `<name>.full.onnx` (`iqs predict`) and
+`MODEL_CARD.md`; `profiles=[...,contract_onnx]` adds digiKam's contract as ONNX for other tools
+(iqs.deploy.profiles). Every file is checked before it is kept: the .pb with readNetFromTensorflow in the
+OpenCV releases digiKam links (`verify_opencv`), the ONNX files with onnxruntime, each against PyTorch.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from torch import nn
 
 from iqs.checkpoints import CheckpointError, load_checkpoint
 from iqs.deploy.onnx_export import ExportError, export_onnx, read_onnx_meta, verify_export
-from iqs.deploy.onnx_wrappers import TF_PROFILE
+from iqs.deploy.profiles import DIGIKAM, ProfileError, file_name, profile
 from iqs.tracking.model_card import render_model_card as render_card
 from iqs.tracking.store import tracking_uri_for
 
@@ -101,21 +103,28 @@ def export_model(
     metrics: Mapping[str, float] | None = None,
     params: Mapping[str, Any] | None = None,
     verify: bool = True,
-    venv_root: Path | None = None,
+    verify_opencv: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """Write every profile and the model card; returns {profile: path, 'card': path}."""
-    files: dict[str, Path] = {}
-    for profile in profiles:
-        if profile == TF_PROFILE:  # a .pb for digiKam 8.0-8.4, converted in the `tf` extra's own venv
-            from iqs.deploy.tf_export import export_tf
+    """Write every profile and the model card; returns {profile: path, 'card': path}.
 
-            path = out_dir / f"{name}.{profile}.pb"
-            files[profile] = export_tf(model, meta, path, opset, venv_root, verify)
+    `verify_opencv`: the OpenCV releases (pip versions) the .pb is checked in; None = tf_export's default."""
+    from iqs.deploy.tf_export import VERIFY_RELEASES, export_pb
+
+    try:
+        wanted = [profile(p) for p in profiles]
+    except ProfileError as err:
+        raise ExportError(str(err)) from None
+    files: dict[str, Path] = {}
+    for spec in wanted:
+        path = out_dir / file_name(name, spec.name)
+        if spec is DIGIKAM:
+            releases = tuple(verify_opencv) if verify_opencv else VERIFY_RELEASES
+            files[spec.name] = export_pb(model, meta, path, opset, verify, releases)
             continue
-        path = export_onnx(model, meta, out_dir / f"{name}.{profile}.onnx", profile, opset)
+        export_onnx(model, meta, path, spec.name, opset)
         if verify:
-            verify_export(model, meta, path, profile)
-        files[profile] = path
+            verify_export(model, meta, path, spec.name)
+        files[spec.name] = path
     card = out_dir / "MODEL_CARD.md"
     card.write_text(
         render_model_card({**meta, "onnx_opset": opset}, files, source, metrics, params), encoding="utf-8"
@@ -151,6 +160,7 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Path]:
             metrics,
             params,
             verify=cfg.verify,
+            verify_opencv=[str(v) for v in cfg.verify_opencv] if cfg.get("verify_opencv") else None,
         )
         if run is not None and cfg.log_to_run:
             from mlflow.tracking import MlflowClient

@@ -1,10 +1,11 @@
 """The two exported graphs, as thin modules around a `QualityModel` (input adapter + model + output pick).
 
 Both take digiKam's pixels (RGB, 299x299, [-1, 1]); `DigikamToBackbone` moves them to the backbone's own
-resolution and mean/std inside the graph.
+resolution and mean/std inside the graph. Which file each becomes is iqs.deploy.profiles'.
 
-- `digikam`: (1, 3, 299, 299) -> (1, 3) softmax probabilities in the order bad, normal, good. digiKam only
-  takes the argmax, which is the run's class for every head (score heads go through `score_to_class_logits`).
+- `contract`: (1, 3, 299, 299) -> (1, 3) softmax probabilities in the order bad, normal, good: digiKam's
+  contract. digiKam only takes the argmax, which is the run's class for every head (score heads go through
+  `score_to_class_logits`).
 - `full`: (N, 3, 299, 299) -> `score` (N,), `probs` (N, 3) and, for the distribution head, `dist` (N, 10).
 """
 
@@ -14,9 +15,7 @@ from torch import nn
 
 from iqs.deploy.preprocess import DigikamToBackbone
 
-# digikam_tf: the digikam graph as a TensorFlow frozen graph for digiKam 8.0-8.4 (deploy/tf_export.py)
-TF_PROFILE = "digikam_tf"
-PROFILES = ("digikam", "full", TF_PROFILE)
+GRAPHS = ("contract", "full")
 
 
 class DigikamGraph(nn.Module):
@@ -43,18 +42,18 @@ class FullGraph(nn.Module):
         return out["score"], out["probs"]
 
 
-def output_names(profile: str, with_dist: bool) -> list[str]:
-    if profile == "digikam":
+def output_names(graph: str, with_dist: bool) -> list[str]:
+    if graph == "contract":
         return ["probs"]
     return ["score", "probs", "dist"] if with_dist else ["score", "probs"]
 
 
-def wrap(model: nn.Module, meta: dict, profile: str) -> nn.Module:
-    if profile == "digikam":
+def wrap(model: nn.Module, meta: dict, graph: str) -> nn.Module:
+    if graph == "contract":
         return DigikamGraph(model, meta).eval()
-    if profile == "full":
+    if graph == "full":
         return FullGraph(model, meta, with_dist=has_dist(meta)).eval()
-    raise ValueError(f"unknown export profile '{profile}'; expected one of {', '.join(PROFILES)}")
+    raise ValueError(f"unknown graph '{graph}'; expected one of {', '.join(GRAPHS)}")
 
 
 def has_dist(meta: dict) -> bool:

@@ -1,8 +1,8 @@
 """The OpenCV compatibility matrix: model files run in every OpenCV release digiKam links, as digiKam runs them.
 
     from iqs.deploy.opencv_matrix import run_matrix
-    runs = run_matrix(["m.digikam.onnx", "weights.pb"], ["a.png", "b.png"])
-    runs["4.6.0.66"]["m.digikam.onnx"].classes        # or .error when the release cannot load it
+    runs = run_matrix(["m.digikam.pb", "m.contract.onnx"], ["a.png", "b.png"])
+    runs["4.6.0.66"]["m.digikam.pb"].classes          # or .error when the release cannot load it
 
 Each release of `onnx_ops.OPENCV_RELEASES` gets one small virtualenv (pip `opencv-python-headless` at that
 exact version, plus numpy), cached once per machine and reused (iqs.deploy.tool_venvs). `opencv_worker.py` runs inside it with one `cv::dnn::Net`
@@ -68,6 +68,8 @@ class ModelRun:
     probs: list[list[float] | None] = field(default_factory=list)
     image_errors: list[str | None] = field(default_factory=list)
     blob_dir: str | None = None  # where the worker saved this release's blobs, if asked
+    load_ms: float | None = None  # readNet* time
+    ms: list[float | None] = field(default_factory=list)  # per image: preprocessing + forward
 
     def blobs(self) -> np.ndarray:
         """This release's own blobs of the images, (N, 3, 299, 299)."""
@@ -92,14 +94,21 @@ def output_layer(model: str | Path) -> str | None:
 
 
 def run_worker(
-    python: Path, model: str | Path, images: Sequence[str | Path], release: str, blob_dir: Path | None = None
+    python: Path,
+    model: str | Path,
+    images: Sequence[str | Path],
+    release: str,
+    blob_dir: Path | None = None,
+    blobs: Path | None = None,
 ) -> ModelRun:
-    """One worker process per (release, model): a crash inside OpenCV costs that cell, not the matrix."""
+    """One worker process per (release, model): a crash inside OpenCV costs that cell, not the matrix.
+    `blobs`: a .npy of ready blobs, run instead of `images`."""
     job = {
         "model": str(model),
         "images": [str(p) for p in images],
         "output": output_layer(model),
         "blob_dir": str(blob_dir) if blob_dir else None,
+        "blobs": str(blobs) if blobs else None,
     }
     try:
         proc = subprocess.run(
@@ -117,11 +126,26 @@ def run_worker(
         return ModelRun(release, str(model), error=f"worker exited with {proc.returncode}: {tail}")
     result = json.loads(proc.stdout)
     run = ModelRun(release, str(model), error=result["error"], blob_dir=job["blob_dir"])
+    run.load_ms = result.get("load_ms")
     for row in result["images"]:
         run.classes.append(row.get("class"))
         run.probs.append(row.get("probs"))
         run.image_errors.append(row.get("error"))
+        run.ms.append(row.get("ms"))
     return run
+
+
+def run_on_blobs(
+    model: str | Path, blobs: np.ndarray, releases: Sequence[str], root: str | Path | None = None
+) -> dict[str, ModelRun]:
+    """{pip version: ModelRun} of `model` on ready (N, 3, 299, 299) blobs: the model alone, without
+    digiKam's image preprocessing, to compare its numbers with PyTorch's on the same input."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="iqs-blobs-") as tmp:
+        path = Path(tmp) / "blobs.npy"
+        np.save(path, np.ascontiguousarray(blobs, dtype=np.float32))
+        return {r: run_worker(ensure_venv(r, root), model, [], r, blobs=path) for r in releases}
 
 
 def run_matrix(

@@ -5,9 +5,11 @@ numpy and one OpenCV release (4.6 ... 5.x), so it imports nothing from `iqs`.
 
     <venv>/bin/python opencv_worker.py < job.json > result.json
     job:    {"model": "m.onnx" | "m.pb", "images": ["a.png", ...], "output": null | "probs",
-             "blob_dir": null | "dir"}   # dir: also save each image's blob as dir/<index>.npy
+             "blob_dir": null | "dir",   # dir: also save each image's blob as dir/<index>.npy
+             "blobs": null | "x.npy"}    # instead of images: run these (N, 3, 299, 299) blobs as they are
     result: {"opencv": "4.6.0", "numpy": "1.26.4", "model": ..., "error": null | "load error",
-             "images": [{"class": 2, "probs": [p_bad, p_normal, p_good]} | {"error": "..."}, ...]}
+             "load_ms": 12.3, "images": [{"class": 2, "probs": [p_bad, p_normal, p_good], "ms": 4.5}
+                                         | {"error": "..."}, ...]}
 
 Mirrors digiKam 8.x `AestheticDetector` (core/libs/imgqsort/detectors/aesthetic_detector.cpp) call for
 call: one static `cv::dnn::Net`, loaded once (readNet for ONNX, readNetFromTensorflow for a frozen graph),
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -61,24 +64,38 @@ def _message(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
-def run(model: str, images: list[str], output: str | None = None, blob_dir: str | None = None) -> dict:
+def run(
+    model: str,
+    images: list[str],
+    output: str | None = None,
+    blob_dir: str | None = None,
+    blobs: str | None = None,
+) -> dict:
     """`output`: the layer to read (a multi-output graph); None = `forward()` as digiKam calls it.
 
     `blob_dir`: save the blobs, so that the same pixels can be run elsewhere (this release's resize picks
-    other source pixels than OpenCV 5's)."""
+    other source pixels than OpenCV 5's). `blobs`: a .npy of ready blobs, run instead of images (the model
+    alone, compared with PyTorch on the same numbers). Each row times its preprocessing and forward pass."""
     result: dict = {"opencv": cv2.__version__, "numpy": np.__version__, "model": model, "error": None}
+    start = time.perf_counter()
     try:
         net = load_net(model)
     except Exception as err:  # cv2.error and friends: the model does not load in this release
         result.update(error=_message(err), images=[])
         return result
+    result["load_ms"] = (time.perf_counter() - start) * 1e3
+    ready = np.load(blobs) if blobs else None
     rows = []
-    for index, path in enumerate(images):
-        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-        if bgr is None:
-            rows.append({"error": f"{path}: OpenCV cannot read this image"})
-            continue
-        blob = digikam_preprocess(bgr)
+    for index in range(len(ready) if ready is not None else len(images)):
+        start = time.perf_counter()
+        if ready is not None:
+            blob = np.ascontiguousarray(ready[index : index + 1], dtype=np.float32)
+        else:
+            bgr = cv2.imread(images[index], cv2.IMREAD_COLOR)
+            if bgr is None:
+                rows.append({"error": f"{images[index]}: OpenCV cannot read this image"})
+                continue
+            blob = digikam_preprocess(bgr)
         if blob_dir:
             np.save(str(Path(blob_dir) / f"{index:04d}.npy"), blob)
         try:
@@ -88,7 +105,8 @@ def run(model: str, images: list[str], output: str | None = None, blob_dir: str 
             rows.append({"error": _message(err)})
             continue
         _, _, _, max_loc = cv2.minMaxLoc(out.reshape(1, -1))
-        rows.append({"class": int(max_loc[0]), "probs": [float(v) for v in out.ravel()]})
+        ms = (time.perf_counter() - start) * 1e3
+        rows.append({"class": int(max_loc[0]), "probs": [float(v) for v in out.ravel()], "ms": ms})
     result["images"] = rows
     return result
 
@@ -96,7 +114,8 @@ def run(model: str, images: list[str], output: str | None = None, blob_dir: str 
 def main() -> int:
     job = json.load(sys.stdin)
     images = [str(p) for p in job["images"]]
-    json.dump(run(str(job["model"]), images, job.get("output"), job.get("blob_dir")), sys.stdout)
+    result = run(str(job["model"]), images, job.get("output"), job.get("blob_dir"), job.get("blobs"))
+    json.dump(result, sys.stdout)
     return 0
 
 

@@ -1,149 +1,107 @@
-"""The `digikam_tf` profile: the `digikam` graph as a TensorFlow frozen graph, for digiKam 8.0-8.4.
+"""The `digikam` profile: the TensorFlow frozen graph digiKam loads, written without TensorFlow, checked in the
+OpenCV releases digiKam links.
 
-digiKam 8.0-8.4 load only `cv::dnn::readNetFromTensorflow` on a file named `weights_inceptionv3_299.pb`
-(rename `<name>.digikam_tf.pb` to that). The contract is the `digikam` profile's: digiKam's NCHW blob
-1x3x299x299 RGB in [-1, 1] in, 1x3 probabilities (bad, normal, good) out. The frozen graph's placeholder is
-NHWC (1x299x299x3), as in digiKam's stock Keras model: OpenCV's TF importer keeps its blobs NCHW and maps
-NHWC layers onto them, so digiKam's `blobFromImage` blob is fed as is (checked by the OpenCV matrix test).
+    export_pb(model, meta, "exports/run/iqs-1234abcd.digikam.pb")
 
-Pipeline: `export_onnx(profile="digikam")` (static pads, ReLU6 and min without Clip/Min) -> onnx-simplifier
--> onnx2tf -> `convert_variables_to_constants_v2` -> two fixes for OpenCV's importer (see tf_worker) -> .pb,
-then readNetFromTensorflow in this venv's OpenCV must agree with PyTorch before the file is kept.
-
-Why a venv of its own: onnx2tf pins its whole stack exactly (1.29.24: tensorflow 2.19.0, protobuf 4.25.5,
-numpy 1.26.4, onnx 1.19.1), which conflicts with the project's (protobuf 7, numpy 2, onnx 1.23), and
-onnx2tf 2.x needs Python 3.12. So the `tf` extra in pyproject.toml is installed, once, into
-a cached venv (iqs.deploy.tool_venvs) and tf_worker runs there as a subprocess.
+Every digiKam from 8.0 to 9.2 opens `<models folder>/weights_inceptionv3_299.pb` with
+`cv::dnn::readNetFromTensorflow` and nothing else (../shared/digikam.md); `iqs digikam install` puts the file
+there under that name. Pipeline: the `contract` graph traced to ONNX (iqs.deploy.onnx_export, with its
+export-only rewrites) -> iqs.deploy.tf_graph writes the GraphDef -> the file is kept only when
+`readNetFromTensorflow` in each release of `verify_releases` (cached venvs of iqs.deploy.opencv_matrix, one
+net reused for every input, as digiKam does) agrees with PyTorch. The project's own OpenCV is never asked:
+it may be a release without the TF importer (OpenCV 5.1 removed it).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import subprocess
 import tempfile
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
-from iqs.deploy.export import ExportError, export_onnx
-from iqs.deploy.onnx_wrappers import TF_PROFILE, wrap
+from iqs.deploy.onnx_export import ExportError, export_onnx
+from iqs.deploy.onnx_ops import release_name
+from iqs.deploy.onnx_wrappers import wrap
 from iqs.deploy.preprocess import DIGIKAM_SIZE
-from iqs.deploy.tool_venvs import VenvError, cached_venv
+from iqs.deploy.profiles import CONTRACT_ONNX
+from iqs.deploy.tf_graph import GraphError, graph_ops, onnx_to_graphdef
 
-TF_EXTRA = "tf"
-WORKER = Path(__file__).with_name("tf_worker.py")
-# TensorFlow operators whose frozen graphs loaded and agreed with PyTorch in OpenCV 4.6, 4.8, 4.10, 4.12 and
-# 5.0 (tests/test_tf_export.py; Relu6 and Squeeze in graphs exported before export_rewrites removed them,
-# checked the same way by hand; Erf, RealDiv and Sqrt from the demo preset's MLSP pooling, batch-norm and
-# GELU head, checked by `make compat`); anything else is refused at export rather than found broken in digiKam.
-OPENCV_TF_OPS = frozenset(
-    {
-        "Placeholder", "Const", "Identity", "ResizeBilinear", "Mul", "AddV2", "Sub", "Transpose", "Pad",
-        "Conv2D", "DepthwiseConv2dNative", "Relu", "Relu6", "Mean", "Reshape", "Squeeze", "MatMul", "ConcatV2",
-        "Softmax", "Erf", "RealDiv", "Sqrt",
-    }
-)  # fmt: skip
+# The releases an export is checked in by default (conf/export.yaml `verify_opencv`): Debian 12 / Ubuntu
+# 24.04 (4.6), Debian 13 / Fedora (4.10) and the newest 4.x (4.12). `make compat` and the tests run all five.
+VERIFY_RELEASES = ("4.6.0.66", "4.10.0.84", "4.12.0.88")
 
 
-def tf_requirements() -> list[str]:
-    """The `tf` extra's pinned requirements, declared once in pyproject.toml."""
-    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
-    if pyproject.is_file():  # a checkout (editable install)
-        with pyproject.open("rb") as f:
-            return list(tomllib.load(f)["project"]["optional-dependencies"][TF_EXTRA])
-    from importlib.metadata import requires
-
-    marker = f'extra == "{TF_EXTRA}"'
-    return [r.split(";")[0].strip() for r in requires("iqs-digikam") or [] if marker in r]
-
-
-def converter_python(venv_root: str | Path | None = None) -> Path:
-    """Python of the cached venv holding the `tf` extra (about 1.5 GB, built on first use; iqs.deploy.tool_venvs)."""
-    requirements = tf_requirements()
-    key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:12]
-    what = f"the `{TF_EXTRA}` extra for profile {TF_PROFILE}"
-    try:
-        return cached_venv(f"tf-{key}", requirements, what, root=venv_root, quiet=False)
-    except VenvError as err:
-        raise ExportError(f"{err}. Retry when online, or drop {TF_PROFILE} from profiles=") from None
-
-
-def _example_inputs(n: int) -> np.ndarray:
-    """(n, 3, 299, 299) float32 in [-1, 1], fixed seed: what the converter sees and what verification runs."""
+def example_inputs(n: int) -> np.ndarray:
+    """(n, 3, 299, 299) float32 in [-1, 1], fixed seed: the inputs every .pb is verified on."""
     x = torch.rand(n, 3, DIGIKAM_SIZE, DIGIKAM_SIZE, generator=torch.Generator().manual_seed(0))
     return (x * 2 - 1).numpy()
 
 
-def convert_onnx_to_tf(onnx_path: Path, pb_path: Path, venv_root: str | Path | None = None) -> dict[str, Any]:
-    """Run tf_worker in the converter venv (network blocked there); returns its report."""
-    python = converter_python(venv_root)
-    onnx_path, pb_path = Path(onnx_path).resolve(), Path(pb_path).resolve()  # the worker runs in a temp cwd
-    pb_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        samples, report = Path(tmp) / "samples.npy", Path(tmp) / "report.json"
-        np.save(samples, _example_inputs(2).transpose(0, 2, 3, 1))  # onnx2tf takes NHWC samples
-        # no GPU probing, no TF log spam; cwd=tmp because onnx2tf writes scratch files into the cwd
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
-        command = [str(python), str(WORKER), str(onnx_path), str(pb_path), str(samples), str(report)]
-        proc = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise ExportError(f"{onnx_path}: conversion to a TensorFlow frozen graph failed:\n{tail}")
-        return json.loads(report.read_text(encoding="utf-8"))
+def write_pb(model: nn.Module, meta: Mapping[str, Any], path: Path, opset: int = 17) -> dict[str, int]:
+    """Write the frozen graph of `model` to `path`; returns its TF op counts."""
+    with tempfile.TemporaryDirectory(prefix="iqs-pb-") as tmp:
+        onnx_path = export_onnx(model, meta, Path(tmp) / "contract.onnx", CONTRACT_ONNX.name, opset)
+        try:
+            graph = onnx_to_graphdef(onnx.load(str(onnx_path)))
+        except GraphError as err:
+            raise ExportError(f"{path.name}: {err}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(graph.SerializeToString())
+    return graph_ops(graph)
 
 
-def check_ops(path: Path, ops: Mapping[str, int]) -> None:
-    unknown = sorted(set(ops) - OPENCV_TF_OPS)
-    if unknown:
-        raise ExportError(
-            f"{path}: TensorFlow operators {unknown} were never checked with OpenCV 4.6-4.12's TF importer "
-            "(digiKam 8.0-8.4); this backbone or head cannot be exported as digikam_tf yet"
-        )
+def verify_pb(
+    model: nn.Module,
+    meta: Mapping[str, Any],
+    path: Path,
+    releases: Sequence[str] = VERIFY_RELEASES,
+    atol: float = 1e-4,
+) -> dict[str, float]:
+    """readNetFromTensorflow in each release against PyTorch on fixed inputs; {release: max |diff|}."""
+    from iqs.deploy.opencv_matrix import MatrixError, run_on_blobs
 
-
-def verify_tf(model: nn.Module, meta: Mapping[str, Any], path: Path, atol: float = 1e-4) -> dict[str, float]:
-    """readNetFromTensorflow (this venv's OpenCV, digiKam's NCHW blob) against PyTorch, one net for all."""
-    import cv2
-
-    x = _example_inputs(2)
+    x = example_inputs(3)
     with torch.no_grad():
-        ref = wrap(model, dict(meta), "digikam")(torch.from_numpy(x)).numpy()
-    net = cv2.dnn.readNetFromTensorflow(str(path))
-    got = []
-    for blob in x:
-        net.setInput(blob[None])
-        got.append(net.forward().reshape(-1).copy())
-    worst = float(np.abs(np.array(got) - ref).max())
-    if worst > atol:
-        raise ExportError(f"{path}: OpenCV's TF importer differs from PyTorch by {worst:.2e} > {atol:.0e}")
-    return {"opencv_tf_max_abs_diff": worst}
+        ref = wrap(model, dict(meta), "contract")(torch.from_numpy(x)).numpy()
+    try:
+        runs = run_on_blobs(path, x, releases)
+    except MatrixError as err:
+        raise ExportError(f"{path}: cannot check it in OpenCV: {err}") from None
+    report: dict[str, float] = {}
+    for release, run in runs.items():
+        where = f"{path}: OpenCV {release_name(release)}'s readNetFromTensorflow"
+        if not run.loads:
+            raise ExportError(f"{where} cannot load it: {run.error}")
+        if any(p is None for p in run.probs):
+            raise ExportError(f"{where} cannot run it: {next(e for e in run.image_errors if e)}")
+        worst = float(np.abs(np.array(run.probs) - ref).max())
+        if worst > atol:
+            raise ExportError(f"{where} differs from PyTorch by {worst:.2e} > {atol:.0e}")
+        report[release_name(release)] = worst
+    return report
 
 
-def export_tf(
+def export_pb(
     model: nn.Module,
     meta: Mapping[str, Any],
     path: str | Path,
     opset: int = 17,
-    venv_root: str | Path | None = None,
     verify: bool = True,
+    releases: Sequence[str] = VERIFY_RELEASES,
 ) -> Path:
-    """Write the digikam_tf frozen graph to `path` (verified with OpenCV before it is kept)."""
+    """Write the `digikam` frozen graph to `path`, kept only once verified in `releases`."""
     path = Path(path)
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(model, meta, Path(tmp) / "digikam.onnx", "digikam", opset)
-        scratch = Path(tmp) / path.name
-        report = convert_onnx_to_tf(onnx_path, scratch, venv_root)
-        check_ops(path, report["ops"])
+    scratch = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the loader goes by the suffix
+    try:
+        write_pb(model, meta, scratch, opset)
         if verify:
-            verify_tf(model, meta, scratch)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(scratch, path)
+            verify_pb(model, meta, scratch, releases)
+        scratch.replace(path)
+    finally:
+        scratch.unlink(missing_ok=True)
     return path

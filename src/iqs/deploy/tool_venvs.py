@@ -1,15 +1,15 @@
 """Cached virtualenvs for tools that cannot live in the project's environment.
 
-Two consumers: the OpenCV releases digiKam links (`opencv_matrix`: 4.6 needs numpy < 2, the project runs
-OpenCV 5 and numpy 2) and the TensorFlow converter of the `digikam_tf` profile (`tf_export`: onnx2tf pins
-protobuf 4 and onnx 1.19, the project needs protobuf 7 and onnx 1.23).
+The consumer: the OpenCV releases digiKam links (`opencv_matrix`: 4.6 and 4.8 need numpy < 2, and the
+project's own OpenCV is another release). The `.pb` digiKam loads is verified there
+(iqs.deploy.tf_export), never in the project's OpenCV.
 
 They live under `$IQS_VENV_DIR`, by default `$XDG_CACHE_HOME/iqs-digikam/venvs` (`~/.cache/...`), not in a
 checkout's `cache/`: a venv depends only on its pinned requirements, never on data or code, so every
-checkout, worktree and CI run on a machine shares one build (the TF one is about 1.5 GB and takes minutes
-to install) and `make clean` keeps them. Each venv is built once under a file lock (parallel pytest
-workers and sweep jobs wait for one build), and a stamp file holding the exact requirements marks a
-complete build: a half-built or differently pinned venv is rebuilt, never used.
+checkout, worktree and CI run on a machine shares one build (about 60 MB and half a minute each) and
+`make clean` keeps them. Each venv is built once under a file lock (parallel pytest workers and sweep jobs
+wait for one build), and a stamp file holding the exact requirements marks a complete build: a half-built
+or differently pinned venv is rebuilt, never used.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 STAMP = ".iqs-requirements"
-LOCK_TIMEOUT_S = 3600  # a first TF install on a slow line takes minutes; never wait forever
+LOCK_TIMEOUT_S = 1800  # a first install on a slow line takes minutes; never wait forever
 
 
 class VenvError(RuntimeError):

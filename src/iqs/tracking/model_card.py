@@ -130,17 +130,21 @@ def io_contract(meta: Mapping[str, Any] | None) -> list[str]:
         f"input name `input`; {inner}. Evaluation and `iqs predict` prepare photos the same way, and "
         "training sees this view of mildly cropped and mirrored photos (iqs.deploy.preprocess).",
         "",
-        "- **digikam** profile: input `1x3x299x299`; output `probs` `1x3`, softmax in the order bad, normal, "
-        "good. The argmax is the class digiKam reads (`minMaxLoc`); for score heads the argmax is the "
-        f"thresholded score. Loads with OpenCV DNN (`cv2.dnn.readNet`), opset {meta.get('onnx_opset', '?')}.",
-        f"- **full** profile: input `Nx3x299x299`; outputs `score` (N) - {score}; `probs` (Nx3)"
+        "- **digikam** profile (`<name>.digikam.pb`): the file digiKam loads. A TensorFlow frozen graph, read "
+        "by every digiKam 8.0-9.2 with `cv::dnn::readNetFromTensorflow` once `iqs digikam install` has put "
+        "it in place as `weights_inceptionv3_299.pb`; input `1x3x299x299` (digiKam's NCHW blob; NHWC inside), "
+        "output `1x3`, softmax in the order bad, normal, good. The argmax is the class digiKam reads "
+        "(`minMaxLoc`); for score heads it is the thresholded score. Checked with readNetFromTensorflow in "
+        "OpenCV 4.6-4.12 against PyTorch before it is kept.",
+        f"- **full** profile (`<name>.full.onnx`): input `Nx3x299x299`; outputs `score` (N) - {score}; "
+        "`probs` (Nx3)"
         + ("; `dist` (Nx10, common-scale bins 1..10)" if has_dist(meta) else "")
-        + ". Used by `iqs predict`.",
-        "- **digikam_tf** profile (when exported): the digikam graph as a TensorFlow frozen graph for digiKam "
-        "8.0-8.4 (`cv::dnn::readNetFromTensorflow`; install it as `weights_inceptionv3_299.pb`); NHWC "
-        "inside, digiKam's NCHW blob in, the same `1x3` output.",
+        + f". Used by `iqs predict` (onnxruntime), opset {meta.get('onnx_opset', '?')}.",
+        "- **contract_onnx** profile (`<name>.contract.onnx`, when exported): digiKam's contract as ONNX, "
+        "for onnxruntime and other tools. digiKam itself never reads an ONNX file for this feature.",
         "",
-        "The full `iqs_meta` record is embedded in each ONNX file's metadata (key `iqs_meta`, JSON).",
+        "The full `iqs_meta` record is embedded in each ONNX file's metadata (key `iqs_meta`, JSON); a frozen "
+        "graph has no metadata, so this card and the run carry it for the .pb.",
     ]
 
 
