@@ -325,9 +325,9 @@ def test_mlsp_model_exports_to_onnx_and_opencv_matches_torch(tmp_path) -> None:
     for _ in range(3):
         model(torch.randn(4, 3, 64, 64))
     model.eval()
-    path = export_onnx(model, model.meta, tmp_path / "mlsp.digikam.onnx", "digikam")
+    path = export_onnx(model, model.meta, tmp_path / "mlsp.contract.onnx", "contract_onnx")
     net = cv2.dnn.readNet(str(path))
-    graph = wrap(model, dict(model.meta), "digikam").eval()
+    graph = wrap(model, dict(model.meta), "contract").eval()
     rng = np.random.default_rng(0)
     for _ in range(2):
         blob = rng.uniform(-1.0, 1.0, (1, 3, 299, 299)).astype(np.float32)

@@ -218,21 +218,18 @@ def baked_regression_checkpoint(blobs: np.ndarray, tmp_path: Path) -> tuple[np.n
 
 @pytest.mark.slow
 def test_export_uses_the_baked_cuts(tmp_path) -> None:
-    """A checkpoint with baked cuts exports a digikam graph whose argmax (OpenCV DNN) is the tuned class."""
-    import cv2
-
+    """A checkpoint with baked cuts exports a .pb whose argmax (readNetFromTensorflow, OpenCV 4.10) is the
+    tuned class."""
     from iqs.deploy import export
+    from iqs.deploy.opencv_matrix import run_on_blobs
     from iqs.deploy.preprocess import digikam_blob
     from test_export import demo_photos
 
     blobs = np.concatenate([digikam_blob(p) for p in demo_photos(n=12)])
     score, cuts, ckpt = baked_regression_checkpoint(blobs, tmp_path)
     assert export.main([f"checkpoint={ckpt}", f"out_dir={tmp_path / 'exports'}"]) == 0
-    net = cv2.dnn.readNet(str(tmp_path / "exports" / "best.digikam.onnx"))
-    got = []
-    for blob in blobs:
-        net.setInput(blob[None])
-        got.append(int(net.forward()[0].argmax()))
+    (run,) = run_on_blobs(tmp_path / "exports" / "best.digikam.pb", blobs, ("4.10.0.84",)).values()
+    got = run.classes
     expected = assign_labels(score, *cuts)
     assert set(expected.tolist()) == {0, 1, 2}
     # the exported graph runs in float32, like `score` here: the classes agree exactly
@@ -244,8 +241,8 @@ def test_export_uses_the_baked_cuts(tmp_path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.compat
-def test_baked_cuts_hold_in_every_opencv_release_and_the_tf_graph(tmp_path) -> None:
-    """The OpenCV matrix on an export with baked cuts: every release (ONNX and the digikam_tf .pb) gives
+def test_baked_cuts_hold_in_every_opencv_release(tmp_path) -> None:
+    """The OpenCV matrix on an export with baked cuts: every release (the .pb digiKam loads and the ONNX) gives
     onnxruntime's classes on its own pixels, and those are the tuned classes of the PyTorch model."""
     import io
 
@@ -263,5 +260,5 @@ def test_baked_cuts_hold_in_every_opencv_release_and_the_tf_graph(tmp_path) -> N
     np.testing.assert_array_equal(torch_reference(baked, blobs)[0], expected)
     problems, rows = check_model(baked, "baked", images, tmp_path / "exports", Console(file=io.StringIO()))
     assert problems == []
-    assert set(rows) == {"digikam", "full", "digikam_tf"}
+    assert set(rows) == {"digikam", "full", "contract_onnx"}
     assert all(a.loads for agreements in rows.values() for a in agreements)

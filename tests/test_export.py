@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from tensorboard.compat.proto import graph_pb2
 from tests.conftest import tiny_quality_model
 
 from iqs.checkpoints import CheckpointError, read_checkpoint
 from iqs.deploy import export
 from iqs.deploy.compat import compat_photos, fixed_seed_model
+from iqs.deploy.opencv_matrix import run_on_blobs
 from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
 
 # the photos live in iqs.deploy.compat (make compat uses them too); other tests import them from here
@@ -51,11 +52,16 @@ def test_digikam_parity(head: str, photos: list[np.ndarray], tmp_path: Path) -> 
     model = make_model(head, blobs)
     ckpt = save_checkpoint(model, tmp_path / "best.ckpt")
     out_dir = tmp_path / "exports"
-    assert export.main([f"checkpoint={ckpt}", f"out_dir={out_dir}"]) == 0
-    digikam_file, full_file = out_dir / "best.digikam.onnx", out_dir / "best.full.onnx"
+    args = [f"checkpoint={ckpt}", f"out_dir={out_dir}", "profiles=[digikam,full,contract_onnx]"]
+    assert export.main(args) == 0
+    pb_file, contract_file = out_dir / "best.digikam.pb", out_dir / "best.contract.onnx"
+    full_file = out_dir / "best.full.onnx"
 
-    # the contract, as digiKam's loader sees it
-    proto = onnx.load(str(digikam_file))
+    # the contract, as digiKam's loader sees it: one NHWC placeholder fed with digiKam's NCHW blob, 1x3 out
+    graph = graph_pb2.GraphDef.FromString(pb_file.read_bytes())
+    (placeholder,) = [n for n in graph.node if n.op == "Placeholder"]
+    assert [d.size for d in placeholder.attr["shape"].shape.dim] == [1, 299, 299, 3]
+    proto = onnx.load(str(contract_file))
     dims = [
         [d.dim_value for d in v.type.tensor_type.shape.dim]
         for v in (proto.graph.input[0], proto.graph.output[0])
@@ -69,16 +75,13 @@ def test_digikam_parity(head: str, photos: list[np.ndarray], tmp_path: Path) -> 
         ref = model(adapt(torch.from_numpy(blobs)))
     ref_probs, ref_cls = ref["probs"].numpy(), ref["logits3"].argmax(1).numpy()
 
-    net = cv2.dnn.readNet(str(digikam_file))
-    session = ort.InferenceSession(str(digikam_file), providers=["CPUExecutionProvider"])
-    cv_probs, ort_probs = [], []
+    # digiKam's steps per image (batch of one), then one readNetFromTensorflow net in OpenCV 4.10
     for i, p in enumerate(photos):
-        blob = digikam_blob(p)  # exactly digiKam's steps, per image, batch of one
-        net.setInput(blob)
-        cv_probs.append(net.forward()[0])
-        ort_probs.append(session.run(None, {"input": blob})[0][0])
-        np.testing.assert_array_equal(blob[0], blobs[i])
-    cv_probs, ort_probs = np.array(cv_probs), np.array(ort_probs)
+        np.testing.assert_array_equal(digikam_blob(p)[0], blobs[i])
+    (run,) = run_on_blobs(pb_file, blobs, ("4.10.0.84",)).values()
+    cv_probs = np.array(run.probs)
+    session = ort.InferenceSession(str(contract_file), providers=["CPUExecutionProvider"])
+    ort_probs = np.array([session.run(None, {"input": b[None]})[0][0] for b in blobs])
 
     assert set(ref_cls.tolist()) == {0, 1, 2}, "classes must be spread for the proof to mean anything"
     np.testing.assert_array_equal(cv_probs.argmax(1), ref_cls)

@@ -35,7 +35,7 @@ def test_metrics_table_pivots_test_keys_only() -> None:
 
 
 def test_export_and_training_cards_share_sections() -> None:
-    files = {"digikam": Path("out/m.digikam.onnx"), "full": Path("out/m.full.onnx")}
+    files = {"digikam": Path("out/m.digikam.pb"), "full": Path("out/m.full.onnx")}
     params = {
         "data.name": "demo",
         "thresholds.t1": "4.5",

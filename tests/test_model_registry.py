@@ -68,7 +68,7 @@ def test_register_then_predict_and_reexport_by_alias(tmp_path: Path, photos: Pat
     v1 = client.get_model_version_by_alias(NAME, "shipped")
     assert int(v1.version) == 1 and v1.tags["backbone"] == "test_efficientnet"
     folder, _ = download_model(f"models:/{NAME}@shipped", uri, tmp_path / "dl1")
-    names = {"first.digikam.onnx", "first.full.onnx", "MODEL_CARD.md", "first.ckpt"}
+    names = {"first.digikam.pb", "first.full.onnx", "MODEL_CARD.md", "first.ckpt"}
     assert {p.name for p in folder.iterdir()} == names
     for name in names - {"first.ckpt"}:  # the version holds exactly the exported files
         assert (folder / name).read_bytes() == (tmp_path / "v1" / name).read_bytes()

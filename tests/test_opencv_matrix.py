@@ -143,9 +143,9 @@ def test_export_refuses_a_backbone_marked_not_exportable(tmp_path: Path) -> None
     model = build_quality_model(cfg).eval()
     assert model.meta["exportable"] is False
     with pytest.raises(export.ExportError, match="marked `exportable: false`") as err:
-        export.export_onnx(model, model.meta, tmp_path / "m.digikam.onnx", "digikam")
+        export.export_onnx(model, model.meta, tmp_path / "m.contract.onnx", "contract_onnx")
     assert "Tested OpenCV releases: 4.6.0" in str(err.value)
-    assert not (tmp_path / "m.digikam.onnx").exists()
+    assert not (tmp_path / "m.contract.onnx").exists()
 
 
 def test_compare_counts_agreement_and_probability_gap() -> None:
@@ -201,23 +201,24 @@ def test_every_gap_fails_exactly_in_the_declared_releases(tmp_path: Path, photos
 # a score head and the distribution head (its expectation is on the digikam path); `make compat` runs all three
 @pytest.mark.parametrize("head", [h for h in HEADS if h != "classification"])
 def test_demo_exports_agree_in_every_release(head: str, tmp_path: Path, photos: list[Path]) -> None:
-    """The demo config's digikam and full profiles: every release loads them and gives the classes of
-    `iqs predict` (onnxruntime) and PyTorch, with one net reused for all photos."""
+    """The demo config's profiles (the .pb digiKam loads, the contract and full ONNX): every release loads them
+    and gives the classes of `iqs predict` (onnxruntime) and PyTorch, with one net reused for all photos."""
     from iqs.config import compose
     from iqs.deploy.compat import predict_reference, torch_reference
 
     cfg = compose("train", ["experiment=demo", f"head={head}"])
     blobs = read_blobs(photos)
     model = fixed_seed_model({k: cfg[k] for k in ("backbone", "head", "thresholds")}, blobs)
-    files = export.export_model(model, model.meta, tmp_path, "demo", ["digikam", "full"], 17, "test")
+    profiles = ["digikam", "full", "contract_onnx"]
+    files = export.export_model(model, model.meta, tmp_path, "demo", profiles, 17, "test")
     assert not {"Ceil", "Clip", "Min", "Squeeze", "ReduceMean", "Identity"} & set(
-        graph_ops(onnx.load(str(files["digikam"])))
+        graph_ops(onnx.load(str(files["contract_onnx"])))
     )
     torch_cls, torch_probs = torch_reference(model, blobs)
     ort_cls, ort_probs = predict_reference(files["full"], photos)
     assert set(torch_cls.tolist()) == {0, 1, 2}, "classes must be spread for the proof to mean anything"
     np.testing.assert_array_equal(ort_cls, torch_cls)
-    runs = run_matrix([files["digikam"], files["full"]], photos, progress=False)
+    runs = run_matrix([files[p] for p in profiles], photos, progress=False)
     for release, by_model in runs.items():
         for path, run in by_model.items():
             row = compare(run, {"predict": ort_cls, "torch": torch_cls}, ort_probs)

@@ -106,10 +106,9 @@ def test_meta_records_the_class_index_scale() -> None:
 
 @pytest.mark.slow
 def test_ordinal_head_exports_through_the_digikam_profile(tmp_path) -> None:
-    """Real lite0 backbone + ordinal head -> ONNX digikam profile: OpenCV DNN's argmax = the head's class."""
-    import cv2
-
+    """Real lite0 backbone + ordinal head -> the digikam .pb: readNetFromTensorflow's argmax = the head's class."""
     from iqs.deploy import export
+    from iqs.deploy.opencv_matrix import run_on_blobs
     from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
     from test_export import demo_photos, make_model, save_checkpoint
 
@@ -132,12 +131,9 @@ def test_ordinal_head_exports_through_the_digikam_profile(tmp_path) -> None:
     assert set(ref_cls.tolist()) == {0, 1, 2}
     ckpt = save_checkpoint(model, tmp_path / "best.ckpt")
     assert export.main([f"checkpoint={ckpt}", f"out_dir={tmp_path / 'exports'}"]) == 0
-    net = cv2.dnn.readNet(str(tmp_path / "exports" / "best.digikam.onnx"))
-    got = []
-    for blob in blobs:
-        net.setInput(blob[None])
-        got.append(net.forward()[0])
-    got = np.array(got)
+    # the .pb digiKam loads, in an OpenCV release digiKam links (one net for every blob)
+    (run,) = run_on_blobs(tmp_path / "exports" / "best.digikam.pb", blobs, ("4.10.0.84",)).values()
+    got = np.array(run.probs)
     np.testing.assert_array_equal(got.argmax(1), ref_cls)
     np.testing.assert_allclose(got, ref["probs"].numpy(), atol=1e-4)
     assert "expected class index" in (tmp_path / "exports" / "MODEL_CARD.md").read_text()

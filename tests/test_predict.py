@@ -232,10 +232,10 @@ def test_abandoned_stream_stops_scoring(model_and_onnx, folder: Path) -> None:
     assert len(count) <= 8 * 2 + 2
 
 
-def test_rejects_digikam_profile_and_missing_model(model_and_onnx, tmp_path: Path) -> None:
+def test_rejects_contract_profile_and_missing_model(model_and_onnx, tmp_path: Path) -> None:
     model, _, _ = model_and_onnx
-    dk = export.export_model(model, model.meta, tmp_path, "dk", ["digikam"], 17, "test", verify=False)[
-        "digikam"
+    dk = export.export_model(model, model.meta, tmp_path, "dk", ["contract_onnx"], 17, "test", verify=False)[
+        "contract_onnx"
     ]
     with pytest.raises(ValueError, match="full profile"):
         predict.OnnxScorer(dk)
