@@ -31,6 +31,7 @@ BENCHMARKS = {
     "sweep_bench": "12-config cached sweep vs one uncached run",
     "predict_bench": "iqs predict vs the cores' limit (decode + model per photo), naive loop, bare model",
     "shard_format_bench": "JPEG vs raw prepared shards: bytes, decode on 2 loader workers, fine-tune step",
+    "export_bench": "iqs export of the demo run (first, later) and the .pb vs an InceptionV3 .pb in OpenCV 4.10",
 }
 GOALS = {
     "sweep_cache_ratio": ("<=", 1.5),
@@ -44,6 +45,9 @@ GOALS = {
     "jpeg_loader_vs_train_step": (">=", 2.0),
     "jpeg_vs_raw_bytes_ratio": ("<=", 0.25),
     "photo_jpeg_vs_raw_bytes_ratio": ("<=", 0.25),
+    "export_first_seconds": ("<=", 180.0),
+    "export_seconds": ("<=", 30.0),
+    "pb_vs_stock_arch_speed": (">=", 2.0),
 }
 # Shown without a goal (information only); see the benchmark's docstring.
 INFO_ONLY = {
