@@ -97,9 +97,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         write_replay_config,
     )
     from iqs.train.launchers import threads_per_job
+    from iqs.train.options import check_values
     from iqs.train.resume import prepare
 
     check_trained(cfg)
+    check_values(cfg)  # ordered thresholds, a fold in range, ...: refused before a run exists
     check_resume_world(cfg)  # ranks a cluster starts cannot be handed rank 0's checkpoint
     if cfg.get("init_from"):  # experiment=personal: general vs personal vs scratch, three runs
         from iqs.train.personal import train_personal
