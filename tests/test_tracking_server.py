@@ -25,7 +25,7 @@ from urllib3.util.retry import Retry
 from iqs.tracking import outage as outage_module
 from iqs.tracking.experiment import make_client
 from iqs.tracking.http_settings import HttpSettings, apply_http_settings
-from iqs.tracking.outage import THREAD_NAME, BufferedClient, TrackingOutageError
+from iqs.tracking.outage import THREAD_NAME, BufferedClient, RunKeptLocally, TrackingOutageError
 from test_train import _isolated_tracking, demo_sources, run_train, shrink, tiny_demo  # noqa: F401
 
 HTTP_VARS = (
@@ -134,25 +134,33 @@ def test_worst_case_matches_urllib3_backoff(retries, factor):
         assert slept > 240
 
 
-def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, caplog, monkeypatch):
-    """No server at all: logging never blocks, one warning, and the run's end fails after the grace period."""
+def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, caplog, monkeypatch, tmp_path):
+    """No server at all: logging never blocks, one warning, and the run's end gives up after the grace
+    period, keeping the metric values in the job folder."""
+    from iqs.tracking.kept import read_metrics, read_record
+
     uri = f"http://127.0.0.1:{free_port()}"
     cfg = {"logger": {"http_timeout_s": 2, "http_max_retries": 1, "http_backoff_factor": 1}}
     cfg["logger"] |= {"outage_retry_s": 0.2, "outage_grace_s": 2}
     apply_http_settings(cfg)  # what tracking_uri_for does for every command
     client = make_client(cfg, uri)
     assert isinstance(client, BufferedClient)
+    client.keep_locally_in("run0", tmp_path / "job0")
     caplog.set_level(logging.WARNING)
     started = time.monotonic()
     for step in range(300):  # e.g. 300 training steps during the outage
         client.log_batch("run0", metrics=[Metric("train/loss", 1.0 / (step + 1), 0, step)])
     assert time.monotonic() - started < 1.0  # the training loop never waited for the network
     started = time.monotonic()
-    with pytest.raises(TrackingOutageError, match=r"unreachable .* 300 metric values of run run0") as err:
+    with pytest.raises(RunKeptLocally, match=r"unreachable .*run run0 .* 300 metric values") as err:
         client.set_terminated("run0", "FINISHED")
     waited = time.monotonic() - started
-    assert 2 <= waited < 2 + HttpSettings.current().worst_case_s() + 2, waited
+    assert 2 <= waited < 2 + HttpSettings.current().worst_case_s() + 4, waited
     assert "logger.outage_grace_s=2" in str(err.value) and uri in str(err.value)
+    assert "\n" not in str(err.value) and f"iqs upload job_dir={tmp_path / 'job0'}" in str(err.value)
+    assert [m.step for m in read_metrics(tmp_path / "job0")] == list(range(300))
+    record = read_record(tmp_path / "job0")
+    assert (record.run_id, record.status, record.finished, record.ended) == ("run0", "FAILED", True, False)
     # the failing run's clean-up (traceback, end) does not wait a second grace period
     started = time.monotonic()
     with pytest.raises(TrackingOutageError):
@@ -164,9 +172,10 @@ def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, cap
     # a run ending KILLED or FAILED (a signal, an error) waits at most ABORT_GRACE_S, not outage_grace_s
     monkeypatch.setattr(outage_module, "ABORT_GRACE_S", 0.5)
     client = make_client({"logger": {**cfg["logger"], "outage_grace_s": 600}}, uri)
+    client.keep_locally_in("run1", tmp_path / "job1")
     client.log_batch("run1", metrics=[Metric("train/loss", 1.0, 0, 0)])
     started = time.monotonic()
-    with pytest.raises(TrackingOutageError, match="1 metric values of run run1"):
+    with pytest.raises(RunKeptLocally, match="run run1 is ended KILLED .* 1 metric values"):
         client.set_terminated("run1", "KILLED")
     assert time.monotonic() - started < 0.5 + HttpSettings.current().worst_case_s() + 2
     assert not [
@@ -348,13 +357,18 @@ def test_buffer_keeps_order_through_an_outage_caps_memory_and_drops_rejected_bat
     assert sum("rejected 1 metric values" in m for m in messages) == 1
 
 
-def test_a_run_failing_during_an_outage_only_waits_for_its_end(http_env, caplog, monkeypatch):
-    """No traceback calls to a server known to be down: the failing run's end is its one bounded wait."""
+def test_a_run_failing_during_an_outage_keeps_its_traceback_and_end_in_the_job_folder(
+    http_env, caplog, monkeypatch, tmp_path
+):
+    """No call to a server known to be down: the failing run waits at most ABORT_GRACE_S, then its traceback,
+    error tags and end go to the job folder, and `_fail` hands back the one line that says so."""
     from types import SimpleNamespace
 
     import pytorch_lightning  # noqa: F401 - _fail imports it (is_interruption); loaded before the timing
 
+    from iqs.tracking.kept import PENDING_DIR, read_record
     from iqs.tracking.mlflow_run import TrackedRun, _fail
+    from iqs.train.signals import Interrupted
 
     uri = f"http://127.0.0.1:{free_port()}"
     cfg = {
@@ -369,29 +383,28 @@ def test_a_run_failing_during_an_outage_only_waits_for_its_end(http_env, caplog,
     monkeypatch.setattr(outage_module, "ABORT_GRACE_S", 0.5)
     info = SimpleNamespace(run_id="run0", experiment_id="0", run_name="r", artifact_uri="mlflow-artifacts:/0")
     caplog.set_level(logging.WARNING)
-    for exc, in_outage in (
-        (RuntimeError("loss exploded"), True),
-        (TrackingOutageError("server gone"), False),
-    ):
+    for exc, status in ((RuntimeError("loss exploded"), "FAILED"), (Interrupted(signal.SIGTERM), "KILLED")):
         client = make_client(cfg, uri)
         run = TrackedRun(client, SimpleNamespace(info=info), "e", "none", cfg)
-        calls: list[str] = []
-        monkeypatch.setattr(client, "log_text", lambda *a, calls=calls, **k: calls.append("log_text"))
-        monkeypatch.setattr(client, "log_batch", lambda *a, calls=calls, **k: calls.append("log_batch"))
-        if in_outage:  # the metric queue noticed the outage (a refused connection fails at once)
-            client.buffer.put("run0", [Metric("train/loss", 1.0, 0, 0)])
-            deadline = time.monotonic() + 10
-            while client.buffer.outage_since is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert client.buffer.outage_since is not None
+        job = tmp_path / status
+        run.keep_locally_in(job)
+        client.buffer.put("run0", [Metric("train/loss", 1.0, 0, 0)])
+        deadline = time.monotonic() + 10  # the metric queue notices the outage (a refused connection)
+        while client.buffer.outage_since is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.buffer.outage_since is not None
         caplog.clear()
         started = time.monotonic()
-        _fail(run, exc)
-        assert calls == []  # neither traceback.txt nor the error tags were sent
-        if in_outage:  # the metrics were not stored within ABORT_GRACE_S: no call at all to end the run
-            assert time.monotonic() - started < 0.5 + 1.0
+        kept = _fail(run, exc)
+        assert time.monotonic() - started < 0.5 + 3 + 2  # ABORT_GRACE_S + the health check + load
+        assert isinstance(kept, RunKeptLocally) and f"run run0 is ended {status}" in str(kept)
+        folder = job / PENDING_DIR
+        assert type(exc).__name__ in (folder / "artifacts" / "traceback.txt").read_text()
+        record = read_record(job)
+        assert (record.status, record.finished) == (status, False)
+        assert record.tags["error"].startswith(type(exc).__name__)
         messages = [r.getMessage() for r in caplog.records]
-        assert any("traceback of run run0 is not attached" in m and uri in m for m in messages), messages
+        assert any("traceback of run run0 goes to its job folder" in m and uri in m for m in messages)
 
 
 def test_a_second_outage_warns_again_and_the_end_reports_lost_values(http_env, caplog, monkeypatch):

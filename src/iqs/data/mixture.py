@@ -144,7 +144,9 @@ def _cap_train(table: pd.DataFrame, name: str, max_samples: int, seed: int) -> t
 
 def checked_config(
     data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | DictConfig
-) -> tuple[dict, str, tuple[int, float, float, int | None, int | None], tuple[float, float], list, str | None]:
+) -> tuple[
+    dict, str, tuple[int, float, float, int | None, int | None], tuple[float, float], list, str | None
+]:
     """What a mixture config says, checked without reading any file: (plain config, name, split settings,
     thresholds, source specs, held-out source). `iqs train` calls it before it opens an MLflow run."""
     data = plain(data_cfg)
