@@ -96,6 +96,8 @@ test_metrics.__test__ = False  # a helper, not a test
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_demo, tmp_path):
+    from mlflow import MlflowClient
+
     from iqs.train.run import main, train
 
     # the uninterrupted run (also fills the feature cache the other two hit)
@@ -130,6 +132,16 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_demo, tm
     (resumed,) = runs_of(tmp_path, "killed")  # the same single run, continued
     assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
     assert resumed.data.tags["iqs.resumes"] == "1"
+    # the liveness check's mark moved into the history; no failure tag is left
+    assert resumed.data.tags["iqs.resumed_after"].startswith("attempt 1: KILLED (liveness check: pid ")
+    assert not {"error", "traceback", "iqs.ended_by"} & set(resumed.data.tags)
+    # the killed attempt logged steps of epoch 1 that the resumed one trained again: each step is stored once
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    (uninterrupted,) = runs_of(tmp_path, "whole")
+    for key in ("val/all/srcc", "train/loss_step"):
+        steps = sorted(m.step for m in client.get_metric_history(resumed.info.run_id, key))
+        whole_steps = sorted(m.step for m in client.get_metric_history(uninterrupted.info.run_id, key))
+        assert steps == whole_steps and len(steps) == len(set(steps)), (key, steps)
     got, expected = test_metrics(resumed), {k: v for k, v in whole.items() if k.startswith("test/")}
     assert got.keys() >= {"test/all/srcc", "test/all/rmse", "test/demo_ava/plcc"}
     for key, value in got.items():

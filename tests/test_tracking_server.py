@@ -1,7 +1,9 @@
-"""A tracking server that dies mid-run: bounded HTTP calls, training goes on, metrics arrive after a restart.
+"""A tracking server that dies mid-run: bounded HTTP calls, training goes on, metrics arrive after a restart,
+and whatever cannot be sent waits in the job folder for `iqs upload`.
 
-The slow test runs `iqs train` against a real `mlflow server` (127.0.0.1, SQLite backend, proxied artifacts
-in tmp) that it stops after the first epoch and restarts; the fast ones use a port nobody listens on.
+The slow tests run `iqs train` against a real `mlflow server` (127.0.0.1, SQLite backend, proxied artifacts
+in tmp) that they stop after the first epoch or after fitting, and restart or leave down; the fast ones use
+a port nobody listens on.
 """
 
 from __future__ import annotations
@@ -293,29 +295,127 @@ def test_training_goes_on_through_a_server_restart(
     assert not (tmp_path / "mlruns").exists()
 
 
+class StopAfterFit:
+    """Lightning callback: stops the server when testing ends (fitting done, the test artifacts not yet
+    uploaded: where issue 23's run crashed and stayed RUNNING); with `restart_after_s`, starts it again
+    that many seconds later from another thread."""
+
+    def __init__(self, server: Server, restart_after_s: float | None = None) -> None:
+        self.server, self.restart_after_s = server, restart_after_s
+        self.stopped_at: float | None = None
+
+    def as_callback(self):
+        import pytorch_lightning as pl
+
+        outer = self
+
+        class _Callback(pl.Callback):
+            def on_test_end(self, trainer, pl_module) -> None:
+                outer.server.stop()
+                outer.stopped_at = time.monotonic()
+                if outer.restart_after_s is not None:
+                    threading.Timer(outer.restart_after_s, outer.server.start).start()
+
+        return _Callback()
+
+
 @pytest.mark.slow
-def test_a_server_that_stays_down_fails_the_run_within_the_bound(
+def test_a_server_down_after_fitting_and_back_within_the_grace_gets_every_artifact(
+    mlflow_server,
+    tiny_demo,  # noqa: F811 - the fixture imported from test_train
+    tmp_path,
+    http_env,
+    monkeypatch,
+    caplog,
+):
+    """The uploads wait for the server (retried every outage_retry_s) and the run ends FINISHED."""
+    mlflow_server.wait_up()
+    outage = StopAfterFit(mlflow_server, restart_after_s=2)
+    with_outage(monkeypatch, outage)
+    caplog.set_level(logging.WARNING)
+    ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", epochs=2)
+    ov += [f"logger.tracking_uri={mlflow_server.uri}", "logger.outage_retry_s=1", "logger.outage_grace_s=300"]
+    metrics, objs = run_train(ov)
+    print(f"the run ended {time.monotonic() - outage.stopped_at:.1f} s after the server was stopped")
+
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(objs["run_id"])
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model_card.md", "predictions", "plots", "checkpoints"} <= names
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/label_hist_train_demo_spaq.png" in plots  # the upload that crashed issue 23's run
+    assert run.data.metrics["test/all/srcc"] == pytest.approx(metrics["test/all/srcc"])
+    assert not (tmp_path / "out" / "mlflow-pending").exists()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("cannot be reached while" in m for m in messages), messages
+    assert any("answers again" in m for m in messages), messages
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.slow
+def test_a_server_that_stays_down_keeps_the_run_locally_until_upload(
     mlflow_server,
     tiny_demo,  # noqa: F811 - the fixture imported from test_train
     tmp_path,
     http_env,
     monkeypatch,
 ):
-    """Runs after the restart test (file order): this one leaves the server down."""
+    """Down from the second epoch on, past the grace: the run's files stay in the job folder, one line says
+    where and how to upload them; with the server back the run ends FAILED (its process is gone), and
+    `iqs upload` sends everything and ends it FINISHED."""
+    from iqs.cli import main
+    from iqs.tracking.kept import read_metrics, read_record
+    from iqs.tracking.liveness import PID_TAG, mark_dead_runs
+
+    mlflow_server.wait_up()
     outage = ServerOutage(mlflow_server, restart=False)
     with_outage(monkeypatch, outage)
     ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", epochs=2)
     ov += [f"logger.tracking_uri={mlflow_server.uri}", "logger.outage_retry_s=1", "logger.outage_grace_s=3"]
-    with pytest.raises(
-        TrackingOutageError, match=f"{mlflow_server.uri} (has been unreachable|did not answer)"
-    ) as err:
+    ov += ["callbacks.early_stopping.enabled=false"]
+    with pytest.raises(RunKeptLocally, match=f"{mlflow_server.uri} stayed unreachable") as err:
         run_train(ov)
     failed_after = time.monotonic() - outage.train_end
-    # the grace period; the failing run then makes no call (its traceback goes to run.log), its end does not wait
-    bound = 3 + HttpSettings.current().worst_case_s(unresponsive=False) + 30  # + testing under load
-    print(f"training ended; the run failed {failed_after:.1f} s later (bound {bound:.0f} s): {err.value}")
+    # the grace period, the test stage, and one health check of at most 3 s; no call waits beyond
+    bound = 3 + 3 + HttpSettings.current().worst_case_s(unresponsive=False) + 30  # + testing under load
+    print(f"training ended; the run gave up {failed_after:.1f} s later (bound {bound:.0f} s): {err.value}")
     assert outage.stopped_at is not None and failed_after < bound
-    assert "outage_grace_s=3" in str(err.value)
+    job, line = tmp_path / "out", str(err.value)
+    assert "\n" not in line and "outage_grace_s=3" in line and f"iqs upload job_dir={job}" in line
+    kept = job / "mlflow-pending"
+    assert f"are kept in {kept}" in line
+    for name in ("model_card.md", "predictions/test_predictions.csv", "plots/label_hist_train_demo_spaq.png"):
+        assert (kept / "artifacts" / name).is_file(), name
+    record = read_record(job)
+    assert (record.status, record.finished, record.ended) == ("FAILED", True, False)
+    assert any(m.key == "test/all/srcc" for m in read_metrics(job))
+
+    mlflow_server.start()
+    mlflow_server.wait_up()
+    client = MlflowClient(mlflow_server.uri)
+    assert client.get_run(record.run_id).info.status == "RUNNING"  # this process still runs
+    client.set_tag(record.run_id, PID_TAG, str(_dead_pid()))  # as after the job's process exited
+    assert mark_dead_runs(client) == [record.run_id]
+    run = client.get_run(record.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["error"].startswith("TrackingOutageError: ")
+    assert f"iqs upload job_dir={job}" in run.data.tags["iqs.ended_by"]
+
+    assert main(["upload", f"job_dir={job}"]) == 0
+    run = client.get_run(record.run_id)
+    assert run.info.status == "FINISHED" and not {"error", "iqs.ended_by"} & set(run.data.tags)
+    assert "kept through an outage" in run.data.tags["iqs.uploaded"]
+    assert {"model_card.md", "predictions", "plots"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
+    history = client.get_metric_history(run.info.run_id, "val/all/srcc")
+    assert sorted(m.step for m in history) == sorted({m.step for m in history}) and len(history) == 2
+    assert "test/all/srcc" in run.data.metrics and not kept.exists()
 
 
 def test_buffer_keeps_order_through_an_outage_caps_memory_and_drops_rejected_batches(caplog):

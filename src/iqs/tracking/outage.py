@@ -344,7 +344,7 @@ class BufferedClient(MlflowClient):
                 if not warned:
                     warned = True
                     log.warning(
-                        "MLflow tracking server %s is unreachable while %s (%s); retrying every %g s for up "
+                        "MLflow tracking server %s cannot be reached while %s (%s); retrying every %g s for up "
                         "to %.0f s more (logger.outage_grace_s)",
                         self.tracking_uri,
                         what,
