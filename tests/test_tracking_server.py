@@ -296,9 +296,9 @@ def test_training_goes_on_through_a_server_restart(
 
 
 class StopAfterFit:
-    """Lightning callback: stops the server when testing ends (fitting done, the test artifacts not yet
-    uploaded: where issue 23's run crashed and stayed RUNNING); with `restart_after_s`, starts it again
-    that many seconds later from another thread."""
+    """Lightning callback: stops the server when testing ends (fitting done, the test metrics stored, the
+    test artifacts not yet uploaded: where issue 23's run crashed and stayed RUNNING), so the next calls are
+    the synchronous ones; with `restart_after_s`, starts it again that many seconds later from a thread."""
 
     def __init__(self, server: Server, restart_after_s: float | None = None) -> None:
         self.server, self.restart_after_s = server, restart_after_s
@@ -311,6 +311,7 @@ class StopAfterFit:
 
         class _Callback(pl.Callback):
             def on_test_end(self, trainer, pl_module) -> None:
+                assert trainer.logger.experiment.wait_for_metrics()  # the run's BufferedClient
                 outer.server.stop()
                 outer.stopped_at = time.monotonic()
                 if outer.restart_after_s is not None:

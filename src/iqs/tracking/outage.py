@@ -321,8 +321,11 @@ class BufferedClient(MlflowClient):
             f"(logger.outage_grace_s={self.grace_s:.0f}; {detail})"
         )
         log.warning("%s: the run's remaining artifacts, metrics and tags go to its job folder", self.gave_up)
+        left: dict[str, list[Any]] = {}
         for run_id, metric in self.buffer.close():
-            self.kept(run_id).add_metrics([metric])
+            left.setdefault(run_id, []).append(metric)
+        for run_id, metrics in left.items():
+            self.kept(run_id).add_metrics(metrics)
 
     def _patient(self, what: str, call: Callable[[], Any], *, limit_s: float | None = None) -> Any:
         """`call()`, retried every retry_interval_s through an outage; `TrackingOutageError` once the wait
