@@ -125,13 +125,15 @@ def mark_dead_runs(
 def _end_as_recorded(client: Any, run: Any) -> bool:
     """A run whose process gave up on a tracking-server outage recorded how it ends (iqs.tracking.kept):
     FAILED (KILLED when it was interrupted) with the reason. True when it was ended so."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
     from iqs.tracking.kept import read_record, upload_command
 
     job_dir = run.data.tags.get("output_dir")
     record = read_record(job_dir) if job_dir else None
     if record is None or record.run_id != run.info.run_id or record.status not in ("FAILED", "KILLED"):
         return False
-    client.set_tag(run.info.run_id, "error", f"TrackingOutageError: {record.reason}"[:8000])
+    client.set_tag(run.info.run_id, "error", f"TrackingOutageError: {record.reason}"[:MAX_TAG_VAL_LENGTH])
     client.set_tag(
         run.info.run_id,
         ENDED_BY_TAG,

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from iqs.tracking.config_view import flatten_config, to_container
 from iqs.tracking.experiment import experiment_of
 from iqs.tracking.gitinfo import git_info
+from iqs.tracking.liveness import ENDED_BY_TAG
 from iqs.tracking.naming import axes_of, run_name_for, sweep_id_for
 from iqs.tracking.outage import METRICS_PER_BATCH
 
@@ -266,7 +267,7 @@ def _reopen(client: Any, run_id: str, cfg: Any, owner: Mapping[str, str]) -> Any
 
 
 # what an attempt that did not finish leaves on its run; a resumed run that finishes carries none of it
-FAILURE_TAGS = ("error", "traceback", "iqs.ended_by")
+FAILURE_TAGS = ("error", "traceback", ENDED_BY_TAG)
 RESUMED_AFTER_TAG = "iqs.resumed_after"
 RESUMES_TAG = "iqs.resumes"
 
@@ -280,7 +281,7 @@ def _clear_failure(client: Any, run: Any) -> None:
 
     tags = run.data.tags
     attempt = int(tags.get(RESUMES_TAG, "0")) + 1
-    why = tags.get("error") or tags.get("iqs.ended_by") or "no reason recorded"
+    why = tags.get("error") or tags.get(ENDED_BY_TAG) or "no reason recorded"
     entry = f"attempt {attempt}: {run.info.status} ({why[:500]})"
     history = f"{tags[RESUMED_AFTER_TAG]}; {entry}" if tags.get(RESUMED_AFTER_TAG) else entry
     client.log_batch(run.info.run_id, tags=[RunTag(RESUMED_AFTER_TAG, history[-MAX_TAG_VALUE:])])

@@ -22,9 +22,8 @@ from typing import Any
 from iqs.config import CommandLineError
 from iqs.tracking.kept import ARTIFACTS, PENDING_DIR, Record, read_metrics, read_record
 from iqs.tracking.liveness import ENDED_BY_TAG
-
-BATCH = 100  # params or tags per log_batch (MLflow's limit)
-METRIC_BATCH = 1000  # metric values per log_batch (MLflow's limit)
+from iqs.tracking.mlflow_run import PARAMS_PER_BATCH as BATCH
+from iqs.tracking.outage import METRICS_PER_BATCH as METRIC_BATCH
 
 
 def upload(job_dir: str | Path, tracking_uri: str | None = None) -> str:
@@ -65,9 +64,11 @@ def upload(job_dir: str | Path, tracking_uri: str | None = None) -> str:
 
 def _end(client: Any, run: Any, record: Record, n_files: int, n_metrics: int) -> str:
     """FINISHED when the job completed (its outage marks removed), else the recorded FAILED or KILLED."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     note = f"{now}: {n_files} artifact files and {n_metrics} metric values kept through an outage ({record.reason})"
-    client.set_tag(record.run_id, "iqs.uploaded", note[:8000])
+    client.set_tag(record.run_id, "iqs.uploaded", note[:MAX_TAG_VAL_LENGTH])
     if record.finished:
         tags = client.get_run(record.run_id).data.tags
         if tags.get("error", "").startswith("TrackingOutageError"):
