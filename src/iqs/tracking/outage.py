@@ -315,7 +315,7 @@ class BufferedClient(MlflowClient):
         if self.gave_up is not None:
             return
         since = self.buffer.outage_since or self._waiting_since or time.monotonic()
-        detail = _cause(error) if error is not None else "no answer"
+        detail = _cause(error) if error is not None else "it did not answer"
         self.gave_up = (
             f"MLflow tracking server {self.tracking_uri} stayed unreachable for {time.monotonic() - since:.0f} s "
             f"(logger.outage_grace_s={self.grace_s:.0f}; {detail})"
