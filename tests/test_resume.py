@@ -96,6 +96,8 @@ test_metrics.__test__ = False  # a helper, not a test
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_demo, tmp_path):
+    from mlflow import MlflowClient
+
     from iqs.train.run import main, train
 
     # the uninterrupted run (also fills the feature cache the other two hit)
@@ -130,6 +132,16 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_demo, tm
     (resumed,) = runs_of(tmp_path, "killed")  # the same single run, continued
     assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
     assert resumed.data.tags["iqs.resumes"] == "1"
+    # the liveness check's mark moved into the history; no failure tag is left
+    assert resumed.data.tags["iqs.resumed_after"].startswith("attempt 1: KILLED (liveness check: pid ")
+    assert not {"error", "traceback", "iqs.ended_by"} & set(resumed.data.tags)
+    # the killed attempt logged steps of epoch 1 that the resumed one trained again: each step is stored once
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    (uninterrupted,) = runs_of(tmp_path, "whole")
+    for key in ("val/all/srcc", "train/loss_step"):
+        steps = sorted(m.step for m in client.get_metric_history(resumed.info.run_id, key))
+        whole_steps = sorted(m.step for m in client.get_metric_history(uninterrupted.info.run_id, key))
+        assert steps == whole_steps and len(steps) == len(set(steps)), (key, steps)
     got, expected = test_metrics(resumed), {k: v for k, v in whole.items() if k.startswith("test/")}
     assert got.keys() >= {"test/all/srcc", "test/all/rmse", "test/demo_ava/plcc"}
     for key, value in got.items():
@@ -245,3 +257,98 @@ def test_resume_auto_finds_a_run_whose_long_param_was_logged_truncated(tmp_path)
     }
     with pytest.raises(ConfigError, match="resume=auto"):
         auto_target(client, exp, "regression-none-t5_6-demo", {**params, "seed": "2"})
+
+
+def test_last_ckpt_is_written_every_epoch_apart_from_the_best(tmp_path):
+    """The monitored value never improves after epoch 0: last.ckpt still holds every epoch (Lightning's own
+    save_last would stay at epoch 0), the best stays in its own file, and a resume starts at the next epoch."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from iqs.train.trainer_setup import make_callbacks, trainer_plugins
+
+    class Flat(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.epochs_run: list[int] = []
+
+        def on_train_epoch_start(self) -> None:
+            self.epochs_run.append(self.current_epoch)
+
+        def training_step(self, batch, batch_idx):
+            return (self.w - batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/all/srcc", 0.5)  # the same every epoch: the best is epoch 0
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            return DataLoader(TensorDataset(torch.ones(8, 1)), batch_size=4)
+
+        val_dataloader = train_dataloader
+
+    def fit(epochs: int, ckpt_path: Path | None = None) -> Flat:
+        cfg = compose(
+            "train", ["callbacks.early_stopping.enabled=false", "trainer.enable_progress_bar=false"]
+        )
+        callbacks = make_callbacks(cfg, tmp_path)
+        callbacks.pop("lr")  # it needs a logger; none here
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            callbacks=list(callbacks.values()),
+            plugins=trainer_plugins(),
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+        )
+        module = Flat()
+        trainer.fit(module, ckpt_path=ckpt_path)
+        return module
+
+    fit(3)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    last = torch.load(folder / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 6)
+    assert torch.load(folder / "best-epoch000.ckpt", weights_only=False)["epoch"] == 0
+    assert fit(4, folder / "last.ckpt").epochs_run == [3]  # continues after the last finished epoch
+
+
+def test_a_resumed_run_sheds_the_failure_marks_of_its_earlier_attempts(tmp_path):
+    """disk full -> FAILED (error, traceback tags, traceback.txt), then killed (ended by the liveness check):
+    each resume moves the marks into `iqs.resumed_after` and attempts/<n>/traceback.txt."""
+    from mlflow import MlflowClient
+
+    from iqs.tracking.experiment import experiment_of
+    from iqs.tracking.mlflow_run import open_run
+
+    cfg = compose("train", [f"paths.root_dir={tmp_path}", "logger.experiment_name=resumed"])
+    client, experiment_id, _ = experiment_of(cfg)
+    run_id = client.create_run(experiment_id, run_name="r").info.run_id
+    client.log_text(run_id, "Traceback ...\nOSError: [Errno 28] No space left on device", "traceback.txt")
+    client.set_tag(run_id, "error", "OSError: [Errno 28] No space left on device")
+    client.set_tag(run_id, "traceback", "Traceback ...")
+    client.set_terminated(run_id, "FAILED")
+
+    open_run(cfg, resume_run_id=run_id).end("KILLED")
+    client.set_tag(run_id, "iqs.ended_by", "liveness check: pid 123 on host is gone")
+    run = open_run(cfg, resume_run_id=run_id)
+    run.end("FINISHED")
+
+    done = MlflowClient(run.tracking_uri).get_run(run_id)
+    assert done.info.status == "FINISHED"
+    assert not {"error", "traceback", "iqs.ended_by"} & set(done.data.tags)
+    assert done.data.tags["iqs.resumes"] == "2"
+    assert done.data.tags["iqs.resumed_after"] == (
+        "attempt 1: FAILED (OSError: [Errno 28] No space left on device); "
+        "attempt 2: KILLED (liveness check: pid 123 on host is gone)"
+    )
+    top = {a.path for a in client.list_artifacts(run_id)}
+    assert "traceback.txt" not in top and "attempts" in top
+    moved = client.download_artifacts(run_id, "attempts/1/traceback.txt", str(tmp_path))
+    assert "No space left" in Path(moved).read_text()

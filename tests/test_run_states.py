@@ -294,3 +294,30 @@ def test_a_config_error_in_a_worker_process_makes_the_sweep_exit_1(monkeypatch, 
     assert list(tmp_path.iterdir()) == [] and user_errors.ERRORS_ENV not in os.environ
     monkeypatch.setattr(run_module, "hydra_entry", lambda: None)
     assert run_module.main([]) == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["thresholds.t1=7", "thresholds.t2=5"], "thresholds must satisfy t1 < t2 .* got 7.0, 5.0"),
+        (["data.folds=5", "data.fold=7"], r"fold must be an integer in \[0, 4\] with folds=5, got 7"),
+        (["loss.rank_weight=-1"], "loss.rank_weight must be >= 0"),
+        (["decision_cuts.objective=best"], "decision_cuts.objective must be one of"),
+        (["monitor.mode=maximum"], "monitor.mode must be min or max, got 'maximum'"),
+    ],
+)
+def test_bad_values_are_refused_before_an_mlflow_run_exists(tmp_path, capsys, overrides, message):
+    """Values the config alone shows to be wrong: one line, exit 1, and no run (not even a FAILED one)."""
+    import re
+
+    from mlflow import MlflowClient
+
+    from iqs.train.run import main
+
+    rc = main([f"paths.root_dir={tmp_path}", *overrides, f"hydra.run.dir={tmp_path}/job"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and re.search(message, err[0]), err
+    db = tmp_path / "mlruns" / "mlflow.db"
+    if db.is_file():  # refused before the store was even opened, or at least before a run was created
+        client = MlflowClient(f"sqlite:///{db}")
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -1,7 +1,9 @@
-"""A tracking server that dies mid-run: bounded HTTP calls, training goes on, metrics arrive after a restart.
+"""A tracking server that dies mid-run: bounded HTTP calls, training goes on, metrics arrive after a restart,
+and whatever cannot be sent waits in the job folder for `iqs upload`.
 
-The slow test runs `iqs train` against a real `mlflow server` (127.0.0.1, SQLite backend, proxied artifacts
-in tmp) that it stops after the first epoch and restarts; the fast ones use a port nobody listens on.
+The slow tests run `iqs train` against a real `mlflow server` (127.0.0.1, SQLite backend, proxied artifacts
+in tmp) that they stop after the first epoch or after fitting, and restart or leave down; the fast ones use
+a port nobody listens on.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from urllib3.util.retry import Retry
 from iqs.tracking import outage as outage_module
 from iqs.tracking.experiment import make_client
 from iqs.tracking.http_settings import HttpSettings, apply_http_settings
-from iqs.tracking.outage import THREAD_NAME, BufferedClient, TrackingOutageError
+from iqs.tracking.outage import THREAD_NAME, BufferedClient, RunKeptLocally, TrackingOutageError
 from test_train import _isolated_tracking, demo_sources, run_train, shrink, tiny_demo  # noqa: F401
 
 HTTP_VARS = (
@@ -134,25 +136,33 @@ def test_worst_case_matches_urllib3_backoff(retries, factor):
         assert slept > 240
 
 
-def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, caplog, monkeypatch):
-    """No server at all: logging never blocks, one warning, and the run's end fails after the grace period."""
+def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, caplog, monkeypatch, tmp_path):
+    """No server at all: logging never blocks, one warning, and the run's end gives up after the grace
+    period, keeping the metric values in the job folder."""
+    from iqs.tracking.kept import read_metrics, read_record
+
     uri = f"http://127.0.0.1:{free_port()}"
     cfg = {"logger": {"http_timeout_s": 2, "http_max_retries": 1, "http_backoff_factor": 1}}
     cfg["logger"] |= {"outage_retry_s": 0.2, "outage_grace_s": 2}
     apply_http_settings(cfg)  # what tracking_uri_for does for every command
     client = make_client(cfg, uri)
     assert isinstance(client, BufferedClient)
+    client.keep_locally_in("run0", tmp_path / "job0")
     caplog.set_level(logging.WARNING)
     started = time.monotonic()
     for step in range(300):  # e.g. 300 training steps during the outage
         client.log_batch("run0", metrics=[Metric("train/loss", 1.0 / (step + 1), 0, step)])
     assert time.monotonic() - started < 1.0  # the training loop never waited for the network
     started = time.monotonic()
-    with pytest.raises(TrackingOutageError, match=r"unreachable .* 300 metric values of run run0") as err:
+    with pytest.raises(RunKeptLocally, match=r"unreachable .*run run0 .* 300 metric values") as err:
         client.set_terminated("run0", "FINISHED")
     waited = time.monotonic() - started
-    assert 2 <= waited < 2 + HttpSettings.current().worst_case_s() + 2, waited
+    assert 2 <= waited < 2 + HttpSettings.current().worst_case_s() + 4, waited
     assert "logger.outage_grace_s=2" in str(err.value) and uri in str(err.value)
+    assert "\n" not in str(err.value) and f"iqs upload job_dir={tmp_path / 'job0'}" in str(err.value)
+    assert [m.step for m in read_metrics(tmp_path / "job0")] == list(range(300))
+    record = read_record(tmp_path / "job0")
+    assert (record.run_id, record.status, record.finished, record.ended) == ("run0", "FAILED", True, False)
     # the failing run's clean-up (traceback, end) does not wait a second grace period
     started = time.monotonic()
     with pytest.raises(TrackingOutageError):
@@ -164,9 +174,10 @@ def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, cap
     # a run ending KILLED or FAILED (a signal, an error) waits at most ABORT_GRACE_S, not outage_grace_s
     monkeypatch.setattr(outage_module, "ABORT_GRACE_S", 0.5)
     client = make_client({"logger": {**cfg["logger"], "outage_grace_s": 600}}, uri)
+    client.keep_locally_in("run1", tmp_path / "job1")
     client.log_batch("run1", metrics=[Metric("train/loss", 1.0, 0, 0)])
     started = time.monotonic()
-    with pytest.raises(TrackingOutageError, match="1 metric values of run run1"):
+    with pytest.raises(RunKeptLocally, match="run run1 is ended KILLED .* 1 metric values"):
         client.set_terminated("run1", "KILLED")
     assert time.monotonic() - started < 0.5 + HttpSettings.current().worst_case_s() + 2
     assert not [
@@ -284,29 +295,128 @@ def test_training_goes_on_through_a_server_restart(
     assert not (tmp_path / "mlruns").exists()
 
 
+class StopAfterFit:
+    """Lightning callback: stops the server when testing ends (fitting done, the test metrics stored, the
+    test artifacts not yet uploaded: where issue 23's run crashed and stayed RUNNING), so the next calls are
+    the synchronous ones; with `restart_after_s`, starts it again that many seconds later from a thread."""
+
+    def __init__(self, server: Server, restart_after_s: float | None = None) -> None:
+        self.server, self.restart_after_s = server, restart_after_s
+        self.stopped_at: float | None = None
+
+    def as_callback(self):
+        import pytorch_lightning as pl
+
+        outer = self
+
+        class _Callback(pl.Callback):
+            def on_test_end(self, trainer, pl_module) -> None:
+                assert trainer.logger.experiment.wait_for_metrics()  # the run's BufferedClient
+                outer.server.stop()
+                outer.stopped_at = time.monotonic()
+                if outer.restart_after_s is not None:
+                    threading.Timer(outer.restart_after_s, outer.server.start).start()
+
+        return _Callback()
+
+
 @pytest.mark.slow
-def test_a_server_that_stays_down_fails_the_run_within_the_bound(
+def test_a_server_down_after_fitting_and_back_within_the_grace_gets_every_artifact(
+    mlflow_server,
+    tiny_demo,  # noqa: F811 - the fixture imported from test_train
+    tmp_path,
+    http_env,
+    monkeypatch,
+    caplog,
+):
+    """The uploads wait for the server (retried every outage_retry_s) and the run ends FINISHED."""
+    mlflow_server.wait_up()
+    outage = StopAfterFit(mlflow_server, restart_after_s=2)
+    with_outage(monkeypatch, outage)
+    caplog.set_level(logging.WARNING)
+    ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", epochs=2)
+    ov += [f"logger.tracking_uri={mlflow_server.uri}", "logger.outage_retry_s=1", "logger.outage_grace_s=300"]
+    metrics, objs = run_train(ov)
+    print(f"the run ended {time.monotonic() - outage.stopped_at:.1f} s after the server was stopped")
+
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(objs["run_id"])
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model_card.md", "predictions", "plots", "checkpoints"} <= names
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/label_hist_train_demo_spaq.png" in plots  # the upload that crashed issue 23's run
+    assert run.data.metrics["test/all/srcc"] == pytest.approx(metrics["test/all/srcc"])
+    assert not (tmp_path / "out" / "mlflow-pending").exists()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("cannot be reached while" in m for m in messages), messages
+    assert any("answers again" in m for m in messages), messages
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.slow
+def test_a_server_that_stays_down_keeps_the_run_locally_until_upload(
     mlflow_server,
     tiny_demo,  # noqa: F811 - the fixture imported from test_train
     tmp_path,
     http_env,
     monkeypatch,
 ):
-    """Runs after the restart test (file order): this one leaves the server down."""
+    """Down from the second epoch on, past the grace: the run's files stay in the job folder, one line says
+    where and how to upload them; with the server back the run ends FAILED (its process is gone), and
+    `iqs upload` sends everything and ends it FINISHED."""
+    from iqs.cli import main
+    from iqs.tracking.kept import read_metrics, read_record
+    from iqs.tracking.liveness import PID_TAG, mark_dead_runs
+
+    mlflow_server.wait_up()
     outage = ServerOutage(mlflow_server, restart=False)
     with_outage(monkeypatch, outage)
     ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", epochs=2)
     ov += [f"logger.tracking_uri={mlflow_server.uri}", "logger.outage_retry_s=1", "logger.outage_grace_s=3"]
-    with pytest.raises(
-        TrackingOutageError, match=f"{mlflow_server.uri} (has been unreachable|did not answer)"
-    ) as err:
+    ov += ["callbacks.early_stopping.enabled=false"]
+    with pytest.raises(RunKeptLocally, match=f"{mlflow_server.uri} stayed unreachable") as err:
         run_train(ov)
     failed_after = time.monotonic() - outage.train_end
-    # the grace period; the failing run then makes no call (its traceback goes to run.log), its end does not wait
-    bound = 3 + HttpSettings.current().worst_case_s(unresponsive=False) + 30  # + testing under load
-    print(f"training ended; the run failed {failed_after:.1f} s later (bound {bound:.0f} s): {err.value}")
+    # the grace period, the test stage, and one health check of at most 3 s; no call waits beyond
+    bound = 3 + 3 + HttpSettings.current().worst_case_s(unresponsive=False) + 30  # + testing under load
+    print(f"training ended; the run gave up {failed_after:.1f} s later (bound {bound:.0f} s): {err.value}")
     assert outage.stopped_at is not None and failed_after < bound
-    assert "outage_grace_s=3" in str(err.value)
+    job, line = tmp_path / "out", str(err.value)
+    assert "\n" not in line and "outage_grace_s=3" in line and f"iqs upload job_dir={job}" in line
+    kept = job / "mlflow-pending"
+    assert f"are kept in {kept}" in line
+    for name in ("model_card.md", "predictions/test_predictions.csv", "plots/label_hist_train_demo_spaq.png"):
+        assert (kept / "artifacts" / name).is_file(), name
+    record = read_record(job)
+    assert (record.status, record.finished, record.ended) == ("FAILED", True, False)
+    assert any(m.key == "test/all/srcc" for m in read_metrics(job))
+
+    mlflow_server.start()
+    mlflow_server.wait_up()
+    client = MlflowClient(mlflow_server.uri)
+    assert client.get_run(record.run_id).info.status == "RUNNING"  # this process still runs
+    client.set_tag(record.run_id, PID_TAG, str(_dead_pid()))  # as after the job's process exited
+    assert mark_dead_runs(client) == [record.run_id]
+    run = client.get_run(record.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["error"].startswith("TrackingOutageError: ")
+    assert f"iqs upload job_dir={job}" in run.data.tags["iqs.ended_by"]
+
+    assert main(["upload", f"job_dir={job}"]) == 0
+    run = client.get_run(record.run_id)
+    assert run.info.status == "FINISHED" and not {"error", "iqs.ended_by"} & set(run.data.tags)
+    assert "kept through an outage" in run.data.tags["iqs.uploaded"]
+    assert {"model_card.md", "predictions", "plots"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
+    history = client.get_metric_history(run.info.run_id, "val/all/srcc")
+    assert sorted(m.step for m in history) == sorted({m.step for m in history}) and len(history) == 2
+    assert "test/all/srcc" in run.data.metrics and not kept.exists()
 
 
 def test_buffer_keeps_order_through_an_outage_caps_memory_and_drops_rejected_batches(caplog):
@@ -348,13 +458,18 @@ def test_buffer_keeps_order_through_an_outage_caps_memory_and_drops_rejected_bat
     assert sum("rejected 1 metric values" in m for m in messages) == 1
 
 
-def test_a_run_failing_during_an_outage_only_waits_for_its_end(http_env, caplog, monkeypatch):
-    """No traceback calls to a server known to be down: the failing run's end is its one bounded wait."""
+def test_a_run_failing_during_an_outage_keeps_its_traceback_and_end_in_the_job_folder(
+    http_env, caplog, monkeypatch, tmp_path
+):
+    """No call to a server known to be down: the failing run waits at most ABORT_GRACE_S, then its traceback,
+    error tags and end go to the job folder, and `_fail` hands back the one line that says so."""
     from types import SimpleNamespace
 
     import pytorch_lightning  # noqa: F401 - _fail imports it (is_interruption); loaded before the timing
 
+    from iqs.tracking.kept import PENDING_DIR, read_record
     from iqs.tracking.mlflow_run import TrackedRun, _fail
+    from iqs.train.signals import Interrupted
 
     uri = f"http://127.0.0.1:{free_port()}"
     cfg = {
@@ -369,29 +484,28 @@ def test_a_run_failing_during_an_outage_only_waits_for_its_end(http_env, caplog,
     monkeypatch.setattr(outage_module, "ABORT_GRACE_S", 0.5)
     info = SimpleNamespace(run_id="run0", experiment_id="0", run_name="r", artifact_uri="mlflow-artifacts:/0")
     caplog.set_level(logging.WARNING)
-    for exc, in_outage in (
-        (RuntimeError("loss exploded"), True),
-        (TrackingOutageError("server gone"), False),
-    ):
+    for exc, status in ((RuntimeError("loss exploded"), "FAILED"), (Interrupted(signal.SIGTERM), "KILLED")):
         client = make_client(cfg, uri)
         run = TrackedRun(client, SimpleNamespace(info=info), "e", "none", cfg)
-        calls: list[str] = []
-        monkeypatch.setattr(client, "log_text", lambda *a, calls=calls, **k: calls.append("log_text"))
-        monkeypatch.setattr(client, "log_batch", lambda *a, calls=calls, **k: calls.append("log_batch"))
-        if in_outage:  # the metric queue noticed the outage (a refused connection fails at once)
-            client.buffer.put("run0", [Metric("train/loss", 1.0, 0, 0)])
-            deadline = time.monotonic() + 10
-            while client.buffer.outage_since is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert client.buffer.outage_since is not None
+        job = tmp_path / status
+        run.keep_locally_in(job)
+        client.buffer.put("run0", [Metric("train/loss", 1.0, 0, 0)])
+        deadline = time.monotonic() + 10  # the metric queue notices the outage (a refused connection)
+        while client.buffer.outage_since is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.buffer.outage_since is not None
         caplog.clear()
         started = time.monotonic()
-        _fail(run, exc)
-        assert calls == []  # neither traceback.txt nor the error tags were sent
-        if in_outage:  # the metrics were not stored within ABORT_GRACE_S: no call at all to end the run
-            assert time.monotonic() - started < 0.5 + 1.0
+        kept = _fail(run, exc)
+        assert time.monotonic() - started < 0.5 + 3 + 2  # ABORT_GRACE_S + the health check + load
+        assert isinstance(kept, RunKeptLocally) and f"run run0 is ended {status}" in str(kept)
+        folder = job / PENDING_DIR
+        assert type(exc).__name__ in (folder / "artifacts" / "traceback.txt").read_text()
+        record = read_record(job)
+        assert (record.status, record.finished) == (status, False)
+        assert record.tags["error"].startswith(type(exc).__name__)
         messages = [r.getMessage() for r in caplog.records]
-        assert any("traceback of run run0 is not attached" in m and uri in m for m in messages), messages
+        assert any("traceback of run run0 goes to its job folder" in m and uri in m for m in messages)
 
 
 def test_a_second_outage_warns_again_and_the_end_reports_lost_values(http_env, caplog, monkeypatch):

@@ -41,6 +41,11 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "iqs.train.run", None, "Train and evaluate one run (or a sweep with -m), tracked in MLflow"
     ),
     ("compare",): Command("iqs.tracking.compare", "compare", "Compare tracked runs side by side"),
+    ("upload",): Command(
+        "iqs.tracking.upload",
+        "upload",
+        "Upload what a tracking-server outage kept in a job folder to its run",
+    ),
     ("ui",): Command(
         "iqs.tracking.ui", "ui", "MLflow UI on the tracked runs' store (as train/export/compare see it)"
     ),

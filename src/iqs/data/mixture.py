@@ -142,17 +142,29 @@ def _cap_train(table: pd.DataFrame, name: str, max_samples: int, seed: int) -> t
     return table.drop(index=drop), len(drop)
 
 
-def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | DictConfig) -> Mixture:
-    """Load, label, split and dedupe every source of a mixture config (conf/data/<name>.yaml)."""
+def checked_config(
+    data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | DictConfig
+) -> tuple[
+    dict, str, tuple[int, float, float, int | None, int | None], tuple[float, float], list, str | None
+]:
+    """What a mixture config says, checked without reading any file: (plain config, name, split settings,
+    thresholds, source specs, held-out source). `iqs train` calls it before it opens an MLflow run."""
     data = plain(data_cfg)
     for key in data:
         if key not in MIXTURE_KEYS:
             raise ConfigError(f"data: unknown key '{key}'.{did_you_mean(key, MIXTURE_KEYS)}")
     name = str(data.get("name") or "mixture")
-    seed, val_fraction, test_fraction, folds, fold = _split_settings(data)
+    split = _split_settings(data)
     thresholds = parse_thresholds(thresholds_cfg)
     specs = _source_specs(data_cfg, data, name)
-    held_out = _held_out(data.get("held_out"), specs)
+    return data, name, split, thresholds, specs, _held_out(data.get("held_out"), specs)
+
+
+def build_mixture(data_cfg: Mapping | DictConfig, thresholds_cfg: Mapping | DictConfig) -> Mixture:
+    """Load, label, split and dedupe every source of a mixture config (conf/data/<name>.yaml)."""
+    data, name, (seed, val_fraction, test_fraction, folds, fold), thresholds, specs, held_out = (
+        checked_config(data_cfg, thresholds_cfg)
+    )
 
     loaded, parts, dropped, source_thresholds = {}, [], {}, {}
     for spec in specs:

@@ -14,7 +14,8 @@ def make_lightning_logger(run: TrackedRun, *, log_model: bool | None = None) -> 
     Lightning's own `MLFlowLogger.finalize` marks the run FINISHED at the end of every `trainer.fit`
     and `trainer.test` (pytorch_lightning/trainer/call.py), i.e. before the test artifacts are written,
     and FAILED on any trainer exception. Here the run's status belongs to `tracked_run`, so `finalize`
-    only uploads checkpoints (when `log_model`). `log_hyperparams` is a no-op: the run already holds
+    only uploads checkpoints (when `log_model`). `log_metrics` skips the steps an earlier attempt of a
+    resumed run stored (`TrackedRun.fresh`). `log_hyperparams` is a no-op: the run already holds
     the full resolved config as params, and Lightning's copy (keys joined by '/', values cut at 250
     characters) would only duplicate it, or clash with it, since MLflow params cannot change.
     `log_model` None: `logger.log_model` of the run's config.
@@ -30,6 +31,13 @@ def make_lightning_logger(run: TrackedRun, *, log_model: bool | None = None) -> 
         @rank_zero_only
         def log_hyperparams(self, params: Any) -> None:
             return None
+
+        @rank_zero_only
+        def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+            # a resumed run replays the steps after its last checkpoint: each step is stored once
+            fresh = run.fresh(metrics, step)
+            if fresh:
+                super().log_metrics(fresh, step)
 
         @rank_zero_only
         def finalize(self, status: str = "success") -> None:

@@ -5,7 +5,9 @@ forever. Every run records where it runs (`iqs.host`, `iqs.pid`, `iqs.started`, 
 under SLURM); `iqs train` and `iqs compare` call `mark_dead_runs`, which ends as KILLED each RUNNING run
 of this host whose process is gone (or whose pid now belongs to a younger process). Runs of other hosts
 are left alone: their liveness cannot be checked from here, and a heartbeat would add a write to the
-store every few seconds of every run. `iqs.ended_by` says who ended the run.
+store every few seconds of every run. `iqs.ended_by` says who ended the run. A run whose process gave up
+on a tracking-server outage ends as that process recorded (FAILED or KILLED, with the reason; see
+iqs.tracking.kept), not KILLED.
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ def mark_dead_runs(
         if run_is_alive(run):
             continue
         pid = run.data.tags.get(PID_TAG)
+        if _end_as_recorded(client, run):
+            killed.append(run.info.run_id)
+            continue
         client.set_tag(run.info.run_id, ENDED_BY_TAG, f"liveness check: pid {pid} on {host} is gone")
         client.set_terminated(run.info.run_id, "KILLED")
         killed.append(run.info.run_id)
@@ -115,6 +120,35 @@ def mark_dead_runs(
             "MLflow run %s was RUNNING but its process (pid %s) is gone: marked KILLED", run.info.run_id, pid
         )
     return killed
+
+
+def _end_as_recorded(client: Any, run: Any) -> bool:
+    """A run whose process gave up on a tracking-server outage recorded how it ends (iqs.tracking.kept):
+    FAILED (KILLED when it was interrupted) with the reason. True when it was ended so."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    from iqs.tracking.kept import read_record, upload_command
+
+    job_dir = run.data.tags.get("output_dir")
+    record = read_record(job_dir) if job_dir else None
+    if record is None or record.run_id != run.info.run_id or record.status not in ("FAILED", "KILLED"):
+        return False
+    client.set_tag(run.info.run_id, "error", f"TrackingOutageError: {record.reason}"[:MAX_TAG_VAL_LENGTH])
+    client.set_tag(
+        run.info.run_id,
+        ENDED_BY_TAG,
+        f"liveness check for its process, after a tracking-server outage: {upload_command(Path(job_dir))}",
+    )
+    client.set_terminated(run.info.run_id, record.status)
+    log.warning(
+        "MLflow run %s was RUNNING; its process gave up on the tracking server and kept the rest in %s: "
+        "marked %s (upload with: %s)",
+        run.info.run_id,
+        job_dir,
+        record.status,
+        upload_command(Path(job_dir)),
+    )
+    return True
 
 
 def mark_dead_runs_in(tracking_uri: str) -> list[str]:

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from iqs.tracking.config_view import flatten_config, to_container
 from iqs.tracking.experiment import experiment_of
 from iqs.tracking.gitinfo import git_info
+from iqs.tracking.liveness import ENDED_BY_TAG
 from iqs.tracking.naming import axes_of, run_name_for, sweep_id_for
 from iqs.tracking.outage import METRICS_PER_BATCH
 
@@ -44,6 +45,9 @@ class TrackedRun:
     """An open MLflow run, logged through `MlflowClient` (no global active-run state)."""
 
     resumed: bool = False  # reopened by `iqs train resume=...` (open_run)
+    # a resumed run: the last step of each metric its earlier attempts stored; values up to it are not
+    # logged again (the attempt died after its last checkpoint, so the resumed one replays those steps)
+    logged_steps: Mapping[str, int] = {}
 
     def __init__(self, client: Any, run: Any, experiment_name: str, sweep_id: str, cfg: Any) -> None:
         self.client = client
@@ -59,12 +63,25 @@ class TrackedRun:
     def tracking_uri(self) -> str:
         return self.client.tracking_uri
 
+    def keep_locally_in(self, job_dir: Path) -> None:
+        """The job folder where a tracking-server outage keeps what it could not send (iqs.tracking.kept)."""
+        if hasattr(self.client, "keep_locally_in"):  # a tracking server's client (iqs.tracking.outage)
+            self.client.keep_locally_in(self.run_id, Path(job_dir))
+
+    def fresh(self, metrics: Mapping[str, Any], step: int | None) -> dict[str, Any]:
+        """`metrics` without the values of steps an earlier attempt of this run stored (`logged_steps`)."""
+        if not self.logged_steps:
+            return dict(metrics)
+        at = int(step or 0)
+        return {k: v for k, v in metrics.items() if at > self.logged_steps.get(str(k), -1)}
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Metrics named `<stage>/<dataset>/<metric>`; NaN is kept (MLflow stores it), None is skipped.
         With a tracking server they are queued and sent in the background (iqs.tracking.outage)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
+        metrics = self.fresh(metrics, step)
         batch = [Metric(str(k), float(v), now, int(step or 0)) for k, v in metrics.items() if v is not None]
         for i in range(0, len(batch), METRICS_PER_BATCH):  # the limit of the queue's batches too
             self.client.log_batch(self.run_id, metrics=batch[i : i + METRICS_PER_BATCH])
@@ -166,44 +183,46 @@ class TrackedRun:
         self.client.set_terminated(self.run_id, status)
 
 
-def _fail(run: TrackedRun, exc: BaseException) -> None:
-    """Attach the traceback; failures here are logged, never allowed to mask the original exception.
+def _fail(run: TrackedRun, exc: BaseException) -> BaseException | None:
+    """Attach the traceback and end the run; failures here are logged, never allowed to mask the original
+    exception. Returns the `RunKeptLocally` of a run whose server stayed down (None otherwise).
 
     A signal or Ctrl-C (iqs.train.signals.is_interruption) ends the run KILLED, anything else FAILED.
-    While the tracking server is known to be down (a TrackingOutageError, or the metric queue in an
-    outage) the traceback is only logged locally and the run's end is the one call left (its wait for
-    the metrics is bounded by iqs.tracking.outage.ABORT_GRACE_S).
+    While the tracking server is known to be down (a TrackingOutageError, the metric queue in an outage,
+    a call waiting for it) the run waits at most iqs.tracking.outage.ABORT_GRACE_S for it; if it is still
+    down, the traceback and the end go to the job folder without another call (iqs.tracking.kept).
     """
-    from iqs.tracking.outage import TrackingOutageError
+    from iqs.tracking.outage import ABORT_GRACE_S, RunKeptLocally, TrackingOutageError
     from iqs.train.signals import is_interruption
 
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     status = "KILLED" if is_interruption(exc) else "FAILED"
-    buffer = getattr(run.client, "buffer", None)  # a tracking server's metric queue (iqs.tracking.outage)
-    server_down = isinstance(exc, TrackingOutageError) or (
-        buffer is not None and buffer.outage_since is not None
+    client = run.client
+    buffer = getattr(client, "buffer", None)  # a tracking server's client (iqs.tracking.outage)
+    server_down = buffer is not None and (
+        isinstance(exc, TrackingOutageError)
+        or buffer.outage_since is not None
+        or getattr(client, "_waiting_since", None) is not None
     )
     try:
-        if server_down:
-            # two more calls to a server that is down (traceback.txt, the tags) would each take the full
-            # HTTP retries before the run may end; a job being killed must exit before its scheduler's SIGKILL
+        if server_down and not client.give_up_unless_back(ABORT_GRACE_S):
             log.warning(
-                "MLflow tracking server %s is unreachable: the traceback of run %s is not attached to it, "
-                "only logged here (the job's log file)",
+                "MLflow tracking server %s is unreachable: the traceback of run %s goes to its job folder",
                 run.tracking_uri,
                 run.run_id,
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
-        else:
-            run.log_text(text, "traceback.txt")
-            run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE], "traceback": text[-4000:]})
+        run.log_text(text, "traceback.txt")
+        run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE], "traceback": text[-4000:]})
     except Exception:  # noqa: BLE001 - the store may be what failed
         log.exception("could not attach the traceback to MLflow run %s", run.run_id)
-    finally:
-        try:
-            run.end(status)
-        except Exception:  # noqa: BLE001
-            log.exception("could not mark MLflow run %s as %s", run.run_id, status)
+    try:
+        run.end(status)
+    except RunKeptLocally as kept:
+        return kept
+    except Exception:  # noqa: BLE001
+        log.exception("could not mark MLflow run %s as %s", run.run_id, status)
+    return None
 
 
 # config keys that may differ between a run and its resumption: never logged as params
@@ -242,8 +261,63 @@ def _reopen(client: Any, run_id: str, cfg: Any, owner: Mapping[str, str]) -> Any
             "its config, so drop those overrides (or start a new run)"
         )
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in owner.items()])
+    _clear_failure(client, client.get_run(run_id))
     client.update_run(run_id, status="RUNNING")
     return client.get_run(run_id)
+
+
+# what an attempt that did not finish leaves on its run; a resumed run that finishes carries none of it
+FAILURE_TAGS = ("error", "traceback", ENDED_BY_TAG)
+RESUMED_AFTER_TAG = "iqs.resumed_after"
+RESUMES_TAG = "iqs.resumes"
+
+
+def _clear_failure(client: Any, run: Any) -> None:
+    """Move the earlier attempt's failure marks into history: the tag `iqs.resumed_after` gains
+    `attempt <n>: <status> (<error or who ended it>)`, the tags FAILURE_TAGS go, and its `traceback.txt`
+    moves to `attempts/<n>/traceback.txt` (where the store cannot delete, the copy stays and the tag says
+    whose it is)."""
+    from mlflow.entities import RunTag
+
+    tags = run.data.tags
+    attempt = int(tags.get(RESUMES_TAG, "0")) + 1
+    why = tags.get("error") or tags.get(ENDED_BY_TAG) or "no reason recorded"
+    entry = f"attempt {attempt}: {run.info.status} ({why[:500]})"
+    history = f"{tags[RESUMED_AFTER_TAG]}; {entry}" if tags.get(RESUMED_AFTER_TAG) else entry
+    client.log_batch(run.info.run_id, tags=[RunTag(RESUMED_AFTER_TAG, history[-MAX_TAG_VALUE:])])
+    for key in FAILURE_TAGS:
+        if key in tags:
+            client.delete_tag(run.info.run_id, key)
+    if any(a.path == "traceback.txt" for a in client.list_artifacts(run.info.run_id)):
+        _move_traceback(client, run, f"attempts/{attempt}")
+
+
+def _move_traceback(client: Any, run: Any, folder: str) -> None:
+    import tempfile
+
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with tempfile.TemporaryDirectory(prefix="iqs-traceback-") as tmp:
+        local = client.download_artifacts(run.info.run_id, "traceback.txt", tmp)
+        client.log_artifact(run.info.run_id, local, folder)
+    try:
+        repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+        repo.delete_artifacts("traceback.txt")
+    except Exception as exc:  # noqa: BLE001 - e.g. a server started with --no-serve-artifacts deletes nothing
+        log.warning(
+            "MLflow run %s: could not delete the earlier attempt's traceback.txt (%s); it is copied to %s/ "
+            "and the tag %s says which attempt failed",
+            run.info.run_id,
+            exc,
+            folder,
+            RESUMED_AFTER_TAG,
+        )
+
+
+def latest_steps(run: Any) -> dict[str, int]:
+    """The last step stored of each metric of `run`. `RunData.metrics` keeps only the values; its Metric
+    entities (with their steps) are kept in `_metric_objs`, and no public API returns them in one call."""
+    return {m.key: int(m.step) for m in getattr(run.data, "_metric_objs", [])}
 
 
 def open_run(
@@ -275,11 +349,13 @@ def open_run(
         name = mlflow_run.info.run_name
         if not (tags or {}).get("sweep_id") and sweep_id == "none":  # a resumed sweep job stays in its sweep
             sweep_id = all_tags["sweep_id"] = mlflow_run.data.tags.get("sweep_id", sweep_id)
-        all_tags["iqs.resumes"] = str(int(mlflow_run.data.tags.get("iqs.resumes", "0")) + 1)
+        all_tags[RESUMES_TAG] = str(int(mlflow_run.data.tags.get(RESUMES_TAG, "0")) + 1)
     else:
         mlflow_run = client.create_run(experiment_id, tags=resolve_tags(all_tags), run_name=name)
     run = TrackedRun(client, mlflow_run, experiment, sweep_id, cfg)
     run.resumed = bool(resume_run_id)
+    if resume_run_id:
+        run.logged_steps = latest_steps(mlflow_run)
     try:
         if resume_run_id:
             run.set_tags(all_tags)
@@ -289,7 +365,9 @@ def open_run(
         if git.diff:
             run.log_text(git.diff, "git.diff")
     except BaseException as exc:
-        _fail(run, exc)
+        kept = _fail(run, exc)
+        if kept is not None:
+            exc.add_note(str(kept))
         raise
     log.info(
         "MLflow run %s (%s) in experiment '%s', sweep %s, store %s%s",
@@ -313,10 +391,17 @@ def tracked_run(
     """`with tracked_run(cfg) as run:` — FINISHED on success; on error the traceback is attached and the run
     ends FAILED, or KILLED for a signal or Ctrl-C; the exception is re-raised. `resume_run_id` continues
     that run instead of creating one."""
+    from iqs.tracking.outage import TrackingOutageError
+
     run = open_run(cfg, run_name, tags, resume_run_id)
     try:
         yield run
     except BaseException as exc:
-        _fail(run, exc)
+        kept = _fail(run, exc)
+        if kept is None:
+            raise
+        if isinstance(exc, TrackingOutageError):  # the outage is the whole story: one line says it
+            raise kept from exc
+        exc.add_note(str(kept))
         raise
-    run.end("FINISHED")
+    run.end("FINISHED")  # RunKeptLocally when the server stayed down: the run ends FAILED, said in one line

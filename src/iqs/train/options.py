@@ -55,6 +55,32 @@ def within_source_batches(cfg: DictConfig) -> dict[str, Any] | None:
     return {"sources_per_batch": loss.get("sources_per_batch")}
 
 
+def check_values(cfg: DictConfig) -> None:
+    """Refuse, before any MLflow run exists, the values that the config alone shows to be wrong: the
+    mixture (keys, ordered thresholds, `data.fold` within `data.folds`, source settings), the loss, the
+    decision cuts, the monitor and the loader. Each check is the one its stage runs later; here a mistake
+    costs one line instead of a FAILED run."""
+    from iqs.data.mixture import ConfigError, checked_config
+    from iqs.train.decision_cuts import CutsConfig
+
+    checked_config(cfg.data, cfg.thresholds)  # raises ConfigError itself
+    try:
+        rank_weight(cfg)
+        within_source_batches(cfg)
+        CutsConfig.from_cfg(cfg.get("decision_cuts"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+    if str(cfg.monitor.mode) not in ("min", "max"):
+        raise ConfigError(f"monitor.mode must be min or max, got {cfg.monitor.mode!r}")
+    for key in ("batch_size", "eval_batch_size"):
+        value = cfg.loader.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"loader.{key} must be a positive integer, got {value!r}")
+    patience = cfg.callbacks.early_stopping.get("patience", 0)
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+        raise ConfigError(f"callbacks.early_stopping.patience must be an integer >= 0, got {patience!r}")
+
+
 def extraction_device(cfg: DictConfig) -> str:
     """Embed on the GPU when the trainer will use one (the trainer itself only starts at `fit`)."""
     import torch

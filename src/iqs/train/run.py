@@ -12,7 +12,9 @@ auto>` continues a run in its own folder and MLflow run (iqs.train.resume).
 
 Outcomes: SIGTERM/SIGINT end the run KILLED and `main` returns 128 + signal (iqs.train.signals); a
 configuration or data error prints one line (its traceback goes to the job's log file and the run's
-`traceback.txt`) and returns 1; any other error propagates with its traceback.
+`traceback.txt`) and returns 1, as does a tracking server that stays down past `logger.outage_grace_s`
+(the line says where the run's files are kept and how to upload them, iqs.tracking.kept); any other
+error propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -97,9 +99,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         write_replay_config,
     )
     from iqs.train.launchers import threads_per_job
+    from iqs.train.options import check_values
     from iqs.train.resume import prepare
 
     check_trained(cfg)
+    check_values(cfg)  # ordered thresholds, a fold in range, ...: refused before a run exists
     check_resume_world(cfg)  # ranks a cluster starts cannot be handed rank 0's checkpoint
     if cfg.get("init_from"):  # experiment=personal: general vs personal vs scratch, three runs
         from iqs.train.personal import train_personal
@@ -124,6 +128,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         tags["untrained"] = "true"
     # ranks > 0 of a DDP run get a stand-in that logs nothing: rank 0 owns the MLflow run
     with rank_zero_tracked_run(cfg, tags=tags, resume_run_id=target.run_id if target else None) as run:
+        run.keep_locally_in(output_dir)  # where a tracking-server outage keeps what it cannot send
         metrics, objects = fit_and_test(cfg, run, output_dir, checkpoint)
         run.log_metrics({"time/total_s": time.perf_counter() - started})
     return metrics, objects
@@ -254,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             with signals_raise():
                 hydra_entry()
         except Interrupted as exc:
-            print(f"iqs train: {exc}; the MLflow run ended KILLED", file=sys.stderr)
+            # a note: the tracking server was down, so the run's end and files wait in its job folder
+            ended = (getattr(exc, "__notes__", None) or ["the MLflow run ended KILLED"])[-1]
+            print(f"iqs train: {exc}; {ended}", file=sys.stderr)
             return exc.exit_code
         finally:
             sys.argv = saved

@@ -34,8 +34,9 @@ def make_callbacks(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             monitor=monitor,
             mode=mode,
             save_top_k=1,
-            save_last=bool(cfg.callbacks.checkpoint.save_last),
         )
+        if cfg.callbacks.checkpoint.save_last:
+            callbacks["last"] = last_checkpoint(output_dir / "checkpoints")
     es = cfg.callbacks.early_stopping
     if es.enabled:
         callbacks["early_stopping"] = EarlyStopping(
@@ -49,6 +50,28 @@ def make_callbacks(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks["progress"] = RichProgressBar(leave=True)
     return callbacks
+
+
+def last_checkpoint(dirpath: Path) -> Any:
+    """`last.ckpt` at the end of every epoch, what `resume=` continues from.
+
+    Not the best checkpoint's `save_last=True`: Lightning 2.6 writes that one only when the best improves
+    (ModelCheckpoint.on_validation_end), so a kill lost every epoch since. This second ModelCheckpoint
+    (no monitor, one file under one name) saves each epoch; Lightning runs checkpoint callbacks last and in
+    list order, so the file holds the best callback's state of the same epoch. Writes are atomic
+    (AtomicCheckpointIO)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from iqs.train.resume import LAST
+
+    return ModelCheckpoint(
+        dirpath=dirpath,
+        filename=LAST.removesuffix(".ckpt"),
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
 
 
 def trainer_plugins() -> list[Any]:

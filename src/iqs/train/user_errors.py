@@ -27,8 +27,17 @@ from iqs.checkpoints import CheckpointError
 from iqs.data.errors import DataError
 from iqs.data.mixture import ConfigError
 from iqs.rebalance.base import RebalanceConfigError
+from iqs.tracking.outage import RunKeptLocally
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, RebalanceConfigError, CheckpointError)
+# RunKeptLocally: the tracking server stayed down; its one line says where the run's files wait and how to
+# upload them (iqs.tracking.outage)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    DataError,
+    RebalanceConfigError,
+    CheckpointError,
+    RunKeptLocally,
+)
 # the messages reported by this process's jobs (a sweep runs on after one): `main` exits 1 when any
 reported: list[str] = []
 # the folder where jobs in other processes leave their reported messages (set by `collecting`)
