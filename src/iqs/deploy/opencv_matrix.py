@@ -141,11 +141,18 @@ def run_on_blobs(
     """{pip version: ModelRun} of `model` on ready (N, 3, 299, 299) blobs: the model alone, without
     digiKam's image preprocessing, to compare its numbers with PyTorch's on the same input."""
     import tempfile
+    from concurrent.futures import ThreadPoolExecutor
 
     with tempfile.TemporaryDirectory(prefix="iqs-blobs-") as tmp:
         path = Path(tmp) / "blobs.npy"
         np.save(path, np.ascontiguousarray(blobs, dtype=np.float32))
-        return {r: run_worker(ensure_venv(r, root), model, [], r, blobs=path) for r in releases}
+
+        def one(release: str) -> ModelRun:
+            return run_worker(ensure_venv(release, root), model, [], release, blobs=path)
+
+        # one process per release: their pip installs (first use) and imports overlap
+        with ThreadPoolExecutor(max_workers=max(1, len(releases))) as pool:
+            return dict(zip(releases, pool.map(one, releases), strict=True))
 
 
 def run_matrix(
