@@ -214,7 +214,8 @@ def _score(cfg: Any, console: Any) -> Summary:
     summary = Summary()
     if write_xmp:  # the XMP line always shows these counts, zeros included
         first = "would change" if dry_run else "written"
-        summary.xmp.update(dict.fromkeys((first, XMP_KEPT, "failed"), 0))
+        kept = [XMP_KEPT] * (mode in ("pick", "both")) + [XMP_KEPT_RATING] * (mode in ("rating", "both"))
+        summary.xmp.update(dict.fromkeys((first, *kept, "failed"), 0))
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="iqs-predict-"))

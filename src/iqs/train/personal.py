@@ -60,29 +60,34 @@ def train_shares(table: pd.DataFrame) -> list[float]:
 
 
 # the digiKam adapters' readers of every photo's pick label and stars (iqs.data.adapters.digikam_labels.Photo)
-STAR_READERS = {
+PHOTO_READERS = {
     "digikam_xmp": "iqs.data.adapters.digikam_xmp:read_library",
     "digikam_db": "iqs.data.adapters.digikam_db:read_database",
 }
 
 
+def read_photos(dataset_cfg: dict[str, Any]) -> list[Any]:
+    """Every readable photo of a digiKam dataset (labelled or not) with its pick label and stars."""
+    import importlib
+
+    adapter = str(dataset_cfg.get("adapter", ""))
+    if adapter not in PHOTO_READERS:
+        raise ConfigError(
+            f"dataset adapter '{adapter}' is not a digiKam library; use one of {sorted(PHOTO_READERS)}"
+        )
+    module, _, name = PHOTO_READERS[adapter].partition(":")
+    photos, _, _ = getattr(importlib.import_module(module), name)(dataset_cfg)
+    return photos
+
+
 def star_shares(table: pd.DataFrame, dataset_cfg: dict[str, Any]) -> list[float] | None:
     """The user's shares of 1..5 stars among the rated training photos (XMP "rejected", -1, counts as one
     star); None when the adapter reads no stars or no training photo is rated."""
-    import importlib
-
-    spec = STAR_READERS.get(str(dataset_cfg.get("adapter", "")))
-    if spec is None:
+    if str(dataset_cfg.get("adapter", "")) not in PHOTO_READERS:
         return None
-    module, _, name = spec.partition(":")
-    photos, _, _ = getattr(importlib.import_module(module), name)({**dataset_cfg, "label_from": "both"})
+    photos = read_photos({**dataset_cfg, "label_from": "both"})
     train = set(table.loc[table["split"] == "train", "path"].astype(str))
-    root = Path(str(dataset_cfg.get("root", ".")))
-    stars = [
-        max(1, int(p.stars))
-        for p in photos
-        if p.stars not in (None, 0) and (p.path in train or str(root / p.path) in train)
-    ]
+    stars = [max(1, int(p.stars)) for p in photos if p.stars not in (None, 0) and p.path in train]
     if not stars:
         return None
     counts = np.bincount(np.asarray(stars) - 1, minlength=5).astype(float)
