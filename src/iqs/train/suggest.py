@@ -109,14 +109,16 @@ def select(
     pca_dims: int = 64,
     seed: int = 0,
     fallback_probs: np.ndarray | None = None,
+    candidates: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chosen rows of `features`, in order; P (N, 3); gradient length per row). Candidates are the rows not
-    in `labelled`. With labels of fewer than two classes the probabilities are `fallback_probs` (the
-    model's head) and Z the standardised, PCA-reduced features."""
+    """(chosen rows of `features`, in order; P (N, 3); gradient length per row). Candidates are
+    `candidates` (default: every row not in `labelled`). With labels of fewer than two classes the
+    probabilities are `fallback_probs` (the model's head) and Z the standardised features."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got '{method}'")
     labelled = np.asarray(labelled, dtype=np.int64)
-    pool = np.setdiff1d(np.arange(len(features)), labelled)
+    pool = np.arange(len(features)) if candidates is None else np.asarray(candidates, dtype=np.int64)
+    pool = np.setdiff1d(pool, labelled)
     if len(np.unique(labels)) >= 2:
         probs, z = fit_probabilities(features, labelled, np.asarray(labels), pca_dims, seed)
     else:
