@@ -150,7 +150,7 @@ def learning_curve(
                     labelled = np.concatenate([labelled, chosen])
                 probs, _ = suggest.fit_probabilities(x, labelled, y[labelled], 64, seed)
                 curves[method][seed, b] = f1_score(y[test], probs[test].argmax(1), average="macro")
-    out: dict = {"budgets": budgets, "seeds": seeds, "pool": int(len(df) - len(df) // 3), "rows": []}
+    out: dict = {"budgets": budgets, "seeds": seeds, "rows": []}
     seeds_idx = np.arange(seeds)
     for b, budget in enumerate(budgets):
         row = {"labels": budget}

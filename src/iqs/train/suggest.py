@@ -11,7 +11,8 @@ user already labelled (standardised embeddings, PCA to `pca_dims`); each unlabel
 gradient embedding, the gradient of the cross-entropy at the classifier's own prediction with respect to
 the last layer's weights, (p - onehot(argmax p)) ⊗ x. Its length is large where the classifier is unsure
 (and the photo far from the mean), and k-means++ seeding over these vectors (scikit-learn's
-`kmeans_plusplus`, one trial per centre, as in BADGE) picks `n` photos that are both uncertain and unlike
+`kmeans_plusplus`, one trial per centre, as in BADGE; its first centre is drawn at random, where BADGE's
+code takes the longest gradient) picks `n` photos that are both uncertain and unlike
 each other, so a batch does not spend its labels on ten frames of one burst. BADGE needs no tuning knob
 between uncertainty and diversity, which is why it is chosen over margin sampling plus k-center greedy
 (Sener & Savarese 2018). Until the user's labels cover two classes, the model's own head gives the
