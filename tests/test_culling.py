@@ -125,3 +125,41 @@ def test_photos_without_a_time_are_their_own_burst() -> None:
     assert list(got[[0, 1, 3, 4]]) == list(timed)
     assert got[0] == got[1] != got[3]
     assert len(set(got)) == 4
+
+
+def test_the_cuts_and_margin_are_baked_into_the_checkpoint(tmp_path) -> None:
+    import torch
+
+    from iqs.train.decision_cuts import bake_into_checkpoint, culling_meta
+
+    rng = np.random.default_rng(4)
+    truth = rng.normal(5, 2, 200)
+    val = pd.DataFrame({"group": rng.integers(0, 10, 200).astype(str), "score": truth,
+                        "pred_score": truth + rng.normal(scale=0.5, size=200)})  # fmt: skip
+    path = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {}, "iqs_meta": {"head": "regression"}}, path)
+    cfg = CutsConfig.from_cfg({"rating_shares": [0.1, 0.2, 0.4, 0.2, 0.1]})
+    meta = culling_meta(val, (4.0, 6.0), cfg)
+    bake_into_checkpoint(path, (4.0, 6.0), extra=meta)
+    baked = torch.load(path, weights_only=True)["iqs_meta"]
+    assert baked["head"] == "regression" and baked["decision_cuts"] == [4.0, 6.0]
+    assert baked["rating_cuts"] == quantile_cuts(val["pred_score"].to_numpy(), cfg.rating_shares)
+    assert baked["burst_margin"] == burst_margin(val, 0.9) is not None
+    off = culling_meta(val, (4.0, 6.0), CutsConfig.from_cfg({"ratings": False, "burst_precision": None}))
+    assert off == {}
+
+
+def test_star_shares_follow_the_users_rated_training_photos(library) -> None:
+    from tests.conftest import digikam_cfg
+
+    from iqs.data.demo.library import read_manifest
+    from iqs.train.personal import star_shares
+
+    frames = pd.DataFrame(read_manifest(library)["frames"])
+    rated = frames.dropna(subset=["stars"]).reset_index(drop=True)
+    table = pd.DataFrame({"path": rated["path"], "split": np.where(rated.index % 2 == 0, "train", "test")})
+    cfg = dict(digikam_cfg(library, "digikam_xmp", label_from="rating"))
+    train = rated[table["split"] == "train"]
+    want = np.bincount(train["stars"].clip(lower=1).astype(int) - 1, minlength=5) / len(train)
+    np.testing.assert_allclose(star_shares(table, cfg), want)
+    assert star_shares(table, {**cfg, "adapter": "csv"}) is None
