@@ -5,8 +5,8 @@
     iqs suggest library=$HOME/Pictures n=50 model=<run id> --tag               # tag them iqs/label-me
 
 The method is BADGE (Ash et al., "Deep Batch Active Learning by Diverse, Uncertain Gradient Lower Bounds",
-ICLR 2020) on the frozen backbone's cached embeddings (the feature cache of `iqs train`, so a library already
-embedded by `experiment=personal` is not embedded again). A logistic regression is fitted on the photos the
+ICLR 2020) on the frozen backbone's embeddings, kept in the training feature cache (iqs.train.features), so
+a rerun on the same photos with the same model embeds nothing again. A logistic regression is fitted on the photos the
 user already labelled (standardised embeddings, PCA to `pca_dims`); each unlabelled photo gets its
 gradient embedding, the gradient of the cross-entropy at the classifier's own prediction with respect to
 the last layer's weights, (p - onehot(argmax p)) ⊗ x. Its length is large where the classifier is unsure
