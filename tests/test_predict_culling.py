@@ -187,6 +187,13 @@ def test_a_model_without_rating_cuts_is_refused_with_what_to_do(tmp_path: Path, 
     assert rc == 2 and "non-decreasing" in err
     rc, _, err = _run(root, model, capsys, "--write-xmp=stars")
     assert rc == 2 and "pick, rating, both" in err
+    for bad, named in (
+        ("burst_margin=abc", "burst_margin"),
+        ("burst_top_k=0", "burst_top_k"),
+        ("burst_gap_s=-1", "burst_gap_s"),
+    ):
+        rc, _, err = _run(root, model, capsys, "--bursts", bad)
+        assert rc == 2 and named in err
 
 
 def test_user_rating_rules(tmp_path: Path) -> None:

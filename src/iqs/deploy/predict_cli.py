@@ -179,10 +179,11 @@ def _problem(cfg: Any) -> str | None:
     cuts = cfg.get("rating_cuts")
     if cuts is not None and (len(cuts) != 4 or list(cuts) != sorted(float(c) for c in cuts)):
         return f"rating_cuts needs 4 non-decreasing scores (stars 1|2|3|4|5), got {list(cuts)}"
-    if isinstance(cfg.get("burst_top_k"), bool) or int(cfg.get("burst_top_k", 1)) < 1:
-        return f"burst_top_k must be an integer >= 1, got {cfg.get('burst_top_k')}"
+    top_k = cfg.get("burst_top_k")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        return f"burst_top_k must be an integer >= 1, got {top_k}"
     margin = cfg.get("burst_margin")
-    if margin is not None and not float(margin) >= 0:
+    if margin is not None and (isinstance(margin, (bool, str)) or not float(margin) >= 0):
         return f"burst_margin must be a score difference >= 0 (or null: the model's), got {margin}"
     try:
         check_gap(cfg.burst_gap_s)
