@@ -322,7 +322,8 @@ def _label_sidecar(
     try:
         changes: list[XmpChange] = []
         if mode in ("pick", "both"):
-            changes.append(plan_pick_label(row.path, int(row.pick_label) - 1, style, overwrite=overwrite))
+            model_class = next(c for c, pick in PICK_LABELS.items() if pick == row.pick_label)
+            changes.append(plan_pick_label(row.path, model_class, style, overwrite=overwrite))
         if mode in ("rating", "both") and row.stars is not None:
             changes.append(plan_rating(row.path, int(row.stars), style, overwrite=overwrite))
         for change in changes:
