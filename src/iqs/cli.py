@@ -53,6 +53,9 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("predict",): Command(
         "iqs.deploy.predict_cli", "predict", "Score photo folders, optionally write XMP pick labels"
     ),
+    ("suggest",): Command(
+        "iqs.train.suggest", "suggest", "Which photos of a digiKam library to label next (CSV, optional tag)"
+    ),
     ("digikam",): Command(
         "iqs.deploy.digikam_install", "digikam", "Install an exported model into digiKam, or restore its own"
     ),

@@ -29,7 +29,19 @@ from iqs.deploy.decode import IMAGE_EXTENSIONS, DecodeError, load_rgb
 from iqs.deploy.preprocess import DIGIKAM_SIZE, digikam_chw
 from iqs.deploy.xmp import PICK_LABELS
 
-COLUMNS = ["path", "score", "class", "pick_label", "prob_bad", "prob_normal", "prob_good", "error"]
+COLUMNS = [
+    "path",
+    "score",
+    "class",
+    "pick_label",
+    "stars",
+    "burst",
+    "burst_rank",
+    "prob_bad",
+    "prob_normal",
+    "prob_good",
+    "error",
+]
 
 
 def printable(text: str) -> str:
@@ -54,6 +66,16 @@ class Row:
     probs: list[float] | None = None
     error: str = ""
     error_kind: str = ""
+    stars: int | None = None  # 1..5 from the model's rating cuts (None: the model has none)
+    burst: str | None = None  # with --bursts: the burst's name and this photo's rank in it (1 = best)
+    burst_rank: int | None = None
+    pick: int | None = None  # the pick label when --bursts decided it; None: the model's class's
+
+    @property
+    def pick_label(self) -> int | None:
+        if self.label is None:
+            return None
+        return self.pick if self.pick is not None else PICK_LABELS[self.label]
 
     def as_record(self, class_names: list[str]) -> dict[str, Any]:
         ok = self.label is not None
@@ -62,7 +84,10 @@ class Row:
             "path": printable(self.path),
             "score": self.score,
             "class": class_names[self.label] if ok else None,
-            "pick_label": PICK_LABELS[self.label] if ok else None,
+            "pick_label": self.pick_label,
+            "stars": self.stars,
+            "burst": printable(self.burst) if self.burst is not None else None,
+            "burst_rank": self.burst_rank,
             "prob_bad": probs[0],
             "prob_normal": probs[1],
             "prob_good": probs[2],

@@ -1,8 +1,17 @@
-"""`iqs predict`: score photo files and folders, write CSV/JSON, optionally digiKam pick labels in XMP sidecars.
+"""`iqs predict`: score photo files and folders, write CSV/JSON, optionally digiKam pick labels and star
+ratings in XMP sidecars, optionally keeping the best frame of each burst.
 
     iqs predict ~/Pictures/2024 --output scores.csv model=exports/run/iqs-1234abcd.full.onnx
     iqs predict photos/ --write-xmp --dry-run model=path/to/best.ckpt      # list the label changes only
+    iqs predict photos/ --write-xmp rating model=...                       # Xmp.xmp.Rating 1-5 (or pick, both)
+    iqs predict photos/ --bursts --write-xmp --dry-run model=...           # best of each burst accepted
     iqs predict a.jpg b.nef --format json --strict model=<mlflow run id>
+
+Stars come from the model's four rating cuts (learned on validation and baked by training,
+iqs.train.decision_cuts) or `rating_cuts=[c1,c2,c3,c4]`. `--bursts` groups photos as the splits do (folder
+plus EXIF capture time, `burst_gap_s`; a photo without EXIF time is its own burst), accepts the top
+`burst_top_k` of each burst and rejects the others whose score is below the best by more than the model's
+`burst_margin` (or the one given); the output names the burst and the rank, `pick_label` the decision.
 
 Options are the keys of conf/predict.yaml (`key=value`); the flags in FLAGS are aliases of some of them,
 and bare words are the `inputs`. The scoring itself is iqs.deploy.predict. The exit code is 1 only when
@@ -21,8 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from iqs.config import Flags, compose
+from iqs.data.bursts import check_gap
 from iqs.deploy.predict import OnnxScorer, Row, RowWriter, iter_image_paths, predict_paths, resolve_model
-from iqs.deploy.xmp import SIDECAR_STYLES, XmpError, apply_change, plan_pick_label
+from iqs.deploy.xmp import (
+    PICK_LABELS,
+    SIDECAR_STYLES,
+    WRITE_MODES,
+    XmpChange,
+    XmpError,
+    apply_change,
+    plan_pick_label,
+    plan_rating,
+)
 
 # the flags users expect, each an alias of one conf/predict.yaml key (`--dry-run` is `dry_run=true`)
 FLAGS = Flags(
@@ -31,8 +50,10 @@ FLAGS = Flags(
         "--dry-run": "dry_run",
         "--overwrite": "overwrite",
         "--strict": "strict",
+        "--bursts": "bursts",
     },
     options={
+        "--write-xmp": "write_xmp",  # `--write-xmp=rating` (main turns `--write-xmp rating` into it)
         "-o": "output",
         "--output": "output",
         "--format": "format",
@@ -52,6 +73,7 @@ class Summary:
     errors: Counter = field(default_factory=Counter)
     classes: Counter = field(default_factory=Counter)
     xmp: Counter = field(default_factory=Counter)
+    bursts: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     scoring_seconds: float = 0.0  # without loading (or exporting) the model: the rate `make bench` measures
 
@@ -86,12 +108,37 @@ def _progress(console: Any) -> Any:
     )
 
 
+class PredictError(ValueError):
+    """A setting that cannot work with this model (no rating cuts, say); the message says what to do."""
+
+
+def _mode_words(argv: list[str]) -> list[str]:
+    """`--write-xmp rating` -> `--write-xmp=rating` (a bare `--write-xmp` writes pick labels)."""
+    out, args = [], list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--write-xmp" and args and args[0] in WRITE_MODES and not Path(args[0]).exists():
+            arg = f"--write-xmp={args.pop(0)}"
+        out.append(arg)
+    return out
+
+
+def write_mode(cfg: Any) -> str | None:
+    """What --write-xmp writes: None (nothing), pick, rating or both; `true` is pick."""
+    value = cfg.write_xmp
+    if value is None or value is False or str(value).lower() in ("false", "none", "no", "0"):
+        return None
+    if value is True or str(value).lower() in ("true", "yes", "1"):
+        return "pick"
+    return str(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console(stderr=True)
     try:
-        cfg = compose("predict", list(sys.argv[1:] if argv is None else argv), FLAGS)
+        cfg = compose("predict", _mode_words(list(sys.argv[1:] if argv is None else argv)), FLAGS)
     except ValueError as exc:
         console.print(f"iqs predict: {exc}", markup=False, soft_wrap=True)
         return 2
@@ -99,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         console.print(f"iqs predict: {problem}", markup=False, soft_wrap=True)
         return 2
-    summary = _score(cfg, console)
+    try:
+        summary = _score(cfg, console)
+    except PredictError as exc:
+        console.print(f"iqs predict: {exc}", markup=False, soft_wrap=True)
+        return 2
     _print_summary(summary, console, bool(cfg.dry_run))
     if summary.files and summary.scored == 0:
         return 1
@@ -122,22 +173,62 @@ def _problem(cfg: Any) -> str | None:
         return f"sidecar_style must be one of {', '.join(SIDECAR_STYLES)}, got '{cfg.sidecar_style}'"
     if _output_format(cfg) not in ("csv", "json"):
         return f"cannot tell the output format of '{cfg.output}'; use --format csv|json"
+    mode = write_mode(cfg)
+    if mode is not None and mode not in WRITE_MODES:
+        return f"--write-xmp writes one of {', '.join(WRITE_MODES)}, got '{cfg.write_xmp}'"
+    cuts = cfg.get("rating_cuts")
+    if cuts is not None and (len(cuts) != 4 or list(cuts) != sorted(float(c) for c in cuts)):
+        return f"rating_cuts needs 4 non-decreasing scores (stars 1|2|3|4|5), got {list(cuts)}"
+    top_k = cfg.get("burst_top_k")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        return f"burst_top_k must be an integer >= 1, got {top_k}"
+    margin = cfg.get("burst_margin")
+    if margin is not None and (isinstance(margin, (bool, str)) or not float(margin) >= 0):
+        return f"burst_margin must be a score difference >= 0 (or null: the model's), got {margin}"
+    try:
+        check_gap(cfg.burst_gap_s)
+    except ValueError as exc:
+        return str(exc)
     return None
+
+
+def _culling(cfg: Any, meta: dict[str, Any], mode: str | None) -> tuple[list[float] | None, float | None]:
+    """(rating cuts, burst margin): those given, else the model's own (iqs.train.decision_cuts)."""
+    cuts = cfg.get("rating_cuts")
+    cuts = [float(c) for c in cuts] if cuts is not None else meta.get("rating_cuts")
+    if mode in ("rating", "both") and cuts is None:
+        raise PredictError(
+            "this model carries no star-rating cuts (trained before they existed, or without "
+            "decision_cuts.bake=true); give rating_cuts=[c1,c2,c3,c4] on its score scale, or retrain with "
+            "decision_cuts.bake=true and export again"
+        )
+    margin = cfg.get("burst_margin")
+    return cuts, float(margin) if margin is not None else meta.get("burst_margin")
 
 
 def _score(cfg: Any, console: Any) -> Summary:
     """Score every photo of `cfg.inputs` into the output, labelling sidecars when asked; the counts."""
     inputs = list(cfg.inputs)
     dry_run = bool(cfg.dry_run)
-    write_xmp = bool(cfg.write_xmp) or dry_run  # a dry run lists the sidecar changes
+    mode = write_mode(cfg) or ("pick" if dry_run else None)  # a dry run lists the sidecar changes
+    write_xmp = mode is not None
     summary = Summary()
     if write_xmp:  # the XMP line always shows these counts, zeros included
         first = "would change" if dry_run else "written"
-        summary.xmp.update(dict.fromkeys((first, XMP_KEPT, "failed"), 0))
+        kept = [XMP_KEPT] * (mode in ("pick", "both")) + [XMP_KEPT_RATING] * (mode in ("rating", "both"))
+        summary.xmp.update(dict.fromkeys((first, *kept, "failed"), 0))
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="iqs-predict-"))
         scorer = OnnxScorer(resolve_model(str(cfg.model), Path(tmp), cfg), threads=int(cfg.ort_threads or 1))
+        cuts, margin = _culling(cfg, scorer.meta, mode)
+        if cfg.bursts and margin is None:
+            console.print(
+                "note: no burst margin (the model has none, burst_margin=null): the best of each burst is "
+                "accepted and the others keep the model's label; burst_margin=<score gap> rejects them",
+                markup=False,
+                soft_wrap=True,
+            )
         total = sum(1 for _ in iter_image_paths(inputs))
         output = cfg.output
         handle = (
@@ -149,6 +240,15 @@ def _score(cfg: Any, console: Any) -> Summary:
         rows = predict_paths(
             iter_image_paths(inputs), scorer, workers, int(cfg.decode_min_side), cfg.max_pixels
         )
+        held: list[Row] = []  # --bursts: every row, decided once all are scored
+
+        def finish(row: Row) -> None:
+            if row.label is not None and write_xmp:
+                _label_sidecar(
+                    row, str(cfg.sidecar_style), dry_run, summary, console, bool(cfg.overwrite), mode
+                )
+            writer.write(row)
+
         with _progress(console) as progress:
             task = progress.add_task("scoring", total=total)
             scoring_start = time.perf_counter()
@@ -159,44 +259,94 @@ def _score(cfg: Any, console: Any) -> Summary:
                 else:
                     summary.scored += 1
                     summary.classes[scorer.class_names[row.label]] += 1
-                    if write_xmp:
-                        _label_sidecar(
-                            row, str(cfg.sidecar_style), dry_run, summary, console, bool(cfg.overwrite)
-                        )
-                writer.write(row)
+                    if cuts is not None:
+                        row.stars = _stars(row.score, cuts)
+                if cfg.bursts:
+                    held.append(row)
+                else:
+                    finish(row)
                 progress.advance(task)
+            if cfg.bursts:
+                _decide_bursts(held, cfg, margin, summary)
+                for row in held:
+                    finish(row)
             summary.scoring_seconds = time.perf_counter() - scoring_start
     summary.seconds = time.perf_counter() - start
     return summary
 
 
+def _stars(score: float | None, cuts: list[float]) -> int | None:
+    from iqs.train.decision_cuts import stars_for
+
+    return None if score is None else int(stars_for([score], cuts)[0])
+
+
+def _decide_bursts(rows: list[Row], cfg: Any, margin: float | None, summary: Summary) -> None:
+    """Name each scored row's burst and rank; the top k are accepted, the clearly worse rejected."""
+    from iqs.data.bursts import best_of_bursts, burst_ids_or_single, exif_capture_time
+
+    scored = [r for r in rows if r.label is not None]
+    if not scored:
+        return
+    times = [exif_capture_time(r.path) for r in scored]
+    names = burst_ids_or_single([r.path for r in scored], times, float(cfg.burst_gap_s))
+    picks = best_of_bursts(names, [float(r.score) for r in scored], int(cfg.burst_top_k), margin)
+    for row, pick in zip(scored, picks, strict=True):
+        row.burst, row.burst_rank = pick.burst, pick.rank
+        if pick.decision == "keep":
+            row.pick = PICK_LABELS[2]
+        elif pick.decision == "reject":
+            row.pick = PICK_LABELS[0]
+        summary.bursts[pick.decision] += 1
+    summary.bursts["bursts"] = len(set(names))
+    summary.bursts["without EXIF time"] = sum(t is None for t in times)
+
+
 # summary keys of the XMP line (`XMP: written 3, left alone (user label) 2, ...`)
 XMP_KEPT = "left alone (user label)"
+XMP_KEPT_RATING = "left alone (user rating)"
 XMP_REPLACED = "replaced user label"
 
 
 def _label_sidecar(
-    row: Row, style: str, dry_run: bool, summary: Summary, console: Any, overwrite: bool = False
+    row: Row,
+    style: str,
+    dry_run: bool,
+    summary: Summary,
+    console: Any,
+    overwrite: bool = False,
+    mode: str | None = "pick",
 ) -> None:
-    """Write (or, dry, list) one photo's pick label; a label the user set is kept unless `overwrite`."""
+    """Write (or, dry, list) one photo's pick label and/or stars; a label or rating the user set is kept
+    unless `overwrite`."""
     try:
-        change = plan_pick_label(row.path, int(row.label), style, overwrite=overwrite)
-        if change.keeps_user_label:
-            summary.xmp[XMP_KEPT] += 1
-            if dry_run:
-                console.print(f"[dry-run] {change.describe()}", markup=False, highlight=False, soft_wrap=True)
-        elif not change.changes_anything:
-            summary.xmp["unchanged"] += 1
-        elif dry_run:
-            summary.xmp["would change"] += 1
-            console.print(f"[dry-run] {change.describe()}", markup=False, highlight=False, soft_wrap=True)
-        elif apply_change(change):
-            summary.xmp["written"] += 1
-            if change.user_label is not None:
-                summary.xmp[XMP_REPLACED] += 1
+        changes: list[XmpChange] = []
+        if mode in ("pick", "both"):
+            model_class = next(c for c, pick in PICK_LABELS.items() if pick == row.pick_label)
+            changes.append(plan_pick_label(row.path, model_class, style, overwrite=overwrite))
+        if mode in ("rating", "both") and row.stars is not None:
+            changes.append(plan_rating(row.path, int(row.stars), style, overwrite=overwrite))
+        for change in changes:
+            _apply(change, dry_run, summary, console)
     except (XmpError, OSError) as err:
         summary.xmp["failed"] += 1
         row.error = f"XMP sidecar not written: {err}"
+
+
+def _apply(change: XmpChange, dry_run: bool, summary: Summary, console: Any) -> None:
+    if change.keeps_user_label:
+        summary.xmp[XMP_KEPT if change.prop.name == "PickLabel" else XMP_KEPT_RATING] += 1
+        if dry_run:
+            console.print(f"[dry-run] {change.describe()}", markup=False, highlight=False, soft_wrap=True)
+    elif not change.changes_anything:
+        summary.xmp["unchanged"] += 1
+    elif dry_run:
+        summary.xmp["would change"] += 1
+        console.print(f"[dry-run] {change.describe()}", markup=False, highlight=False, soft_wrap=True)
+    elif apply_change(change):
+        summary.xmp["written"] += 1
+        if change.user_label is not None:
+            summary.xmp[XMP_REPLACED] += 1
 
 
 def _print_summary(summary: Summary, console: Any, dry_run: bool) -> None:
@@ -208,6 +358,8 @@ def _print_summary(summary: Summary, console: Any, dry_run: bool) -> None:
     )
     if summary.classes:
         console.print("classes: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.classes.items())))
+    if summary.bursts:
+        console.print("bursts: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.bursts.items())))
     if summary.errors:
         console.print("errors: " + ", ".join(f"{k} {v}" for k, v in summary.errors.most_common()))
     if summary.xmp:

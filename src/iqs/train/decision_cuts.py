@@ -16,6 +16,22 @@ tuned too, and it is the one an export can bake in (`iqs_meta["decision_cuts"]`:
 know which source a photo comes from). Cuts apply as the labels do: score <= t1 bad, <= t2 normal, else good
 (`iqs.data.scale.assign_labels`).
 
+**Star ratings** (`rating_cuts`, four cuts: stars = 1 + the number of cuts below the score) are learned on
+the same validation scores. With `rating_shares` (five shares, e.g. the user's own star shares: see
+iqs.train.personal) they sit at the predicted-score quantiles that give those shares, as `target` does for
+the classes. Without, they nest inside the class cuts, so that stars and pick label agree under digiKam's
+default `rating_classes: [1, 3]` (1 star bad, 2-3 normal, 4-5 good): cuts 1 and 3 are the class cuts, cut 2
+the median validation score among the photos classed normal, cut 4 among those classed good.
+
+**Burst margin** (`burst_margin`): `iqs predict --bursts` rejects a frame of a burst when its score is below
+the burst's best by more than this. Learned on validation pairs of one group (a photograph's crops and
+distortions, a burst): the smallest predicted-score difference beyond which the better-predicted image
+is truly the better one in at least `burst_precision` of the pairs (ties in truth left out), so a frame is
+rejected only where the model is that sure. None when no difference reaches it (then nothing is rejected).
+
+With `bake`, the pooled class cuts, the rating cuts and the burst margin are written into the checkpoint's
+`iqs_meta` (`decision_cuts`, `rating_cuts`, `burst_margin`); the export carries them to `iqs predict`.
+
 MLflow metric names cannot hold '@', so the tuned results are `test/<ds>/<metric>_tuned` (acc, macro_f1,
 balanced_acc); the untuned `test/<ds>/<metric>` are the head's own classes (label cuts for score heads).
 """
@@ -42,6 +58,10 @@ ALL = "all"
 OBJECTIVES = ("macro_f1", "target")
 TUNED_METRICS = ("acc", "macro_f1", "balanced_acc")
 META_KEY = "decision_cuts"
+RATING_META_KEY = "rating_cuts"
+MARGIN_META_KEY = "burst_margin"
+STARS = 5
+MAX_GROUP_PAIRS = 2000  # images per group used for the burst margin (a large group is subsampled)
 # Candidate cuts beyond the scores' range leave the bad (or good) class empty; the margin keeps them clear
 # of any score in float32 too.
 _EDGE_MARGIN = 1.0
@@ -57,6 +77,9 @@ class CutsConfig:
     per_source: bool = False
     max_candidates: int = 4096
     bake: bool = False
+    ratings: bool = True  # also learn the four star-rating cuts (module docstring)
+    rating_shares: tuple[float, ...] | None = None  # five star shares (1..5); None: nested in the class cuts
+    burst_precision: float | None = 0.9  # the burst margin's precision; None: no margin learned
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any] | None) -> CutsConfig:
@@ -66,7 +89,19 @@ class CutsConfig:
             raise KeyError(
                 f"decision_cuts: unknown key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}"
             )
-        out = cls(**{**cfg, "target": None if cfg.get("target") is None else tuple(cfg["target"])})
+        tuples = {k: None if cfg.get(k) is None else tuple(cfg[k]) for k in ("target", "rating_shares")}
+        out = cls(**{**cfg, **tuples})
+        shares = out.rating_shares
+        if shares is not None and (
+            len(shares) != STARS or min(shares) < 0 or not math.isclose(sum(shares), 1.0)
+        ):
+            raise ValueError(
+                f"decision_cuts.rating_shares needs {STARS} shares (1..5 stars) summing to 1, "
+                f"e.g. [0.1, 0.2, 0.4, 0.2, 0.1]; got {list(shares)}"
+            )
+        precision = out.burst_precision
+        if precision is not None and not 0.5 <= float(precision) < 1.0:
+            raise ValueError(f"decision_cuts.burst_precision must be in [0.5, 1) or null, got {precision}")
         if out.objective not in OBJECTIVES:
             raise ValueError(f"decision_cuts.objective must be one of {OBJECTIVES}, got {out.objective!r}")
         if out.objective == "target":
@@ -155,6 +190,77 @@ def cuts_for_proportions(score: np.ndarray, target: Sequence[float]) -> tuple[fl
     return float(val[i]), float(val[j])
 
 
+def quantile_cuts(score: np.ndarray, shares: Sequence[float]) -> list[float]:
+    """len(shares) - 1 non-decreasing cuts at midpoints between sorted scores whose class shares come
+    closest to `shares` (class k: cut[k-1] < score <= cut[k]); a share of 0 leaves its class empty."""
+    s = np.sort(np.asarray(score, dtype=np.float64))
+    if len(s) < 2 or not np.isfinite(s).all():
+        raise ValueError("need >= 2 finite predicted scores to place proportion cuts")
+    pos, val = _boundaries(s, len(s))
+    want = np.cumsum(np.asarray(shares, dtype=np.float64))[:-1] * len(s)
+    cuts, lo = [], 0
+    for w in want:
+        i = lo + int(np.argmin(np.abs(pos[lo:] - w)))
+        cuts.append(float(val[i]))
+        lo = i
+    return cuts
+
+
+def stars_for(score: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
+    """1 + the number of rating cuts strictly below each score (score <= cut 1 is one star)."""
+    return 1 + (np.asarray(score, dtype=np.float64)[:, None] > np.asarray(cuts, np.float64)[None, :]).sum(1)
+
+
+def rating_cuts(
+    score: np.ndarray, class_cuts: tuple[float, float], shares: Sequence[float] | None = None
+) -> list[float]:
+    """The four star cuts on validation scores (module docstring): at the quantiles of `shares`, or the
+    class cuts with each of the normal and good ranges split at its median."""
+    score = np.asarray(score, dtype=np.float64)
+    if shares is not None:
+        return quantile_cuts(score, shares)
+    t1, t2 = (float(t) for t in class_cuts)
+
+    def median(lo: float, hi: float) -> float:
+        inside = score[(score > lo) & (score <= hi)]
+        return float(np.median(inside)) if len(inside) else (lo + hi) / 2 if np.isfinite(hi) else lo
+
+    return [t1, median(t1, t2), t2, median(t2, np.inf)]
+
+
+def burst_margin(val: pd.DataFrame, precision: float, seed: int = 0) -> float | None:
+    """The smallest predicted-score gap d such that, over the validation pairs of one group whose truth
+    differs, pairs predicted more than d apart are ordered right in >= `precision` of cases (module
+    docstring). Needs `group`, `score` (truth) and `pred_score`; None when no gap reaches it."""
+    rng = np.random.default_rng(seed)
+    gaps, right = [], []
+    for _, part in val.groupby("group", sort=False):
+        if len(part) < 2:
+            continue
+        if len(part) > MAX_GROUP_PAIRS:
+            part = part.iloc[rng.choice(len(part), MAX_GROUP_PAIRS, replace=False)]
+        t, p = part["score"].to_numpy(np.float64), part["pred_score"].to_numpy(np.float64)
+        i, j = np.triu_indices(len(part), 1)
+        dt, dp = t[i] - t[j], p[i] - p[j]
+        keep = dt != 0
+        gaps.append(np.abs(dp[keep]))
+        right.append(np.sign(dp[keep]) == np.sign(dt[keep]))
+    if not gaps:
+        return None
+    gap, ok = np.concatenate(gaps), np.concatenate(right)
+    order = np.argsort(-gap, kind="stable")  # from the widest gap down: precision of "gap > d" at each d
+    gap, ok = gap[order], ok[order]
+    prec = np.cumsum(ok) / np.arange(1, len(ok) + 1)
+    # candidate d = the next smaller gap: pairs above it are the prefix; keep the smallest d that holds
+    good = np.flatnonzero(prec >= precision)
+    if not len(good):
+        return None
+    # the longest prefix whose precision holds; d sits just below its last gap (ties at d are not rejected)
+    k = int(good.max())
+    below = gap[k + 1] if k + 1 < len(gap) else 0.0
+    return float((gap[k] + below) / 2)
+
+
 def tune_cuts(val: pd.DataFrame, cfg: CutsConfig) -> dict[str, tuple[float, float]]:
     """Cuts from the validation predictions (`dataset`, `label`, `pred_score`): `all` and, with
     `per_source`, one pair per source. The frame must hold validation rows only."""
@@ -240,21 +346,48 @@ def val_predictions(model: torch.nn.Module, loader: Any, table: pd.DataFrame) ->
     model.train(was_training)
     idx = torch.cat(rows).numpy()
     part = table.iloc[idx]
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "dataset": part["dataset"].astype(str).to_numpy(),
             "label": part["label"].to_numpy(np.int64),
             "pred_score": torch.cat(scores).double().numpy(),
         }
     )
+    for column in ("score", "group"):  # every SampleTable has them; the burst margin reads them
+        if column in part:
+            out[column] = part[column].to_numpy()
+    return out
 
 
-def bake_into_checkpoint(path: str | Path, cuts: tuple[float, float], meta_key: str = "iqs_meta") -> None:
+def bake_into_checkpoint(
+    path: str | Path,
+    cuts: tuple[float, float],
+    meta_key: str = "iqs_meta",
+    extra: Mapping[str, Any] | None = None,
+) -> None:
     """Record the pooled cuts in the checkpoint's `iqs_meta` so that export / predict rebuild the model
-    with them (`QualityModel` then classes every score through these cuts)."""
+    with them (`QualityModel` then classes every score through these cuts); `extra`: the rating cuts and
+    the burst margin, which only `iqs predict` reads."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    ckpt[meta_key] = {**ckpt[meta_key], META_KEY: [float(cuts[0]), float(cuts[1])]}
+    ckpt[meta_key] = {**ckpt[meta_key], META_KEY: [float(cuts[0]), float(cuts[1])], **dict(extra or {})}
     torch.save(ckpt, path)
+
+
+def culling_meta(val: pd.DataFrame, pooled: tuple[float, float], cfg: CutsConfig) -> dict[str, Any]:
+    """`rating_cuts` and `burst_margin` learned on the validation predictions (module docstring)."""
+    out: dict[str, Any] = {}
+    if cfg.ratings:
+        out[RATING_META_KEY] = rating_cuts(val["pred_score"].to_numpy(), pooled, cfg.rating_shares)
+    if cfg.burst_precision is not None and {"score", "group"} <= set(val.columns):
+        out[MARGIN_META_KEY] = burst_margin(val, float(cfg.burst_precision))
+    return out
+
+
+def culling_metrics(meta: Mapping[str, Any]) -> dict[str, float]:
+    out = {f"cuts/all/r{i + 1}": float(c) for i, c in enumerate(meta.get(RATING_META_KEY) or [])}
+    if meta.get(MARGIN_META_KEY) is not None:
+        out["cuts/all/burst_margin"] = float(meta[MARGIN_META_KEY])
+    return out
 
 
 def tune_and_evaluate(
@@ -273,7 +406,9 @@ def tune_and_evaluate(
     val = val_predictions(model, datamodule.val_dataloader(), datamodule.table)
     cuts = tune_cuts(val, cfg)
     log.info("decision cuts (%s%s): %s", cfg.objective, ", per source" if cfg.per_source else "", cuts)
-    metrics = {**cut_metrics(cuts), **tuned_metrics("val", val, cuts)}
+    culling = culling_meta(val, cuts[ALL], cfg)
+    log.info("rating cuts and burst margin: %s", culling)
+    metrics = {**cut_metrics(cuts), **culling_metrics(culling), **tuned_metrics("val", val, cuts)}
     if len(predictions):
         metrics.update(tuned_metrics("test", predictions, cuts))
         predictions["pred_class_tuned"] = tuned_classes(predictions, cuts)
@@ -282,6 +417,6 @@ def tune_and_evaluate(
             metrics.update(tuned_metrics("test", predictions, pooled, suffix="_tuned_pooled"))
             predictions["pred_class_tuned_pooled"] = tuned_classes(predictions, pooled)
     if cfg.bake and checkpoint:
-        bake_into_checkpoint(checkpoint, cuts[ALL])
-        log.info("baked the pooled cuts %s into %s", cuts[ALL], checkpoint)
+        bake_into_checkpoint(checkpoint, cuts[ALL], extra=culling)
+        log.info("baked the pooled cuts %s and %s into %s", cuts[ALL], culling, checkpoint)
     return cuts, metrics

@@ -19,7 +19,9 @@ one feature-cache entry.
 
 The class cuts (decision_cuts.objective=target) follow the user's own class shares in the training photos,
 and the personal run bakes them into its checkpoint, so `iqs export run_id=<personal run>` and `iqs predict`
-class photos with them.
+class photos with them. So do the star-rating cuts (`iqs predict --write-xmp rating`): where the user rated
+training photos (`label_from=rating`, or ratings beside pick labels), they follow the user's own star shares
+(`rating_shares`); else they nest in the class cuts (iqs.train.decision_cuts).
 """
 
 from __future__ import annotations
@@ -54,6 +56,41 @@ def train_shares(table: pd.DataFrame) -> list[float]:
     if not len(labels):
         raise ConfigError("the personal library has no labelled training photos; label some in digiKam first")
     counts = np.bincount(labels, minlength=len(CLASS_NAMES)).astype(float)
+    return [float(c) for c in counts / counts.sum()]
+
+
+# the digiKam adapters' readers of every photo's pick label and stars (iqs.data.adapters.digikam_labels.Photo)
+PHOTO_READERS = {
+    "digikam_xmp": "iqs.data.adapters.digikam_xmp:read_library",
+    "digikam_db": "iqs.data.adapters.digikam_db:read_database",
+}
+
+
+def read_photos(dataset_cfg: dict[str, Any]) -> list[Any]:
+    """Every readable photo of a digiKam dataset (labelled or not) with its pick label and stars."""
+    import importlib
+
+    adapter = str(dataset_cfg.get("adapter", ""))
+    if adapter not in PHOTO_READERS:
+        raise ConfigError(
+            f"dataset adapter '{adapter}' is not a digiKam library; use one of {sorted(PHOTO_READERS)}"
+        )
+    module, _, name = PHOTO_READERS[adapter].partition(":")
+    photos, _, _ = getattr(importlib.import_module(module), name)(dataset_cfg)
+    return photos
+
+
+def star_shares(table: pd.DataFrame, dataset_cfg: dict[str, Any]) -> list[float] | None:
+    """The user's shares of 1..5 stars among the rated training photos (XMP "rejected", -1, counts as one
+    star); None when the adapter reads no stars or no training photo is rated."""
+    if str(dataset_cfg.get("adapter", "")) not in PHOTO_READERS:
+        return None
+    photos = read_photos({**dataset_cfg, "label_from": "both"})
+    train = set(table.loc[table["split"] == "train", "path"].astype(str))
+    stars = [max(1, int(p.stars)) for p in photos if p.stars not in (None, 0) and p.path in train]
+    if not stars:
+        return None
+    counts = np.bincount(np.asarray(stars) - 1, minlength=5).astype(float)
     return [float(c) for c in counts / counts.sum()]
 
 
@@ -184,6 +221,12 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         with open_dict(cfg):
             cfg.decision_cuts.target = train_shares(mixture.table)
         log.info("class cuts follow the training photos' shares %s", list(cfg.decision_cuts.target))
+    by_user = cfg.personal.get("ratings_from_train_shares", True)
+    if cuts.enabled and cuts.get("ratings", True) and cuts.get("rating_shares") is None and by_user:
+        shares = star_shares(mixture.table, OmegaConf.to_container(cfg.dataset, resolve=True))
+        with open_dict(cfg):
+            cfg.decision_cuts.rating_shares = shares
+        log.info("star cuts follow the training photos' star shares %s", shares or "(none rated)")
 
     personal_id = personal_id_for(cfg)
     # `iqs compare tags.launch_sweep_id=<id>` finds every job of one -m launch

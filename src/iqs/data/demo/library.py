@@ -6,7 +6,9 @@ in a few seconds:
 - nested albums (`2023/Holidays/Beach`, `2024/Hike/Day 1`, ...) holding shoots: bursts of 1-4 frames of one
   scene (a demo crop) taken 1-3 s apart, with EXIF `DateTimeOriginal`; shoots are minutes apart;
 - each frame a demo distortion at a random level, and the photographer's label following its quality
-  (level 0-1 good, 2-3 normal, 4-5 bad; 5 % of labels moved one class, as people disagree with themselves);
+  (level 0-1 good, 2-3 normal, 4-5 bad; 5 % of labels moved one class, as people disagree with themselves),
+  the stars too (5 - level, at least 1; `level_stars`), so the frames of a burst differ in a known
+  distortion level: the truth for star agreement and for best-of-burst (`library.json`: `level`, `burst`);
 - labels stored the ways digiKam stores them: `photo.jpg.xmp` sidecars (digiKam's default name),
   `photo.xmp` sidecars (its "compatible" name), XMP embedded in the JPEG, a sidecar that overrides a stale
   embedded label, ratings only (`Xmp.xmp.Rating`, or `Xmp.MicrosoftPhoto.Rating` percent), and unlabelled

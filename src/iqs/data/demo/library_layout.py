@@ -13,7 +13,7 @@ import numpy as np
 
 from iqs.data.demo.distortions import DISTORTIONS
 
-LIBRARY_VERSION = 1
+LIBRARY_VERSION = 2  # 2: stars follow the distortion level within the class
 MANIFEST = "library.json"
 DATABASE = "digikam4.db"
 ALBUMS = (
@@ -62,6 +62,16 @@ def level_class(level: int) -> int:
     return 2 if level <= 1 else (1 if level <= 3 else 0)
 
 
+def level_stars(level: int, cls: int, drawn: int) -> int:
+    """The photographer's stars: 5 - level (level 0 five stars ... 4-5 one star), which agrees with the
+    class under rating_classes [1, 3]; a label moved by noise (or a bad photo marked "rejected", -1, as
+    `drawn` says) keeps the stars drawn for its class. So the stars carry a known quality order."""
+    stars = max(1, 5 - level)
+    if drawn == -1 or stars not in STARS[cls]:
+        return drawn
+    return stars
+
+
 @dataclass
 class Frame:
     path: str
@@ -95,7 +105,7 @@ def plan_frames(refs: list, rng: np.random.Generator) -> list[Frame]:
             if rng.random() < LABEL_NOISE:
                 cls = int(np.clip(cls + rng.choice([-1, 1]), 0, 2))
             storage = storages[int(rng.choice(len(storages), p=weights / weights.sum()))]
-            stars = int(rng.choice(STARS[cls]))
+            stars = level_stars(level, cls, int(rng.choice(STARS[cls])))
             if storage == "ms_rating_only" and stars == -1:
                 stars = 1  # MicrosoftPhoto has no "rejected"
             number = 1000 + len(frames)
