@@ -31,6 +31,7 @@ BENCHMARKS = {
     "sweep_bench": "12-config cached sweep vs one uncached run",
     "predict_bench": "iqs predict vs the cores' limit (decode + model per photo), naive loop, bare model",
     "shard_format_bench": "JPEG vs raw prepared shards: bytes, decode on 2 loader workers, fine-tune step",
+    "coverage_bench": "coverage of the 95% intervals on simulated test sets of 3 to 100 photographs",
 }
 GOALS = {
     "sweep_cache_ratio": ("<=", 1.5),
@@ -44,6 +45,8 @@ GOALS = {
     "jpeg_loader_vs_train_step": (">=", 2.0),
     "jpeg_vs_raw_bytes_ratio": ("<=", 0.25),
     "photo_jpeg_vs_raw_bytes_ratio": ("<=", 0.25),
+    # the demo's CV case and more: SRCC and PLCC intervals cover (iqs.metrics.interval_rule)
+    **{f"ci_coverage_{n}groups_{m}": (">=", 0.93) for n in (15, 30, 100) for m in ("srcc", "plcc")},
 }
 # Shown without a goal (information only); see the benchmark's docstring.
 INFO_ONLY = {

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from iqs.metrics.interval_rule import TOO_FEW_SUFFIX
 from iqs.metrics.label_rule import class_columns
 from iqs.metrics.names import ALL
 from iqs.metrics.resample import (
@@ -55,9 +56,8 @@ from iqs.metrics.resample import (
     cluster_bootstrap_ci,
     fisher_z_ci,
     group_codes,
-    nan_ci,
+    metric_intervals,
     paired_bootstrap,
-    resample_groups,
 )
 from iqs.metrics.weighted import METRICS, WeightedMetric
 
@@ -140,36 +140,21 @@ def bootstrap_metrics(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"no bootstrap for metrics {unknown}; known: {', '.join(METRICS)}")
-    n = len(rows.true_score)
-    codes, n_groups = group_codes(rows.groups, n)
+    codes, n_groups = group_codes(rows.groups, len(rows.true_score))
 
     def stat(w: np.ndarray) -> np.ndarray:
         return np.stack([METRICS[m][1](*rows.columns_for(m), w) for m in names])
 
-    if n == 0:
-        return {m: nan_ci(float("nan"), 0, int(n_resamples), method, confidence) for m in names}
-    if n_groups < 2:
-        est = stat(np.ones((1, n)))[:, 0]
-        return {
-            m: nan_ci(float(v), n_groups, int(n_resamples), method, confidence)
-            for m, v in zip(names, est, strict=True)
-        }
-    est, low, high, dist = resample_groups(
-        stat, codes, n_groups, n_resamples=n_resamples, confidence=confidence, method=method, seed=seed
+    return metric_intervals(
+        names,
+        stat,
+        codes,
+        n_groups,
+        n_resamples=n_resamples,
+        confidence=confidence,
+        method=method,
+        seed=seed,
     )
-    return {
-        m: BootstrapCI(
-            float(est[i]),
-            float(low[i]),
-            float(high[i]),
-            n_groups,
-            int(n_resamples),
-            method,
-            float(confidence),
-            int(np.isnan(dist[i]).sum()),
-        )
-        for i, m in enumerate(names)
-    }
 
 
 def predictions_intervals(
@@ -204,10 +189,17 @@ def predictions_intervals(
 
 
 def interval_metrics(intervals: pd.DataFrame, stage: str = "test") -> dict[str, float]:
-    """MLflow metrics of an intervals table: `<stage>/<ds>/<metric>_lo`, `_hi`, and `<stage>/<ds>/n_groups`."""
+    """MLflow metrics of an intervals table: `<stage>/<ds>/<metric>_lo`, `_hi`, and `<stage>/<ds>/n_groups`.
+
+    A metric with too few groups for an interval (iqs.metrics.interval_rule) gets no `_lo`/`_hi` but
+    `<stage>/<ds>/<metric>_ci_too_few_groups` = 1, so no reader mistakes a missing interval for a lost one.
+    """
     out: dict[str, float] = {}
     for row in intervals.itertuples(index=False):
-        out[f"{stage}/{row.dataset}/{row.metric}_lo"] = float(row.low)
-        out[f"{stage}/{row.dataset}/{row.metric}_hi"] = float(row.high)
+        if getattr(row, "too_few_groups", False):
+            out[f"{stage}/{row.dataset}/{row.metric}{TOO_FEW_SUFFIX}"] = 1.0
+        else:
+            out[f"{stage}/{row.dataset}/{row.metric}_lo"] = float(row.low)
+            out[f"{stage}/{row.dataset}/{row.metric}_hi"] = float(row.high)
         out[f"{stage}/{row.dataset}/n_groups"] = float(row.n_groups)
     return out

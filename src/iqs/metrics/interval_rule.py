@@ -1,0 +1,96 @@
+"""Which 95% interval each metric gets at a given number of test groups, and when it gets none.
+
+    interval_method("srcc", 15)   # -> "jackknife"
+    interval_method("srcc", 3)    # -> None: too few groups, log/print `too_few_text(3)` instead
+
+The one place this rule lives: the bootstrap (iqs.metrics.bootstrap), the logged metrics, `make train`'s
+table, `iqs compare` (tables, paired differences, plots) and pooled CV all ask it.
+
+**Evidence.** `python bench/run.py --only coverage_bench` draws grouped data with a known population
+value (iqs.metrics.coverage: photographs with between- and within-photograph correlation) and measures
+how often each method's 95% interval covers it at 3, 5, 10, 15, 30 and 100 groups; `bench/results.json`
+keeps the table (`ci_coverage_<n>groups`). The rule takes, per metric, the cheapest method that covers
+at least `MIN_COVERAGE` at a size and every larger one; below the smallest such size no method is
+trusted and there is no interval.
+
+Methods (iqs.metrics.resample): `percentile` and `bca` (scipy.stats.bootstrap over groups), and
+`jackknife`: leave-one-group-out values on a variance-stabilising scale (Fisher z for correlations, log
+for RMSE), estimate +- t(G-1) * jackknife SE, mapped back. The percentile bootstrap under-covers with
+few groups (a resample of 5 photographs repeats some and loses the spread between photographs); the
+jackknife-t widens with the t quantile and covers. With many groups both cover and the jackknife costs
+one metric evaluation per group (20k on AVA), so large test sets keep the percentile bootstrap.
+"""
+
+from __future__ import annotations
+
+import math
+
+from iqs.metrics.names import CORRELATIONS
+
+# the least coverage (of nominal 95%) a method must reach in the simulation to be used at a size
+MIN_COVERAGE = 0.93
+# sizes simulated by bench/coverage_bench.py
+SIMULATED_GROUPS = (3, 5, 10, 15, 30, 100)
+# From this many groups on, the percentile bootstrap: the jackknife costs one evaluation per group (20k
+# on AVA) and the percentile interval covers from 100 groups on in the simulation.
+LARGE = 1000
+# metric -> ((from this many groups, method), ...) in increasing order; fewer than the first: no interval.
+# Read off bench/results.json (coverage_bench): see the module docstring.
+_SMALL_TO_LARGE = ((5, "jackknife"), (LARGE, "percentile"))
+RULE: dict[str, tuple[tuple[int, str], ...]] = {
+    "plcc": _SMALL_TO_LARGE,
+    "srcc": _SMALL_TO_LARGE,
+    "krcc": _SMALL_TO_LARGE,
+    "rmse": ((30, "jackknife"), (LARGE, "percentile")),
+    "binary_acc_5": _SMALL_TO_LARGE,
+    "acc": _SMALL_TO_LARGE,
+    "f1_bad": _SMALL_TO_LARGE,
+    "f1_normal": _SMALL_TO_LARGE,
+    "f1_good": _SMALL_TO_LARGE,
+    "macro_f1": _SMALL_TO_LARGE,
+    "balanced_acc": _SMALL_TO_LARGE,
+}
+# a metric outside the table (a custom WeightedMetric, a paired difference of one): the strictest entry
+STRICTEST = max(RULE.values(), key=lambda steps: steps[0][0])
+
+# where the jackknife works: the scale it is symmetric on (logit for the shares in [0, 1]: accuracy, F1,
+# balanced and binary accuracy), and the metric's range (the interval is clipped to it)
+JACKKNIFE_SCALE = {**{m: "fisher_z" for m in CORRELATIONS}, "rmse": "log"}
+RANGE = {**{m: (-1.0, 1.0) for m in CORRELATIONS}, "rmse": (0.0, math.inf)}
+UNIT_RANGE = (0.0, 1.0)  # accuracy, F1, balanced accuracy, binary accuracy
+
+# logged as `<stage>/<ds>/<metric>_ci_too_few_groups` = 1 instead of `_lo`/`_hi`
+TOO_FEW_SUFFIX = "_ci_too_few_groups"
+
+
+def steps_for(metric: str) -> tuple[tuple[int, str], ...]:
+    return RULE.get(metric, STRICTEST)
+
+
+def min_groups(metric: str) -> int:
+    """The fewest test groups at which `metric` gets an interval."""
+    return steps_for(metric)[0][0]
+
+
+def interval_method(metric: str, n_groups: int) -> str | None:
+    """The method for `metric` on `n_groups` groups; None: too few groups for an honest interval."""
+    chosen = None
+    for start, method in steps_for(metric):
+        if n_groups >= start:
+            chosen = method
+    return chosen
+
+
+def too_few_text(n_groups: int) -> str:
+    """What is shown instead of an interval."""
+    return f"n={int(n_groups)} groups: too few for an interval; use data.folds=k"
+
+
+def scale_of(metric: str) -> str:
+    """The jackknife's scale for `metric`; identity for a metric outside RULE (e.g. a custom one)."""
+    return JACKKNIFE_SCALE.get(metric, "logit" if metric in RULE else "identity")
+
+
+def range_of(metric: str) -> tuple[float, float]:
+    """Where the metric's values lie (an interval is clipped to it); unbounded for a metric outside RULE."""
+    return RANGE.get(metric, UNIT_RANGE if metric in RULE else (-math.inf, math.inf))
