@@ -32,7 +32,7 @@ from scipy import stats
 
 from iqs.classes import NUM_CLASSES
 from iqs.data.scale import assign_labels
-from iqs.metrics.interval_rule import interval_method, scale_of
+from iqs.metrics.interval_rule import interval_method, range_of, scale_of
 from iqs.metrics.names import BINARY_THRESHOLD
 from iqs.metrics.resample import BOOTSTRAP_METHODS, group_codes, group_intervals
 from iqs.metrics.weighted import METRICS
@@ -146,6 +146,7 @@ def simulate(
     truth = scenario.population()
     names = list(metrics)
     target = np.array([truth[m] for m in names])
+    limits = np.array([range_of(m) for m in names])  # intervals are clipped to the range, as in a run
     rng = np.random.default_rng([seed, n_groups, int(1000 * scenario.rho)])
     hits = {m: np.zeros(len(names)) for m in methods}
     width = {m: np.zeros(len(names)) for m in methods}
@@ -173,7 +174,7 @@ def simulate(
             seed=rep,
         )
         for method in methods:
-            low, high = got.bounds[method]
+            low, high = (np.clip(b, limits[:, 0], limits[:, 1]) for b in got.bounds[method])
             ok = np.isfinite(low) & np.isfinite(high)
             hits[method] += ok & (low <= target) & (target <= high)
             width[method] += np.where(ok, high - low, 0.0)
@@ -215,25 +216,19 @@ def coverage_table(
     return pd.concat(parts, ignore_index=True)
 
 
-def worst_case(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (n_groups, metric, method): the lowest coverage over the scenarios, and the widest mean width."""
-    return table.groupby(["n_groups", "metric", "method"], as_index=False).agg(
-        coverage=("coverage", "min"), width=("width", "max"), undefined=("undefined", "max")
-    )
+def rule_coverage(by_size: dict[int, dict[str, dict[str, float]]]) -> dict[str, float | str]:
+    """`ci_coverage_<n>groups_<metric>`: the coverage of the method iqs.metrics.interval_rule picks.
 
-
-def rule_coverage(worst: pd.DataFrame) -> pd.DataFrame:
-    """The worst-case coverage of the method the rule (iqs.metrics.interval_rule) picks at each size.
-
-    `method` is None (and coverage NaN) where the rule gives no interval.
+    `by_size`: {n_groups: {metric: {method: coverage}}}; where the rule gives no interval the value is a
+    string saying so.
     """
-    rows = []
-    for (g, m), part in worst.groupby(["n_groups", "metric"]):
-        chosen = interval_method(str(m), int(g))
-        row = part[part["method"] == chosen]
-        cov = float(row["coverage"].iloc[0]) if len(row) else float("nan")
-        rows.append({"n_groups": int(g), "metric": m, "method": chosen, "coverage": cov})
-    return pd.DataFrame(rows)
+    out: dict[str, float | str] = {}
+    for g, table in by_size.items():
+        for metric, by_method in table.items():
+            chosen = interval_method(metric, int(g))
+            key = f"ci_coverage_{int(g)}groups_{metric}"
+            out[key] = "no interval (too few groups)" if chosen is None else float(by_method[chosen])
+    return out
 
 
 __all__ = [
@@ -244,5 +239,4 @@ __all__ = [
     "coverage_table",
     "rule_coverage",
     "simulate",
-    "worst_case",
 ]

@@ -9,16 +9,18 @@ table, `iqs compare` (tables, paired differences, plots) and pooled CV all ask i
 **Evidence.** `python bench/run.py --only coverage_bench` draws grouped data with a known population
 value (iqs.metrics.coverage: photographs with between- and within-photograph correlation) and measures
 how often each method's 95% interval covers it at 3, 5, 10, 15, 30 and 100 groups; `bench/results.json`
-keeps the table (`ci_coverage_<n>groups`). The rule takes, per metric, the cheapest method that covers
-at least `MIN_COVERAGE` at a size and every larger one; below the smallest such size no method is
-trusted and there is no interval.
+keeps the table (`ci_coverage_<n>groups`). The jackknife-t covered best at every size and for every
+metric (SRCC 0.94-0.97, PLCC 0.93-0.96); the percentile bootstrap used before covered SRCC 0.84 at 3
+groups, 0.89 at 5, 0.92 at 15 and PLCC less, BCa less still. A metric gets an interval from the first
+simulated size at which the jackknife covers at least `MIN_COVERAGE` there and at every larger size,
+and never below `FLOOR` groups.
 
 Methods (iqs.metrics.resample): `percentile` and `bca` (scipy.stats.bootstrap over groups), and
 `jackknife`: leave-one-group-out values on a variance-stabilising scale (Fisher z for correlations, log
 for RMSE), estimate +- t(G-1) * jackknife SE, mapped back. The percentile bootstrap under-covers with
 few groups (a resample of 5 photographs repeats some and loses the spread between photographs); the
-jackknife-t widens with the t quantile and covers. With many groups both cover and the jackknife costs
-one metric evaluation per group (20k on AVA), so large test sets keep the percentile bootstrap.
+jackknife-t widens with the t quantile and covers. The jackknife costs one metric evaluation per group,
+so very large test sets (AVA's 20k) keep the percentile bootstrap (`LARGE`).
 """
 
 from __future__ import annotations
@@ -27,28 +29,35 @@ import math
 
 from iqs.metrics.names import CORRELATIONS
 
-# the least coverage (of nominal 95%) a method must reach in the simulation to be used at a size
-MIN_COVERAGE = 0.93
+# the least coverage (of nominal 95%) the rule's method must reach in the simulation at a size and every
+# larger simulated size for the metric to get an interval there (the issue's bar: 90%)
+MIN_COVERAGE = 0.90
+# never fewer groups than this: at 3 groups the jackknife's covering intervals span most of the metric's
+# range (SRCC: mean width 1.4 of 2) on an SE with 2 degrees of freedom, and F1 of `normal` falls to 0.84
+FLOOR = 5
 # sizes simulated by bench/coverage_bench.py
 SIMULATED_GROUPS = (3, 5, 10, 15, 30, 100)
-# From this many groups on, the percentile bootstrap: the jackknife costs one evaluation per group (20k
-# on AVA) and the percentile interval covers from 100 groups on in the simulation.
-LARGE = 1000
+# From this many groups on, the percentile bootstrap: the jackknife costs one evaluation per group (20k on
+# AVA's test list); KonIQ's and SPAQ's test sets (~2k images, one group each) stay on the jackknife.
+# Beyond the simulated sizes: at 100 groups the percentile interval covered 0.92-0.96 and it converges.
+LARGE = 5000
 # metric -> ((from this many groups, method), ...) in increasing order; fewer than the first: no interval.
-# Read off bench/results.json (coverage_bench): see the module docstring.
-_SMALL_TO_LARGE = ((5, "jackknife"), (LARGE, "percentile"))
+# Read off bench/results.json (coverage_bench, `ci_coverage_<n>groups`); tests/test_intervals.py checks
+# that every minimum is max(FLOOR, the first simulated size from which the jackknife covers MIN_COVERAGE).
+_FROM_FLOOR = ((FLOOR, "jackknife"), (LARGE, "percentile"))
 RULE: dict[str, tuple[tuple[int, str], ...]] = {
-    "plcc": _SMALL_TO_LARGE,
-    "srcc": _SMALL_TO_LARGE,
-    "krcc": _SMALL_TO_LARGE,
-    "rmse": ((30, "jackknife"), (LARGE, "percentile")),
-    "binary_acc_5": _SMALL_TO_LARGE,
-    "acc": _SMALL_TO_LARGE,
-    "f1_bad": _SMALL_TO_LARGE,
-    "f1_normal": _SMALL_TO_LARGE,
-    "f1_good": _SMALL_TO_LARGE,
-    "macro_f1": _SMALL_TO_LARGE,
-    "balanced_acc": _SMALL_TO_LARGE,
+    "plcc": _FROM_FLOOR,
+    "srcc": _FROM_FLOOR,
+    "krcc": _FROM_FLOOR,
+    # RMSE's jackknife covers 0.89 at 5 groups, 0.90 at 10 and 15, 0.93 from 30
+    "rmse": ((10, "jackknife"), (LARGE, "percentile")),
+    "binary_acc_5": _FROM_FLOOR,
+    "acc": _FROM_FLOOR,
+    "f1_bad": _FROM_FLOOR,
+    "f1_normal": _FROM_FLOOR,
+    "f1_good": _FROM_FLOOR,
+    "macro_f1": _FROM_FLOOR,
+    "balanced_acc": _FROM_FLOOR,
 }
 # a metric outside the table (a custom WeightedMetric, a paired difference of one): the strictest entry
 STRICTEST = max(RULE.values(), key=lambda steps: steps[0][0])

@@ -195,7 +195,7 @@ def print_test_table(metrics: dict[str, float], dataset_names: list[str], title:
     table.add_column("dataset", no_wrap=True)
     table.add_column("groups", justify="right")
     for m in TABLE_METRICS:
-        table.add_column(m, justify="right")
+        table.add_column(m, justify="right", no_wrap=True)
     too_few: set[int] = set()
     for ds in [*dataset_names, "all"]:
         n = metrics.get(f"test/{ds}/n_groups")
@@ -219,7 +219,7 @@ def print_test_table(metrics: dict[str, float], dataset_names: list[str], title:
     table.caption = "\n".join(notes)
     table.caption_justify = "left"
     # piped output (make, CI) defaults to 80 columns, which would truncate the dataset names
-    console = Console(width=max(Console().width, 124))
+    console = Console(width=max(Console().width, 150))
     console.print(table)
     console.print("Browse and compare runs: [bold]make ui[/bold] (MLflow UI) or [bold]iqs compare[/bold]")
 
