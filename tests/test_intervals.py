@@ -170,3 +170,22 @@ def test_make_trains_table_prints_n_groups_the_intervals_and_why_one_is_missing(
     assert "[0.44, 0.62]" in out and "0.41" not in out and "0.93" not in out
     assert out.count("no CI") == len(TABLE_METRICS)  # every metric of demo_ava, none of all
     assert "n=3 groups: too few for an interval; use data.folds=k" in out
+
+
+def test_small_coverage_check_of_paired_differences() -> None:
+    """Model b = model a plus clustered noise: corr(truth, b) = rho / sqrt(1 + s^2) in the population, so
+    the true SRCC difference is known; the rule's paired interval covers it about 95% of the time."""
+    sc, s, n_groups, reps = coverage.SCENARIOS[0], 0.6, 15, 120
+    rho_b = sc.rho / math.sqrt(1 + s * s)
+    delta = 6 / math.pi * (math.asin(rho_b / 2) - math.asin(sc.rho / 2))
+    rng = np.random.default_rng(11)
+    hits = 0
+    for _ in range(reps):
+        true, pred_a, groups = sc.draw(n_groups, rng)
+        noise = math.sqrt(sc.icc) * rng.standard_normal(n_groups)[groups]
+        noise += math.sqrt(1 - sc.icc) * rng.standard_normal(groups.size)
+        pred_b = pred_a + coverage.SCORE_SD * s * noise
+        res = bs.paired_bootstrap("srcc", true, pred_a, pred_b, groups)
+        assert res.method == "jackknife"
+        hits += res.low <= delta <= res.high
+    assert hits / reps >= 0.88  # 120 pairs: a true 0.95 falls below 0.88 with probability < 1%

@@ -206,14 +206,32 @@ def coverage_table(
     *,
     n_resamples: int = 500,
     seed: int = 0,
+    workers: int = 1,
 ) -> pd.DataFrame:
-    """`simulate` over scenarios and sizes; `replications` may differ per size ({n_groups: reps})."""
-    parts = []
-    for g in n_groups:
-        reps = replications[g] if isinstance(replications, dict) else replications
-        for sc in scenarios:
-            parts.append(simulate(sc, g, reps, metrics, methods, n_resamples=n_resamples, seed=seed))
-    return pd.concat(parts, ignore_index=True)
+    """`simulate` over scenarios and sizes; `replications` may differ per size ({n_groups: reps}).
+
+    Each (scenario, size) draws from its own seeded stream, so `workers` > 1 (processes) gives the
+    same table, sooner.
+    """
+    cells = [
+        (sc, g, replications[g] if isinstance(replications, dict) else replications)
+        for g in n_groups
+        for sc in scenarios
+    ]
+
+    def run(sc: Scenario, g: int, reps: int) -> pd.DataFrame:
+        return simulate(sc, g, reps, metrics, methods, n_resamples=n_resamples, seed=seed)
+
+    if workers <= 1:
+        return pd.concat([run(*cell) for cell in cells], ignore_index=True)
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        futures = [
+            pool.submit(simulate, sc, g, reps, metrics, methods, n_resamples=n_resamples, seed=seed)
+            for sc, g, reps in cells
+        ]
+        return pd.concat([f.result() for f in futures], ignore_index=True)
 
 
 def rule_coverage(by_size: dict[int, dict[str, dict[str, float]]]) -> dict[str, float | str]:

@@ -1,7 +1,7 @@
-"""Cluster-bootstrap resampling (over groups), paired run-vs-run differences, and Fisher-z intervals.
+"""Intervals over groups (scipy's cluster bootstrap, the jackknife-t), paired differences, Fisher-z intervals.
 
-The method and its choices (group as the unit, percentile interval, paired p-value) are described in
-`iqs.metrics.bootstrap`, the public entry point; the weighted metrics are in `iqs.metrics.weighted`.
+The choices (group as the unit, which interval, paired p-value) are described in `iqs.metrics.bootstrap`,
+the public entry point, and `iqs.metrics.interval_rule`; the weighted metrics are in `iqs.metrics.weighted`.
 """
 
 from __future__ import annotations

@@ -202,6 +202,8 @@ def figure_for(table: pd.DataFrame, title: str) -> Any:
         datasets = table.attrs["datasets"]
 
         def grid(col: str) -> np.ndarray:
+            if col not in ok.columns:  # every row a note (labels differ): nothing to draw
+                return np.full((len(runs), len(datasets)), np.nan)
             values = ok.assign(**{col: ok[col].map(_flag) if col == "too_few_groups" else ok[col]})
             values[col] = values[col].astype(np.float64)
             piv = values.pivot_table(
