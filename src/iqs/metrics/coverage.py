@@ -34,7 +34,7 @@ from iqs.classes import NUM_CLASSES
 from iqs.data.scale import assign_labels
 from iqs.metrics.interval_rule import interval_method, range_of, scale_of
 from iqs.metrics.names import BINARY_THRESHOLD
-from iqs.metrics.resample import BOOTSTRAP_METHODS, group_codes, group_intervals
+from iqs.metrics.resample import group_codes, group_intervals
 from iqs.metrics.weighted import METRICS
 
 SCORE_MEAN, SCORE_SD = 5.5, 1.5
@@ -250,7 +250,6 @@ def rule_coverage(by_size: dict[int, dict[str, dict[str, float]]]) -> dict[str, 
 
 
 __all__ = [
-    "BOOTSTRAP_METHODS",
     "COMPARED",
     "SCENARIOS",
     "Scenario",

@@ -10,14 +10,14 @@ table, `iqs compare` (tables, paired differences, plots) and pooled CV all ask i
 value (iqs.metrics.coverage: photographs with between- and within-photograph correlation) and measures
 how often each method's 95% interval covers it at 3, 5, 10, 15, 30 and 100 groups; `bench/results.json`
 keeps the table (`ci_coverage_<n>groups`). The jackknife-t covered closest to 95% at every size up to
-30 groups and for every metric (SRCC 0.94-0.97, PLCC 0.93-0.96 from 5 groups); the percentile bootstrap used before covered SRCC 0.84 at 3
-groups, 0.89 at 5, 0.92 at 15 and PLCC less, BCa less still. A metric gets an interval from the first
+30 groups and for every metric (SRCC 0.94-0.97, PLCC 0.93-0.96 from 5 groups); the percentile bootstrap
+used before covered SRCC 0.84 at 3 groups, 0.89 at 5, 0.92 at 15 and PLCC less, BCa less still. A metric gets an interval from the first
 simulated size at which the jackknife covers at least `MIN_COVERAGE` there and at every larger size,
 and never below `FLOOR` groups.
 
 Methods (iqs.metrics.resample): `percentile` and `bca` (scipy.stats.bootstrap over groups), and
 `jackknife`: leave-one-group-out values on a variance-stabilising scale (Fisher z for correlations, log
-for RMSE), estimate +- t(G-1) * jackknife SE, mapped back. The percentile bootstrap under-covers with
+for RMSE, logit for accuracy and F1), estimate +- t(G-1) * jackknife SE, mapped back. The percentile bootstrap under-covers with
 few groups (a resample of 5 photographs repeats some and loses the spread between photographs); the
 jackknife-t widens with the t quantile and covers. The jackknife costs one metric evaluation per group,
 so very large test sets (AVA's 20k) keep the percentile bootstrap (`LARGE`).
@@ -30,7 +30,7 @@ import math
 from iqs.metrics.names import CORRELATIONS
 
 # the least coverage (of nominal 95%) the rule's method must reach in the simulation at a size and every
-# larger simulated size for the metric to get an interval there (the bar: 90%)
+# larger simulated size for the metric to get an interval there
 MIN_COVERAGE = 0.90
 # never fewer groups than this: at 3 groups the jackknife's covering intervals span most of the metric's
 # range (SRCC: mean width 1.3 of 2) on an SE with 2 degrees of freedom, and F1 of `normal` falls to 0.84
