@@ -32,6 +32,7 @@ BENCHMARKS = {
     "predict_bench": "iqs predict vs the cores' limit (decode + model per photo), naive loop, bare model",
     "shard_format_bench": "JPEG vs raw prepared shards: bytes, decode on 2 loader workers, fine-tune step",
     "export_bench": "iqs export of the demo run (first, later) and the .pb vs an InceptionV3 .pb in OpenCV 4.10",
+    "coverage_bench": "coverage of the 95% intervals on simulated test sets of 3 to 100 photographs",
 }
 GOALS = {
     "sweep_cache_ratio": ("<=", 1.5),
@@ -48,6 +49,8 @@ GOALS = {
     "export_first_seconds": ("<=", 180.0),
     "export_seconds": ("<=", 30.0),
     "pb_vs_stock_arch_speed": (">=", 2.0),
+    # the demo's CV case and more: SRCC and PLCC intervals cover (iqs.metrics.interval_rule)
+    **{f"ci_coverage_{n}groups_{m}": (">=", 0.93) for n in (15, 30, 100) for m in ("srcc", "plcc")},
 }
 # Shown without a goal (information only); see the benchmark's docstring.
 INFO_ONLY = {

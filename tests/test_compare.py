@@ -194,17 +194,21 @@ def test_default_view_is_one_metric_with_its_ci_and_fits_a_terminal(
         "all",
         "all_lo",
         "all_hi",
+        "all_n_groups",
+        "all_too_few",
         "demo_ava",
         "demo_ava_lo",
         "demo_ava_hi",
+        "demo_ava_n_groups",
+        "demo_ava_too_few",
     ]
     assert list(csv["all"]) == sorted(csv["all"], reverse=True)
     assert list(csv["all_lo"]) == pytest.approx(list(csv["all"] - 0.04))
     assert csv["demo_ava_lo"].isna().all()  # no CI logged: the value alone
     assert main([f"logger.tracking_uri={store}", "experiment=expA"]) == 0
     out = capsys.readouterr().out
-    assert "0.720 [0.68, 0.75]" in out  # 0.72 - 0.04, 0.72 + 0.03
-    assert "cluster bootstrap" in out
+    assert "0.720 [0.68, 0.75] n=12" in out  # 0.72 - 0.04, 0.72 + 0.03, on 12 test groups
+    assert "interval_rule" in out
     assert max(len(line) for line in out.splitlines()) <= 100
     # another metric, across two label groups: F1 is flagged as not comparable across them
     assert main([f"logger.tracking_uri={store}", "metric=macro_f1", "format=markdown"]) == 0
@@ -305,7 +309,7 @@ def test_baseline_gives_paired_deltas_with_ci_and_p_value(
         assert row["n_groups"] == 24
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "paired cluster" in text and "better" in text
+    assert "paired over the test groups" in text and "better" in text and "n=24" in text
     assert max(len(line) for line in text.splitlines()) <= 100
     # a run tested on other images is refused, saying why
     assert main([f"logger.tracking_uri={uri}", f"baseline={ids['base']}"]) == 2
@@ -327,7 +331,7 @@ def test_html_and_png_plots_with_ci_bars_are_written_and_logged_into_the_sweep(
     args = [f"logger.tracking_uri={uri}", "sweep=p1", "tag.test_set=full", "format=html", f"output={html}"]
     assert main([*args, f"baseline={ids['base']}"]) == 0
     page = html.read_text()
-    assert "data:image/png;base64," in page and "<table" in page and "paired cluster" in page
+    assert "data:image/png;base64," in page and "<table" in page and "paired over the test" in page
     client = MlflowClient(uri)
     for name in ("base", "better"):
         assert [a.path for a in client.list_artifacts(ids[name], "compare")] == ["compare/pairs.html"]
@@ -353,3 +357,37 @@ def test_label_metrics_compare_only_where_both_runs_label_alike(
     assert pd.isna(acc.loc["demo_ava", "delta"])
     srcc = paired("srcc")  # does not depend on the labels
     assert (srcc["delta"] == 0.0).all() and (srcc["note"] == "").all()
+
+
+def test_too_few_groups_show_no_interval_but_the_reason_and_n_groups_everywhere(tmp_path: Path) -> None:
+    """Runs as search_runs lists them: one logged before the rule (an interval on 3 groups), one logged
+    with the flag, one on 15 groups. Only the last shows an interval; every cell says its n."""
+    from iqs.tracking.compare import build_table, load_config, render
+    from iqs.tracking.compare_render import figure_for, write_figure
+
+    runs = pd.DataFrame(
+        {
+            "run_id": ["aaaaaaaa1", "bbbbbbbb2", "cccccccc3"],
+            "tags.head": ["regression", "distribution", "classification"],
+            "metrics.test/all/srcc": [0.688, 0.650, 0.700],
+            "metrics.test/all/srcc_lo": [0.659, np.nan, 0.61],
+            "metrics.test/all/srcc_hi": [0.800, np.nan, 0.77],
+            "metrics.test/all/srcc_ci_too_few_groups": [np.nan, 1.0, np.nan],
+            "metrics.test/all/n_groups": [3.0, 3.0, 15.0],
+        }
+    )
+    cfg = load_config(["view=metric", "metric=srcc"])
+    table = build_table(runs, cfg)
+    assert list(table["all_too_few"]) == [False, True, True]  # sorted: 0.700 first
+    assert table["all_lo"].iloc[1:].isna().all() and table["all_lo"].iloc[0] == pytest.approx(0.61)
+    md = render(table, "markdown", 3, "t")
+    assert "0.700 [0.61, 0.77] n=15" in md and md.count("n=3: no CI") == 2
+    assert "0.66" not in md and "0.80" not in md  # the old 3-group interval is not printed
+    assert "n=3 groups: too few for an interval; use data.folds=k" in md
+    fig = figure_for(table, "t")
+    assert any("n=3 groups: too few" in t.get_text() for t in fig.texts)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert sorted(labels) == ["n=15", "n=3: no CI", "n=3: no CI"]
+    write_figure(table, "html", "t", tmp_path / "c.html", 3)
+    page = (tmp_path / "c.html").read_text()
+    assert "n=3 groups: too few for an interval" in page and "n=3: no CI" in page

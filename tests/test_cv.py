@@ -155,6 +155,62 @@ def test_pooling_refuses_missing_folds_and_images_tested_twice() -> None:
     assert len(cv.pool_predictions(everywhere, K)) == sum(len(p) for p in by_fold.values())
 
 
+def test_official_test_images_get_rows_of_their_own_next_to_the_out_of_fold_pool() -> None:
+    """Images of an official test split are tested by every fold: not out-of-fold, so not pooled."""
+    by_fold = fold_predictions(quality=2.0)
+    rng = np.random.default_rng(9)
+    groups = np.repeat([f"official{g}" for g in range(8)], 3)
+    score = 5.5 + np.repeat(rng.normal(0, 1.0, 8), 3) + rng.normal(0, 0.6, len(groups))
+    official = pd.DataFrame(
+        {
+            "dataset": "src_a",
+            "image_id": [f"o{i}" for i in range(len(groups))],
+            "group": groups,
+            "score": score,
+        }
+    )
+    official["path"] = official["image_id"] + ".jpg"
+    official["label"] = np.digitize(score, [5.0, 6.0], right=True)
+    # every fold's own model predicts the official images
+    tested = {}
+    for f, part in by_fold.items():
+        pred = score + np.random.default_rng(f).normal(0, 1.0, len(score))
+        mine = official.assign(pred_score=pred, pred_class=np.digitize(pred, [5.0, 6.0], right=True))
+        tested[f] = pd.concat([part, mine], ignore_index=True)
+    result = cv.pool("cv-x", tested, K, ["srcc"], n_resamples=200)
+    oof = pd.concat(by_fold.values())
+    assert result.pooled["all"]["srcc"].n_groups == 40  # the pool holds the out-of-fold images only
+    assert result.pooled["all"]["srcc"].estimate == pytest.approx(
+        stats.spearmanr(oof["score"], oof["pred_score"]).statistic
+    )
+    got = result.pooled["official-test/all"]["srcc"]
+    fold0 = tested[0].iloc[len(by_fold[0]) :]
+    assert got.n_groups == 8 and got.estimate == pytest.approx(
+        stats.spearmanr(fold0["score"], fold0["pred_score"]).statistic
+    )
+    per_fold = [
+        stats.spearmanr(t["score"].iloc[-24:], t["pred_score"].iloc[-24:]).statistic for t in tested.values()
+    ]
+    assert result.per_fold["official-test/all"]["srcc"][0] == pytest.approx(np.mean(per_fold))
+    table = cv.report_frame(result).set_index("dataset")
+    assert table.loc["official-test/all", "images"] == 24 and table.loc["all", "images"] == len(oof)
+    assert table.loc["official-test/src_a", "groups"] == 8
+    # paired configurations keep the two kinds of rows apart as well
+    paired = cv.paired(result.predictions, result.predictions, ["srcc"], n_resamples=100)
+    assert set(paired) == {"all", "src_a", "src_b", "official-test/all", "official-test/src_a"}
+
+
+def test_pooled_cv_with_too_few_groups_prints_no_interval() -> None:
+    keep = {f"photo{g}" for g in range(4)}
+    by_fold = {f: p[p["group"].isin(keep)] for f, p in fold_predictions(quality=2.0).items()}
+    result = cv.pool("cv-x", by_fold, K, ["srcc"], n_resamples=100)
+    ci = result.pooled["all"]["srcc"]
+    assert ci.n_groups == 4 and ci.too_few_groups
+    row = cv.report_frame(result).iloc[0]
+    assert row["pooled [95% CI]"].endswith("(n=4 groups: too few for an interval; use data.folds=k)")
+    assert "[" not in row["pooled [95% CI]"]
+
+
 def test_paired_folds_find_the_better_configuration() -> None:
     worse = cv.pool_predictions(fold_predictions(quality=1.0), K)
     better = cv.pool_predictions(fold_predictions(quality=3.0), K)

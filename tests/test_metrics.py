@@ -303,7 +303,7 @@ def test_cluster_bootstrap_equals_resampling_groups_and_gathering_their_rows() -
         rng=np.random.default_rng(7),
     )  # fmt: skip
     names = np.array([f"photo{g:02d}" for g in range(25)])  # sorted like 0..24: group i is rows[i]
-    got = bs.cluster_bootstrap_ci("srcc", t, p, names[groups], n_resamples=300, seed=7)
+    got = bs.cluster_bootstrap_ci("srcc", t, p, names[groups], n_resamples=300, seed=7, method="percentile")
     assert got.low == pytest.approx(ref.confidence_interval.low, abs=1e-12)
     assert got.high == pytest.approx(ref.confidence_interval.high, abs=1e-12)
     assert got.estimate == pytest.approx(stats.spearmanr(t, p).statistic)
@@ -321,7 +321,7 @@ def test_fisher_z_matches_scipy_and_agrees_with_the_bootstrap_on_iid_data() -> N
     assert (lo, hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
     iid = np.arange(n)  # every pair its own group: the plain bootstrap
     for metric, kind in (("plcc", "pearson"), ("srcc", "spearman")):
-        boot = bs.cluster_bootstrap_ci(metric, x, y, iid, n_resamples=2000, seed=3)
+        boot = bs.cluster_bootstrap_ci(metric, x, y, iid, n_resamples=2000, seed=3, method="percentile")
         f_lo, f_hi = bs.fisher_z_ci(boot.estimate, n, kind)
         assert boot.low == pytest.approx(f_lo, abs=0.025), metric
         assert boot.high == pytest.approx(f_hi, abs=0.025), metric
@@ -349,17 +349,17 @@ def test_paired_bootstrap_delta_ci_and_p_value() -> None:
     true = rng.normal(5, 1, 40)[groups] + rng.normal(0, 0.5, groups.size)
     worse = true + rng.normal(0, 1.2, groups.size)
     better = true + rng.normal(0, 0.4, groups.size)
-    res = bs.paired_bootstrap("srcc", true, worse, better, groups, seed=0)
+    res = bs.paired_bootstrap("srcc", true, worse, better, groups, seed=0, method="percentile")
     assert res.estimate_a == pytest.approx(stats.spearmanr(true, worse).statistic)
     assert res.estimate_b == pytest.approx(stats.spearmanr(true, better).statistic)
     assert res.delta == pytest.approx(res.estimate_b - res.estimate_a)
     assert 0 < res.low < res.delta < res.high
     assert res.p_value == pytest.approx(1 / 1000)  # no resample favours a: floored at 1/B
-    same = bs.paired_bootstrap("srcc", true, worse, worse, groups, seed=0)
+    same = bs.paired_bootstrap("srcc", true, worse, worse, groups, seed=0, method="percentile")
     assert (same.delta, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
     # two equally good models: no evidence either way
     other = true + rng.normal(0, 1.2, groups.size)
-    tie = bs.paired_bootstrap("srcc", true, worse, other, groups, seed=0)
+    tie = bs.paired_bootstrap("srcc", true, worse, other, groups, seed=0, method="percentile")
     assert tie.low < 0 < tie.high or tie.p_value > 0.05
     # the CI excludes 0 exactly when p < 1 - confidence (percentile interval)
     assert (res.low > 0 or res.high < 0) == (res.p_value < 0.05)
@@ -368,6 +368,7 @@ def test_paired_bootstrap_delta_ci_and_p_value() -> None:
 def test_bootstrap_handles_few_groups_and_names_bad_input() -> None:
     one = bs.cluster_bootstrap_ci("srcc", [1.0, 2.0, 3.0], [1.0, 3.0, 2.0], ["a", "a", "a"])
     assert one.estimate == pytest.approx(0.5) and math.isnan(one.low) and one.n_groups == 1
+    assert one.too_few_groups
     with pytest.raises(ValueError, match="row 1"):
         bs.cluster_bootstrap_ci("srcc", [1.0, 2.0, 3.0], [1.0, 3.0, 2.0], ["a", None, "b"])
     with pytest.raises(ValueError, match="no bootstrap for metric 'emd'"):

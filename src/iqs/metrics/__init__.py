@@ -1,7 +1,8 @@
 """Evaluation metrics: per source dataset and over all (see `iqs.metrics.grouped` for the definitions).
 
-Uncertainty: `iqs.metrics.bootstrap` (cluster-bootstrap CIs over groups, paired run-vs-run differences,
-Fisher-z intervals). Labels of sources with their own thresholds: `iqs.metrics.label_rule`.
+Uncertainty: `iqs.metrics.bootstrap` (CIs over groups, paired run-vs-run differences, Fisher-z
+intervals), the method per metric and group count in `iqs.metrics.interval_rule`, its evidence in
+`iqs.metrics.coverage`. Labels of sources with their own thresholds: `iqs.metrics.label_rule`.
 Names are imported on first use, so `iqs compare` (which needs no torch) starts without importing torch.
 """
 
@@ -23,6 +24,8 @@ _WHERE = {
     "cluster_bootstrap_ci": "bootstrap",
     "fisher_z_ci": "bootstrap",
     "paired_bootstrap": "bootstrap",
+    "interval_method": "interval_rule",
+    "too_few_text": "interval_rule",
     "EarthMoversDistance": "emd",
     "emd_per_sample": "emd",
     "GroupedQualityMetrics": "grouped",

@@ -1,4 +1,5 @@
-"""Confidence intervals by cluster bootstrap, paired run-vs-run differences, and Fisher-z intervals.
+"""Confidence intervals over groups (jackknife-t or cluster bootstrap), paired run-vs-run differences,
+and Fisher-z intervals.
 
     ci = cluster_bootstrap_ci("srcc", true_score, pred_score, groups)          # ci.estimate, ci.low, ci.high
     d = paired_bootstrap("macro_f1", true_class, pred_a, pred_b, groups)        # d.delta, d.low, d.high, d.p_value
@@ -7,28 +8,28 @@
 **The unit is the group, not the image.** A group (a photograph and every crop or distortion of it;
 `group` in the data table) is what the splits keep together, so it is also what a new test set would
 sample anew: images of one group are not independent, and resampling images would give intervals that
-are too narrow. Each resample draws the test split's groups with replacement (`scipy.stats.bootstrap`
-over the group indices); a row then counts as many times as its group was drawn, and every metric is
-computed on those weighted rows. The weighted metrics below equal the plain metric of the resampled
-rows (tests compare them with scipy/sklearn on `np.repeat`-ed rows); they are written out here because
-scipy, sklearn and torchmetrics have no correlation or F1 that takes integer weights for a whole batch
-of resamples at once, and looping over 1000 resamples in Python would be slow.
+are too narrow. A bootstrap resample draws the test split's groups with replacement
+(`scipy.stats.bootstrap` over the group indices); a jackknife leaves one group out at a time. Either
+way a row counts as many times as its group was drawn (0 when left out), and every metric is computed
+on those weighted rows. The weighted metrics (iqs.metrics.weighted) equal the plain metric of the
+resampled rows (tests compare them with scipy/sklearn on `np.repeat`-ed rows).
 
-**Interval: percentile, by default.** BCa (scipy's default) needs a jackknife over the groups, one
-metric evaluation per group: on a real test set with one group per image (AVA: ~20k) that is 20k extra
-evaluations, and with the demo's handful of photographs the acceleration estimate rests on a handful of
-leave-one-out values. The percentile interval is cheap, never undefined, respects the [-1, 1] range of
-correlations (it is transformation-invariant), and matches the paired p-value below (the interval
-excludes 0 exactly when p < 1 - confidence). `method="bca"` is available.
+**Which interval: `iqs.metrics.interval_rule`** (`method="auto"`, the default). It was read off a
+coverage simulation (iqs.metrics.coverage, `bench/coverage_bench.py`): the jackknife-t over groups from
+5 groups (10 for RMSE), the percentile bootstrap for very large test sets, and **no interval below the
+minimum**: a `BootstrapCI` then has NaN bounds and `too_few_groups=True`, the logged metrics carry
+`<metric>_ci_too_few_groups = 1` instead of `_lo`/`_hi`, and every printout says
+`n=3 groups: too few for an interval; use data.folds=k`. An explicit `method=` (percentile, bca, basic,
+jackknife) is used above the minimum only.
 
-**Paired p-value.** Both runs are scored on the same resampled groups; the two-sided p-value is
-2 * min(P*(delta <= 0), P*(delta >= 0)) over the bootstrap distribution of the difference, floored at
-1/n_resamples. It is a bootstrap p-value: with few groups it is coarse, and it says nothing about other
-test sets drawn from other photographs.
+**Paired p-value.** Both runs are scored on the same resampled (or left-out) groups. The jackknife's
+p-value is its interval's t test on the difference; the bootstrap's is 2 * min(P*(delta <= 0),
+P*(delta >= 0)) over the bootstrap distribution, floored at 1/n_resamples. Either way the interval
+excludes 0 exactly when p < 1 - confidence. It says nothing about test sets drawn from other photographs.
 
 **Fisher z.** For PLCC and SRCC, `fisher_z_ci` gives the closed-form interval for n *independent*
 pairs (Bonett & Wright's variance for Spearman); on independent data it agrees with the bootstrap,
-on clustered data the cluster bootstrap is wider (tests check both).
+on clustered data the interval over groups is wider (tests check both).
 
 EMD has no interval here: the predictions CSV does not keep the true score distributions.
 """
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from iqs.metrics.interval_rule import TOO_FEW_SUFFIX
 from iqs.metrics.label_rule import class_columns
 from iqs.metrics.names import ALL
 from iqs.metrics.resample import (
@@ -55,9 +57,8 @@ from iqs.metrics.resample import (
     cluster_bootstrap_ci,
     fisher_z_ci,
     group_codes,
-    nan_ci,
+    metric_intervals,
     paired_bootstrap,
-    resample_groups,
 )
 from iqs.metrics.weighted import METRICS, WeightedMetric
 
@@ -140,36 +141,21 @@ def bootstrap_metrics(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"no bootstrap for metrics {unknown}; known: {', '.join(METRICS)}")
-    n = len(rows.true_score)
-    codes, n_groups = group_codes(rows.groups, n)
+    codes, n_groups = group_codes(rows.groups, len(rows.true_score))
 
     def stat(w: np.ndarray) -> np.ndarray:
         return np.stack([METRICS[m][1](*rows.columns_for(m), w) for m in names])
 
-    if n == 0:
-        return {m: nan_ci(float("nan"), 0, int(n_resamples), method, confidence) for m in names}
-    if n_groups < 2:
-        est = stat(np.ones((1, n)))[:, 0]
-        return {
-            m: nan_ci(float(v), n_groups, int(n_resamples), method, confidence)
-            for m, v in zip(names, est, strict=True)
-        }
-    est, low, high, dist = resample_groups(
-        stat, codes, n_groups, n_resamples=n_resamples, confidence=confidence, method=method, seed=seed
+    return metric_intervals(
+        names,
+        stat,
+        codes,
+        n_groups,
+        n_resamples=n_resamples,
+        confidence=confidence,
+        method=method,
+        seed=seed,
     )
-    return {
-        m: BootstrapCI(
-            float(est[i]),
-            float(low[i]),
-            float(high[i]),
-            n_groups,
-            int(n_resamples),
-            method,
-            float(confidence),
-            int(np.isnan(dist[i]).sum()),
-        )
-        for i, m in enumerate(names)
-    }
 
 
 def predictions_intervals(
@@ -204,10 +190,17 @@ def predictions_intervals(
 
 
 def interval_metrics(intervals: pd.DataFrame, stage: str = "test") -> dict[str, float]:
-    """MLflow metrics of an intervals table: `<stage>/<ds>/<metric>_lo`, `_hi`, and `<stage>/<ds>/n_groups`."""
+    """MLflow metrics of an intervals table: `<stage>/<ds>/<metric>_lo`, `_hi`, and `<stage>/<ds>/n_groups`.
+
+    A metric with too few groups for an interval (iqs.metrics.interval_rule) gets no `_lo`/`_hi` but
+    `<stage>/<ds>/<metric>_ci_too_few_groups` = 1, so no reader mistakes a missing interval for a lost one.
+    """
     out: dict[str, float] = {}
     for row in intervals.itertuples(index=False):
-        out[f"{stage}/{row.dataset}/{row.metric}_lo"] = float(row.low)
-        out[f"{stage}/{row.dataset}/{row.metric}_hi"] = float(row.high)
+        if getattr(row, "too_few_groups", False):
+            out[f"{stage}/{row.dataset}/{row.metric}{TOO_FEW_SUFFIX}"] = 1.0
+        else:
+            out[f"{stage}/{row.dataset}/{row.metric}_lo"] = float(row.low)
+            out[f"{stage}/{row.dataset}/{row.metric}_hi"] = float(row.high)
         out[f"{stage}/{row.dataset}/n_groups"] = float(row.n_groups)
     return out

@@ -1,15 +1,16 @@
 """`iqs compare`: tracked runs side by side. Options and defaults: conf/compare.yaml.
 
 - `view=metric` (the default): one metric (`metric=srcc`), a row per run and a column per dataset
-  (`all` first), each cell the test value with its 95% cluster-bootstrap CI, `0.794 [0.75, 0.83]`
-  (what the run logged as `test/<ds>/<metric>_lo|_hi`). Only the axes and params that vary are shown,
-  so the table fits an 80-100 column terminal.
+  (`all` first), each cell the test value with its 95% CI and test groups, `0.794 [0.75, 0.83] n=15`
+  (what the run logged as `test/<ds>/<metric>_lo|_hi`, `n_groups`); with fewer groups than
+  iqs.metrics.interval_rule allows, `0.688 n=3: no CI` and a note saying why. Only the axes and params
+  that vary are shown, so the table fits an 80-100 column terminal.
 - `view=wide`: every metric in `metrics=` for every dataset, one column each, with every axis and
   every varying param.
 - `baseline=<run id, its first 8 characters, or run name>`: each other selected run against that one
   on the same test images. Per dataset: the baseline's value, the run's, and the difference with its
-  paired cluster-bootstrap CI and p-value, from the runs' `predictions/test_predictions.csv`. Runs
-  tested on other images are refused.
+  paired CI, p-value and test groups, from the runs' `predictions/test_predictions.csv` (the same
+  rule: no CI and no p below the minimum). Runs tested on other images are refused.
 - Labels: runs whose labels differ (the `labels` tag: the threshold pair and any source's own pair)
   are listed in separate groups. Accuracy and F1 depend on the labels and are not comparable across
   groups; PLCC, SRCC, KRCC and RMSE are.

@@ -76,7 +76,10 @@ def paired_table(runs: pd.DataFrame, cfg: Any, client: Any) -> pd.DataFrame:
     metric = str(cfg.metric)
     if metric not in bootstrap.METRICS:
         raise CompareError(f"no paired comparison for '{metric}'; metrics: {', '.join(bootstrap.METRICS)}")
-    settings = ci_settings(cfg) or {"n_resamples": bootstrap.DEFAULT_RESAMPLES}
+    settings = ci_settings(cfg) or {
+        "n_resamples": bootstrap.DEFAULT_RESAMPLES,
+        "method": bootstrap.DEFAULT_METHOD,
+    }
     labels = labels_of(runs)
     names = runs.get("tags.mlflow.runName", runs["run_id"]).astype(str)
     # what tells the runs apart (the varying axes/params), else the run name
@@ -140,5 +143,6 @@ def paired_row(
         "delta_hi": res.high,
         "p_value": res.p_value,
         "n_groups": res.n_groups,
+        "too_few_groups": res.too_few_groups,  # below iqs.metrics.interval_rule's minimum: no CI, no p
         "note": "",
     }

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iqs.tracking.compare_table import SUFFIX_HI, SUFFIX_LO
+from iqs.metrics.interval_rule import too_few_text
+from iqs.tracking.compare_table import SUFFIX_HI, SUFFIX_LO, SUFFIX_N, SUFFIX_TOO_FEW
 from iqs.tracking.model_card import md_table
 
 WIDE = 1000  # rich tables do not expand, so this is only a ceiling
@@ -18,25 +19,49 @@ def _num(v: Any, digits: int) -> str:
     return "" if v is None or pd.isna(v) else f"{float(v):.{digits}f}"
 
 
-def _ci_cell(v: Any, lo: Any, hi: Any, digits: int) -> str:
+def n_text(n_groups: Any) -> str:
+    """` n=15` after an interval (the number of test groups it rests on); empty when unknown."""
+    return "" if n_groups is None or pd.isna(n_groups) else f" n={int(n_groups)}"
+
+
+def _ci_cell(v: Any, lo: Any, hi: Any, digits: int, n_groups: Any = None, too_few: bool = False) -> str:
     if v is None or pd.isna(v):
         return ""
+    if too_few:
+        return f"{float(v):.{digits}f}{n_text(n_groups)}: no CI"  # the note says why (too_few_notes)
     if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
         return f"{float(v):.{digits}f}"
-    return f"{float(v):.{digits}f} [{float(lo):.2f}, {float(hi):.2f}]"
+    return f"{float(v):.{digits}f} [{float(lo):.2f}, {float(hi):.2f}]{n_text(n_groups)}"
+
+
+def _flag(v: Any) -> bool:
+    """A boolean column's cell that may be missing (NaN on rows that carry a note instead)."""
+    return v is not None and not (isinstance(v, float) and np.isnan(v)) and bool(v)
+
+
+def too_few_notes(n_groups: Any, too_few: Any) -> list[str]:
+    """`n=3 groups: too few for an interval; use data.folds=k`, once per such group count."""
+    pairs = zip(pd.Series(n_groups, dtype=float), pd.Series(too_few, dtype=bool), strict=True)
+    return [too_few_text(int(n)) for n in sorted({n for n, few in pairs if few and pd.notna(n)})]
 
 
 def display_frame(table: pd.DataFrame, digits: int) -> pd.DataFrame:
-    """What people read: CI columns folded into `0.794 [0.75, 0.83]` cells, numbers rounded."""
+    """What people read: CI columns folded into `0.794 [0.75, 0.83] n=15` cells, numbers rounded."""
     view = table.attrs.get("view")
     if view == "metric":
-        shown = table.drop(columns=[c for c in table.columns if c.endswith((SUFFIX_LO, SUFFIX_HI))])
+        extra = (SUFFIX_LO, SUFFIX_HI, SUFFIX_N, SUFFIX_TOO_FEW)
+        shown = table.drop(columns=[c for c in table.columns if c.endswith(extra)])
         shown = shown.astype(object)
         for ds in table.attrs["datasets"]:
             shown[ds] = [
-                _ci_cell(v, lo, hi, min(digits, 3))
-                for v, lo, hi in zip(
-                    table[ds], table[f"{ds}{SUFFIX_LO}"], table[f"{ds}{SUFFIX_HI}"], strict=True
+                _ci_cell(v, lo, hi, min(digits, 3), n, few)
+                for v, lo, hi, n, few in zip(
+                    table[ds],
+                    table[f"{ds}{SUFFIX_LO}"],
+                    table[f"{ds}{SUFFIX_HI}"],
+                    table.get(f"{ds}{SUFFIX_N}", pd.Series(float("nan"), index=table.index)),
+                    table.get(f"{ds}{SUFFIX_TOO_FEW}", pd.Series(False, index=table.index)),
+                    strict=True,
                 )
             ]
         return shown
@@ -58,12 +83,16 @@ def display_frame(table: pd.DataFrame, digits: int) -> pd.DataFrame:
                 cells.append(str(r["note"]))
                 ps.append("")
                 continue
+            if _flag(r.get("too_few_groups")):
+                cells.append(f"{r['delta']:+.{d}f}{n_text(r.get('n_groups'))}: no CI")
+                ps.append("")
+                continue
             lo, hi = r["delta_lo"], r["delta_hi"]
             ci = "" if pd.isna(lo) else f" [{lo:+.2f}, {hi:+.2f}]"
-            cells.append(f"{r['delta']:+.{d}f}{ci}")
+            cells.append(f"{r['delta']:+.{d}f}{ci}{n_text(r.get('n_groups'))}")
             p = r["p_value"]
             ps.append("" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}"))
-        shown["delta [CI]"] = cells
+        shown["delta [CI] n=groups"] = cells
         shown["p"] = ps
         return shown
     return _formatted(table, digits)
@@ -75,15 +104,25 @@ def notes_for(table: pd.DataFrame) -> list[str]:
     view = table.attrs.get("view")
     if view == "metric":
         notes.append(
-            "value [95% CI]: cluster bootstrap over the test split's photographs/groups (logged by each run)"
+            "value [95% CI] n=test groups: interval over the test split's photographs/groups, as each run "
+            "logged it (method per metric and group count: iqs.metrics.interval_rule; see the run's "
+            "metrics/test_ci.csv)"
         )
+        for ds in table.attrs.get("datasets") or []:
+            if f"{ds}{SUFFIX_TOO_FEW}" in table.columns:
+                notes += too_few_notes(table[f"{ds}{SUFFIX_N}"], table[f"{ds}{SUFFIX_TOO_FEW}"])
     if view == "baseline":
         s = table.attrs.get("settings", {})
+        method = s.get("method", "auto")
         notes.append(
             f"delta = run - baseline ({table.attrs['baseline']}) on the same test images; "
-            f"[{int(float(s.get('confidence', 0.95)) * 100)}% CI] and two-sided p from a paired cluster "
-            f"bootstrap over the test groups ({s.get('n_resamples')} resamples, {s.get('method', 'percentile')})"
+            f"[{int(float(s.get('confidence', 0.95)) * 100)}% CI] and two-sided p paired over the test "
+            f"groups (method: {'per metric and group count, iqs.metrics.interval_rule' if method == 'auto' else method}"
+            f"; {s.get('n_resamples')} resamples where it is a bootstrap)"
         )
+        if "too_few_groups" in table.columns:
+            notes += too_few_notes(table["n_groups"], table["too_few_groups"].map(_flag))
+    notes = list(dict.fromkeys(notes))
     if table.attrs.get("label_groups", 1) > 1 and table.attrs.get("label_metrics"):
         notes.append(
             f"{', '.join(table.attrs['label_metrics'])}: depend on the label thresholds; compare them only "
@@ -163,12 +202,19 @@ def figure_for(table: pd.DataFrame, title: str) -> Any:
         datasets = table.attrs["datasets"]
 
         def grid(col: str) -> np.ndarray:
-            piv = ok.pivot_table(index="run", columns="dataset", values=col, aggfunc="first")
+            if col not in ok.columns:  # every row a note (labels differ): nothing to draw
+                return np.full((len(runs), len(datasets)), np.nan)
+            values = ok.assign(**{col: ok[col].map(_flag) if col == "too_few_groups" else ok[col]})
+            values[col] = values[col].astype(np.float64)
+            piv = values.pivot_table(
+                index="run", columns="dataset", values=col, aggfunc="first", dropna=False
+            )
             return piv.reindex(index=runs, columns=datasets).to_numpy(np.float64)
 
         return ci_figure(
             runs, datasets, grid("delta"), grid("delta_lo"), grid("delta_hi"), title,
             f"{table.attrs['metric']}: run - baseline", zero_line=True,
+            n_groups=grid("n_groups"), too_few=grid("too_few_groups") > 0,
         )  # fmt: skip
     datasets = table.attrs["datasets"]
     shown = display_frame(table, 3)
@@ -177,7 +223,29 @@ def figure_for(table: pd.DataFrame, title: str) -> Any:
     values = table[datasets].to_numpy(np.float64)
     lows = table[[f"{d}{SUFFIX_LO}" for d in datasets]].to_numpy(np.float64)
     highs = table[[f"{d}{SUFFIX_HI}" for d in datasets]].to_numpy(np.float64)
-    return ci_figure(labels, datasets, values, lows, highs, title, table.attrs["metric"])
+    n_groups = np.column_stack(
+        [
+            table.get(f"{d}{SUFFIX_N}", pd.Series(np.nan, index=table.index)).to_numpy(np.float64)
+            for d in datasets
+        ]
+    )
+    too_few = np.column_stack(
+        [
+            table.get(f"{d}{SUFFIX_TOO_FEW}", pd.Series(False, index=table.index)).to_numpy(bool)
+            for d in datasets
+        ]
+    )
+    return ci_figure(
+        labels,
+        datasets,
+        values,
+        lows,
+        highs,
+        title,
+        table.attrs["metric"],
+        n_groups=n_groups,
+        too_few=too_few,
+    )
 
 
 def write_figure(table: pd.DataFrame, fmt: str, title: str, path: Path, digits: int) -> None:

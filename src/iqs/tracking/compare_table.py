@@ -8,11 +8,14 @@ from typing import Any
 
 import pandas as pd
 
+from iqs.metrics.interval_rule import TOO_FEW_SUFFIX, interval_method
 from iqs.metrics.names import ALL, HIGHER_IS_BETTER, LABEL_METRICS
 
 AXES = ("head", "rebalance", "thresholds", "data")
 VIEWS = ("metric", "wide")
 SUFFIX_LO, SUFFIX_HI = "_lo", "_hi"
+# per dataset in the metric view: the test groups, and whether they are too few for an interval
+SUFFIX_N, SUFFIX_TOO_FEW = "_n_groups", "_too_few"
 NOT_METRICS = ("n_groups",)  # per-dataset keys logged next to the metrics that are not metrics
 LABEL_PARAM = re.compile(r"^(thresholds\.|data\.sources\.[^.]+\.thresholds(\.|$))")
 
@@ -50,7 +53,7 @@ def varying_params(runs: pd.DataFrame, ignore: Sequence[str] = ()) -> list[str]:
 
 
 def is_ci_key(metric: str) -> bool:
-    return metric.endswith((SUFFIX_LO, SUFFIX_HI)) or metric in NOT_METRICS
+    return metric.endswith((SUFFIX_LO, SUFFIX_HI, TOO_FEW_SUFFIX)) or metric in NOT_METRICS
 
 
 def labels_of(runs: pd.DataFrame) -> pd.Series:
@@ -187,16 +190,28 @@ def _sort_column(runs: pd.DataFrame, out: pd.DataFrame, sort: str, stage: str) -
 def _metric_view(
     runs: pd.DataFrame, out: pd.DataFrame, cfg: Any, datasets: list[str] | None
 ) -> tuple[list[str], list[str]]:
-    """Columns `<ds>`, `<ds>_lo`, `<ds>_hi` of `cfg.metric` into `out`; returns (datasets, [metric])."""
+    """Columns `<ds>`, `<ds>_lo`, `<ds>_hi`, `<ds>_n_groups`, `<ds>_too_few` of `cfg.metric` into `out`.
+
+    Returns (datasets, [metric]). An interval is kept only where iqs.metrics.interval_rule gives one for
+    the run's number of test groups: a run logged before the rule keeps its number, not its interval.
+    """
     metric = str(cfg.metric)
     shown = []
     for col in metric_columns(runs, cfg.stage, datasets, [metric]):
         ds = col[len(f"metrics.{cfg.stage}/") :].split("/")[0]
         shown.append(ds)
         out[ds] = runs[col]
+        n_col, flag_col = f"metrics.{cfg.stage}/{ds}/n_groups", f"{col}{TOO_FEW_SUFFIX}"
+        n_groups = runs[n_col] if n_col in runs.columns else pd.Series(float("nan"), index=runs.index)
+        too_few = n_groups.map(lambda n: pd.notna(n) and interval_method(metric, int(n)) is None)
+        if flag_col in runs.columns:
+            too_few |= runs[flag_col].fillna(0).astype(float) > 0
         for suffix in (SUFFIX_LO, SUFFIX_HI):
             ci = f"{col}{suffix}"
-            out[f"{ds}{suffix}"] = runs[ci] if ci in runs.columns else float("nan")
+            bound = runs[ci] if ci in runs.columns else pd.Series(float("nan"), index=runs.index)
+            out[f"{ds}{suffix}"] = bound.where(~too_few)
+        out[f"{ds}{SUFFIX_N}"] = n_groups
+        out[f"{ds}{SUFFIX_TOO_FEW}"] = too_few.astype(bool)
     logged = sorted({c.split("/")[-1] for c in runs.columns if c.startswith(f"metrics.{cfg.stage}/")})
     if not shown and logged:
         raise CompareError(

@@ -8,7 +8,13 @@
 out-of-fold predictions of the whole (non-official-test) data. Each metric is computed ONCE on them,
 with a cluster-bootstrap CI over all groups (iqs.metrics.bootstrap), rather than averaged over folds:
 the mean of five 3-photograph SRCCs is noisy and biased, the pooled SRCC over 15 photographs is not.
-The folds' own mean ± sd is shown beside it as the spread between folds. One caveat, stated in the
+The interval's method and its minimum number of groups follow iqs.metrics.interval_rule, as for a run.
+The folds' own mean ± sd is shown beside it as the spread between folds.
+
+**Official test splits** (AVA's list, KonIQ's `set`) are left alone by the folds, so every fold tests
+them: they are not out-of-fold predictions. They are kept out of the pool and reported in rows of their
+own, `official-test/<dataset>`, scored once by the lowest fold's model (the folds' mean ± sd beside it
+shows how much the folds' models differ on them). One caveat, stated in the
 README: pooling assumes the folds' models put their scores on one scale, which holds for score heads
 trained on the same data with the same recipe; the per-fold numbers show when it does not.
 
@@ -37,11 +43,15 @@ from iqs.metrics.bootstrap import (
     bootstrap_metrics,
     paired_bootstrap,
 )
+from iqs.metrics.interval_rule import too_few_text
 from iqs.metrics.label_rule import ALL
 
 # config parts that do not change what a fold's model learns or is tested on
 NOT_THE_MODEL = ("paths", "logger", "hydra", "output_dir", "tags")
 KEY_COLUMNS = ["dataset", "image_id"]
+# rows of the images every fold tested (an official test split): not pooled out-of-fold, shown apart
+OFFICIAL = "official-test/"
+OFFICIAL_COLUMN = "official_test"
 
 
 class CVError(ValueError):
@@ -78,15 +88,18 @@ class PooledCV:
     folds: int
     run_ids: dict[int, str]  # fold -> run id
     predictions: pd.DataFrame  # out-of-fold test predictions, with a `fold` column
-    pooled: dict[str, dict[str, BootstrapCI]]  # dataset -> metric -> pooled estimate with CI
+    # dataset (`official-test/<ds>` for official test images) -> metric -> pooled estimate with CI
+    pooled: dict[str, dict[str, BootstrapCI]]
     per_fold: dict[str, dict[str, tuple[float, float]]]  # dataset -> metric -> (mean, sd) over folds
+    n_images: dict[str, int]  # dataset -> images behind its pooled row
 
 
 def pool_predictions(by_fold: Mapping[int, pd.DataFrame], folds: int) -> pd.DataFrame:
     """Concatenate the folds' test predictions; every fold present once, no image tested twice.
 
     Images of an official test split (AVA's list, KonIQ's `set`) are tested in every fold, since folds
-    leave official splits alone; they are kept once, from the lowest fold. Any other image tested in
+    leave official splits alone; they are kept once, from the lowest fold, and marked in the column
+    `official_test` (they are not out-of-fold: `pool` reports them apart). Any other image tested in
     more than one fold means the runs were not folds of one split, which is an error.
     """
     missing = sorted(set(range(folds)) - set(by_fold))
@@ -99,6 +112,7 @@ def pool_predictions(by_fold: Mapping[int, pd.DataFrame], folds: int) -> pd.Data
         parts.append(by_fold[fold].assign(fold=fold))
     out = pd.concat(parts, ignore_index=True)
     repeated = out.duplicated(KEY_COLUMNS, keep=False)
+    out[OFFICIAL_COLUMN] = repeated
     if repeated.any():
         # Rows tested in several folds are official test images (the same in every fold); any other
         # repeat means the runs were not folds of one split and cannot be pooled.
@@ -116,6 +130,13 @@ def pool_predictions(by_fold: Mapping[int, pd.DataFrame], folds: int) -> pd.Data
 
 def _datasets(predictions: pd.DataFrame) -> list[str]:
     return [ALL, *sorted(predictions["dataset"].astype(str).unique())]
+
+
+def _parts(predictions: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(key prefix, rows): the out-of-fold pool, then the official test images if there are any."""
+    official = predictions.get(OFFICIAL_COLUMN, pd.Series(False, index=predictions.index)).astype(bool)
+    parts = [("", predictions[~official]), (OFFICIAL, predictions[official])]
+    return [(prefix, part.reset_index(drop=True)) for prefix, part in parts if len(part)]
 
 
 def point_metrics(predictions: pd.DataFrame, metrics: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -156,19 +177,27 @@ def pool(
     seed: int = 0,
 ) -> PooledCV:
     predictions = pool_predictions(by_fold, folds)
-    pooled = {
-        ds: bootstrap_metrics(
-            EvalRows.from_predictions(predictions, ds), metrics, n_resamples=n_resamples, seed=seed
-        )
-        for ds in _datasets(predictions)
-    }
+    pooled: dict[str, dict[str, BootstrapCI]] = {}
+    n_images: dict[str, int] = {}
+    per_fold: dict[str, dict[str, tuple[float, float]]] = {}
+    for prefix, part in _parts(predictions):
+        for ds in _datasets(part):
+            rows = EvalRows.from_predictions(part, ds)
+            pooled[prefix + ds] = bootstrap_metrics(rows, metrics, n_resamples=n_resamples, seed=seed)
+            n_images[prefix + ds] = len(rows.true_score)
+        # each fold's own value on the same kind of rows (its out-of-fold part, or the official images)
+        keys = part.set_index(KEY_COLUMNS).index
+        fold_parts = {f: p[p.set_index(KEY_COLUMNS).index.isin(keys)] for f, p in by_fold.items()}
+        spread = fold_spread({f: p for f, p in fold_parts.items() if len(p)}, metrics)
+        per_fold.update({prefix + ds: v for ds, v in spread.items()})
     return PooledCV(
         cv_id=cv_id,
         folds=folds,
         run_ids=dict(run_ids or {}),
         predictions=predictions,
         pooled=pooled,
-        per_fold=fold_spread(by_fold, metrics),
+        per_fold=per_fold,
+        n_images=n_images,
     )
 
 
@@ -190,14 +219,19 @@ def paired(
         )
     b = b.set_index(KEY_COLUMNS).loc[ka].reset_index()
     out: dict[str, dict[str, PairedResult]] = {}
-    for ds in _datasets(a):
-        ra, rb = EvalRows.from_predictions(a, ds), EvalRows.from_predictions(b, ds)
-        out[ds] = {}
-        for m in metrics:
-            (true_a, pred_a), (true_b, pred_b) = ra.columns_for(m), rb.columns_for(m)
-            out[ds][m] = paired_bootstrap(
-                m, true_a, pred_a, pred_b, ra.groups, y_true_b=true_b, n_resamples=n_resamples, seed=seed
-            )
+    official = a.get(OFFICIAL_COLUMN, pd.Series(False, index=a.index)).astype(bool).to_numpy()
+    for prefix, rows in (("", ~official), (OFFICIAL, official)):
+        if not rows.any():
+            continue
+        part_a, part_b = a[rows].reset_index(drop=True), b[rows].reset_index(drop=True)
+        for ds in _datasets(part_a):
+            ra, rb = EvalRows.from_predictions(part_a, ds), EvalRows.from_predictions(part_b, ds)
+            out[prefix + ds] = {}
+            for m in metrics:
+                (true_a, pred_a), (true_b, pred_b) = ra.columns_for(m), rb.columns_for(m)
+                out[prefix + ds][m] = paired_bootstrap(
+                    m, true_a, pred_a, pred_b, ra.groups, y_true_b=true_b, n_resamples=n_resamples, seed=seed
+                )
     return out
 
 
@@ -249,9 +283,7 @@ def report_frame(result: PooledCV, digits: int = 3) -> pd.DataFrame:
     """One row per (dataset, metric): pooled value [CI], the folds' mean ± sd, groups and images."""
     rows = []
     for ds, cis in result.pooled.items():
-        n_images = int(
-            len(result.predictions) if ds == ALL else (result.predictions["dataset"].astype(str) == ds).sum()
-        )
+        n_images = result.n_images[ds]
         for m, ci in cis.items():
             mean, sd = result.per_fold.get(ds, {}).get(m, (float("nan"), float("nan")))
             rows.append(
@@ -278,11 +310,20 @@ def paired_frame(result: Mapping[str, Mapping[str, PairedResult]], digits: int =
                     "metric": m,
                     "baseline": f"{r.estimate_a:.{digits}f}",
                     "other": f"{r.estimate_b:.{digits}f}",
-                    "Δ [95% CI]": f"{r.delta:+.{digits}f} [{r.low:+.2f}, {r.high:+.2f}]",
-                    "p": f"{r.p_value:.3f}",
+                    "Δ [95% CI]": _delta_text(r, digits),
+                    "p": "" if np.isnan(r.p_value) else f"{r.p_value:.3f}",
+                    "groups": r.n_groups,
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _delta_text(r: PairedResult, digits: int) -> str:
+    if r.too_few_groups:
+        return f"{r.delta:+.{digits}f} ({too_few_text(r.n_groups)})"
+    if np.isnan(r.low) or np.isnan(r.high):
+        return f"{r.delta:+.{digits}f}"
+    return f"{r.delta:+.{digits}f} [{r.low:+.2f}, {r.high:+.2f}]"
 
 
 def cv_compare(cfg: Any, client: Any) -> tuple[pd.DataFrame, str]:
@@ -302,13 +343,23 @@ def cv_compare(cfg: Any, client: Any) -> tuple[pd.DataFrame, str]:
         )
         title = (
             f"{result.cv_id} vs baseline {base.cv_id}: pooled out-of-fold, {result.folds} folds, "
-            "paired cluster bootstrap"
+            "paired over groups (method: iqs.metrics.interval_rule)"
         )
     else:
         table = report_frame(result, int(cfg.digits))
-        title = f"{result.cv_id}: {result.folds} folds pooled out-of-fold, cluster-bootstrap 95% CI"
+        title = (
+            f"{result.cv_id}: {result.folds} folds pooled out-of-fold, 95% CI over groups "
+            "(method: iqs.metrics.interval_rule)"
+        )
+    if (table["dataset"].astype(str).str.startswith(OFFICIAL)).any():
+        first = min(result.run_ids) if result.run_ids else 0
+        title += (
+            f"; {OFFICIAL}<ds>: official test images, tested by every fold, scored by fold {first}'s "
+            "model, not in the out-of-fold pool"
+        )
     if datasets:
-        table = table[table["dataset"].isin(datasets)]
+        plain = table["dataset"].astype(str).str.removeprefix(OFFICIAL)
+        table = table[plain.isin([str(d) for d in datasets])]
     return table.reset_index(drop=True), title
 
 

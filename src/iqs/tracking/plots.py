@@ -20,6 +20,7 @@ from scipy import stats
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
 from iqs.classes import CLASS_NAMES
+from iqs.metrics.interval_rule import too_few_text
 
 # beyond this many points a scatter is an unreadable blob: draw a density (hexbin) instead
 MAX_SCATTER_POINTS = 20_000
@@ -119,15 +120,22 @@ def ci_figure(
     xlabel: str,
     *,
     zero_line: bool = False,
+    n_groups: np.ndarray | None = None,
+    too_few: np.ndarray | None = None,
 ) -> Figure:
     """One panel per dataset, one line per run: the value as a dot, its CI as a horizontal bar.
 
     `values`, `lows`, `highs`: (runs, datasets); NaN bounds draw the dot alone. `fig.axes[j]` is dataset j.
+    `n_groups` (same shape): written next to each dot (`n=15`); `too_few`: no bar, `n=3: no CI` beside the
+    dot, and the reason (iqs.metrics.interval_rule.too_few_text) under the figure.
     """
     values, lows, highs = (np.asarray(a, dtype=np.float64) for a in (values, lows, highs))
     n_rows, n_ds = len(rows), len(datasets)
     if values.shape != (n_rows, n_ds) or lows.shape != values.shape or highs.shape != values.shape:
         raise ValueError(f"values/lows/highs must be ({n_rows}, {n_ds}), got {values.shape}")
+    n_groups = np.full(values.shape, np.nan) if n_groups is None else np.asarray(n_groups, dtype=np.float64)
+    too_few = np.zeros(values.shape, bool) if too_few is None else np.asarray(too_few, dtype=bool)
+    lows, highs = np.where(too_few, np.nan, lows), np.where(too_few, np.nan, highs)
     fig = Figure(figsize=(2.0 + 2.6 * n_ds, 1.2 + 0.38 * n_rows))
     axes = np.atleast_1d(fig.subplots(1, n_ds, sharey=True, squeeze=False)[0])
     y = np.arange(n_rows)[::-1]
@@ -137,6 +145,12 @@ def ci_figure(
         # a percentile interval of a small, lumpy test set may leave the estimate outside it: no negative bar
         err = np.vstack([np.where(has_ci, v - lo, 0.0), np.where(has_ci, hi - v, 0.0)]).clip(min=0.0)
         ax.errorbar(v, y, xerr=err, fmt="o", ms=4, capsize=3, color="tab:blue", ecolor="0.35", lw=1.2)
+        for i in np.flatnonzero(np.isfinite(v) & np.isfinite(n_groups[:, j])):
+            label = f"n={int(n_groups[i, j])}" + (": no CI" if too_few[i, j] else "")
+            right = hi[i] if has_ci[i] else v[i]
+            ax.annotate(
+                label, (right, y[i]), xytext=(4, 3), textcoords="offset points", fontsize=7, color="0.3"
+            )
         if zero_line:
             ax.axvline(0.0, color="tab:red", lw=0.9, ls="--")
         ax.set_title(ds)
@@ -145,4 +159,7 @@ def ci_figure(
     axes[0].set_yticks(y, [str(r) for r in rows])
     axes[0].set_ylim(-0.6, n_rows - 0.4)
     fig.suptitle(title)
+    reasons = [too_few_text(int(n)) for n in sorted(set(n_groups[too_few & np.isfinite(n_groups)]))]
+    if reasons:
+        fig.text(0.01, 0.0, "\n".join(reasons), fontsize=8, va="top", ha="left")
     return fig

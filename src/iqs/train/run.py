@@ -186,24 +186,65 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
 
 
 def print_test_table(metrics: dict[str, float], dataset_names: list[str], title: str) -> None:
-    """Rows: each source dataset and `all`; columns: the headline test metrics."""
+    """Rows: each source dataset and `all`; columns: the test groups and the headline test metrics.
+
+    A metric's 95% interval (`test/<ds>/<m>_lo|_hi`, logged with the run) is printed under its value;
+    where the rule (iqs.metrics.interval_rule) gives none for that many groups, the caption says why.
+    """
     from rich.console import Console
     from rich.table import Table
 
+    from iqs.metrics.interval_rule import interval_method, too_few_text
+
     table = Table(title=title)
     table.add_column("dataset", no_wrap=True)
+    table.add_column("groups", justify="right")
     for m in TABLE_METRICS:
-        table.add_column(m, justify="right")
+        table.add_column(m, justify="right", no_wrap=True)
+    too_few: set[int] = set()
     for ds in [*dataset_names, "all"]:
-        cells = []
+        n = metrics.get(f"test/{ds}/n_groups")
+        cells = ["-" if n is None or math.isnan(n) else str(int(n))]
         for m in TABLE_METRICS:
             v = metrics.get(f"test/{ds}/{m}")
-            cells.append("-" if v is None or math.isnan(v) else f"{v:.3f}")
+            if v is None or math.isnan(v):
+                cells.append("-")
+                continue
+            lo, hi = metrics.get(f"test/{ds}/{m}_lo"), metrics.get(f"test/{ds}/{m}_hi")
+            if n is not None and not math.isnan(n) and interval_method(m, int(n)) is None:
+                too_few.add(int(n))
+                cells.append(f"{v:.3f}\nno CI")
+            elif lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+                cells.append(f"{v:.3f}")
+            else:
+                cells.append(f"{v:.3f}\n[{lo:.2f}, {hi:.2f}]")
         table.add_row(ds, *cells, style="bold" if ds == "all" else None)
+    notes = ["under each value: its 95% interval over the test groups (method: iqs.metrics.interval_rule)"]
+    notes += [too_few_text(n) for n in sorted(too_few)]
+    table.caption = "\n".join(notes)
+    table.caption_justify = "left"
     # piped output (make, CI) defaults to 80 columns, which would truncate the dataset names
-    console = Console(width=max(Console().width, 112))
+    console = Console(width=max(Console().width, 150))
     console.print(table)
     console.print("Browse and compare runs: [bold]make ui[/bold] (MLflow UI) or [bold]iqs compare[/bold]")
+
+
+def logged_metrics(cfg: DictConfig, run_id: str) -> dict[str, float]:
+    """The run's metrics as MLflow holds them (the test intervals are logged there, not returned by
+    `train`); {} when the store cannot be read, so the table still prints its values."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from iqs.tracking.store import tracking_uri_for
+
+    uri = tracking_uri_for(cfg)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        return {}  # no store (a run that logged nowhere): opening one would create it
+    try:
+        return dict(MlflowClient(uri).get_run(run_id).data.metrics)
+    except (MlflowException, OSError) as exc:
+        log.warning("test table without intervals: cannot read run %s from the store (%s)", run_id, exc)
+        return {}
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
@@ -233,7 +274,7 @@ def report_job(cfg: DictConfig, metrics: dict[str, float], objects: dict[str, An
     if untrained(cfg):
         title = f"UNTRAINED model (allow_untrained=true): {title}"
     print_test_table(
-        metrics,
+        {**logged_metrics(cfg, objects["run_id"]), **metrics},
         objects["datamodule"].dataset_names,
         f"test metrics: {title} (MLflow run {objects['run_id']})",
     )
