@@ -166,7 +166,7 @@ def test_make_ui_lands_on_the_runs_table_in_a_real_browser(tmp_path: Path) -> No
     )
     try:
         url = None
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 400  # a loaded 2-core machine starts the server slowly
         while url is None and time.monotonic() < deadline:
             line = server.stdout.readline()
             assert line, "iqs ui exited before printing its URL"
@@ -193,4 +193,8 @@ def test_make_ui_lands_on_the_runs_table_in_a_real_browser(tmp_path: Path) -> No
         assert "col-id" not in home and "Send your first trace" in home
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=60)

@@ -45,7 +45,9 @@ def ui_command(cfg) -> list[str]:
     if root:
         root = str(root) if urlparse(str(root)).scheme else Path(str(root)).expanduser().resolve().as_uri()
         cmd += ["--default-artifact-root", root]
-    return [*cmd, "--host", str(cfg_get(cfg, "host", "127.0.0.1")), "--port", str(cfg_get(cfg, "port", 5000))]
+    cmd += ["--host", str(cfg_get(cfg, "host", "127.0.0.1")), "--port", str(cfg_get(cfg, "port", 5000))]
+    workers = cfg_get(cfg, "workers")
+    return cmd + (["--workers", str(workers)] if workers else [])
 
 
 def view_state(cfg: Any) -> dict[str, Any]:
