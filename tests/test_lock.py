@@ -98,3 +98,22 @@ def test_read_lock_rejects_a_malformed_lock(tmp_path: Path) -> None:
     bad.write_text("numpy==1.26.4\nNumPy==2.0\n", encoding="utf-8")
     with pytest.raises(AssertionError, match="pinned twice"):
         read_lock(bad)
+
+
+@pytest.mark.slow
+@pytest.mark.compat
+def test_an_opencv_venv_holds_exactly_its_lock() -> None:
+    """The tool venv of one release (cached per machine, built from the lock with --require-hashes)."""
+    import subprocess
+
+    from iqs.deploy.opencv_matrix import ensure_venv
+
+    release = "5.0.0.93"
+    python = ensure_venv(release)
+    assert python.parent.parent.name.startswith(f"opencv-{release}-")  # one folder per lock content
+    freeze = subprocess.run(
+        [str(python), "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
+    ).stdout
+    got = {canonicalize_name(n): v for n, v in re.findall(r"^(\S+)==(\S+)$", freeze, re.M)}
+    got.pop("pip"), got.pop("setuptools", None)  # come with `python -m venv`
+    assert got == {n: v for n, (v, _) in read_lock(lock_path(f"opencv-{release}")).items()}

@@ -18,6 +18,7 @@ recompiles the locks from their requirements with pip-tools (`compile_lock`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -89,6 +90,8 @@ def cached_venv(
     from filelock import FileLock
 
     root = Path(root) if root is not None else venv_root()
+    if lock is not None:  # one folder per lock content: checkouts with other locks never rebuild each other's
+        name += "-" + hashlib.sha256(lock.read_bytes()).hexdigest()[:10]
     venv = (root / name).resolve()
     python, stamp = venv / "bin" / "python", venv / STAMP
     wanted = lock.read_text(encoding="utf-8") if lock is not None else "\n".join(requirements) + "\n"
