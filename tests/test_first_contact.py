@@ -100,3 +100,31 @@ def test_train_against_a_dead_server_says_it_in_one_line(dead_uri: str, tmp_path
     errors = [line for line in proc.stderr.splitlines() if ": error:" in line or "Error" in line]
     assert len(errors) == 1, proc.stderr[-3000:]
     assert_one_line(errors[0], "iqs train", dead_uri)
+
+
+def test_a_run_or_model_the_store_lacks_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """README commands with an id from another store or a typo: `iqs export run_id=...`, `iqs predict
+    model=models:/...`."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).create_experiment("iqs-digikam")
+    capsys.readouterr()  # MLflow's own messages about creating the store
+    assert cli.main(["export", "run_id=0123456789abcdef", f"logger.tracking_uri={uri}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("iqs export: error: Run with id=0123456789abcdef not found in this MLflow store"), (
+        err
+    )
+    assert "\n" not in err and "`iqs compare` and `make ui` list the tracked runs" in err
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert (
+        cli.main(["predict", str(photos), "model=models:/iqs-digikam@shipped", f"logger.tracking_uri={uri}"])
+        == 1
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        "iqs predict: error: models:/iqs-digikam@shipped: no registered model 'iqs-digikam'"
+    ), err
+    assert "\n" not in err

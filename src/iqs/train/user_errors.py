@@ -53,11 +53,32 @@ log = logging.getLogger("iqs.train")
 def user_error(exc: BaseException) -> BaseException | None:
     """The error to tell the user in one line (`exc`, or what it means: an unreachable tracking server),
     None for a bug, which keeps its traceback."""
+    from iqs.tracking.model_registry import RegistryError
     from iqs.tracking.store import unreachable_server
 
-    if isinstance(exc, USER_ERRORS):
+    if isinstance(exc, (*USER_ERRORS, RegistryError)):
         return exc
+    if (missing := not_found(exc)) is not None:
+        return missing
     return unreachable_server(exc)
+
+
+class NotFoundError(LookupError):
+    """A run, experiment or model id that the store does not hold (a typo, or another store)."""
+
+
+def not_found(exc: BaseException) -> NotFoundError | None:
+    """MLflow's RESOURCE_DOES_NOT_EXIST (e.g. `iqs export run_id=<typo>`) as a NotFoundError, else None."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException) or exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+        return None
+    err = NotFoundError(
+        f"{exc.message} in this MLflow store (logger.tracking_uri=, else $MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlruns/mlflow.db); `iqs compare` and `make ui` list the tracked runs"
+    ).with_traceback(exc.__traceback__)
+    err.__cause__ = exc
+    return err
 
 
 def full_error() -> bool:
