@@ -104,7 +104,9 @@ def unreachable_server(exc: BaseException) -> TrackingUnreachableError | None:
         if isinstance(node, TrackingUnreachableError):
             return node
         node = node.__cause__ or node.__context__
-    failed = [e for e in seen if isinstance(e, requests.exceptions.ConnectionError | requests.exceptions.Timeout)]
+    failed = [
+        e for e in seen if isinstance(e, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
+    ]
     if not failed:
         return None
     uri = ""
