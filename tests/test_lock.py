@@ -10,6 +10,7 @@ with `pip install --require-hashes -r requirements/main.txt`:
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from importlib import metadata
@@ -112,7 +113,11 @@ def test_an_opencv_venv_holds_exactly_its_lock() -> None:
     python = ensure_venv(release)
     assert python.parent.parent.name.startswith(f"opencv-{release}-")  # one folder per lock content
     freeze = subprocess.run(
-        [str(python), "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
+        [str(python), "-m", "pip", "freeze", "--all"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},  # the venv alone, not this checkout
     ).stdout
     got = {canonicalize_name(n): v for n, v in re.findall(r"^(\S+)==(\S+)$", freeze, re.M)}
     got.pop("pip"), got.pop("setuptools", None)  # come with `python -m venv`
