@@ -146,7 +146,9 @@ def dump_dom(browser: str, url: str) -> str:
 def test_make_ui_lands_on_the_runs_table_in_a_real_browser(tmp_path: Path) -> None:
     browser = chromium()
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    exp_id, _ = tracked_run(uri)
+    exp_id, run_id = tracked_run(uri)
+    (tmp_path / "m.digikam.pb").write_bytes(b"\x0a\x03pb!")
+    log_export(uri, MlflowClient(uri).get_run(run_id), {"digikam": tmp_path / "m.digikam.pb"})
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     server = subprocess.Popen(
@@ -188,6 +190,7 @@ def test_make_ui_lands_on_the_runs_table_in_a_real_browser(tmp_path: Path) -> No
         text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
         assert "ordinal-sampler-t4.5_6.5-demo" in text and "0.6543" in text and "4.5_6.5" in text
         assert "Send your first trace" not in text
+        assert LOGGED_MODEL_NAME in text  # the Models column lists the export
         # what the issue saw: the experiment's own address opens MLflow 3.18's GenAI overview instead
         home = dump_dom(browser, f"http://127.0.0.1:{port}/#/experiments/{exp_id}")
         assert "col-id" not in home and "Send your first trace" in home
