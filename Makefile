@@ -50,7 +50,7 @@ sweep: setup ## head x rebalance x thresholds sweep on the demo (16 runs; ARGS="
 compare: setup ## side-by-side table of the tracked runs
 	$(BIN)/iqs compare $(ARGS)
 
-ui: setup ## MLflow UI on 127.0.0.1:5000, same store as train (MLFLOW_TRACKING_URI / logger.tracking_uri=)
+ui: setup ## MLflow UI on 127.0.0.1:5000 (same store as train), opened on the runs table: test SRCC, head, data, thresholds
 	$(BIN)/iqs ui $(ARGS)
 
 test: setup ## the test suite (slow and OpenCV-matrix tests included; about 10–11 min on 2 cores once the tool venvs exist)
