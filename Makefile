@@ -4,25 +4,38 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements/main.txt
+LOCK_TOOLS := .cache/pip-tools
+PIP_TOOLS := pip-tools==7.7.0
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train sweep compare ui test test-all test-fast lint bench bench-predict compat clean
+.PHONY: help setup lock deps-latest data train sweep compare ui test test-all test-fast lint bench bench-predict compat clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv (Python 3.11): pinned torch first, then the project
+setup: $(STAMP) ## create .venv (Python 3.11) with exactly the locked versions of requirements/main.txt
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned, so no resolver pulls another build
-	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	# exactly the lock: every distribution pinned (torch 2.14.1 and its CUDA wheels included), each file
+	# checked against the lock's hashes; then the project itself, nothing resolved (its dependencies are the lock)
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import torch, torchvision, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
 	touch $(STAMP)
+
+lock: setup ## re-resolve requirements/*.txt from pyproject.toml, keeping pins still allowed (ARGS=--upgrade: newest)
+	test -x $(LOCK_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install -q $(PIP_TOOLS); }
+	$(LOCK_TOOLS)/bin/pip-compile -q --generate-hashes --allow-unsafe --extra dev --strip-extras \
+	  --no-emit-index-url --no-emit-find-links $(ARGS) -o $(LOCK) pyproject.toml
+	$(BIN)/python -m iqs.deploy.opencv_matrix $(LOCK_TOOLS)/bin/pip-compile $(ARGS)
+	@echo "locks refreshed: review 'git diff requirements/', then 'make setup' and 'make test'"
+
+deps-latest: ## scratch venv with the newest versions pyproject.toml allows: fast tests + export smoke test, prints what breaks
+	PYTHON=$(PYTHON) scripts/deps_latest.sh
 
 data: setup ## build the embedded demo dataset (synthetic distortions of real photos)
 	$(BIN)/iqs data build-demo
@@ -37,7 +50,7 @@ sweep: setup ## head x rebalance x thresholds sweep on the demo (16 runs; ARGS="
 compare: setup ## side-by-side table of the tracked runs
 	$(BIN)/iqs compare $(ARGS)
 
-ui: setup ## MLflow UI on 127.0.0.1:5000, same store as train (MLFLOW_TRACKING_URI / logger.tracking_uri=)
+ui: setup ## MLflow UI on 127.0.0.1:5000 (same store as train), opened on the runs table: test SRCC, head, data, thresholds
 	$(BIN)/iqs ui $(ARGS)
 
 test: setup ## the test suite (slow and OpenCV-matrix tests included; about 10–11 min on 2 cores once the tool venvs exist)

@@ -142,6 +142,15 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
+            except Exception as exc:
+                # a configuration or data error, or an unreachable tracking server: one line, not a traceback
+                # (HYDRA_FULL_ERROR=1 keeps it); anything else is a bug and propagates
+                from iqs.train.user_errors import report, user_error
+
+                if (told := user_error(exc)) is None:
+                    raise
+                report(told, name)
+                return 1
             return int(rc or 0)
     print(f"iqs: unknown command '{' '.join(argv[:2])}'\n\n{usage()}", file=sys.stderr)
     return 2

@@ -165,10 +165,13 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Path]:
         if run is not None and cfg.log_to_run:
             from mlflow.tracking import MlflowClient
 
+            from iqs.tracking.model_registry import log_export
+
             for path in files.values():
                 MlflowClient(uri).log_artifact(
                     run.info.run_id, str(path), artifact_path=str(cfg.artifact_path)
                 )
+            log_export(uri, run, files)  # a logged model of the run: the UI's Models column
         if cfg.get("register"):
             version = register_export(cfg, uri, files, ckpt, name, source, meta, run)
             print(

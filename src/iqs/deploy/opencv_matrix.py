@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from iqs.deploy.onnx_ops import OPENCV_RELEASES, release_name
-from iqs.deploy.tool_venvs import VenvError, cached_venv
+from iqs.deploy.tool_venvs import VenvError, cached_venv, compile_lock, lock_path
 
 WORKER = Path(__file__).with_name("opencv_worker.py")
 # The 4.6 and 4.8 wheels are built against numpy 1.x and fail to import under numpy 2.
@@ -35,11 +35,33 @@ class MatrixError(RuntimeError):
     pass
 
 
+def venv_requirements(version: str) -> list[str]:
+    """What the venv of OpenCV `version` needs; its lock (requirements/opencv-<version>.txt) pins the rest."""
+    return [f"opencv-python-headless=={version}", *NUMPY_PINS.get(version, ())]
+
+
+def lock_releases(
+    pip_compile: str | Path, releases: Sequence[str] = OPENCV_RELEASES, args: Sequence[str] = ()
+) -> list[Path]:
+    """(Re)compile the lock of every release's venv (`make lock`; `args` go to pip-compile, e.g. --upgrade)."""
+    return [compile_lock(venv_requirements(v), lock_path(f"opencv-{v}"), pip_compile, args) for v in releases]
+
+
 def ensure_venv(version: str, root: str | Path | None = None) -> Path:
-    """The Python of the venv holding `opencv-python-headless==version`; built on first use, then reused."""
-    wanted = [f"opencv-python-headless=={version}", *NUMPY_PINS.get(version, ())]
+    """The Python of the venv holding `opencv-python-headless==version`; built on first use, then reused.
+    The releases of the matrix install their committed lock; another version (a one-off check) installs
+    `venv_requirements` unlocked."""
+    lock = lock_path(f"opencv-{version}")
+    if version in OPENCV_RELEASES and not lock.is_file():
+        raise MatrixError(f"no lock {lock} for OpenCV {version}: run `make lock`")
     try:
-        python = cached_venv(f"opencv-{version}", wanted, f"OpenCV {version}", root=root)
+        python = cached_venv(
+            f"opencv-{version}",
+            venv_requirements(version),
+            f"OpenCV {version}",
+            root=root,
+            lock=lock if lock.is_file() else None,
+        )
     except VenvError as err:
         raise MatrixError(str(err)) from None
     probe = "import cv2, numpy; print(cv2.__version__, numpy.__version__)"
@@ -253,3 +275,10 @@ def failures(rows: Sequence[Agreement], only: Iterable[str] | None = None) -> li
         if row.error:
             lines.append(f"OpenCV {release_name(row.release)}: {row.error}")
     return lines
+
+
+if __name__ == "__main__":  # `make lock`: python -m iqs.deploy.opencv_matrix <pip-compile> [its options]
+    import sys
+
+    for path in lock_releases(sys.argv[1], args=sys.argv[2:]):
+        print(f"locked {path}")

@@ -66,6 +66,9 @@ def apply_http_settings(cfg: Any) -> HttpSettings:
     """Export `logger.http_*` as MLflow's variables, except those already set in the environment."""
     from iqs.tracking.config_view import cfg_get
 
+    # urllib3 logs a WARNING per retry of a failed request; the outcome is reported once (the outage
+    # buffer's messages, or iqs.tracking.store.unreachable_server's one line), so its retries stay quiet
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     for key, var in SETTINGS.items():
         value = cfg_get(cfg, f"logger.{key}")
         if value is None:

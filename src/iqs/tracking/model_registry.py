@@ -26,6 +26,48 @@ def is_model_uri(spec: str) -> bool:
     return str(spec).startswith(MODELS_SCHEME)
 
 
+def log_model_files(
+    client: Any,
+    files: Mapping[str, Path],
+    *,
+    experiment_id: str,
+    run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Any:
+    """`files` ({file name in the model: local path}) as one READY logged model (flat folder); with
+    `run_id` it is an output of that run, which the UI's runs table lists in its Models column."""
+    import shutil
+    import tempfile
+
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+    str_tags = {str(k): str(v) for k, v in (tags or {}).items() if v is not None}
+    logged = client.create_logged_model(
+        experiment_id=experiment_id, name=LOGGED_MODEL_NAME, source_run_id=run_id, tags=str_tags
+    )
+    with tempfile.TemporaryDirectory(prefix="iqs-model-") as tmp:
+        for arcname, path in files.items():  # one flat folder: the model holds exactly these files
+            shutil.copy2(path, Path(tmp) / arcname)
+        client.log_model_artifacts(logged.model_id, tmp)
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    if run_id is not None:
+        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    return client.get_logged_model(logged.model_id)
+
+
+def log_export(tracking_uri: str, run: Any, files: Mapping[str, Path]) -> Any:
+    """The files `iqs export` wrote for `run` (an MLflow Run) as a logged model of that run."""
+    from mlflow import MlflowClient
+
+    return log_model_files(
+        MlflowClient(tracking_uri),
+        {p.name: p for p in files.values()},
+        experiment_id=run.info.experiment_id,
+        run_id=run.info.run_id,
+        tags={"profiles": ",".join(k for k in files if k != "card")},
+    )
+
+
 def register_files(
     client: Any,
     name: str,
@@ -39,21 +81,10 @@ def register_files(
 ) -> Any:
     """Log `files` ({file name in the version: local path}) as one logged model and register it as a new
     version of `name`; returns the ModelVersion."""
-    import shutil
-    import tempfile
-
-    from mlflow.entities import LoggedModelStatus
     from mlflow.exceptions import MlflowException
 
     str_tags = {str(k): str(v) for k, v in (tags or {}).items() if v is not None}
-    logged = client.create_logged_model(
-        experiment_id=experiment_id, name=LOGGED_MODEL_NAME, source_run_id=run_id, tags=str_tags
-    )
-    with tempfile.TemporaryDirectory(prefix="iqs-register-") as tmp:
-        for arcname, path in files.items():  # one flat folder: the version holds exactly these files
-            shutil.copy2(path, Path(tmp) / arcname)
-        client.log_model_artifacts(logged.model_id, tmp)
-    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    logged = log_model_files(client, files, experiment_id=experiment_id, run_id=run_id, tags=str_tags)
     try:
         client.get_registered_model(name)
     except MlflowException:

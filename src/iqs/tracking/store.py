@@ -72,6 +72,63 @@ def store_init_lock(uri: str) -> Any:
     return nullcontext() if db is None else FileLock(str(db) + ".init.lock")
 
 
+# ---------------------------------------------------------------- unreachable tracking server
+
+
+class TrackingUnreachableError(ConnectionError):
+    """The tracking server of `uri` refused or never answered the first request; the message says what to do."""
+
+    def __init__(self, uri: str, reason: str) -> None:
+        self.uri = uri
+        where = urlparse(uri)
+        port = where.port or (443 if where.scheme == "https" else 80)
+        super().__init__(
+            f"the MLflow tracking server {uri} is unreachable ({reason}). Start it (`mlflow server --host "
+            f"{where.hostname or '127.0.0.1'} --port {port} --backend-store-uri sqlite:///mlruns/mlflow.db`), "
+            "or use the local "
+            "store sqlite:///mlruns/mlflow.db: drop logger.tracking_uri= and unset MLFLOW_TRACKING_URI"
+        )
+
+
+def unreachable_server(exc: BaseException) -> TrackingUnreachableError | None:
+    """`exc` as a TrackingUnreachableError when its chain ends in a failed connection to a tracking server
+    (refused, unknown host, timed out: MLflow wraps requests' ConnectionError, which wraps urllib3's), else
+    None. MLflow names the failed request ("API request to <server>/api/2.0/... failed"); the server's URI
+    is taken from there, else from $MLFLOW_TRACKING_URI."""
+    import requests
+
+    seen: list[BaseException] = []
+    node: BaseException | None = exc
+    while node is not None and node not in seen:
+        seen.append(node)
+        if isinstance(node, TrackingUnreachableError):
+            return node
+        node = node.__cause__ or node.__context__
+    failed = [
+        e for e in seen if isinstance(e, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
+    ]
+    if not failed:
+        return None
+    uri = ""
+    for e in seen:
+        if found := re.search(r"API request to (\S+?)/api/\d", str(e)):
+            uri = found.group(1)
+            break
+    uri = uri or os.environ.get(ENV_VAR, "the tracking server")
+    root = seen[-1]
+    if isinstance(root, ConnectionRefusedError):
+        reason = "connection refused: nothing listens there"
+    elif isinstance(root, OSError) and "Name or service not known" in str(root):
+        reason = "unknown host"
+    elif isinstance(failed[0], requests.exceptions.Timeout) or isinstance(root, TimeoutError):
+        reason = "no answer within logger.http_timeout_s"
+    else:
+        reason = f"{type(root).__name__}: {str(root)[:120]}"
+    err = TrackingUnreachableError(uri, reason).with_traceback(exc.__traceback__)
+    err.__cause__ = exc  # HYDRA_FULL_ERROR=1 and the log file show the whole chain
+    return err
+
+
 # ---------------------------------------------------------------- moved stores
 
 

@@ -254,12 +254,14 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     A configuration or data error is reported in one line (iqs.train.user_errors) and the job returns None,
     so the other jobs of a sweep still run; `main` then exits 1.
     """
-    from iqs.train.user_errors import USER_ERRORS, report
+    from iqs.train.user_errors import report, user_error
 
     try:
         metrics, objects = train(cfg)
-    except USER_ERRORS as exc:
-        report(exc)
+    except Exception as exc:
+        if (told := user_error(exc)) is None:
+            raise
+        report(told)
         return None
     return report_job(cfg, metrics, objects)
 

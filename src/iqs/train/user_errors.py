@@ -4,7 +4,9 @@ A wrong override or a broken annotation file is the user's to fix, and a traceba
 `report` prints `iqs train: error: <message>` on stderr and writes the full traceback to the job's log
 file (the file handlers of the root logger, i.e. Hydra's `<output folder>/<job>.log`); the MLflow run,
 when one was open, already holds it as `traceback.txt` (iqs.tracking.mlflow_run). Any other exception
-is a bug and keeps its traceback.
+is a bug and keeps its traceback. A tracking server that cannot be reached (iqs.tracking.store
+.unreachable_server) is the user's to start, so it is reported the same way. `HYDRA_FULL_ERROR=1` (Hydra's
+own switch for full tracebacks) prints the traceback on stderr as well.
 
 Jobs that a Hydra launcher runs in other processes (joblib's loky workers, submitit jobs) report there,
 out of the parent's sight: `collecting` gives them a folder (ERRORS_ENV, inherited through the environment)
@@ -18,6 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
+import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +41,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     CheckpointError,
     RunKeptLocally,
 )
+FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
 # the messages reported by this process's jobs (a sweep runs on after one): `main` exits 1 when any
 reported: list[str] = []
 # the folder where jobs in other processes leave their reported messages (set by `collecting`)
@@ -46,12 +50,50 @@ ERRORS_ENV = "IQS_USER_ERRORS_DIR"
 log = logging.getLogger("iqs.train")
 
 
-def report(exc: BaseException) -> None:
-    """One line on stderr; the traceback into every log file the root logger writes."""
+def user_error(exc: BaseException) -> BaseException | None:
+    """The error to tell the user in one line (`exc`, or what it means: an unreachable tracking server),
+    None for a bug, which keeps its traceback."""
+    from iqs.tracking.model_registry import RegistryError
+    from iqs.tracking.store import unreachable_server
+
+    if isinstance(exc, (*USER_ERRORS, RegistryError)):
+        return exc
+    if (missing := not_found(exc)) is not None:
+        return missing
+    return unreachable_server(exc)
+
+
+class NotFoundError(LookupError):
+    """A run, experiment or model id that the store does not hold (a typo, or another store)."""
+
+
+def not_found(exc: BaseException) -> NotFoundError | None:
+    """MLflow's RESOURCE_DOES_NOT_EXIST (e.g. `iqs export run_id=<typo>`) as a NotFoundError, else None."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException) or exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+        return None
+    err = NotFoundError(
+        f"{exc.message} in this MLflow store (logger.tracking_uri=, else $MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlruns/mlflow.db); `iqs compare` and `make ui` list the tracked runs"
+    ).with_traceback(exc.__traceback__)
+    err.__cause__ = exc
+    return err
+
+
+def full_error() -> bool:
+    return os.environ.get(FULL_ERROR_ENV) == "1"
+
+
+def report(exc: BaseException, command: str = "iqs train") -> None:
+    """One line on stderr; the traceback into every log file the root logger writes (and on stderr too
+    with HYDRA_FULL_ERROR=1)."""
     message = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
     reported.append(message)
     _leave_marker(message)
-    print(f"iqs train: error: {message}", file=sys.stderr)
+    if full_error():
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"{command}: error: {message}", file=sys.stderr)
     record = log.makeRecord(
         log.name, logging.ERROR, __file__, 0, message, None, (type(exc), exc, exc.__traceback__)
     )
