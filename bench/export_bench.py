@@ -47,7 +47,15 @@ def _export(work: Path, run_id: str, out: Path, venvs: Path, cold: bool) -> floa
     extra = {"IQS_VENV_DIR": str(venvs)}
     if cold:
         extra["PIP_NO_CACHE_DIR"] = "1"  # a fresh machine has no wheels cached
-    cmd = [sys.executable, "-m", "iqs.cli", "export", f"run_id={run_id}", f"out_dir={out}", "log_to_run=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "iqs.cli",
+        "export",
+        f"run_id={run_id}",
+        f"out_dir={out}",
+        "log_to_run=false",
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=_env(work, **extra), stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
