@@ -24,6 +24,17 @@ SLOW_TEST_TIMEOUT_S = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """`make test` runs two xdist workers on two cores: one torch thread each (and in the processes they
+    start), since two 2-thread workers oversubscribe the cores and tiny ops then spin in thread hand-offs
+    (see test_heads' one_thread). A thread count the user set wins."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """`slow` tests train, export or build tool venvs: they get a longer pytest-timeout than the default."""
     for item in items:
