@@ -21,8 +21,12 @@ class _FrozenClock(datetime):
 
 
 def test_folders_outside_hydra_differ_too(tmp_path, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
     from iqs.train import run
 
+    # outside Hydra: no job config left behind by an earlier test of this process (e.g. a README dry run)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
     monkeypatch.setattr(run, "datetime", _FrozenClock)
     cfg = compose("train", [f"paths.root_dir={tmp_path}"])
     first, second = run.job_output_dir(cfg), run.job_output_dir(cfg)
