@@ -24,6 +24,17 @@ SLOW_TEST_TIMEOUT_S = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """`make test` runs two xdist workers on two cores: one torch thread each (and in the processes they
+    start), since two 2-thread workers oversubscribe the cores and tiny ops then spin in thread hand-offs
+    (see test_heads' one_thread). A thread count the user set wins."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """`slow` tests train, export or build tool venvs: they get a longer pytest-timeout than the default."""
     for item in items:
@@ -67,6 +78,37 @@ def tiny_quality_model(head: str = "regression"):
         "thresholds": {"t1": 5.0, "t2": 6.0},
     }
     return build_quality_model(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """15 reference photos x (pristine + 2 levels of 1 distortion) per source: 135 images of 64 px. Built once
+    per session at a fixed path (`ensure_demo` reuses it while its manifest matches), so modules that import
+    this fixture share one build. Tests that change its files restore them."""
+    from iqs.data.demo.build import DemoSpec, ensure_demo
+
+    spec = DemoSpec(crops_per_photo=1, long_side=64, types_per_source=1, levels_per_type=2)
+    return ensure_demo(tmp_path_factory.getbasetemp() / "tiny-demo", 0, spec=spec, progress=False)
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty store with MLflow's schema; copying it saves each test the migrations (seconds of SQLite
+    commits). Tests of how a store is created (`test_default_store_is_created_under_mlruns`, concurrent
+    jobs) start from nothing instead."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def seed_store(root: Path, migrated_db: Path) -> Path:
+    """`root`/mlruns/mlflow.db (the store of a run with paths.root_dir=root) as a copy of `migrated_db`."""
+    import shutil
+
+    (root / "mlruns").mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(migrated_db, root / "mlruns" / "mlflow.db"))
 
 
 @pytest.fixture(scope="module")

@@ -301,6 +301,7 @@ def test_mlsp_pool_is_recorded_and_rebuilt_from_meta(head: str) -> None:
     assert build_quality_model(legacy).backbone.pool == "avg"
 
 
+@pytest.mark.slow  # exports the real lite0 backbone
 def test_mlsp_model_exports_to_onnx_and_opencv_matches_torch(tmp_path) -> None:
     import cv2
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import seed_store
 from iqs.config import compose, conf_dir
 from iqs.data.bad_images import BadImagePolicy
 from iqs.data.errors import DataError
@@ -22,12 +23,9 @@ KINDS = ("truncated", "empty", "not_an_image", "missing")
 
 
 @pytest.fixture(scope="session")
-def clean_demo(tmp_path_factory) -> Path:
-    """15 reference photos x 3 images per source: 135 images of 64 px (as test_train's tiny_demo)."""
-    from iqs.data.demo.build import DemoSpec, ensure_demo
-
-    spec = DemoSpec(crops_per_photo=1, long_side=64, types_per_source=1, levels_per_type=2)
-    return ensure_demo(tmp_path_factory.mktemp("demo"), 0, spec=spec, progress=False)
+def clean_demo(tiny_demo) -> Path:
+    """The session's tiny demo (conftest): 15 reference photos x 3 images per source, 135 images of 64 px."""
+    return tiny_demo
 
 
 def break_files(demo: Path, dest: Path) -> dict[str, str]:
@@ -150,8 +148,9 @@ def test_check_results_are_kept_per_file_and_changed_files_are_decoded_again(bro
 
 
 @pytest.mark.slow
-def test_training_skips_broken_images_counts_and_lists_them(broken, tmp_path):
+def test_training_skips_broken_images_counts_and_lists_them(broken, tmp_path, migrated_db):
     root, victims = broken
+    seed_store(tmp_path, migrated_db)
     ov = shrink(tmp_path, *demo_sources(root), "experiment=demo", "data.max_bad_fraction=0.1", epochs=1)
     metrics, objs = run_train(ov)
     run = mlflow_runs(tmp_path).set_index("run_id").loc[objs["run_id"]]

@@ -279,14 +279,6 @@ def test_resume_is_refused_for_ranks_a_cluster_starts(monkeypatch, tmp_path):
 # ---------------------------------------------------------------- end to end: 2 gloo processes vs 1
 
 
-@pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory) -> Path:
-    from iqs.data.demo.build import DemoSpec, ensure_demo
-
-    spec = DemoSpec(crops_per_photo=1, long_side=64, types_per_source=1, levels_per_type=2)
-    return ensure_demo(tmp_path_factory.mktemp("demo"), 0, spec=spec, progress=False)
-
-
 def overrides(demo: Path, tmp: Path) -> list[str]:
     """A tiny run whose model never changes (lr 0), so any difference between 1 and 2 processes is in the
     data sharding, metric syncing or gathering, not in the training."""

@@ -343,6 +343,7 @@ def test_default_out_dir_follows_iqs_data_dir(tmp_path: Path, monkeypatch) -> No
     assert default_out_dir() == Path("data") / "demo"
 
 
+@pytest.mark.slow  # builds the full-size demo (1000-3000 images)
 def test_default_size_builds_fast_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([f"out_dir={tmp_path / 'demo'}", "seed=0"]) == 0
     rec = read_build(tmp_path / "demo")

@@ -59,6 +59,7 @@ def test_profile_report_is_read_back(tmp_path):
     assert means["[_TrainingEpochLoop].train_dataloader_next"][1] == 1
 
 
+@pytest.mark.slow  # starts an interpreter that imports torch
 def test_gpu_check_refuses_a_missing_gpu_with_the_way_out(tmp_path):
     import torch
 

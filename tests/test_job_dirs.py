@@ -21,8 +21,12 @@ class _FrozenClock(datetime):
 
 
 def test_folders_outside_hydra_differ_too(tmp_path, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
     from iqs.train import run
 
+    # outside Hydra: no job config left behind by an earlier test of this process (e.g. a README dry run)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
     monkeypatch.setattr(run, "datetime", _FrozenClock)
     cfg = compose("train", [f"paths.root_dir={tmp_path}"])
     first, second = run.job_output_dir(cfg), run.job_output_dir(cfg)
@@ -31,15 +35,17 @@ def test_folders_outside_hydra_differ_too(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_jobs_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+def test_two_jobs_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch, tiny_demo, migrated_db):
     import hydra.core.utils
 
+    from conftest import seed_store
     from iqs.train.run import main
-    from test_resume import build_tiny_demo, tiny
+    from test_resume import tiny
 
     for var in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR", "IQS_DATA_DIR", "IQS_SWEEP_ID"):
         monkeypatch.delenv(var, raising=False)
-    demo = build_tiny_demo(tmp_path / "demo")
+    demo = tiny_demo
+    seed_store(tmp_path, migrated_db)
     monkeypatch.setattr(hydra.core.utils, "datetime", _FrozenClock)  # Hydra's ${now:} resolver
     ov = tiny(tmp_path, demo, epochs=1)
     assert main([*ov, "seed=1"]) == 0

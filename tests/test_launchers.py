@@ -75,14 +75,6 @@ def test_slurm_launcher_config_extends_submitit():
 # ---------------------------------------------------------------- sweeps of 2 tiny runs
 
 
-@pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory) -> Path:
-    from iqs.data.demo.build import DemoSpec, ensure_demo
-
-    spec = DemoSpec(crops_per_photo=1, long_side=64, types_per_source=1, levels_per_type=2)
-    return ensure_demo(tmp_path_factory.mktemp("demo"), 0, spec=spec, progress=False)
-
-
 def sweep(demo: Path, tmp: Path, *launcher: str) -> pd.DataFrame:
     """`iqs train -m` of two one-epoch runs (head=regression,classification) through `launcher`."""
     import mlflow

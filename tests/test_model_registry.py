@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,12 @@ def photos(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_register_then_predict_and_reexport_by_alias(tmp_path: Path, photos: Path, monkeypatch) -> None:
+def test_register_then_predict_and_reexport_by_alias(
+    tmp_path: Path, photos: Path, monkeypatch, migrated_db: Path
+) -> None:
     monkeypatch.chdir(tmp_path)  # default out_dirs and mlruns/ stay in tmp_path
+    (tmp_path / "store").mkdir()
+    shutil.copy(migrated_db, tmp_path / "store" / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
     store = [f"logger.tracking_uri={uri}"]
     first = tiny_checkpoint(tmp_path / "first.ckpt", seed=0)
@@ -112,8 +117,11 @@ def test_register_then_predict_and_reexport_by_alias(tmp_path: Path, photos: Pat
 
 
 @pytest.mark.slow
-def test_register_an_exported_run_links_the_version_to_it(tmp_path: Path, monkeypatch) -> None:
+def test_register_an_exported_run_links_the_version_to_it(
+    tmp_path: Path, monkeypatch, migrated_db: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     exp = client.create_experiment("runs", artifact_location=(tmp_path / "art").as_uri())
@@ -131,7 +139,10 @@ def test_register_an_exported_run_links_the_version_to_it(tmp_path: Path, monkey
     assert {p.name for p in folder.iterdir()} == {f"{stem}.full.onnx", "MODEL_CARD.md", f"{stem}.ckpt"}
 
 
-def test_unknown_names_aliases_and_versions_say_what_exists(tmp_path: Path, capsys) -> None:
+def test_unknown_names_aliases_and_versions_say_what_exists(
+    tmp_path: Path, capsys, migrated_db: Path
+) -> None:
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     client.create_registered_model(NAME)

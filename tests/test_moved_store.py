@@ -13,7 +13,6 @@ from iqs.config import compose
 from iqs.tracking import tracked_run
 from iqs.tracking.store import main as store_main
 from iqs.tracking.store import moved_store_warning
-from test_tracking import migrated_db  # noqa: F401 - the session's empty, migrated store
 
 
 def run_in(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -24,7 +23,7 @@ def run_in(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return run.artifact_uri
 
 
-def test_copied_store_is_reported_and_relocated(tmp_path, migrated_db, monkeypatch, caplog, capsys):  # noqa: F811
+def test_copied_store_is_reported_and_relocated(tmp_path, migrated_db, monkeypatch, caplog, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     original, copy = tmp_path / "original", tmp_path / "copy"
     (original / "mlruns").mkdir(parents=True)
@@ -91,7 +90,7 @@ def test_only_local_stores_outside_their_folder_are_reported(tmp_path):
     assert moved_store_warning("http://127.0.0.1:5000", "e", (tmp_path / "old").as_uri(), None) is None
 
 
-def test_the_suggested_command_points_the_experiment_at_the_configured_root(tmp_path, migrated_db):  # noqa: F811
+def test_the_suggested_command_points_the_experiment_at_the_configured_root(tmp_path, migrated_db):
     """With logger.artifact_location elsewhere (a big disk), the fix the warning names moves it there."""
     import shlex
 
@@ -114,7 +113,7 @@ def test_the_suggested_command_points_the_experiment_at_the_configured_root(tmp_
     assert location == (disk / "e").as_uri()
 
 
-def test_iqs_train_reports_a_copied_store_once(tmp_path, migrated_db, monkeypatch, caplog):  # noqa: F811
+def test_iqs_train_reports_a_copied_store_once(tmp_path, migrated_db, monkeypatch, caplog):
     """`iqs train` looks up its experiment before the run (resume, liveness) and when it opens it: one warning."""
     from iqs.train.resume import prepare
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,7 +193,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path
     assert torch.load(path, weights_only=True)["epoch"] == 0
 
 
-def test_resume_is_the_one_key_and_bad_targets_say_what_to_do(tmp_path):
+def test_resume_is_the_one_key_and_bad_targets_say_what_to_do(tmp_path, migrated_db):
     from mlflow import MlflowClient
 
     from iqs.config import CommandLineError
@@ -206,6 +207,7 @@ def test_resume_is_the_one_key_and_bad_targets_say_what_to_do(tmp_path):
     assert resume_value(compose("train", [])) is None
     assert resume_value(compose("train", ["resume=auto"])) == "auto"
 
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("r", artifact_location=(tmp_path / "a").as_uri())
     with pytest.raises(ConfigError, match="no such MLflow run"):
@@ -231,7 +233,7 @@ def test_resume_is_the_one_key_and_bad_targets_say_what_to_do(tmp_path):
         auto_target(client, exp, "regression-none-t5_6-demo", {"head.name": "regression"})
 
 
-def test_resume_auto_finds_a_run_whose_long_param_was_logged_truncated(tmp_path):
+def test_resume_auto_finds_a_run_whose_long_param_was_logged_truncated(tmp_path, migrated_db):
     """MLflow keeps at most MAX_PARAM_VALUE characters of a param: such a value was logged cut short, and
     resume=auto must not take it for another config (mlflow_run._reopen skips it the same way)."""
     from mlflow import MlflowClient
@@ -240,6 +242,7 @@ def test_resume_auto_finds_a_run_whose_long_param_was_logged_truncated(tmp_path)
     from iqs.tracking.mlflow_run import MAX_PARAM_VALUE, TrackedRun, changed_params
     from iqs.train.resume import auto_target
 
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("r", artifact_location=(tmp_path / "a").as_uri())
     run = client.create_run(exp, run_name="regression-none-t5_6-demo")

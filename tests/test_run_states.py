@@ -38,13 +38,6 @@ SLURM_ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def cfg(tmp_path: Path, migrated_db: Path):
     shutil.copy(migrated_db, tmp_path / "mlflow.db")

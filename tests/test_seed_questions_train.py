@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import seed_store
 from iqs.config import compose
 from test_train import _isolated_tracking, demo_sources, run_train, shrink, tiny_demo  # noqa: F401
 
@@ -35,9 +36,11 @@ def test_rank_mixture_preset_composes() -> None:
     ],
     ids=["rank", "ordinal", "regression+rank"],
 )
-def test_train_runs_with_tuned_cuts(overrides, tiny_demo, tmp_path):  # noqa: F811
+def test_train_runs_with_tuned_cuts(overrides, tiny_demo, tmp_path, migrated_db):  # noqa: F811
     from iqs.checkpoints import load_checkpoint
     from iqs.train.pair_batches import WithinSourceBatchSampler
+
+    seed_store(tmp_path, migrated_db)
 
     metrics, objs = run_train(shrink(tmp_path, *demo_sources(tiny_demo), *overrides))
     cfg, dm = objs["cfg"], objs["datamodule"]

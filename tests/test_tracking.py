@@ -29,14 +29,6 @@ KONIQ_PAIR = (4.0, 7.0)  # demo_koniq's own thresholds in make_cfg
 RULE = LabelRule((T1, T2), {"demo_ava": (T1, T2), "demo_koniq": KONIQ_PAIR})
 
 
-@pytest.fixture(scope="session")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty store with MLflow's schema; copying it saves each test the migrations (seconds)."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def store(tmp_path: Path, migrated_db: Path) -> Path:
     shutil.copy(migrated_db, tmp_path / "mlflow.db")

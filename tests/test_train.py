@@ -11,20 +11,15 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+import conftest
+from conftest import seed_store
 from iqs.config import compose
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+tiny_demo = conftest.tiny_demo  # the session's demo build, for the modules that import it from here
+
 PRESETS = ("demo", "seed_ava_3class", "seed_combined", "nima_ava")
-
-
-@pytest.fixture(scope="session")
-def tiny_demo(tmp_path_factory) -> Path:
-    """15 reference photos x (pristine + 2 levels of 1 distortion) per source: 135 images of 64 px."""
-    from iqs.data.demo.build import DemoSpec, ensure_demo
-
-    spec = DemoSpec(crops_per_photo=1, long_side=64, types_per_source=1, levels_per_type=2)
-    return ensure_demo(tmp_path_factory.mktemp("demo"), 0, spec=spec, progress=False)
 
 
 @pytest.fixture(autouse=True)
@@ -103,11 +98,12 @@ def test_sweep_axes_are_not_pinned_by_the_demo_preset():
 
 
 @pytest.mark.slow
-def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path):
+def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path, migrated_db):
     from iqs.checkpoints import load_checkpoint
     from iqs.deploy.decode import load_rgb
     from iqs.deploy.preprocess import InputSpec, eval_transform
 
+    seed_store(tmp_path, migrated_db)
     ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo")
     metrics, objs = run_train(ov)
     dm = objs["datamodule"]
@@ -131,6 +127,7 @@ def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path):
     assert (
         meta["head"] == "regression" and meta["input_size"] == [64, 64] and meta["thresholds"] == [5.0, 6.0]
     )
+    assert meta["freeze"] is True  # the demo preset's frozen backbone (the other presets: below)
     model, _ = load_checkpoint(ckpt)
     row = pred.iloc[0]
     path = dm.paths[
@@ -217,10 +214,12 @@ def test_rebalancer_weights_and_balanced_mse_reach_the_model(tiny_demo, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", PRESETS)
-def test_experiment_preset_runs_on_stand_in_data(preset, tiny_demo, tmp_path):
+# the demo preset trains end to end in test_train_end_to_end_and_cache_hit_reproduces_miss
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "demo"])
+def test_experiment_preset_runs_on_stand_in_data(preset, tiny_demo, tmp_path, migrated_db):
     """Each preset with its dataset roots pointed at demo-built files in the official formats."""
     d = tiny_demo
+    seed_store(tmp_path, migrated_db)
     # the stand-ins have no official test list / split file: the mixture splits them by reference photo
     ava = [
         f"data.sources.ava.root={d}/ava",
@@ -228,7 +227,6 @@ def test_experiment_preset_runs_on_stand_in_data(preset, tiny_demo, tmp_path):
         "data.sources.ava.group_file=groups.csv",
     ]
     roots = {
-        "demo": demo_sources(d),
         "seed_ava_3class": ava,
         "nima_ava": [*ava, "loader.num_workers=0", "trainer.limit_train_batches=2"],
         "seed_combined": [
@@ -255,8 +253,10 @@ def test_experiment_preset_runs_on_stand_in_data(preset, tiny_demo, tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_jobs_get_distinct_output_dirs_and_one_sweep_id(tiny_demo, tmp_path):
+def test_sweep_jobs_get_distinct_output_dirs_and_one_sweep_id(tiny_demo, tmp_path, migrated_db):
     from iqs.train.run import main
+
+    seed_store(tmp_path, migrated_db)
 
     ov = [
         o
@@ -279,7 +279,8 @@ def test_sweep_jobs_get_distinct_output_dirs_and_one_sweep_id(tiny_demo, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "mlruns", "multirun"]
 
 
-def test_a_bad_dataset_root_fails_a_recorded_run(tiny_demo, tmp_path):
+def test_a_bad_dataset_root_fails_a_recorded_run(tiny_demo, tmp_path, migrated_db):
+    seed_store(tmp_path, migrated_db)
     sources = [o.replace(f"{tiny_demo}/spaq", f"{tmp_path}/nowhere") for o in demo_sources(tiny_demo)]
     with pytest.raises(Exception, match="nowhere"):
         run_train(shrink(tmp_path, *sources, "experiment=demo"))

@@ -136,6 +136,7 @@ def _writer(paths: list[str], cache_dir: str, out: str) -> None:
     torch.save({"eval": f.eval, "hit": f.hit}, out)
 
 
+@pytest.mark.slow  # starts two interpreters that import torch
 def test_concurrent_writers_leave_one_valid_entry(images, tmp_path):
     ctx = mp.get_context("spawn")
     procs = [
