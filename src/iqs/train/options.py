@@ -55,6 +55,16 @@ def within_source_batches(cfg: DictConfig) -> dict[str, Any] | None:
     return {"sources_per_batch": loss.get("sources_per_batch")}
 
 
+def _cuts_as_checked(cfg: DictConfig) -> object:
+    """decision_cuts, with the target that experiment=personal fills in later (the user's class shares in
+    the training split, `personal.cuts_from_train_shares`) stood in by equal shares: checked for the rest."""
+    cuts = cfg.get("decision_cuts")
+    personal = cfg.get("personal") or {}
+    if cuts is None or cuts.get("target") is not None or not personal.get("cuts_from_train_shares"):
+        return cuts
+    return {**OmegaConf.to_container(cuts, resolve=True), "target": [1 / 3, 1 / 3, 1 / 3]}
+
+
 def check_values(cfg: DictConfig) -> None:
     """Refuse, before any MLflow run exists, the values that the config alone shows to be wrong: the
     mixture (keys, ordered thresholds, `data.fold` within `data.folds`, source settings), the loss, the
@@ -63,11 +73,13 @@ def check_values(cfg: DictConfig) -> None:
     from iqs.data.mixture import ConfigError, checked_config
     from iqs.train.decision_cuts import CutsConfig
 
-    checked_config(cfg.data, cfg.thresholds)  # raises ConfigError itself
+    if cfg.get("thresholds") is not None:  # experiment=personal takes them from its init run, later
+        checked_config(cfg.data, cfg.thresholds)  # raises ConfigError itself
     try:
-        rank_weight(cfg)
-        within_source_batches(cfg)
-        CutsConfig.from_cfg(cfg.get("decision_cuts"))
+        if cfg.get("head") is not None:  # likewise the head
+            rank_weight(cfg)
+            within_source_batches(cfg)
+        CutsConfig.from_cfg(_cuts_as_checked(cfg))
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
     if str(cfg.monitor.mode) not in ("min", "max"):
