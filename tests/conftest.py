@@ -35,6 +35,18 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _loggers_enabled() -> None:
+    """A Hydra job run in this process with `hydra/job_logging=disabled` applies `disable_existing_loggers`,
+    which disables every logger that exists by then, for the rest of the worker; a later test's caplog would
+    see none of their records. Each test starts with every logger enabled again."""
+    import logging
+
+    for logger in logging.root.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            logger.disabled = False
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """`slow` tests train, export or build tool venvs: they get a longer pytest-timeout than the default."""
     for item in items:

@@ -140,10 +140,17 @@ def test_training_reads_the_jpeg_prepared_source_the_config_names(photos, tmp_pa
     assert prepared_images(cfg(), mixture)["demo"].out_dir == raw.out_dir  # format unset: raw, as before
     found = prepared_images(cfg(format="jpeg", jpeg_quality=95), mixture)
     assert found["demo"].out_dir == jpg.out_dir and found["demo"].formats() == {"jpeg"}
-    with caplog.at_level(logging.WARNING, logger="iqs.data.prepared_folders"):
-        assert prepared_images(cfg(format="jpeg", jpeg_quality=80), mixture) == {}  # not prepared at q80
+    # the handler sits on the logger itself: records reach it whatever an earlier in-process Hydra job
+    # (hydra/job_logging=disabled) did to the root logger of this worker
+    logger = logging.getLogger("iqs.data.prepared_folders")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger=logger.name):
+            assert prepared_images(cfg(format="jpeg", jpeg_quality=80), mixture) == {}  # not prepared at q80
+    finally:
+        logger.removeHandler(caplog.handler)
     # ... and the run says which options would have used the prepared shards, instead of decoding silently
-    (warning,) = [r.getMessage() for r in caplog.records if r.name == "iqs.data.prepared_folders"]
+    (warning,) = {r.getMessage() for r in caplog.records if r.name == logger.name}
     assert "prepare.jpeg_quality=80" in warning and "decodes the original images" in warning
     assert "prepare.short_side=320 prepare.format=raw" in warning
     assert "prepare.short_side=320 prepare.format=jpeg prepare.jpeg_quality=95" in warning
