@@ -65,7 +65,7 @@ def _stock_arch_pb(out: Path) -> Path:
     """InceptionV3 at 299 px with a 3-class head, random weights, through the same .pb writer."""
     import torch
 
-    from iqs.deploy.tf_export import export_pb
+    from iqs.deploy.export.tf_export import export_pb
     from iqs.models import build_quality_model
 
     torch.manual_seed(0)
@@ -79,7 +79,7 @@ def _stock_arch_pb(out: Path) -> Path:
 
 
 def _seconds_per_photo(pb: Path, photos: list[Path]) -> float:
-    from iqs.deploy.opencv_matrix import ensure_venv, run_worker
+    from iqs.deploy.compat.opencv_matrix import ensure_venv, run_worker
 
     run = run_worker(ensure_venv(RELEASE), pb, photos, RELEASE)
     if not run.loads:
@@ -89,7 +89,7 @@ def _seconds_per_photo(pb: Path, photos: list[Path]) -> float:
 
 
 def run(work: str) -> dict:
-    from iqs.deploy.compat import compat_photos, write_photos
+    from iqs.deploy.compat.command import compat_photos, write_photos
 
     work_dir = Path(work)
     run_id = _demo_run(work_dir)

@@ -78,8 +78,8 @@ def finetune_step_ips(
 
 
 def run(work_dir: str | Path, n_images: int = 48, size: tuple[int, int] = (3000, 2000)) -> dict:
+    from iqs.core.preprocess import InputSpec, train_transform
     from iqs.data.prepare import PreparedImages, prepare_source
-    from iqs.deploy.preprocess import InputSpec, train_transform
 
     work = Path(work_dir)
     paths = _make_photos(work / "full", n_images, size)

@@ -24,7 +24,7 @@ BEFORE = "e155b56"  # the last commit with the decode-pool + main-thread batch d
 
 def _load_before(tmp: Path):
     source = subprocess.run(
-        ["git", "-C", str(HERE), "show", f"{BEFORE}:src/iqs/deploy/predict.py"],
+        ["git", "-C", str(HERE), "show", f"{BEFORE}:src/iqs/deploy/predict/scorer.py"],
         check=True,
         capture_output=True,
         text=True,
@@ -45,8 +45,8 @@ def main() -> int:
 
     import predict_bench as pb
 
-    from iqs.deploy import export
-    from iqs.deploy.predict import OnnxScorer, predict_paths
+    from iqs.deploy.export import exporter as export
+    from iqs.deploy.predict.scorer import OnnxScorer, predict_paths
 
     with tempfile.TemporaryDirectory(prefix="iqs-ab-") as tmp:
         work = Path(tmp)

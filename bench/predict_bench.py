@@ -37,9 +37,9 @@ import torch
 from PIL import Image, ImageOps
 from skimage import data
 
-from iqs.deploy import export
-from iqs.deploy.predict import OnnxScorer, predict_paths, prepare
-from iqs.deploy.preprocess import DIGIKAM_SIZE, DigikamToBackbone
+from iqs.core.preprocess import DIGIKAM_SIZE, DigikamToBackbone
+from iqs.deploy.export import exporter as export
+from iqs.deploy.predict.scorer import OnnxScorer, predict_paths, prepare
 
 SIZES = {"12MP": (4000, 3000), "24MP": (6000, 4000)}
 PER_SIZE = 3

@@ -84,9 +84,9 @@ def _psnr_min(a_pre, b_pre, paths: list[str]) -> float:
 def run(work_dir: str | Path, n_photos: int = 16) -> dict:
     from loader_bench import _make_photos, finetune_step_ips
 
+    from iqs.core.preprocess import InputSpec, train_transform
     from iqs.data.demo.build import ensure_demo
     from iqs.data.shard_format import RAW, ShardFormat
-    from iqs.deploy.preprocess import InputSpec, train_transform
 
     jpeg = ShardFormat("jpeg")
     work = Path(work_dir)

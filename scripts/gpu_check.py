@@ -94,9 +94,9 @@ def _rows(cache: Path, spec, train: bool):
     """The DataModule's ImageRows over every demo image, served from the JPEG shards."""
     import numpy as np
 
+    from iqs.core.preprocess import eval_transform, train_transform
     from iqs.data.prepare import PreparedImages
     from iqs.data.table import make_table
-    from iqs.deploy.preprocess import eval_transform, train_transform
     from iqs.train.datamodule import ImageRows
 
     prepared = {}
@@ -123,7 +123,7 @@ def _model_ips(ckpt: Path, rows, device: str, batch: int, n_batches: int) -> flo
     """The trained model scoring ready inputs on `device` (bf16 autocast on CUDA), synchronised."""
     import torch
 
-    from iqs.checkpoints import load_checkpoint
+    from iqs.models.checkpoints import load_checkpoint
 
     model, _ = load_checkpoint(ckpt)
     model = model.to(device)
@@ -256,8 +256,8 @@ def main() -> int:
         "note": "host-side times from Lightning's SimpleProfiler; the last batch of an epoch may be smaller",
     }
 
-    from iqs.checkpoints import read_meta
-    from iqs.deploy.preprocess import InputSpec
+    from iqs.core.preprocess import InputSpec
+    from iqs.models.checkpoints import read_meta
 
     ckpts = sorted(work.rglob("checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not ckpts:

@@ -20,7 +20,7 @@ def realdata() -> Path:
 
 
 SLOW_TEST_TIMEOUT_S = (
-    1800  # a first tool-venv install (the OpenCV releases) waits up to iqs.deploy.tool_venvs' lock
+    1800  # a first tool-venv install (the OpenCV releases) waits up to iqs.deploy.compat.tool_venvs' lock
 )
 
 
@@ -69,7 +69,7 @@ def adapter_settings(dataset: str) -> dict:
     the adapter at files of their own: the yaml states every key an adapter reads, so tests take them there."""
     from omegaconf import OmegaConf
 
-    from iqs.config import conf_dir
+    from iqs.core.config import conf_dir
     from iqs.data.mixture_config import DATASET_KEYS  # the keys every dataset has: where its files are
 
     node = OmegaConf.load(conf_dir() / "dataset" / f"{dataset}.yaml")

@@ -13,10 +13,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tests.conftest import adapter_settings
 
-from iqs.config import conf_dir
+from iqs.core.config import conf_dir
+from iqs.core.errors import DataError
+from iqs.core.scale import gaussian_dist, std_to_common, to_common, votes_to_dist
 from iqs.data.adapters import ADAPTERS, load_source
-from iqs.data.errors import DataError
-from iqs.data.scale import gaussian_dist, std_to_common, to_common, votes_to_dist
 from iqs.data.table import COLUMNS, dist_matrix
 
 

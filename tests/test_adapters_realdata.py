@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from tests.conftest import adapter_settings
 
+from iqs.core.errors import DataError
 from iqs.data.adapters import load_source
-from iqs.data.errors import DataError
 
 pytestmark = pytest.mark.realdata
 

@@ -12,7 +12,7 @@ from skimage.data import chelsea
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 import iqs.models.backbone as backbone_mod
-from iqs.config import compose, conf_dir
+from iqs.core.config import compose, conf_dir
 from iqs.models import HEADS, build_quality_model, create_backbone, pooling
 from iqs.models.backbone import BACKBONE_KEYS, build_timm_model, resolve_info
 from iqs.models.packaged_weights import (
@@ -305,8 +305,8 @@ def test_mlsp_pool_is_recorded_and_rebuilt_from_meta(head: str) -> None:
 def test_mlsp_model_exports_to_onnx_and_opencv_matches_torch(tmp_path) -> None:
     import cv2
 
-    from iqs.deploy.export import export_onnx
-    from iqs.deploy.onnx_wrappers import wrap
+    from iqs.deploy.export.exporter import export_onnx
+    from iqs.deploy.export.onnx_wrappers import wrap
 
     torch.manual_seed(0)
     cfg = {
@@ -340,7 +340,7 @@ def test_mlsp_model_exports_to_onnx_and_opencv_matches_torch(tmp_path) -> None:
 
 
 def test_pool_levels_keep_the_shallow_levels_and_key_the_cache() -> None:
-    from iqs.deploy.preprocess import InputSpec
+    from iqs.core.preprocess import InputSpec
     from iqs.train.features import FeatureKey
 
     torch.manual_seed(0)

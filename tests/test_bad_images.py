@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from conftest import seed_store
-from iqs.config import compose, conf_dir
+from iqs.core.config import compose, conf_dir
+from iqs.core.errors import DataError
 from iqs.data.bad_images import BadImagePolicy
-from iqs.data.errors import DataError
 from test_train import _isolated_tracking, demo_sources, mlflow_runs, run_train, shrink  # noqa: F401
 
 KINDS = ("truncated", "empty", "not_an_image", "missing")
@@ -46,8 +46,8 @@ def broken(clean_demo, tmp_path) -> tuple[Path, dict[str, str]]:
 
 
 def datamodule(demo: Path, tmp: Path, policy: BadImagePolicy | None, **kw):
+    from iqs.core.preprocess import InputSpec
     from iqs.data.mixture import build_mixture
-    from iqs.deploy.preprocess import InputSpec
     from iqs.rebalance import build_rebalancer
     from iqs.train.datamodule import QualityDataModule
 

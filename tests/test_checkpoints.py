@@ -10,11 +10,11 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from iqs.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, read_meta
-from iqs.config import compose
-from iqs.deploy import export
+from iqs.core.config import compose
+from iqs.deploy.export import exporter as export
 from iqs.models import build_quality_model
-from iqs.tracking.artifacts import read_io_meta
+from iqs.models.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, read_meta
+from iqs.report.artifacts import read_io_meta
 
 
 class Payload:

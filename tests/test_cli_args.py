@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from iqs.config import Flags, compose, hydra_overrides
-from iqs.deploy.predict_cli import FLAGS as PREDICT
-from iqs.tracking.compare import FLAGS as COMPARE
+from iqs.core.config import Flags, compose, hydra_overrides
+from iqs.deploy.predict.command import FLAGS as PREDICT
+from iqs.report.compare import FLAGS as COMPARE
 
 
 def test_threshold_options_are_plain_strings_even_in_sweeps() -> None:

@@ -11,11 +11,11 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from scipy import stats
 
-from iqs.data.scale import assign_labels
+from iqs.core.scale import assign_labels
 from iqs.metrics.bootstrap import paired_bootstrap
 from iqs.metrics.label_rule import LabelRule
+from iqs.report.compare import load_config, main, paired_table, search
 from iqs.tracking import tracked_run
-from iqs.tracking.compare import load_config, main, paired_table, search
 
 # (experiment, sweep, head, rebalance, thresholds, lr, all/srcc, status)
 RUNS = [
@@ -362,8 +362,8 @@ def test_label_metrics_compare_only_where_both_runs_label_alike(
 def test_too_few_groups_show_no_interval_but_the_reason_and_n_groups_everywhere(tmp_path: Path) -> None:
     """Runs as search_runs lists them: one logged before the rule (an interval on 3 groups), one logged
     with the flag, one on 15 groups. Only the last shows an interval; every cell says its n."""
-    from iqs.tracking.compare import build_table, load_config, render
-    from iqs.tracking.compare_render import figure_for, write_figure
+    from iqs.report.compare import build_table, load_config, render
+    from iqs.report.compare_render import figure_for, write_figure
 
     runs = pd.DataFrame(
         {

@@ -9,7 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from iqs.config import conf_dir
+from iqs.core.config import conf_dir
 from iqs.tracking.naming import sweep_id_for
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from iqs.config import compose, conf_dir
+from iqs.core.config import compose, conf_dir
 from iqs.data.adapters import ADAPTERS
 from iqs.models.backbone import check_backbone_name, create_backbone_from_cfg
 from iqs.models.heads import HEADS, build_head

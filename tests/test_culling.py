@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from iqs.core.scale import assign_labels
 from iqs.data.bursts import best_of_bursts, burst_ids, burst_ids_or_single
-from iqs.data.scale import assign_labels
-from iqs.train.decision_cuts import CutsConfig, burst_margin, quantile_cuts, rating_cuts, stars_for
+from iqs.metrics.label_rule import stars_for
+from iqs.train.decision_cuts import CutsConfig, burst_margin, quantile_cuts, rating_cuts
 
 
 def test_stars_count_the_cuts_below_the_score() -> None:

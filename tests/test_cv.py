@@ -13,7 +13,7 @@ from tests.test_mixture import THRESHOLDS, fake_sources, source, synthetic  # no
 
 from iqs.data.mixture import ConfigError, build_mixture
 from iqs.data.splits import assign_folds, assign_splits
-from iqs.tracking import cv
+from iqs.report import cv
 
 K = 5
 
@@ -227,7 +227,7 @@ def test_paired_folds_find_the_better_configuration() -> None:
 def test_compare_pools_a_cv_id_from_the_store(tmp_path: Path, capsys) -> None:
     from mlflow.tracking import MlflowClient
 
-    from iqs.tracking.compare import main
+    from iqs.report.compare import main
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)

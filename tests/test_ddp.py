@@ -16,21 +16,17 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset, WeightedRandomSampler
 
-from iqs.train import distributed
-from iqs.train.distributed import (
-    RankZeroOnlyRun,
-    ShardedBatchSampler,
-    eval_sampler,
-    merge_test_outputs,
-    train_sampler,
-)
+from iqs.train import distributed, samplers
+from iqs.train.distributed import RankZeroOnlyRun, merge_test_outputs
+from iqs.train.samplers import ShardedBatchSampler, eval_sampler, train_sampler
 from test_train import demo_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def as_rank(monkeypatch, rank: int, size: int) -> None:
-    monkeypatch.setattr(distributed, "world", lambda: (rank, size))
+    for module in (samplers, distributed):
+        monkeypatch.setattr(module, "world", lambda: (rank, size))
 
 
 def test_outside_ddp_the_samplers_are_left_alone():
@@ -105,7 +101,7 @@ def test_merged_test_outputs_are_in_row_order_and_refuse_duplicates():
 def test_other_ranks_get_a_run_that_logs_nothing(monkeypatch, tmp_path):
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    from iqs.config import compose
+    from iqs.core.config import compose
 
     cfg = compose("train", [f"paths.root_dir={tmp_path}"])
     monkeypatch.setattr(rank_zero_only, "rank", 1)
@@ -131,7 +127,7 @@ def test_only_the_rank_that_owns_the_run_prints_the_test_table(tmp_path, capsys)
     """A cluster starts every rank as `iqs train`: each returns its metric, one prints the table."""
     from types import SimpleNamespace
 
-    from iqs.config import compose
+    from iqs.core.config import compose
     from iqs.train.run import report_job
 
     cfg = compose("train", [f"paths.root_dir={tmp_path}"])
@@ -151,7 +147,7 @@ def test_a_resumed_ddp_run_hands_rank_zeros_checkpoint_and_folder_to_the_other_r
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     import iqs.train.run as run_module
-    from iqs.config import compose
+    from iqs.core.config import compose
 
     monkeypatch.setenv(
         distributed.REPLAY_ENV, ""
@@ -182,9 +178,9 @@ def test_a_resumed_ddp_run_restores_the_wrapped_samplers_draws(monkeypatch):
     wrappers; the resume state must reach them, or a resumed run repeats epoch 0's draws."""
     from torch.utils.data import DataLoader
 
-    from iqs.train.distributed import shard_batches
     from iqs.train.pair_batches import WithinSourceBatchSampler
     from iqs.train.resume import sampler_state, set_sampler_state
+    from iqs.train.samplers import shard_batches
 
     as_rank(monkeypatch, 1, 2)
     data = TensorDataset(torch.arange(40))
@@ -245,7 +241,7 @@ def test_resume_is_refused_for_ranks_a_cluster_starts(monkeypatch, tmp_path):
     resume."""
     from omegaconf import OmegaConf
 
-    from iqs.config import compose
+    from iqs.core.config import compose
     from iqs.data.mixture import ConfigError
     from iqs.train.distributed import check_resume_world
     from iqs.train.run import train
@@ -300,7 +296,7 @@ def overrides(demo: Path, tmp: Path) -> list[str]:
 def test_two_process_ddp_on_cpu_equals_one_process(tiny_demo, tmp_path, monkeypatch):
     import mlflow
 
-    from iqs.config import compose
+    from iqs.core.config import compose
     from iqs.train.run import monitored_value, train
 
     for var in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR", "IQS_DATA_DIR", "IQS_SWEEP_ID"):

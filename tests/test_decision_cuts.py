@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from iqs.data.scale import assign_labels
+from iqs.core.scale import assign_labels
 from iqs.models import build_quality_model
 from iqs.train.decision_cuts import (
     ALL,
@@ -177,7 +177,7 @@ def test_tuned_cuts_never_see_test_labels(tmp_path) -> None:
 
 
 def test_baked_cuts_class_every_score_and_survive_the_meta_round_trip(tmp_path) -> None:
-    from iqs.checkpoints import load_checkpoint
+    from iqs.models.checkpoints import load_checkpoint
 
     cfg = {
         "backbone": {"name": "resnet50", "weights": "none"},
@@ -204,7 +204,7 @@ def test_baked_cuts_class_every_score_and_survive_the_meta_round_trip(tmp_path) 
 def baked_regression_checkpoint(blobs: np.ndarray, tmp_path: Path) -> tuple[np.ndarray, tuple, Path]:
     """A random-weight regression model's scores on digiKam blobs, cuts at their 30%/70% quantiles, and its
     checkpoint (tmp_path/best.ckpt) with those cuts baked in."""
-    from iqs.deploy.preprocess import DigikamToBackbone
+    from iqs.core.preprocess import DigikamToBackbone
     from test_export import make_model, save_checkpoint
 
     model = make_model("regression")
@@ -220,9 +220,9 @@ def baked_regression_checkpoint(blobs: np.ndarray, tmp_path: Path) -> tuple[np.n
 def test_export_uses_the_baked_cuts(tmp_path) -> None:
     """A checkpoint with baked cuts exports a .pb whose argmax (readNetFromTensorflow, OpenCV 4.10) is the
     tuned class."""
-    from iqs.deploy import export
-    from iqs.deploy.opencv_matrix import run_on_blobs
-    from iqs.deploy.preprocess import digikam_blob
+    from iqs.core.preprocess import digikam_blob
+    from iqs.deploy.compat.opencv_matrix import run_on_blobs
+    from iqs.deploy.export import exporter as export
     from test_export import demo_photos
 
     blobs = np.concatenate([digikam_blob(p) for p in demo_photos(n=12)])
@@ -248,8 +248,14 @@ def test_baked_cuts_hold_in_every_opencv_release(tmp_path) -> None:
 
     from rich.console import Console
 
-    from iqs.checkpoints import load_checkpoint
-    from iqs.deploy.compat import check_model, compat_photos, read_blobs, torch_reference, write_photos
+    from iqs.deploy.compat.command import (
+        check_model,
+        compat_photos,
+        read_blobs,
+        torch_reference,
+        write_photos,
+    )
+    from iqs.models.checkpoints import load_checkpoint
 
     images = write_photos(compat_photos(12), tmp_path / "photos")
     blobs = read_blobs(images)

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from iqs.deploy import decode
-from iqs.deploy.decode import DecodeError, load_rgb, to_rgb8
-from iqs.deploy.preprocess import digikam_blob, digikam_chw
+from iqs.core import decode
+from iqs.core.decode import DecodeError, load_rgb, to_rgb8
+from iqs.core.preprocess import digikam_blob, digikam_chw
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ from omegaconf import open_dict
 from PIL import Image
 from scipy import stats
 
+from iqs.core.scale import to_common
 from iqs.data.demo import DemoSpec, build_demo, ensure_demo, main, read_build
 from iqs.data.demo.distortions import DISTORTIONS, HIGH_QUALITY
 from iqs.data.demo.references import PHOTOS, load_photo, make_references, plan_crops
 from iqs.data.demo.scoring import PANELS, simulate_votes
-from iqs.data.scale import to_common
 
 # a small build: 6 photos x 2 crops, 3 sources x (1 + 3 types x 3 levels) images per crop = 360 images
 SMALL = DemoSpec(
@@ -211,7 +211,7 @@ def test_every_image_has_a_demo_group(demo: Path) -> None:
 
 def test_no_photograph_has_crops_in_two_splits(demo: Path) -> None:
     """Through the real mixture (conf/data/demo.yaml) at several seeds: every source, every photograph."""
-    from iqs.config import compose
+    from iqs.core.config import compose
     from iqs.data.mixture import build_mixture
 
     meta = pd.read_csv(demo / "distortions.csv", dtype={"image_id": str})
@@ -363,7 +363,7 @@ def test_real_adapters_load_the_demo(demo: Path, name: str) -> None:
     adapters = pytest.importorskip("iqs.data.adapters", reason="the dataset adapters are not importable yet")
     from omegaconf import OmegaConf
 
-    from iqs.config import conf_dir
+    from iqs.core.config import conf_dir
 
     cfg = OmegaConf.create(
         {

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import digikam_cfg
 from tests.conftest import labels_by_path as labels
 
+from iqs.core.errors import DataError
 from iqs.data.adapters import load_source
 from iqs.data.adapters.digikam_db import open_readonly
 from iqs.data.adapters.digikam_roots import resolve_identifier
@@ -24,7 +25,6 @@ from iqs.data.demo.library import (
     read_manifest,
     write_database,
 )
-from iqs.data.errors import DataError
 
 
 def cfg(root: Path, name: str = "digikam_db", **overrides):

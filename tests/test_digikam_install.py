@@ -1,7 +1,7 @@
 """`iqs digikam install|restore` against fake digiKam data and config folders laid out as digiKam's sources read
 them, and the installed file loaded the way digiKam loads it.
 
-Layout (iqs.deploy.digikam_install and digikam_paths cite the source lines):
+Layout (iqs.deploy.digikam.install and digikam_paths cite the source lines):
 - <models folder>/weights_inceptionv3_299.pb: what every digiKam 8.0-9.2 loads with readNetFromTensorflow.
   The models folder: 8.0-8.4 the first existing <data>/digikam/facesengine of Qt's GenericDataLocation list;
   8.5 the user's (writable) one; 8.6+ `facesEnginePath` in [System] of <config>/digikam_systemrc, if set.
@@ -21,10 +21,10 @@ from tensorboard.compat.proto import graph_pb2
 from tests.conftest import tiny_quality_model
 
 from iqs import cli
-from iqs.deploy import digikam_install as dk
-from iqs.deploy import export
-from iqs.deploy.compat import compat_photos, predict_reference, write_photos
-from iqs.deploy.opencv_matrix import run_matrix
+from iqs.deploy.compat.command import compat_photos, predict_reference, write_photos
+from iqs.deploy.compat.opencv_matrix import run_matrix
+from iqs.deploy.digikam import install as dk
+from iqs.deploy.export import exporter as export
 
 STOCK_CONF = """\
 ; digiKam DNN models (test copy)

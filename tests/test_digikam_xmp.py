@@ -11,12 +11,12 @@ import pytest
 from tests.conftest import digikam_cfg
 from tests.conftest import labels_by_path as labels
 
+from iqs.core.errors import DataError
+from iqs.core.xmp import EMPTY_XMP_PACKET
 from iqs.data.adapters import load_source
 from iqs.data.adapters.digikam_xmp import ms_rating_to_stars, sidecar_for
 from iqs.data.demo.library import read_manifest
-from iqs.data.errors import DataError
 from iqs.data.mixture import single_source_mixture
-from iqs.deploy.xmp import EMPTY_XMP_PACKET
 
 
 def cfg(root: Path, **overrides):

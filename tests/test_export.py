@@ -13,13 +13,13 @@ import torch
 from tensorboard.compat.proto import graph_pb2
 from tests.conftest import tiny_quality_model
 
-from iqs.checkpoints import CheckpointError, read_checkpoint
-from iqs.deploy import export
-from iqs.deploy.compat import compat_photos, fixed_seed_model
-from iqs.deploy.opencv_matrix import run_on_blobs
-from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
+from iqs.core.preprocess import DigikamToBackbone, digikam_blob
+from iqs.deploy.compat.command import compat_photos, fixed_seed_model
+from iqs.deploy.compat.opencv_matrix import run_on_blobs
+from iqs.deploy.export import exporter as export
+from iqs.models.checkpoints import CheckpointError, read_checkpoint
 
-# the photos live in iqs.deploy.compat (make compat uses them too); other tests import them from here
+# the photos live in iqs.deploy.compat.command (make compat uses them too); other tests import them from here
 demo_photos = compat_photos
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from iqs.config import compose
+from iqs.core.config import compose
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iqs.data.scale import assign_labels, gaussian_dist
+from iqs.core.scale import assign_labels, gaussian_dist
 from iqs.models.heads import HEADS, build_head, score_to_class_logits
 from iqs.models.heads.base import INPUT_NORM_EPS, _round_down
 
@@ -262,7 +262,7 @@ def test_unknown_input_norm_gets_a_hint() -> None:
 
 def test_head_traits_are_declared_on_the_class_recorded_in_the_meta_and_read_from_it() -> None:
     """Consumers read traits (has_dist, score_scale, regression_losses), never head names."""
-    from iqs.deploy.onnx_wrappers import has_dist, output_names
+    from iqs.deploy.export.onnx_wrappers import has_dist, output_names
     from iqs.models import build_quality_model
     from iqs.rebalance.balanced_mse import BalancedMseRebalance
     from iqs.rebalance.base import RebalanceConfigError

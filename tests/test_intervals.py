@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
-from iqs.data.scale import assign_labels
+from iqs.core.scale import assign_labels
 from iqs.metrics import bootstrap as bs
 from iqs.metrics import coverage, interval_rule
 from iqs.metrics.interval_rule import interval_method, min_groups, too_few_text

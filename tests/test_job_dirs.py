@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from iqs.config import compose
+from iqs.core.config import compose
 
 FROZEN = datetime(2026, 12, 2, 0, 0, 0)
 
@@ -23,7 +23,7 @@ class _FrozenClock(datetime):
 def test_folders_outside_hydra_differ_too(tmp_path, monkeypatch):
     from hydra.core.hydra_config import HydraConfig
 
-    from iqs.train import run
+    from iqs.train import pipeline as run
 
     # outside Hydra: no job config left behind by an earlier test of this process (e.g. a README dry run)
     monkeypatch.setattr(HydraConfig.instance(), "cfg", None)

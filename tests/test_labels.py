@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from iqs.config import conf_dir
+from iqs.core.config import conf_dir
+from iqs.core.scale import assign_labels
 from iqs.data.mixture import ConfigError, parse_thresholds
-from iqs.data.scale import assign_labels
 from iqs.metrics.label_rule import pair_name
 
 THRESHOLD_FILES = sorted((conf_dir() / "thresholds").glob("*.yaml"))

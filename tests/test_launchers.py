@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from iqs.config import conf_dir
+from iqs.core.config import conf_dir
 from iqs.train.launchers import joblib_jobs, optuna_direction, threads_per_job
 from test_train import demo_sources
 

@@ -153,7 +153,7 @@ def test_every_storage_has_a_writer() -> None:
 def test_build_library_command_reads_conf_library(tmp_path, capsys):
     """conf/library.yaml's sizes are LibrarySpec's defaults, and the command goes through compose: an unknown
     key or a bad value is exit 2 with the key named, never a traceback."""
-    from iqs.config import compose
+    from iqs.core.config import compose
     from iqs.data.demo.library import LibrarySpec
 
     cfg = compose("library")

@@ -20,9 +20,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from iqs.deploy.onnx_ops import OPENCV_RELEASES
-from iqs.deploy.opencv_matrix import venv_requirements
-from iqs.deploy.tool_venvs import lock_path
+from iqs.deploy.compat.opencv_matrix import venv_requirements
+from iqs.deploy.compat.tool_venvs import lock_path
+from iqs.deploy.export.onnx_ops import OPENCV_RELEASES
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_LOCK = ROOT / "requirements" / "main.txt"
@@ -107,7 +107,7 @@ def test_an_opencv_venv_holds_exactly_its_lock() -> None:
     """The tool venv of one release (cached per machine, built from the lock with --require-hashes)."""
     import subprocess
 
-    from iqs.deploy.opencv_matrix import ensure_venv
+    from iqs.deploy.compat.opencv_matrix import ensure_venv
 
     release = "5.0.0.93"
     python = ensure_venv(release)

@@ -16,7 +16,7 @@ from sklearn.metrics import (
     mean_squared_error,
 )
 
-from iqs.data.scale import assign_labels
+from iqs.core.scale import assign_labels
 from iqs.metrics import METRIC_NAMES, EarthMoversDistance, GroupedQualityMetrics
 
 NAMES = ["ava", "koniq10k", "spaq"]

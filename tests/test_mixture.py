@@ -8,9 +8,9 @@ import pytest
 from omegaconf import OmegaConf
 
 import iqs.data.adapters as adapters
+from iqs.core.scale import to_common
 from iqs.data.adapters.base import SourceData
 from iqs.data.mixture import ConfigError, build_mixture, single_source_mixture
-from iqs.data.scale import to_common
 from iqs.data.table import make_table
 
 THRESHOLDS = {"name": "5_6", "t1": 5.0, "t2": 6.0}
@@ -220,7 +220,7 @@ def test_held_out_source_is_only_tested_on_the_same_images(fake_sources) -> None
 
 
 def test_lodo_demo_preset_sweeps_every_demo_source() -> None:
-    from iqs.config import compose, conf_dir
+    from iqs.core.config import compose, conf_dir
 
     preset = OmegaConf.load(conf_dir() / "experiment" / "lodo_demo.yaml")
     swept = str(preset.hydra.sweeper.params["data.held_out"]).split(",")
@@ -232,8 +232,8 @@ def test_lodo_demo_preset_sweeps_every_demo_source() -> None:
 
 def test_build_mixture_reads_only_what_exists(tmp_path: Path) -> None:
     """Building the demo is the commands' explicit step (`ensure_data`), not a side effect of reading."""
-    from iqs.config import compose
-    from iqs.data.errors import DataError
+    from iqs.core.config import compose
+    from iqs.core.errors import DataError
 
     cfg = compose("train", [f"paths.data_dir={tmp_path}"])
     with pytest.raises((DataError, FileNotFoundError)):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from iqs.deploy import export
-from iqs.tracking.model_card import metrics_by_dataset, render_model_card
+from iqs.deploy.export import exporter as export
+from iqs.report.model_card import metrics_by_dataset, render_model_card
 
 META = {
     "backbone": "tf_efficientnet_lite0",

@@ -14,8 +14,10 @@ from mlflow import MlflowClient
 from PIL import Image
 from skimage import data
 
-from iqs.config import compose
-from iqs.deploy import export, predict, predict_cli
+from iqs.core.config import compose
+from iqs.deploy.export import exporter as export
+from iqs.deploy.predict import command as predict_cli
+from iqs.deploy.predict import scorer as predict
 from iqs.tracking.model_registry import RegistryError, download_model
 
 NAME = "iqs-digikam"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from iqs.config import compose
+from iqs.core.config import compose
 from iqs.tracking import tracked_run
 from iqs.tracking.store import main as store_main
 from iqs.tracking.store import moved_store_warning

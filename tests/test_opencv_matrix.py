@@ -13,18 +13,18 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from skimage import data
 
-from iqs.deploy import export
-from iqs.deploy.compat import HEADS, compat_photos, fixed_seed_model, read_blobs, write_photos
-from iqs.deploy.onnx_ops import GAPS, OPENCV_RELEASES, PORTABLE, graph_ops, problems, release_name
-from iqs.deploy.opencv_matrix import (
+from iqs.core.preprocess import digikam_blob
+from iqs.deploy.compat.command import HEADS, compat_photos, fixed_seed_model, read_blobs, write_photos
+from iqs.deploy.compat.opencv_matrix import (
     MatrixError,
     compare,
     ensure_venv,
     failures,
     run_matrix,
 )
-from iqs.deploy.opencv_worker import digikam_preprocess
-from iqs.deploy.preprocess import digikam_blob
+from iqs.deploy.compat.opencv_worker import digikam_preprocess
+from iqs.deploy.export import exporter as export
+from iqs.deploy.export.onnx_ops import GAPS, OPENCV_RELEASES, PORTABLE, graph_ops, problems, release_name
 
 REAL_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field"]
 
@@ -149,7 +149,7 @@ def test_export_refuses_a_backbone_marked_not_exportable(tmp_path: Path) -> None
 
 
 def test_compare_counts_agreement_and_probability_gap() -> None:
-    from iqs.deploy.opencv_matrix import ModelRun
+    from iqs.deploy.compat.opencv_matrix import ModelRun
 
     run = ModelRun("4.6.0.66", "m.onnx", classes=[0, 1, 2], probs=[[1, 0, 0], [0, 1, 0], [0.2, 0.3, 0.5]])
     run.image_errors = [None, None, None]
@@ -203,8 +203,8 @@ def test_every_gap_fails_exactly_in_the_declared_releases(tmp_path: Path, photos
 def test_demo_exports_agree_in_every_release(head: str, tmp_path: Path, photos: list[Path]) -> None:
     """The demo config's profiles (the .pb digiKam loads, the contract and full ONNX): every release loads them
     and gives the classes of `iqs predict` (onnxruntime) and PyTorch, with one net reused for all photos."""
-    from iqs.config import compose
-    from iqs.deploy.compat import predict_reference, torch_reference
+    from iqs.core.config import compose
+    from iqs.deploy.compat.command import predict_reference, torch_reference
 
     cfg = compose("train", ["experiment=demo", f"head={head}"])
     blobs = read_blobs(photos)
@@ -239,7 +239,7 @@ def test_static_padding_matches_dynamic_same_layers() -> None:
     from timm.layers.conv2d_same import Conv2dSame
     from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
 
-    from iqs.deploy.export_rewrites import DYNAMIC_SAME, export_copy
+    from iqs.deploy.export.rewrites import DYNAMIC_SAME, export_copy
 
     torch.manual_seed(0)
     for size in (17, 224, 299):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from iqs.data.scale import assign_labels
+from iqs.core.scale import assign_labels
 from iqs.models import build_quality_model
 from iqs.models.heads import build_head
 from iqs.models.heads.ordinal import cumulative_levels
@@ -107,9 +107,9 @@ def test_meta_records_the_class_index_scale() -> None:
 @pytest.mark.slow
 def test_ordinal_head_exports_through_the_digikam_profile(tmp_path) -> None:
     """Real lite0 backbone + ordinal head -> the digikam .pb: readNetFromTensorflow's argmax = the head's class."""
-    from iqs.deploy import export
-    from iqs.deploy.opencv_matrix import run_on_blobs
-    from iqs.deploy.preprocess import DigikamToBackbone, digikam_blob
+    from iqs.core.preprocess import DigikamToBackbone, digikam_blob
+    from iqs.deploy.compat.opencv_matrix import run_on_blobs
+    from iqs.deploy.export import exporter as export
     from test_export import demo_photos, make_model, save_checkpoint
 
     photos = demo_photos(n=14)

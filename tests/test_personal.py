@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from iqs.checkpoints import read_checkpoint
-from iqs.config import compose
+from iqs.core.config import compose
+from iqs.models.checkpoints import read_checkpoint
 from iqs.train.init_from import InitFromError, fill_model_groups, initial_model, model_groups
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

@@ -14,9 +14,11 @@ from PIL import Image
 from skimage import data
 from tests.conftest import tiny_quality_model
 
-from iqs.deploy import export, predict, predict_cli
-from iqs.deploy.preprocess import DigikamToBackbone, digikam_chw
-from iqs.deploy.xmp import read_xmp, sidecar_path
+from iqs.core.preprocess import DigikamToBackbone, digikam_chw
+from iqs.core.xmp import read_xmp, sidecar_path
+from iqs.deploy.export import exporter as export
+from iqs.deploy.predict import command as predict_cli
+from iqs.deploy.predict import scorer as predict
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def test_folder_to_csv_matches_torch(model_and_onnx, folder: Path, tmp_path: Pat
     ]
     assert list(rows[0]) == predict.COLUMNS
     # the same numbers as the PyTorch model on the same decoded pixels
-    from iqs.deploy.decode import load_rgb
+    from iqs.core.decode import load_rgb
 
     blobs = np.stack([digikam_chw(load_rgb(r["path"])) for r in rows])
     with torch.no_grad():

@@ -14,9 +14,7 @@ import pytest
 from PIL import Image
 from tests.conftest import tiny_quality_model
 
-from iqs.data.bursts import burst_ids_or_single
-from iqs.deploy import export, predict_cli
-from iqs.deploy.xmp import (
+from iqs.core.xmp import (
     IQS_RATING_KEY,
     MS_RATING_KEY,
     PICK_LABEL_KEY,
@@ -32,7 +30,10 @@ from iqs.deploy.xmp import (
     sidecar_path,
     write_properties,
 )
-from iqs.train.decision_cuts import stars_for
+from iqs.data.bursts import burst_ids_or_single
+from iqs.deploy.export import exporter as export
+from iqs.deploy.predict import command as predict_cli
+from iqs.metrics.label_rule import stars_for
 
 
 def _export(tmp: Path, **meta) -> Path:

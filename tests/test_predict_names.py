@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from iqs.deploy import predict, predict_cli
+from iqs.deploy.predict import command as predict_cli
+from iqs.deploy.predict import scorer as predict
 from test_predict import _photo, model_and_onnx  # noqa: F401
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that stores raw bytes")

@@ -95,8 +95,8 @@ def test_prepared_images_pickle_without_open_maps(photo_folder, tmp_path):
 
 
 def test_training_rows_read_pixels_from_the_shards(photo_folder, tmp_path):
+    from iqs.core.preprocess import InputSpec, eval_transform
     from iqs.data.table import make_table
-    from iqs.deploy.preprocess import InputSpec, eval_transform
     from iqs.train.datamodule import ImageRows
 
     root, paths = photo_folder

@@ -12,10 +12,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 from skimage import data
 
-from iqs.config import compose
-from iqs.deploy import predict
-from iqs.deploy.decode import load_rgb
-from iqs.deploy.preprocess import (
+from iqs.core.config import compose
+from iqs.core.decode import load_rgb
+from iqs.core.preprocess import (
     DIGIKAM_SIZE,
     DigikamToBackbone,
     InputSpec,
@@ -23,6 +22,7 @@ from iqs.deploy.preprocess import (
     eval_transform,
     train_transform,
 )
+from iqs.deploy.predict import scorer as predict
 
 SPECS = [
     InputSpec((224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),

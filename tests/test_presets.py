@@ -14,7 +14,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from iqs.config import compose, conf_dir
+from iqs.core.config import compose, conf_dir
 
 EXPECTED: dict[str, dict[str, Any]] = {
     "demo": {

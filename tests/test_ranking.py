@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.stats import norm, spearmanr
 
-from iqs.data.scale import gaussian_dist
+from iqs.core.scale import gaussian_dist
 from iqs.losses.fidelity import (
     FIDELITY_EPS,
     batch_fidelity,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from iqs import cli
-from iqs.config import compose
+from iqs.core.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 # the README, the experiments' records of what they ran, and the Makefile's targets
@@ -117,7 +117,7 @@ def test_readme_command_runs_dry(line: str, monkeypatch, capsys) -> None:
     words = next(w for w in sorted(cli.COMMANDS, key=len, reverse=True) if tuple(argv[: len(w)]) == w)
     rest = argv[len(words) :]
     if words == ("digikam",):
-        from iqs.deploy.digikam_install import options
+        from iqs.deploy.digikam.install import options
 
         assert options(rest).action in ("install", "restore")  # the flags and words, as main reads them
     elif "-m" in rest:

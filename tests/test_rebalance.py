@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from scipy.ndimage import convolve1d, gaussian_filter1d
 from scipy.stats import entropy
 
-from iqs.data.errors import DataError
-from iqs.data.scale import assign_labels
+from iqs.core.errors import DataError
+from iqs.core.scale import assign_labels
 from iqs.rebalance import REBALANCERS, RebalanceConfigError, Rebalancer, build_rebalancer
 from iqs.rebalance.weights import score_bin_index
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from iqs.config import compose
+from iqs.core.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path
 def test_resume_is_the_one_key_and_bad_targets_say_what_to_do(tmp_path, migrated_db):
     from mlflow import MlflowClient
 
-    from iqs.config import CommandLineError
+    from iqs.core.config import CommandLineError
     from iqs.data.mixture import ConfigError
     from iqs.train.resume import auto_target, from_run, resume_value
 

@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import sqlite_logger
-from iqs.config import compose
+from iqs.core.config import compose
+from iqs.core.signals import Interrupted, cluster_plugins, signals_raise
 from iqs.data.mixture import ConfigError
 from iqs.tracking import tracked_run
 from iqs.tracking.liveness import (
@@ -28,7 +29,6 @@ from iqs.tracking.liveness import (
     process_alive,
     process_start_time,
 )
-from iqs.train.signals import Interrupted, cluster_plugins, signals_raise
 
 SLURM_ENV = {
     "SLURM_NTASKS": "1",
@@ -73,7 +73,7 @@ def test_a_signal_raises_interrupted_and_the_run_ends_killed(cfg, signum):
 
 
 def test_runs_record_their_process_and_dead_ones_are_marked_killed(cfg, tmp_path, capsys):
-    from iqs.tracking.compare import main as compare
+    from iqs.report.compare import main as compare
 
     with tracked_run(cfg) as finished:
         pass

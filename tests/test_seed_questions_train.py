@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import seed_store
-from iqs.config import compose
+from iqs.core.config import compose
 from test_train import _isolated_tracking, demo_sources, run_train, shrink, tiny_demo  # noqa: F401
 
 
@@ -37,7 +37,7 @@ def test_rank_mixture_preset_composes() -> None:
     ids=["rank", "ordinal", "regression+rank"],
 )
 def test_train_runs_with_tuned_cuts(overrides, tiny_demo, tmp_path, migrated_db):  # noqa: F811
-    from iqs.checkpoints import load_checkpoint
+    from iqs.models.checkpoints import load_checkpoint
     from iqs.train.pair_batches import WithinSourceBatchSampler
 
     seed_store(tmp_path, migrated_db)

@@ -120,8 +120,8 @@ def test_bad_formats_are_refused_with_the_key_to_fix():
 
 
 def test_training_reads_the_jpeg_prepared_source_the_config_names(photos, tmp_path, caplog):
+    from iqs.core.preprocess import InputSpec, eval_transform
     from iqs.data.table import make_table
-    from iqs.deploy.preprocess import InputSpec, eval_transform
     from iqs.train.datamodule import ImageRows
     from iqs.train.options import prepared_images
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 import iqs.data.adapters as adapters
-from iqs.config import conf_dir
+from iqs.core.config import conf_dir
+from iqs.core.errors import DataError
+from iqs.core.scale import to_common
 from iqs.data.adapters.base import SourceData
-from iqs.data.errors import DataError
-from iqs.data.scale import to_common
 from iqs.data.stats import main
 from iqs.data.table import make_table
 

@@ -9,9 +9,9 @@ import pytest
 from mlflow import MlflowClient
 
 from iqs import cli
-from iqs.config import compose
-from iqs.deploy import export
-from iqs.tracking import ui
+from iqs.core.config import compose
+from iqs.deploy.export import exporter as export
+from iqs.report import ui
 from iqs.tracking.store import tracking_uri_for
 
 COMMANDS = ("train", "export", "predict", "compare", "ui")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from iqs.core.xmp import TAGS_KEY, embedded_xmp, read_xmp, sidecar_path
 from iqs.data.demo.library import LibrarySpec, ensure_library, read_manifest
-from iqs.deploy.xmp import TAGS_KEY, embedded_xmp, read_xmp, sidecar_path
 from iqs.train import suggest
 
 

@@ -1,7 +1,7 @@
 """The `digikam` profile: the TensorFlow frozen graph every digiKam 8.0-9.2 loads, written without TensorFlow
-(iqs.deploy.tf_graph) and run as digiKam runs it in every OpenCV release it links.
+(iqs.deploy.export.tf_graph) and run as digiKam runs it in every OpenCV release it links.
 
-The OpenCV venvs are built once per machine (iqs.deploy.tool_venvs) and reused.
+The OpenCV venvs are built once per machine (iqs.deploy.compat.tool_venvs) and reused.
 """
 
 from __future__ import annotations
@@ -21,12 +21,19 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from tensorboard.compat.proto import graph_pb2
 
-from iqs.deploy import export, tf_export
-from iqs.deploy.compat import compat_photos, fixed_seed_model, read_blobs, torch_reference, write_photos
-from iqs.deploy.onnx_ops import OPENCV_RELEASES, release_name
-from iqs.deploy.onnx_wrappers import wrap
-from iqs.deploy.opencv_matrix import compare, ensure_venv, failures, run_matrix, run_on_blobs
-from iqs.deploy.tf_graph import WRITERS, GraphError, onnx_to_graphdef
+from iqs.deploy.compat.command import (
+    compat_photos,
+    fixed_seed_model,
+    read_blobs,
+    torch_reference,
+    write_photos,
+)
+from iqs.deploy.compat.opencv_matrix import compare, ensure_venv, failures, run_matrix, run_on_blobs
+from iqs.deploy.export import exporter as export
+from iqs.deploy.export import tf_export
+from iqs.deploy.export.onnx_ops import OPENCV_RELEASES, release_name
+from iqs.deploy.export.onnx_wrappers import wrap
+from iqs.deploy.export.tf_graph import WRITERS, GraphError, onnx_to_graphdef
 from test_export import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,13 +15,13 @@ from scipy import stats
 from sklearn.metrics import confusion_matrix
 
 from conftest import sqlite_logger
-from iqs.config import compose
-from iqs.data.scale import assign_labels
+from iqs.core.config import compose
+from iqs.core.scale import assign_labels
 from iqs.data.table import fingerprint
 from iqs.metrics.label_rule import LabelRule, class_columns
+from iqs.report.artifacts import PREDICTION_COLUMNS, log_test_artifacts
+from iqs.report.plots import confusion_figure, confusion_from_labels, scatter_figure
 from iqs.tracking import axes_of, flatten_config, make_lightning_logger, run_name_for, tracked_run
-from iqs.tracking.artifacts import PREDICTION_COLUMNS, log_test_artifacts
-from iqs.tracking.plots import confusion_figure, confusion_from_labels, scatter_figure
 
 T1, T2 = 5.0, 6.0
 SOURCES = ("demo_ava", "demo_koniq")

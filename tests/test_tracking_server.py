@@ -467,9 +467,9 @@ def test_a_run_failing_during_an_outage_keeps_its_traceback_and_end_in_the_job_f
 
     import pytorch_lightning  # noqa: F401 - _fail imports it (is_interruption); loaded before the timing
 
+    from iqs.core.signals import Interrupted
     from iqs.tracking.kept import PENDING_DIR, read_record
     from iqs.tracking.mlflow_run import TrackedRun, _fail
-    from iqs.train.signals import Interrupted
 
     uri = f"http://127.0.0.1:{free_port()}"
     cfg = {

@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 import conftest
 from conftest import seed_store
-from iqs.config import compose
+from iqs.core.config import compose
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -99,9 +99,9 @@ def test_sweep_axes_are_not_pinned_by_the_demo_preset():
 
 @pytest.mark.slow
 def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path, migrated_db):
-    from iqs.checkpoints import load_checkpoint
-    from iqs.deploy.decode import load_rgb
-    from iqs.deploy.preprocess import InputSpec, eval_transform
+    from iqs.core.decode import load_rgb
+    from iqs.core.preprocess import InputSpec, eval_transform
+    from iqs.models.checkpoints import load_checkpoint
 
     seed_store(tmp_path, migrated_db)
     ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo")
@@ -153,8 +153,8 @@ def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path, mig
 
 
 def test_missing_images_are_dropped_with_a_count(tiny_demo, tmp_path):
+    from iqs.core.preprocess import InputSpec
     from iqs.data.mixture import build_mixture
-    from iqs.deploy.preprocess import InputSpec
     from iqs.rebalance import build_rebalancer
     from iqs.train.datamodule import QualityDataModule
 
@@ -186,8 +186,8 @@ def test_missing_images_are_dropped_with_a_count(tiny_demo, tmp_path):
 
 
 def test_rebalancer_weights_and_balanced_mse_reach_the_model(tiny_demo, tmp_path):
+    from iqs.core.preprocess import InputSpec
     from iqs.data.mixture import build_mixture
-    from iqs.deploy.preprocess import InputSpec
     from iqs.losses import BalancedMSELoss
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from iqs.deploy.decode import load_rgb
-from iqs.deploy.preprocess import InputSpec, eval_transform
+from iqs.core.decode import load_rgb
+from iqs.core.preprocess import InputSpec, eval_transform
 from iqs.train.features import FeatureCache, cached_features, weights_digest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

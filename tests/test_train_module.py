@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from iqs.checkpoints import load_checkpoint
-from iqs.config import compose
+from iqs.core.config import compose
 from iqs.data.table import DIST_COLUMNS
 from iqs.models import build_quality_model
+from iqs.models.checkpoints import load_checkpoint
 from iqs.train.module import QualityLitModule, predictions_frame
 
 
@@ -88,6 +88,6 @@ def test_predictions_frame_maps_rows_back_to_images():
     df = predictions_frame(table, out)
     assert df["image_id"].tolist() == ["3", "1"] and df["score"].tolist() == [8.0, 3.0]
     assert df["pred_class"].tolist() == [2, 0] and df["prob_bad"].tolist() == [0.7, 0.1]
-    from iqs.tracking.artifacts import check_predictions
+    from iqs.report.artifacts import check_predictions
 
     check_predictions(df)  # the columns the tracking artifacts expect

@@ -21,8 +21,8 @@ import pytest
 from mlflow import MlflowClient
 
 from iqs import cli
-from iqs.config import compose
-from iqs.tracking import ui
+from iqs.core.config import compose
+from iqs.report import ui
 from iqs.tracking.experiment import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, ensure_experiment
 from iqs.tracking.model_registry import LOGGED_MODEL_NAME, log_export
 
@@ -155,7 +155,7 @@ def test_make_ui_lands_on_the_runs_table_in_a_real_browser(tmp_path: Path) -> No
         [
             sys.executable,
             "-m",
-            "iqs.tracking.ui",
+            "iqs.report.ui",
             f"port={port}",
             "browser=false",
             f"logger.tracking_uri={uri}",

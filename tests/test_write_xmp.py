@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 from tests.conftest import tiny_quality_model
 
-from iqs.deploy import export, predict_cli
-from iqs.deploy.xmp import (
+from iqs.core.xmp import (
     IQS_PICK_LABEL_KEY,
     PICK_LABEL_KEY,
     XmpError,
@@ -24,6 +23,8 @@ from iqs.deploy.xmp import (
     read_xmp,
     write_properties,
 )
+from iqs.deploy.export import exporter as export
+from iqs.deploy.predict import command as predict_cli
 
 RATING_KEY = "Xmp.xmp.Rating"
 

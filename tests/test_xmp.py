@@ -8,7 +8,7 @@ import pyexiv2
 import pytest
 from PIL import Image
 
-from iqs.deploy.xmp import (
+from iqs.core.xmp import (
     IQS_PICK_LABEL_KEY,
     PICK_LABEL_KEY,
     XmpError,

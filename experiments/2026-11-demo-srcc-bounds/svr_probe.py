@@ -25,10 +25,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def main(overrides: list[str]) -> None:
-    from iqs.config import compose
+    from iqs.core.config import compose
+    from iqs.core.preprocess import InputSpec
     from iqs.data.mixture import build_mixture
     from iqs.data.splits import assign_folds
-    from iqs.deploy.preprocess import InputSpec
     from iqs.models import build_quality_model
     from iqs.rebalance import build_rebalancer
     from iqs.train.datamodule import QualityDataModule

@@ -20,10 +20,10 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score, f1_score
 
-from iqs.checkpoints import load_checkpoint
 from iqs.data.demo.library import read_manifest
 from iqs.data.demo.library_layout import level_class
 from iqs.metrics.resample import cluster_bootstrap_ci, group_codes, resample_groups
+from iqs.models.checkpoints import load_checkpoint
 from iqs.train import suggest
 
 HERE = Path(__file__).parent

@@ -109,7 +109,7 @@ def ci_text(v: dict) -> str:
 
 def probe_ci(overrides: list[str]) -> dict:
     """Identity probe on the embeddings a run cached for this mixture, with a photograph-bootstrap CI."""
-    from iqs.config import compose
+    from iqs.core.config import compose
     from iqs.data.audit import cached_embeddings, composition, identity_probe
     from iqs.data.mixture import build_mixture
     from iqs.metrics.bootstrap import cluster_bootstrap_ci
@@ -146,7 +146,7 @@ def probe_ci(overrides: list[str]) -> dict:
 def main(argv: list[str]) -> None:
     import mlflow
 
-    from iqs.config import compose
+    from iqs.core.config import compose
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")

@@ -2,7 +2,7 @@
 
 The table maps a subcommand to its module (`main(argv)`, imported lazily so that `iqs --help` and
 `iqs data stats` do not pay for importing torch) and to the conf/ file it composes. Every command with a
-config reads its command line the same way: `iqs.config.compose` with the module's `FLAGS` (if any), so
+config reads its command line the same way: `iqs.core.config.compose` with the module's `FLAGS` (if any), so
 `--help` and `--cfg job` (print the composed config, run nothing) are answered here once for all of them.
 `iqs train` hands its command line to `hydra.main`, which answers `--help`, `--cfg job`, `-m` itself.
 """
@@ -14,7 +14,7 @@ import sys
 from types import ModuleType
 from typing import NamedTuple
 
-from iqs.config import CommandLineError
+from iqs.core.config import CommandLineError
 
 
 class Command(NamedTuple):
@@ -40,24 +40,26 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("train",): Command(
         "iqs.train.run", None, "Train and evaluate one run (or a sweep with -m), tracked in MLflow"
     ),
-    ("compare",): Command("iqs.tracking.compare", "compare", "Compare tracked runs side by side"),
+    ("compare",): Command("iqs.report.compare", "compare", "Compare tracked runs side by side"),
     ("upload",): Command(
         "iqs.tracking.upload",
         "upload",
         "Upload what a tracking-server outage kept in a job folder to its run",
     ),
     ("ui",): Command(
-        "iqs.tracking.ui", "ui", "MLflow UI on the tracked runs' store (as train/export/compare see it)"
+        "iqs.report.ui", "ui", "MLflow UI on the tracked runs' store (as train/export/compare see it)"
     ),
-    ("export",): Command("iqs.deploy.export", "export", "Export a run to ONNX in digiKam's contract"),
+    ("export",): Command(
+        "iqs.deploy.export.exporter", "export", "Export a run to ONNX in digiKam's contract"
+    ),
     ("predict",): Command(
-        "iqs.deploy.predict_cli", "predict", "Score photo folders, optionally write XMP pick labels"
+        "iqs.deploy.predict.command", "predict", "Score photo folders, optionally write XMP pick labels"
     ),
     ("suggest",): Command(
         "iqs.train.suggest", "suggest", "Which photos of a digiKam library to label next (CSV, optional tag)"
     ),
     ("digikam",): Command(
-        "iqs.deploy.digikam_install", "digikam", "Install an exported model into digiKam, or restore its own"
+        "iqs.deploy.digikam.install", "digikam", "Install an exported model into digiKam, or restore its own"
     ),
 }
 
@@ -78,7 +80,7 @@ def show(words: tuple[str, ...], cmd: Command, mod: ModuleType, argv: list[str])
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from iqs.config import compose
+    from iqs.core.config import compose
 
     assert cmd.config is not None
     flags = getattr(mod, "FLAGS", None)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iqs.data.scale import CLASS_NAMES
+from iqs.core.scale import CLASS_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 `iqs data check` (iqs.data.check) lists them; training drops them under a `BadImagePolicy`.
 
-An image is readable when `iqs.deploy.decode.load_rgb` decodes it: the one decode path that training,
+An image is readable when `iqs.core.decode.load_rgb` decodes it: the one decode path that training,
 `iqs data prepare` and `iqs predict` all use, so a file passes here exactly when it would pass there.
 Missing, zero-byte, truncated and not-an-image files are all "unreadable", with the decoder's reason.
 
@@ -29,8 +29,8 @@ from typing import Any
 
 import pandas as pd
 
-from iqs.data.errors import DataError
-from iqs.deploy.decode import DecodeError, load_rgb  # imported before the pool forks: workers inherit it
+from iqs.core.decode import DecodeError, load_rgb  # imported before the pool forks: workers inherit it
+from iqs.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from iqs.core.errors import DataError
 from iqs.data.bad_images import find_bad_images
-from iqs.data.errors import DataError
 
 
 def print_table(bad: pd.DataFrame, console: Any, title: str, limit: int = 50) -> None:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     """`iqs data check [key=value ...]` (conf/check.yaml): 0 all readable, 1 some unreadable, 2 bad config."""
     from rich.console import Console
 
-    from iqs.config import compose
+    from iqs.core.config import compose
     from iqs.data.mixture import ConfigError, build_mixture, ensure_data
 
     console = Console(stderr=True)

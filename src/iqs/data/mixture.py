@@ -1,4 +1,4 @@
-"""A mixture of dataset sources: labels, splits, cross-dataset dedup, weights (DESIGN.md).
+"""A mixture of dataset sources: labels, splits, cross-dataset dedup, weights (README, "Labels and splits").
 
     mix = build_mixture(cfg.data, cfg.thresholds)
     mix.table            # one row per image: SampleTable + label + source_weight, split in train/val/test
@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from iqs.core.scale import assign_labels
 from iqs.data.mixture_config import (
     MIXTURE_KEYS,
     ConfigError,
@@ -44,7 +45,6 @@ from iqs.data.mixture_config import (
     parse_thresholds,
     plain,
 )
-from iqs.data.scale import assign_labels
 from iqs.data.splits import (
     REMOVED_COLUMNS,
     assign_splits,

@@ -9,8 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from iqs.classes import CLASS_NAMES
-from iqs.data.scale import COMMON_HI, COMMON_LO
+from iqs.core.classes import CLASS_NAMES
+from iqs.core.scale import COMMON_HI, COMMON_LO
 
 MIXTURE_KEYS = (
     "name",

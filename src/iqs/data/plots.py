@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from iqs.data.scale import CLASS_NAMES, COMMON_HI, COMMON_LO, assign_labels
+from iqs.core.scale import CLASS_NAMES, COMMON_HI, COMMON_LO, assign_labels
 
 CLASS_COLOURS = ("#d62728", "#7f7f7f", "#2ca02c")  # bad red, normal grey, good green
 BIN_WIDTH = 0.1  # thresholds like 5, 5.5 or 4.5 fall on bin edges

@@ -52,7 +52,7 @@ def decode_short_side(path: str | Path, short_side: int) -> np.ndarray:
     Decoding is `iqs predict`'s: JPEGs are reduced in the DCT domain (libjpeg-turbo scaling) while both
     sides stay >= short_side, so most of the decode cost is never paid.
     """
-    from iqs.deploy.decode import load_rgb
+    from iqs.core.decode import load_rgb
 
     rgb = load_rgb(path, min_side=short_side)
     h, w = rgb.shape[:2]
@@ -249,8 +249,8 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from iqs.config import compose
-    from iqs.data.errors import DataError
+    from iqs.core.config import compose
+    from iqs.core.errors import DataError
     from iqs.data.mixture import ConfigError, build_mixture, ensure_data
 
     console = Console(stderr=True)

@@ -1,4 +1,4 @@
-"""Leakage-proof train/val/test splits of a mixture's images (DESIGN.md, "Splits").
+"""Leakage-proof train/val/test splits of a mixture's images (README, "Labels and splits").
 
 Rules, in order:
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iqs.data.scale import CLASS_NAMES
+from iqs.core.scale import CLASS_NAMES
 from iqs.data.table import SPLITS, images_fingerprint
 
 log = logging.getLogger(__name__)
@@ -277,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from iqs.config import compose
-    from iqs.data.errors import DataError
+    from iqs.core.config import compose
+    from iqs.core.errors import DataError
     from iqs.data.mixture import ConfigError
 
     if not logging.getLogger().handlers:

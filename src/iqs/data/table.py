@@ -1,4 +1,4 @@
-"""SampleTable: one row per image, the one format every dataset adapter returns (DESIGN.md).
+"""SampleTable: one row per image, the one format every dataset adapter returns (ARCHITECTURE.md, "Add a dataset").
 
 A SampleTable is a pandas DataFrame with the columns below. The 10-bin distribution is stored as
 ten float columns `dist_1 .. dist_10` (bins of the common scale) so that 255k-row tables stay
@@ -13,7 +13,7 @@ from pathlib import PurePosixPath
 import numpy as np
 import pandas as pd
 
-from iqs.data.scale import N_BINS
+from iqs.core.scale import N_BINS
 
 DIST_COLUMNS = [f"dist_{i}" for i in range(1, N_BINS + 1)]
 # split values an adapter may return: an official split, "trainval" (official test exists and the

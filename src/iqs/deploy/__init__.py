@@ -1,1 +1,2 @@
-"""Deployment: ONNX export in digiKam's contract, folder prediction and XMP pick labels."""
+"""Deployment: export/ (one Profile per deliverable), predict/ (`iqs predict`), digikam/ (`iqs digikam
+install`), compat/ (the OpenCV release matrix)."""

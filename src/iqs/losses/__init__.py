@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from iqs.core.registry import import_submodules
 from iqs.losses.balanced_mse import BalancedMSELoss, bmc_loss
 from iqs.losses.emd import emd_loss
 from iqs.losses.regression_losses import REGRESSION_LOSSES, make_regression_loss
-from iqs.registry import import_submodules
 
 import_submodules(__name__)  # a loss module registers itself in REGRESSION_LOSSES on import
 

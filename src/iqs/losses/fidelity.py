@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import torch
 
-from iqs.data.scale import BIN_CENTRES
+from iqs.core.scale import BIN_CENTRES
 
 # UNIQUE adds eps under the square roots: their derivative is infinite at 0 (p or p_hat at 0 or 1).
 FIDELITY_EPS = 1e-8

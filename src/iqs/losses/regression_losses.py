@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iqs.core.registry import Registry
 from iqs.losses.balanced_mse import BalancedMSELoss
-from iqs.registry import Registry
 
 REGRESSION_LOSSES: Registry[type[nn.Module]] = Registry("regression loss")
 

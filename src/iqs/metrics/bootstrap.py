@@ -96,7 +96,7 @@ class EvalRows:
 
     @classmethod
     def from_predictions(cls, predictions: pd.DataFrame, dataset: str) -> EvalRows:
-        """Rows of `dataset` (or `all`) of a test-predictions table (iqs.tracking.artifacts columns).
+        """Rows of `dataset` (or `all`) of a test-predictions table (iqs.report.artifacts columns).
 
         Classes follow the label rule (iqs.metrics.label_rule): a source is scored on its own threshold
         pair, `all` on the run's declared pair. Without a `group` column every image is its own group.

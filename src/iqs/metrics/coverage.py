@@ -12,7 +12,7 @@ Over images the pair is bivariate normal with correlation `rho = icc * rho_betwe
 rho_within`, which gives every metric's population value in closed form: PLCC = rho, SRCC =
 6/pi asin(rho/2), KRCC = 2/pi asin(rho), RMSE = 1.5 sqrt(2 (1 - rho)), and the class metrics from
 the bivariate normal's probabilities of the threshold rectangles (thresholds 5 and 6,
-iqs.data.scale.assign_labels).
+iqs.core.scale.assign_labels).
 
 **Coverage** of a method is the share of simulated test sets whose interval contains the population
 value; an interval that is undefined (e.g. a class absent from a left-out set) counts as a miss.
@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from iqs.classes import NUM_CLASSES
-from iqs.data.scale import assign_labels
+from iqs.core.classes import NUM_CLASSES
+from iqs.core.scale import assign_labels
 from iqs.metrics.interval_rule import interval_method, range_of, scale_of
 from iqs.metrics.names import BINARY_THRESHOLD
 from iqs.metrics.resample import group_codes, group_intervals

@@ -1,6 +1,6 @@
 """Quality metrics per source dataset and over the whole evaluation set, accumulated over batches.
 
-Definitions (DESIGN.md, "Metrics"):
+Definitions (README, "Models, heads and metrics"):
 
 - plcc, srcc, krcc: Pearson, Spearman (ties get average ranks) and Kendall tau-b between predicted and true
   scores, the scipy.stats definitions. No logistic (or any other) fit is applied before PLCC, so PLCC
@@ -41,7 +41,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import KendallRankCorrCoef, MeanSquaredError, PearsonCorrCoef, SpearmanCorrCoef
 
-from iqs.data.scale import CLASS_NAMES, assign_labels
+from iqs.core.scale import CLASS_NAMES, assign_labels
 from iqs.metrics.emd import EarthMoversDistance
 from iqs.metrics.label_rule import LabelRule
 from iqs.metrics.names import ALL, BINARY_THRESHOLD, CORRELATIONS, HIGHER_IS_BETTER, METRIC_NAMES

@@ -18,13 +18,13 @@ The predictions CSV carries both views (`label`/`pred_class_source` for the sour
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from iqs.data.scale import assign_labels
+from iqs.core.scale import assign_labels
 from iqs.metrics.names import ALL, LABEL_METRICS
 
 __all__ = [
@@ -113,3 +113,8 @@ def class_columns(dataset: str, columns: Iterable[str]) -> tuple[str, str]:
     if dataset == ALL:
         return (DECLARED_LABEL if DECLARED_LABEL in cols else "label"), "pred_class"
     return "label", (SOURCE_PRED if SOURCE_PRED in cols else "pred_class")
+
+
+def stars_for(score: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
+    """1 + the number of rating cuts strictly below each score (score <= cut 1 is one star)."""
+    return 1 + (np.asarray(score, dtype=np.float64)[:, None] > np.asarray(cuts, np.float64)[None, :]).sum(1)

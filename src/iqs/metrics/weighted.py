@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
-from iqs.classes import NUM_CLASSES
+from iqs.core.classes import NUM_CLASSES
 from iqs.metrics.names import BINARY_THRESHOLD
 
 # Metric on weighted rows: (y_true (N,), y_pred (N,), weights (B, N)) -> (B,) values.

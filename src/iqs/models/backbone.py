@@ -249,7 +249,7 @@ def resolve_info(
 
 @functools.cache
 def _defaults_yaml() -> dict[str, Any]:
-    from iqs.config import conf_dir
+    from iqs.core.config import conf_dir
 
     node = OmegaConf.to_container(OmegaConf.load(conf_dir() / "backbone_defaults.yaml"), resolve=True)
     assert isinstance(node, dict)

@@ -19,8 +19,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from iqs.classes import CLASS_NAMES
-from iqs.data.scale import N_BINS
+from iqs.core.classes import CLASS_NAMES
+from iqs.core.scale import N_BINS
 from iqs.models.backbone import (
     Backbone,
     BackboneInfo,
@@ -183,7 +183,7 @@ def _from_cfg(cfg: Mapping[str, Any], pretrained: bool) -> QualityModel:
         head_name, info.num_features, head_cfg, float(cfg["thresholds"]["t1"]), float(cfg["thresholds"]["t2"])
     )
     meta = make_meta(info, backbone, head_name, head)
-    # conf/backbone/*.yaml `exportable: false`: `iqs export` refuses it (see iqs.deploy.onnx_ops)
+    # conf/backbone/*.yaml `exportable: false`: `iqs export` refuses it (see iqs.deploy.export.onnx_ops)
     meta["exportable"] = bool(backbone_cfg.get("exportable", True))
     return QualityModel(backbone, head, meta)
 

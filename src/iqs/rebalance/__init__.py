@@ -14,8 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from iqs.core.registry import import_submodules
 from iqs.rebalance.base import REBALANCERS, RebalanceConfigError, Rebalancer
-from iqs.registry import import_submodules
 
 import_submodules(__name__)  # each strategy module registers itself
 

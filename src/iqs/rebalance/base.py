@@ -29,10 +29,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
-from iqs.classes import NUM_CLASSES
-from iqs.data.errors import DataError
-from iqs.data.scale import COMMON_HI, COMMON_LO
-from iqs.registry import Registry
+from iqs.core.classes import NUM_CLASSES
+from iqs.core.errors import DataError
+from iqs.core.registry import Registry
+from iqs.core.scale import COMMON_HI, COMMON_LO
 
 REBALANCERS: Registry[type[Rebalancer]] = Registry("rebalance strategy")
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from iqs.classes import NUM_CLASSES
+from iqs.core.classes import NUM_CLASSES
 from iqs.rebalance.base import (
     REBALANCERS,
     Rebalancer,

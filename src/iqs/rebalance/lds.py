@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from iqs.classes import NUM_CLASSES
+from iqs.core.classes import NUM_CLASSES
 from iqs.rebalance.base import REBALANCERS, Rebalancer, require, validate_train_table
 from iqs.rebalance.weights import BINS_HI, BINS_LO, LdsKernel, bin_counts, lds_smooth, lookup, score_bin_index
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from iqs.classes import NUM_CLASSES
+from iqs.core.classes import NUM_CLASSES
 from iqs.rebalance.base import REBALANCERS
 from iqs.rebalance.sampler import FrequencyWeighted
 from iqs.rebalance.weights import lookup

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from iqs.classes import NUM_CLASSES
+from iqs.core.classes import NUM_CLASSES
 from iqs.rebalance.base import (
     REBALANCERS,
     Rebalancer,

@@ -13,7 +13,7 @@ import torch
 from scipy.ndimage import convolve1d, gaussian_filter1d
 from scipy.signal.windows import triang
 
-from iqs.data.scale import COMMON_HI, COMMON_LO
+from iqs.core.scale import COMMON_HI, COMMON_LO
 
 BINS_LO, BINS_HI = COMMON_LO - 0.5, COMMON_HI + 0.5
 Over = Literal["bins", "classes"]

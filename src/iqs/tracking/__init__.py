@@ -1,7 +1,7 @@
 """MLflow tracking for training runs: one run per job, its params, metrics, plots and model card.
 
     from iqs.tracking import tracked_run, make_lightning_logger
-    from iqs.tracking.artifacts import log_test_artifacts
+    from iqs.report.artifacts import log_test_artifacts
 
     with tracked_run(cfg) as run:                       # FINISHED on success, FAILED + traceback on error
         run.log_mixture(mix.table, mix.fingerprint)     # fingerprint tag + data/counts.csv
@@ -12,7 +12,7 @@
             run, predictions, metrics, confusion, mix.table, (t1, t2), mix.source_thresholds, cfg, best_ckpt
         )
 
-`iqs compare` (iqs.tracking.compare) tabulates the runs.
+`iqs compare` (iqs.report.compare) tabulates the runs.
 
 Layers; a module imports only from the layers before it (tests/test_tracking_imports.py checks that no
 import cycle exists): config_view; http_settings, naming, outage; store, run_inputs; experiment,

@@ -2,7 +2,7 @@
 
 The store, client and experiment come from iqs.tracking.experiment, the run's name and tags from
 iqs.tracking.naming. Imports flow one way: this module never imports what logs through it
-(iqs.tracking.artifacts, plots, model_card, lightning_logger); tests/test_tracking_imports.py checks it.
+(iqs.report.artifacts, plots, model_card, lightning_logger); tests/test_tracking_imports.py checks it.
 
 Ending. The run ends FINISHED when the `with` block completes; when it raises, the traceback is stored
 (artifact `traceback.txt`, tags `error` and `traceback`; only logged locally while the tracking server
@@ -187,13 +187,13 @@ def _fail(run: TrackedRun, exc: BaseException) -> BaseException | None:
     """Attach the traceback and end the run; failures here are logged, never allowed to mask the original
     exception. Returns the `RunKeptLocally` of a run whose server stayed down (None otherwise).
 
-    A signal or Ctrl-C (iqs.train.signals.is_interruption) ends the run KILLED, anything else FAILED.
+    A signal or Ctrl-C (iqs.core.signals.is_interruption) ends the run KILLED, anything else FAILED.
     While the tracking server is known to be down (a TrackingOutageError, the metric queue in an outage,
     a call waiting for it) the run waits at most iqs.tracking.outage.ABORT_GRACE_S for it; if it is still
     down, the traceback and the end go to the job folder without another call (iqs.tracking.kept).
     """
+    from iqs.core.signals import is_interruption
     from iqs.tracking.outage import ABORT_GRACE_S, RunKeptLocally, TrackingOutageError
-    from iqs.train.signals import is_interruption
 
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     status = "KILLED" if is_interruption(exc) else "FAILED"

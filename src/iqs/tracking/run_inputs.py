@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from iqs.classes import CLASS_NAMES
+from iqs.core.classes import CLASS_NAMES
 from iqs.tracking.config_view import cfg_get
 
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from iqs.config import CommandLineError
+from iqs.core.config import CommandLineError
 from iqs.tracking.kept import ARTIFACTS, PENDING_DIR, Record, read_metrics, read_record
 from iqs.tracking.liveness import ENDED_BY_TAG
 from iqs.tracking.mlflow_run import PARAMS_PER_BATCH as BATCH
@@ -85,7 +85,7 @@ def _end(client: Any, run: Any, record: Record, n_files: int, n_metrics: int) ->
 def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
-    from iqs.config import compose
+    from iqs.core.config import compose
     from iqs.tracking.http_settings import apply_http_settings
 
     cfg = compose("upload", list(argv or []))

@@ -18,12 +18,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from iqs.core.preprocess import InputSpec, eval_transform, train_transform
 from iqs.data.bad_images import MISSING, BadImagePolicy, find_bad_images, missing_files, read_image
 from iqs.data.prepare import PreparedImages
 from iqs.data.table import DIST_COLUMNS, SPLITS, fingerprint
-from iqs.deploy.preprocess import InputSpec, eval_transform, train_transform
-from iqs.train.distributed import eval_sampler, shard_batches, train_sampler
 from iqs.train.features import CachedFeatures
+from iqs.train.samplers import eval_sampler, shard_batches, train_sampler
 
 if TYPE_CHECKING:
     from iqs.data.mixture import Mixture

@@ -14,7 +14,7 @@ VALIDATION split's predicted scores only:
 `per_source=true` tunes one pair per source (each source's own val rows); the pooled pair is always
 tuned too, and it is the one an export can bake in (`iqs_meta["decision_cuts"]`: the digiKam graph does not
 know which source a photo comes from). Cuts apply as the labels do: score <= t1 bad, <= t2 normal, else good
-(`iqs.data.scale.assign_labels`).
+(`iqs.core.scale.assign_labels`).
 
 **Star ratings** (`rating_cuts`, four cuts: stars = 1 + the number of cuts below the score) are learned on
 the same validation scores. With `rating_shares` (five shares, e.g. the user's own star shares: see
@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from iqs.data.scale import CLASS_NAMES, assign_labels
+from iqs.core.scale import CLASS_NAMES, assign_labels
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +204,6 @@ def quantile_cuts(score: np.ndarray, shares: Sequence[float]) -> list[float]:
         cuts.append(float(val[i]))
         lo = i
     return cuts
-
-
-def stars_for(score: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
-    """1 + the number of rating cuts strictly below each score (score <= cut 1 is one star)."""
-    return 1 + (np.asarray(score, dtype=np.float64)[:, None] > np.asarray(cuts, np.float64)[None, :]).sum(1)
 
 
 def rating_cuts(

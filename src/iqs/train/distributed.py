@@ -6,7 +6,7 @@ Starting ranks 1..N-1. Lightning's own launcher re-runs the command line for eve
 fails for `iqs train`: the console script rewrites `sys.argv` (Hydra's argv has no `train`), and under
 Hydra it re-composes the config with rank 0's `hydra.run.dir`, which in a sweep is not the job's folder.
 Here rank 0 writes its resolved job config to `<output_dir>/ddp/config.yaml` and starts the other ranks as
-`python -m iqs.train.distributed <that file>`: they train on exactly rank 0's configuration (sweep
+`python -m iqs.train.replay <that file>`: they train on exactly rank 0's configuration (sweep
 overrides included), without Hydra, without an output folder or an MLflow run of their own. Ranks that a
 cluster starts itself (srun with one task per GPU, torchrun) run the full `iqs train` each; Lightning
 then creates no processes, and this module only keeps MLflow and the artifacts on rank 0.
@@ -17,9 +17,7 @@ Who does what:
 - Feature cache: ranks 1.. are started inside `trainer.fit`, after rank 0 built (or found) the cache, so
   they only read it. Ranks started together by a cluster meet at the cache's file lock
   (iqs.train.features): one builds, the others wait and read.
-- Loaders: `train_sampler`, `eval_sampler` and `ShardedBatchSampler` give every rank a disjoint shard.
-  Validation and test shards are never padded (a padded DistributedSampler would count some rows twice);
-  torchmetrics syncs the grouped metrics' states across ranks in `compute()` (iqs.metrics.grouped).
+- Loaders: every rank reads a disjoint shard (iqs.train.samplers).
 - After `trainer.test`, `finish` gathers every rank's test predictions on rank 0 and closes the process
   group; ranks 1.. then stop, and rank 0 goes on as a single process (decision cuts, artifacts, audit).
 """
@@ -41,38 +39,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+
+from iqs.train.samplers import is_global_zero, world
 
 log = logging.getLogger(__name__)
 
 REPLAY_ENV = "IQS_DDP_CONFIG"  # rank 0's resolved job config, for the ranks it starts
-
-
-# ---------------------------------------------------------------- ranks
-
-
-def global_rank() -> int:
-    """This process's rank before the trainer exists: Lightning's `rank_zero_only.rank` (from RANK,
-    LOCAL_RANK or SLURM_PROCID), and never 0 on a node other than the first."""
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
-    rank = int(getattr(rank_zero_only, "rank", 0) or 0)
-    if rank or "RANK" in os.environ:
-        return rank
-    # local rank 0 of a later node (Lightning reads LOCAL_RANK only): not the global rank, but not 0
-    return int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")) or 0)
-
-
-def is_global_zero() -> bool:
-    return global_rank() == 0
-
-
-def world() -> tuple[int, int] | None:
-    """(rank, world size) while a process group of more than one process is open, else None."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist.get_rank(), dist.get_world_size()
-    return None
 
 
 # ---------------------------------------------------------------- MLflow on rank 0 only
@@ -113,63 +85,6 @@ def rank_zero_tracked_run(
             yield run
     else:
         yield RankZeroOnlyRun(cfg)
-
-
-# ---------------------------------------------------------------- samplers
-
-
-def train_sampler(dataset: Dataset, sampler: Sampler[int] | None, seed: int) -> Sampler[int] | None:
-    """The training sampler for this rank; `sampler` itself (None = plain shuffle) outside DDP.
-
-    A rebalancing sampler (weighted draw with replacement) is wrapped in Lightning's
-    `DistributedSamplerWrapper`: every rank makes the same seeded draw and keeps positions rank::world of
-    it, so the ranks train on disjoint shards of one draw. Without one, a seeded `DistributedSampler`
-    shuffles (reshuffled every epoch: Lightning calls `set_epoch`). Both pad the last shard by a few rows
-    so every rank runs the same number of steps, which DDP's gradient all-reduce needs.
-    """
-    shard = world()
-    if shard is None:
-        return sampler
-    rank, size = shard
-    if sampler is None:
-        return DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True, seed=seed)
-    from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
-
-    return DistributedSamplerWrapper(sampler, num_replicas=size, rank=rank, shuffle=False)
-
-
-def eval_sampler(dataset: Dataset) -> Sampler[int] | None:
-    """Validation/test rows for this rank, each row on exactly one rank (no padding); None outside DDP."""
-    shard = world()
-    if shard is None:
-        return None
-    from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-
-    rank, size = shard
-    return UnrepeatedDistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=False)
-
-
-class ShardedBatchSampler(Sampler[list[int]]):
-    """Batches rank::world of a batch sampler that every rank iterates alike (same seed, same epoch).
-
-    Hand-rolled because Lightning only shards samplers of single indices; cut to the same number of
-    batches on every rank so DDP's all-reduce never waits for a missing step.
-    """
-
-    def __init__(self, batches: Sampler[list[int]], rank: int, world_size: int) -> None:
-        self.batches, self.rank, self.world_size = batches, int(rank), int(world_size)
-
-    def __len__(self) -> int:
-        return len(self.batches) // self.world_size  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        mine = list(self.batches)[self.rank :: self.world_size]
-        return iter(mine[: len(self)])
-
-
-def shard_batches(batches: Sampler[list[int]]) -> Sampler[list[int]]:
-    shard = world()
-    return batches if shard is None else ShardedBatchSampler(batches, *shard)
 
 
 # ---------------------------------------------------------------- after testing
@@ -293,7 +208,7 @@ class ReplayLauncher(_SubprocessScriptLauncher):
             # read by Lightning's rank_zero_only before the trainer exists (global_rank above)
             child_env["RANK"] = str(env.node_rank() * self.num_processes + local_rank)
             child_env.pop(REPLAY_ENV, None)
-            command = [sys.executable, "-m", "iqs.train.distributed", config]
+            command = [sys.executable, "-m", "iqs.train.replay", config]
             self.procs.append(subprocess.Popen(command, env=child_env))
 
     def stop_children(self, timeout: float = 10.0) -> None:
@@ -354,20 +269,3 @@ class ReplayDDPStrategy(DDPStrategy):
             super()._configure_launcher()
             return
         self._launcher = ReplayLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
-
-
-def replay(config_path: str) -> int:
-    """Entry of ranks 1..N-1: train on rank 0's config, without Hydra (no folder, no MLflow run)."""
-    from iqs.train.run import train
-
-    logging.basicConfig(
-        level=logging.INFO, format=f"[rank {os.environ.get('RANK', '?')}] %(levelname)s %(name)s: %(message)s"
-    )
-    cfg = OmegaConf.load(config_path)
-    assert isinstance(cfg, DictConfig)
-    train(cfg)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(replay(sys.argv[1]))

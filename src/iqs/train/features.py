@@ -41,8 +41,8 @@ from filelock import FileLock
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from iqs.core.preprocess import EVAL_RECIPE, InputSpec, eval_transform, train_transform
 from iqs.data.bad_images import read_image
-from iqs.deploy.preprocess import EVAL_RECIPE, InputSpec, eval_transform, train_transform
 
 log = logging.getLogger(__name__)
 

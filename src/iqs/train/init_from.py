@@ -1,6 +1,6 @@
 """`init_from=<run id | checkpoint>`: start a run from a trained model instead of from the config's groups.
 
-The init run's `iqs_meta` (read through iqs.checkpoints, the one reader) is the model's definition: backbone,
+The init run's `iqs_meta` (read through iqs.models.checkpoints, the one reader) is the model's definition: backbone,
 weights, pooling, input size, head and its options, thresholds. `experiment=personal` leaves the backbone,
 head and thresholds groups unset, and `fill_model_groups` writes them from the record, so the user never
 restates them and the run's params and tags show what was actually trained. A group the user did set must
@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from iqs.checkpoints import CheckpointError, read_checkpoint
 from iqs.data.mixture import ConfigError
 from iqs.metrics.label_rule import pair_name
+from iqs.models.checkpoints import CheckpointError, read_checkpoint
 
 if TYPE_CHECKING:
     from iqs.models.quality_model import QualityModel
@@ -55,7 +55,7 @@ def resolve_checkpoint(spec: str, cfg: Any, download_dir: Path) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from iqs.deploy.export import ExportError, find_checkpoint_artifact
+    from iqs.deploy.export.exporter import ExportError, find_checkpoint_artifact
     from iqs.tracking.store import tracking_uri_for
 
     uri = tracking_uri_for(cfg)

@@ -20,10 +20,10 @@ import pytorch_lightning as pl
 import torch
 from torchmetrics import MeanMetric
 
-from iqs.checkpoints import META_KEY
-from iqs.data.scale import CLASS_NAMES
+from iqs.core.scale import CLASS_NAMES
 from iqs.metrics import GroupedQualityMetrics, LabelRule
 from iqs.models import QualityModel
+from iqs.models.checkpoints import META_KEY
 
 
 class QualityLitModule(pl.LightningModule):
@@ -182,7 +182,7 @@ class QualityLitModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What export and predict rebuild the model from, without ever guessing a preprocessing value.
         # A plain dict, and no save_hyperparameters(): the file must load with weights_only=True
-        # (see iqs.checkpoints).
+        # (see iqs.models.checkpoints).
         checkpoint[META_KEY] = dict(self.model.meta)
 
 

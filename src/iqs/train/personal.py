@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from iqs.core.scale import CLASS_NAMES
 from iqs.data.mixture import ConfigError
-from iqs.data.scale import CLASS_NAMES
 from iqs.train.init_from import ROLES, InitFromError, fill_model_groups, resolve_checkpoint
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def label_source(cfg: DictConfig, thresholds: tuple[float, float]) -> None:
 
     The digiKam adapters store the class as a score (1 / 5.5 / 10, `native_range: [0, 2]`) and bring a pair
     that keeps it; a model pair must also class those three scores as bad / normal / good."""
-    from iqs.data.scale import assign_labels, to_common
+    from iqs.core.scale import assign_labels, to_common
 
     source = OmegaConf.to_container(cfg.dataset, resolve=True)
     with open_dict(cfg):
@@ -135,7 +135,7 @@ def personal_id_for(cfg: DictConfig) -> str:
     """One id per job, the sweep id of its three runs: `<launcher sweep id>-<8 hex>` in a sweep (every job of
     `iqs train -m experiment=personal dataset.root=A,B` compares only its own runs), else
     `personal-<time>-<8 hex>`. The launcher's sweep id stays on the runs as the `launch_sweep_id` tag."""
-    from iqs.config import job_suffix
+    from iqs.core.config import job_suffix
     from iqs.tracking.naming import sweep_id_for
 
     given = sweep_id_for(cfg)
@@ -145,7 +145,7 @@ def personal_id_for(cfg: DictConfig) -> str:
 
 def compare_config(cfg: DictConfig, personal_id: str, metric: str, baseline: str | None) -> DictConfig:
     """`iqs compare sweep=<personal_id> metric=<m> [baseline=<general run>]` on the run's own store."""
-    from iqs.tracking.compare import load_config
+    from iqs.report.compare import load_config
 
     argv = [f"sweep={personal_id}", f"metric={metric}", "status=FINISHED"]
     if baseline:
@@ -164,8 +164,8 @@ def compare_roles(
     """Per metric: each run's value [CI], then personal and scratch minus general with paired CIs.
 
     Returns the markdown of all tables (printed and logged) and the plots written into `folder`."""
-    from iqs.tracking.compare import compare
-    from iqs.tracking.compare_render import notes_for, title_for, write_figure
+    from iqs.report.compare import compare
+    from iqs.report.compare_render import notes_for, title_for, write_figure
     from iqs.tracking.store import tracking_uri_for
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -193,11 +193,11 @@ def train_personal(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
     import torch
 
-    from iqs.checkpoints import read_meta
+    from iqs.models.checkpoints import read_meta
     from iqs.tracking import tracked_run
     from iqs.tracking.naming import sweep_id_for
     from iqs.train.launchers import threads_per_job
-    from iqs.train.run import fit_and_test, job_output_dir
+    from iqs.train.pipeline import fit_and_test, job_output_dir
     from iqs.train.stages import build_data
 
     output_dir = job_output_dir(cfg)

@@ -7,7 +7,7 @@ so a resumed run draws exactly the batches and dropout masks an uninterrupted on
 states (torch, numpy, Python, CUDA; `ResumeState`, checkpoint key `iqs_resume`) and the training
 loader's sampler state (the loader's and sampler's `torch.Generator`s, and the epoch counter of a
 sampler that keeps its own). Everything is stored as tensors and plain containers, so checkpoints
-still load with `weights_only=True` (iqs.checkpoints).
+still load with `weights_only=True` (iqs.models.checkpoints).
 
 Which checkpoint: a run id -> `<its output_dir tag>/checkpoints/last.ckpt` (or a newer Lightning HPC
 checkpoint `hpc_ckpt_<n>.ckpt` in that folder, written on SLURM pre-emption); a path -> that file, whose
@@ -227,7 +227,7 @@ def from_run(client: Any, run_id: str, checkpoint: Path | None = None) -> Resume
 
 
 def from_checkpoint(client: Any, path: Path) -> ResumeTarget:
-    from iqs.checkpoints import load_weights_only
+    from iqs.models.checkpoints import load_weights_only
 
     record = load_weights_only(path).get(RESUME_KEY)
     if not isinstance(record, dict) or not record.get("run_id"):

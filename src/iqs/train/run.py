@@ -10,7 +10,7 @@ logger -> trainer -> fit -> test -> artifacts. Every job writes only into its ow
 the jobs of one sweep share the MLflow tag `sweep_id` (iqs.tracking). `resume=<run id | checkpoint |
 auto>` continues a run in its own folder and MLflow run (iqs.train.resume).
 
-Outcomes: SIGTERM/SIGINT end the run KILLED and `main` returns 128 + signal (iqs.train.signals); a
+Outcomes: SIGTERM/SIGINT end the run KILLED and `main` returns 128 + signal (iqs.core.signals); a
 configuration or data error prints one line (its traceback goes to the job's log file and the run's
 `traceback.txt`) and returns 1, as does a tracking server that stays down past `logger.outage_grace_s`
 (the line says where the run's files are kept and how to upload them, iqs.tracking.kept); any other
@@ -23,45 +23,20 @@ import logging
 import math
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from iqs.config import conf_dir, job_suffix
+from iqs.core.config import conf_dir
 from iqs.train.launchers import register_resolvers
-
-if TYPE_CHECKING:
-    from iqs.data.mixture import Mixture
-    from iqs.tracking.mlflow_run import TrackedRun
+from iqs.train.pipeline import fit_and_test, job_output_dir
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes: conf/hparams_search/ presets use them
 
 TABLE_METRICS = ("plcc", "srcc", "acc", "macro_f1", "f1_bad", "f1_normal", "f1_good", "rmse")
-
-
-def job_output_dir(cfg: DictConfig) -> Path:
-    """`cfg.output_dir`, else Hydra's per-job folder, else a fresh `outputs/train/<time>` (plain compose)."""
-    explicit = cfg.get("output_dir")
-    if explicit:
-        out = Path(str(explicit))
-    else:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            out = Path(HydraConfig.get().runtime.output_dir)
-        else:
-            out = (
-                Path(str(cfg.paths.root_dir))
-                / "outputs"
-                / "train"
-                / f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{job_suffix()}"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def untrained(cfg: DictConfig) -> bool:
@@ -90,7 +65,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
     import torch
 
-    from iqs.tracking.cv import cv_tags
+    from iqs.report.cv import cv_tags
     from iqs.train.distributed import (
         check_resume_world,
         is_global_zero,
@@ -131,52 +106,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         run.keep_locally_in(output_dir)  # where a tracking-server outage keeps what it cannot send
         metrics, objects = fit_and_test(cfg, run, output_dir, checkpoint)
         run.log_metrics({"time/total_s": time.perf_counter() - started})
-    return metrics, objects
-
-
-def fit_and_test(
-    cfg: DictConfig,
-    run: TrackedRun,
-    output_dir: Path,
-    resume_from: Path | None = None,
-    mixture: Mixture | None = None,
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """data -> model -> datamodule -> module -> feature cache -> trainer -> fit -> test -> outputs
-    (iqs.train.stages). `resume_from`: a checkpoint of this run to continue from (iqs.train.resume);
-    `mixture`: the one this config's data builds, when the caller has it already (iqs.train.personal)."""
-    from iqs.train import stages
-    from iqs.train.distributed import finish
-    from iqs.train.trainer_setup import build_trainer
-
-    mixture, rebalancer = stages.build_data(cfg, mixture)
-    model = stages.build_model(cfg, rebalancer)
-    datamodule = stages.build_datamodule(cfg, run, mixture, rebalancer, model, output_dir)
-    module = stages.build_lit_module(cfg, model, datamodule, mixture)
-    cache_state = stages.attach_feature_cache(cfg, run, model, datamodule)
-    trainer, callbacks = build_trainer(cfg, run, output_dir)
-    fitted = stages.fit_then_test(cfg, trainer, module, datamodule, callbacks.get("checkpoint"), resume_from)
-    if not finish(trainer, module):  # DDP ranks > 0 stop here; rank 0 holds every test prediction
-        return dict(module.test_results), {"datamodule": datamodule, "run_id": None, "trainer": trainer}
-
-    predictions, test_results = stages.write_test_outputs(
-        cfg, run, module, datamodule, mixture, fitted.best, output_dir
-    )
-    metrics = {**fitted.metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
-    metrics.update(test_results)
-    objects = {
-        "cfg": cfg,
-        "mixture": mixture,
-        "datamodule": datamodule,
-        "model": module,
-        "trainer": trainer,
-        "callbacks": callbacks,
-        "run_id": run.run_id,
-        "sweep_id": run.sweep_id,
-        "output_dir": output_dir,
-        "best_checkpoint": fitted.best,
-        "predictions": predictions,
-        "feature_cache": cache_state,
-    }
     return metrics, objects
 
 
@@ -289,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns the process exit status: 0, 1 when a job failed on a configuration or data error, 128 + the
     signal number when SIGTERM or SIGINT stopped it. The monitored metric is the Hydra task's return value.
     """
+    from iqs.core.signals import Interrupted, signals_raise
     from iqs.train import user_errors
-    from iqs.train.signals import Interrupted, signals_raise
 
     argv = list(sys.argv[1:] if argv is None else argv)
     saved = sys.argv

@@ -1,4 +1,4 @@
-"""The stages of one training run, in the order `iqs.train.run.fit_and_test` calls them:
+"""The stages of one training run, in the order `iqs.train.pipeline.fit_and_test` calls them:
 data -> model -> datamodule -> Lightning module -> feature cache -> trainer -> fit and test -> outputs.
 
 Each stage takes what the previous ones built and logs what it decided into the run (tags, params,
@@ -76,8 +76,8 @@ def build_datamodule(
     output_dir: Path,
 ) -> QualityDataModule:
     """The loaders over the mixture's readable rows; the run records the skipped rows and the data."""
+    from iqs.core.preprocess import InputSpec
     from iqs.data.bad_images import BadImagePolicy, log_skipped
-    from iqs.deploy.preprocess import InputSpec
     from iqs.train.datamodule import QualityDataModule
 
     datamodule = QualityDataModule(
@@ -123,8 +123,8 @@ def frozen_features(cfg: DictConfig, model: QualityModel, datamodule: QualityDat
     One place builds the cache key from the config, so anything else that reads a run's embeddings
     (e.g. an analysis script) gets the very entry the run trained on.
     """
+    from iqs.core.preprocess import InputSpec
     from iqs.data.table import images_fingerprint
-    from iqs.deploy.preprocess import InputSpec
     from iqs.train.features import cached_features
 
     return cached_features(
@@ -206,7 +206,7 @@ def write_test_outputs(
     """Rank 0 after testing: predictions (plus val-tuned decision cuts), the run's test artifacts and the
     shortcut audit. Returns (predictions, test metrics)."""
     from iqs.data.audit import log_run_audit
-    from iqs.tracking.artifacts import log_test_artifacts
+    from iqs.report.artifacts import log_test_artifacts
     from iqs.train.decision_cuts import CutsConfig, tune_and_evaluate
     from iqs.train.module import predictions_frame
 

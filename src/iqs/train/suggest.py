@@ -21,7 +21,7 @@ probabilities. `method=random` is the baseline of the learning curve in experime
 Labels are read as the personal model reads them (`dataset=digikam_xmp`, or `digikam_db`; their options
 under `dataset.`). The CSV lists rank, path, the predicted class and probabilities and the gradient
 length. With `--tag` the digiKam tag `iqs/label-me` is added to each suggested photo's
-`Xmp.digiKam.TagsList` (iqs.deploy.xmp.plan_tag): nothing else in the sidecar changes, no pick label or
+`Xmp.digiKam.TagsList` (iqs.core.xmp.plan_tag): nothing else in the sidecar changes, no pick label or
 rating is touched, and `digikam4.db` is never written. digiKam reads the tag after "Item > Reread Metadata
 From Files" on the album (or at its next scan when it is set to read metadata changes).
 """
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from iqs.config import Flags, compose
+from iqs.core.config import Flags, compose
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def fit_probabilities(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from iqs.classes import CLASS_NAMES
+    from iqs.core.classes import CLASS_NAMES
 
     x = np.asarray(features, dtype=np.float64)
     dims = max(1, min(int(pca_dims), x.shape[1], len(x) - 1))
@@ -160,8 +160,8 @@ def embed_library(model: Any, paths: list[Path], cache_dir: Path) -> np.ndarray:
     """The model's frozen-backbone embeddings of `paths`, through the training feature cache."""
     import pandas as pd
 
+    from iqs.core.preprocess import InputSpec
     from iqs.data.table import images_fingerprint
-    from iqs.deploy.preprocess import InputSpec
     from iqs.train.features import cached_features
 
     rows = pd.DataFrame(
@@ -205,8 +205,8 @@ def _problem(cfg: Any) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
-    from iqs.data.errors import DataError
-    from iqs.deploy.xmp import XmpError
+    from iqs.core.errors import DataError
+    from iqs.core.xmp import XmpError
 
     console = Console(stderr=True)
     try:
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 def suggest(cfg: Any, console: Any) -> int:
     from omegaconf import OmegaConf
 
-    from iqs.checkpoints import load_checkpoint
+    from iqs.models.checkpoints import load_checkpoint
     from iqs.train.init_from import resolve_checkpoint
 
     dataset = {**OmegaConf.to_container(cfg.dataset, resolve=True), "root": str(cfg.library)}
@@ -259,7 +259,7 @@ def _tag(cfg: Any, paths: list[Path], console: Any) -> dict:
     """Add the tag to each suggested photo (dry run: list the changes); path -> what happened."""
     from collections import Counter
 
-    from iqs.deploy.xmp import XmpError, apply_tag, plan_tag
+    from iqs.core.xmp import XmpError, apply_tag, plan_tag
 
     out: dict = {}
     counts: Counter = Counter()
@@ -283,8 +283,8 @@ def _tag(cfg: Any, paths: list[Path], console: Any) -> dict:
 
 def _write_csv(cfg: Any, photos: LibraryPhotos, chosen: np.ndarray, probs: np.ndarray, norm: np.ndarray,
                tagged: dict) -> None:  # fmt: skip
-    from iqs.classes import CLASS_NAMES
-    from iqs.deploy.predict import printable
+    from iqs.core.classes import CLASS_NAMES
+    from iqs.deploy.predict.scorer import printable
 
     with open(str(cfg.output), "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)

@@ -75,9 +75,9 @@ def last_checkpoint(dirpath: Path) -> Any:
 
 
 def trainer_plugins() -> list[Any]:
-    """Atomic checkpoint writes, and Lightning's SLURM auto-requeue under SLURM (iqs.train.signals)."""
+    """Atomic checkpoint writes, and Lightning's SLURM auto-requeue under SLURM (iqs.core.signals)."""
+    from iqs.core.signals import cluster_plugins
     from iqs.train.checkpoint_io import AtomicCheckpointIO
-    from iqs.train.signals import cluster_plugins
 
     return [AtomicCheckpointIO(), *cluster_plugins()]
 

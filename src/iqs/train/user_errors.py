@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from iqs.checkpoints import CheckpointError
-from iqs.data.errors import DataError
+from iqs.core.errors import DataError
 from iqs.data.mixture import ConfigError
+from iqs.models.checkpoints import CheckpointError
 from iqs.rebalance.base import RebalanceConfigError
 from iqs.tracking.outage import RunKeptLocally
 

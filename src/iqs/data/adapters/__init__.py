@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
+from iqs.core.registry import import_submodules
 from iqs.data.adapters.base import ADAPTERS, SourceData, load_source
-from iqs.registry import import_submodules
 
 import_submodules(__name__)  # each format's module registers itself: a new dataset needs no edit here
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iqs.core.errors import DataError
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.reading import (
     attach_lines,
@@ -26,7 +27,6 @@ from iqs.data.adapters.reading import (
     stated,
 )
 from iqs.data.adapters.votes import check_levels, vote_table
-from iqs.data.errors import DataError
 
 LEVELS = np.arange(1, 11, dtype=np.float64)
 RATING_COLUMNS = [f"rating_{k}" for k in range(1, 11)]

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iqs.core.errors import DataError
+from iqs.core.registry import Registry
 from iqs.data.adapters.reading import (
     QUOTE,
     config_key,
@@ -28,9 +30,7 @@ from iqs.data.adapters.reading import (
     read_table,
     required,
 )
-from iqs.data.errors import DataError
 from iqs.data.table import is_safe_relative, validate_table
-from iqs.registry import Registry
 
 log = logging.getLogger("iqs.data.adapters")
 

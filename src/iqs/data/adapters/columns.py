@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from iqs.core.errors import DataError
+from iqs.core.scale import gaussian_dist, to_common
 from iqs.data.adapters.reading import (
     native_range,
     numeric_column,
@@ -17,8 +19,6 @@ from iqs.data.adapters.reading import (
     setting,
     single_annotation_file,
 )
-from iqs.data.errors import DataError
-from iqs.data.scale import gaussian_dist, to_common
 from iqs.data.table import make_table
 
 

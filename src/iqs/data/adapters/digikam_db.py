@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from iqs.core.errors import DataError
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.digikam_labels import LabelReport, LabelRules, Photo, load_labels, rules_from_cfg
 from iqs.data.adapters.digikam_roots import AlbumRoot, album_roots, root_map
@@ -41,7 +42,6 @@ from iqs.data.adapters.digikam_schema import (
 )
 from iqs.data.adapters.reading import dataset_root, setting, stated
 from iqs.data.bursts import parse_capture_time
-from iqs.data.errors import DataError
 from iqs.data.table import is_safe_relative
 
 log = logging.getLogger("iqs.data.adapters")

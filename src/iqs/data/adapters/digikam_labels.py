@@ -10,7 +10,7 @@ Class rules (declared in conf/dataset/digikam_*.yaml):
   lines 42-66); anything else is a counted skip.
 - star rating, mapped by a threshold pair `rating_classes: [r1, r2]` on the native scale (`rating_scale`,
   digiKam's 0..5 stars: `RatingMin`/`RatingMax` in core/app/utils/digikam_globals.h): stars <= r1 bad,
-  <= r2 normal, the rest good, the same rule as the score thresholds (DESIGN.md). 0 stars is "unrated"
+  <= r2 normal, the rest good, the same rule as the score thresholds (README, "Labels and splits"). 0 stars is "unrated"
   (XMP specification: 0 = no rating), so no label. -1 is "rejected" in the XMP specification (Lightroom
   writes it) and bad here when `rejected_rating: true`; digiKam itself reads -1 as no rating (it is not in
   the 0..5 table of `DMetadata::getItemRating`), which `rejected_rating: false` reproduces.
@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from iqs.core.errors import DataError
+from iqs.core.scale import CLASS_NAMES, to_common
 from iqs.data.adapters.columns import gaussian_table
 from iqs.data.adapters.reading import (
     config_key,
@@ -45,8 +47,6 @@ from iqs.data.adapters.reading import (
     stated,
 )
 from iqs.data.bursts import burst_ids, check_gap
-from iqs.data.errors import DataError
-from iqs.data.scale import CLASS_NAMES, to_common
 
 log = logging.getLogger("iqs.data.adapters")
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from iqs.core.errors import DataError
 from iqs.data.adapters.reading import config_key, plain
-from iqs.data.errors import DataError
 
 
 @dataclass(frozen=True)

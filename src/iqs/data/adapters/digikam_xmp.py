@@ -36,12 +36,12 @@ import pandas as pd
 import pyexiv2
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from iqs.core.errors import DataError
+from iqs.core.xmp import sidecar_path
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.digikam_labels import LabelReport, LabelRules, Photo, load_labels, rules_from_cfg
 from iqs.data.adapters.reading import config_key, dataset_root, plain, setting, stated
 from iqs.data.bursts import parse_capture_time
-from iqs.data.errors import DataError
-from iqs.deploy.xmp import sidecar_path
 
 log = logging.getLogger("iqs.data.adapters")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iqs.core.errors import DataError
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.reading import (
     annotation_files,
@@ -26,7 +27,6 @@ from iqs.data.adapters.reading import (
     sniff,
 )
 from iqs.data.adapters.votes import check_levels, vote_stats, vote_table
-from iqs.data.errors import DataError
 
 VOTES_EXPECTED = "EVA's votes_filtered.csv: '='-delimited with columns image_id=user_id=score=..."
 JSON_EXPECTED = "a JSON list of {image_id, label: 10 vote counts for scores 1..10, score}"

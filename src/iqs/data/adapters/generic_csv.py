@@ -12,11 +12,11 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from iqs.core.errors import DataError
+from iqs.core.scale import std_to_common
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.columns import gaussian_table, mean_only_settings, native_scores, text_ids
 from iqs.data.adapters.reading import attach_lines, groups, numeric_column, read_table
-from iqs.data.errors import DataError
-from iqs.data.scale import std_to_common
 from iqs.data.table import SPLITS
 
 

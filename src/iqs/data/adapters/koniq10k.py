@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iqs.core.errors import DataError
+from iqs.core.scale import std_to_common, votes_to_dist
 from iqs.data.adapters.base import ADAPTERS
 from iqs.data.adapters.columns import native_scores, text_ids
 from iqs.data.adapters.reading import (
@@ -32,8 +34,6 @@ from iqs.data.adapters.reading import (
     single_annotation_file,
     stated,
 )
-from iqs.data.errors import DataError
-from iqs.data.scale import std_to_common, votes_to_dist
 from iqs.data.table import make_table
 
 COUNT_COLUMNS = [f"c{k}" for k in range(1, 6)]

@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from iqs.data.errors import DataError
+from iqs.core.errors import DataError
 from iqs.data.mixture_config import plain  # re-exported: the adapters' one OmegaConf -> dict/list converter
 
 log = logging.getLogger("iqs.data.adapters")

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iqs.core.errors import DataError
+from iqs.core.scale import std_to_common, to_common, votes_to_dist
 from iqs.data.adapters.reading import (
     QUOTE,
     annotation_files,
@@ -18,8 +20,6 @@ from iqs.data.adapters.reading import (
     native_range,
     required,
 )
-from iqs.data.errors import DataError
-from iqs.data.scale import std_to_common, to_common, votes_to_dist
 from iqs.data.table import make_table
 
 log = logging.getLogger("iqs.data.adapters")

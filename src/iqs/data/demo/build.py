@@ -22,6 +22,9 @@ import numpy as np
 from filelock import FileLock
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from iqs.core.errors import DataError
+from iqs.core.registry import Registry
+from iqs.core.scale import std_to_common, to_common
 from iqs.data.demo import writers
 from iqs.data.demo.distortions import DISTORTIONS, HIGH_QUALITY
 from iqs.data.demo.references import PHOTOS, Reference, make_references
@@ -35,9 +38,6 @@ from iqs.data.demo.scoring import (
     simulate_votes,
     spaq_attributes,
 )
-from iqs.data.errors import DataError
-from iqs.data.scale import std_to_common, to_common
-from iqs.registry import Registry
 
 # bump whenever a change alters the files, so existing builds are rebuilt on next use
 # (4: the split group is the source photograph, not the crop: crops of one photo overlap)

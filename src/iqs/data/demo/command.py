@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from iqs.config import compose
+from iqs.core.config import compose
+from iqs.core.errors import DataError
 from iqs.data.demo.build import ensure_demo, read_build
-from iqs.data.errors import DataError
 
 
 @dataclass

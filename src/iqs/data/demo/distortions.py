@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from iqs.registry import Registry
+from iqs.core.registry import Registry
 
 LEVELS = (1, 2, 3, 4, 5)
 HIGH_QUALITY = 95  # JPEG quality for every file whose distortion is not JPEG itself

@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from iqs.classes import CLASS_NAMES
+from iqs.core.classes import CLASS_NAMES
+from iqs.core.errors import DataError
 from iqs.data.adapters.digikam_schema import SCHEMA_VERSION
 from iqs.data.demo.build import check_replaceable, read_record
 from iqs.data.demo.library_db import write_database
@@ -52,7 +53,6 @@ from iqs.data.demo.library_layout import (
     plan_frames,
 )
 from iqs.data.demo.references import make_references
-from iqs.data.errors import DataError
 
 # re-exported: the library's public names, wherever they are defined
 __all__ = [
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     """`iqs data build-library [key=value ...]`: conf/library.yaml composed with the command line."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from iqs.config import compose
+    from iqs.core.config import compose
 
     cfg = compose("library", list(sys.argv[1:] if argv is None else argv))
     try:

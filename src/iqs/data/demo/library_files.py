@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pyexiv2
 
+from iqs.core.xmp import EMPTY_XMP_PACKET, sidecar_path
 from iqs.data.demo.distortions import DISTORTIONS
 from iqs.data.demo.library_layout import BAD_ALBUM, MS_PERCENT, STARS, Frame
 from iqs.data.demo.writers import encode_jpeg
-from iqs.deploy.xmp import EMPTY_XMP_PACKET, sidecar_path
 
 
 def _write_xmp(path: Path, props: dict[str, str], *, embedded: bool) -> None:

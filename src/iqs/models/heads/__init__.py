@@ -10,6 +10,7 @@ A new head is one module here plus `conf/head/<name>.yaml`: the modules register
 
 from __future__ import annotations
 
+from iqs.core.registry import import_submodules
 from iqs.models.heads.base import (
     HEADS,
     INPUT_NORMS,
@@ -26,7 +27,6 @@ from iqs.models.heads.base import (
     register_head,
     score_to_class_logits,
 )
-from iqs.registry import import_submodules
 
 import_submodules(__name__)
 

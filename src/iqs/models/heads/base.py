@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from iqs.registry import Registry
+from iqs.core.registry import Registry
 
 HEADS: Registry[type[Head]] = Registry("head")
 # what a head returns (score, logits3, probs[, dist]) and the batch its loss reads (score, label, dist, ...)
@@ -154,7 +154,7 @@ def head_options(name: str) -> dict[str, Any]:
 
 @functools.cache
 def _yaml_options(name: str) -> dict[str, Any]:
-    from iqs.config import conf_dir
+    from iqs.core.config import conf_dir
 
     path = conf_dir() / "head" / f"{name}.yaml"
     if not path.is_file():

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from iqs.classes import CLASS_NAMES
+from iqs.core.classes import CLASS_NAMES
 from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from iqs.data.scale import BIN_CENTRES, N_BINS
+from iqs.core.scale import BIN_CENTRES, N_BINS
 from iqs.losses.emd import emd_loss
 from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from coral_pytorch.losses import coral_loss
 from torch import nn
 
-from iqs.classes import CLASS_NAMES
+from iqs.core.classes import CLASS_NAMES
 from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
 
 
@@ -77,7 +77,7 @@ class OrdinalHead(Head):
             # the cuts are fixed in an exported model: graph constants, so it needs no Softplus/Squeeze
             b0, b1 = float(b0), float(b1)
         # (N, 1) columns, -z as z * -1 and min(z0, -z1) as z0 - relu(z0 + z1): only operators that every
-        # digiKam OpenCV loads (iqs.deploy.onnx_ops; see score_to_class_logits)
+        # digiKam OpenCV loads (iqs.deploy.export.onnx_ops; see score_to_class_logits)
         z0, z1 = latent + b0, latent + b1
         logits3 = float(self.cfg["sharpness"]) * torch.cat([z0 * -1.0, z0 - torch.relu(z0 + z1), z1], dim=-1)
         cum_logits = torch.cat([z0, z1], dim=-1)

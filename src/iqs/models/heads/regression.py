@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from iqs.data.scale import COMMON_HI, COMMON_LO
+from iqs.core.scale import COMMON_HI, COMMON_LO
 from iqs.losses.regression_losses import REGRESSION_LOSSES, make_regression_loss
 from iqs.models.heads.base import Batch, Head, Outputs, reduce_weighted, register_head
 

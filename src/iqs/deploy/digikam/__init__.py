@@ -1,0 +1,1 @@
+"""`iqs digikam install|restore`: put a .pb where each digiKam version opens it."""

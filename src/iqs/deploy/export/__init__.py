@@ -1,0 +1,1 @@
+"""Export a checkpoint: each profile (deploy.export.profiles) names its file, wrapper and verifier."""
