@@ -1,4 +1,4 @@
-"""MLflow tracking for training runs: one run per job, its params, metrics, plots and model card.
+"""MLflow tracking for training runs: one run per job, its params, tags, metrics and what an outage kept.
 
     from iqs.tracking import tracked_run, make_lightning_logger
     from iqs.report.artifacts import log_test_artifacts
@@ -12,11 +12,8 @@
             run, predictions, metrics, confusion, mix.table, (t1, t2), mix.source_thresholds, cfg, best_ckpt
         )
 
-`iqs compare` (iqs.report.compare) tabulates the runs.
-
-Layers; a module imports only from the layers before it (tests/test_tracking_imports.py checks that no
-import cycle exists): config_view; http_settings, naming, outage; store, run_inputs; experiment,
-liveness; mlflow_run; lightning_logger, plots, model_card; artifacts; compare_*, compare, cv.
+Reports on the runs (`iqs compare`, plots, the model card, test artifacts) live one floor up, in
+iqs.report; tests/test_architecture.py checks that tracking never imports them.
 """
 
 from __future__ import annotations
