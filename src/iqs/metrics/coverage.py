@@ -34,8 +34,8 @@ from iqs.core.classes import NUM_CLASSES
 from iqs.core.scale import assign_labels
 from iqs.metrics.interval_rule import interval_method, range_of, scale_of
 from iqs.metrics.names import BINARY_THRESHOLD
+from iqs.metrics.registry import WEIGHTED as METRICS
 from iqs.metrics.resample import group_codes, group_intervals
-from iqs.metrics.weighted import METRICS
 
 SCORE_MEAN, SCORE_SD = 5.5, 1.5
 THRESHOLDS = (5.0, 6.0)
