@@ -1,6 +1,7 @@
 """Quality metrics per source dataset and over the whole evaluation set, accumulated over batches.
 
-Definitions (README, "Models, heads and metrics"):
+Definitions (README, "Models, heads and metrics"); each metric is a record of iqs.metrics.registry, whose
+`streamed` field names the torchmetric that accumulates it here:
 
 - plcc, srcc, krcc: Pearson, Spearman (ties get average ranks) and Kendall tau-b between predicted and true
   scores, the scipy.stats definitions. No logistic (or any other) fit is applied before PLCC, so PLCC
