@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes: conf/hparams_search/ presets use them
 
 
-
 def untrained(cfg: DictConfig) -> bool:
     """Whether the trainer settings would test a model that never takes an optimizer step."""
     t = cfg.trainer
