@@ -8,6 +8,10 @@ named `digikam` IS that `.pb`, and no other profile carries digiKam's name: an O
 Graphs (iqs.deploy.export.onnx_wrappers): `contract` is digiKam's I/O contract (1x3x299x299 RGB in [-1, 1] ->
 1x3 softmax bad/normal/good); `full` is what `iqs predict` reads (score, probs, and dist for distribution
 heads, any batch size).
+
+Adding a profile: its `Profile` record here (and a `Format` with its writer, when the file type is new). The
+exporter writes and checks it through the record; `iqs predict` (`predict`), `iqs digikam install`
+(`digikam`), the OpenCV matrix (`opencv_output`) and the checks in OpenCV (`opencv_releases`) ask the record.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class Format:
     verifier: str  # how a file is checked before it is kept (the model card, messages)
     opencv_loader: str  # the OpenCV call digiKam uses for this file type (iqs.deploy.compat.opencv_worker)
 
-    def write(self) -> Callable[..., Path]:
+    def load_writer(self) -> Callable[..., Path]:
         module, function = self.writer.split(":")
         return getattr(importlib.import_module(module), function)
 
@@ -85,7 +89,7 @@ class Profile:
     ) -> Path:
         """Write (and with `verify`, check) this profile's file at `path`; the kept file's path."""
         releases = tuple(opencv_releases) if opencv_releases else self.opencv_releases
-        return self.format.write()(model, meta, path, self, opset, verify, releases)
+        return self.format.load_writer()(model, meta, path, self, opset, verify, releases)
 
 
 DIGIKAM = Profile(
