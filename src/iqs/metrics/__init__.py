@@ -1,4 +1,5 @@
-"""Evaluation metrics: per source dataset and over all (see `iqs.metrics.grouped` for the definitions).
+"""Evaluation metrics: per source dataset and over all. Each metric is one record of
+`iqs.metrics.registry` (definitions: the docstring of `iqs.metrics.grouped`).
 
 Uncertainty: `iqs.metrics.bootstrap` (CIs over groups, paired run-vs-run differences, Fisher-z
 intervals), the method per metric and group count in `iqs.metrics.interval_rule`, its evidence in
@@ -14,9 +15,12 @@ from typing import Any
 _WHERE = {
     "ALL": "names",
     "BINARY_THRESHOLD": "names",
-    "HIGHER_IS_BETTER": "names",
-    "LABEL_METRICS": "names",
-    "METRIC_NAMES": "names",
+    "HIGHER_IS_BETTER": "registry",
+    "LABEL_METRICS": "registry",
+    "METRIC_NAMES": "registry",
+    "Metric": "registry",
+    "all_metrics": "registry",
+    "metric": "registry",
     "BootstrapCI": "bootstrap",
     "EvalRows": "bootstrap",
     "PairedResult": "bootstrap",

@@ -46,6 +46,7 @@ import pandas as pd
 from iqs.metrics.interval_rule import TOO_FEW_SUFFIX
 from iqs.metrics.label_rule import class_columns
 from iqs.metrics.names import ALL
+from iqs.metrics.registry import WEIGHTED as METRICS
 from iqs.metrics.resample import (
     DEFAULT_CONFIDENCE,
     DEFAULT_METHOD,
@@ -60,7 +61,7 @@ from iqs.metrics.resample import (
     metric_intervals,
     paired_bootstrap,
 )
-from iqs.metrics.weighted import METRICS, WeightedMetric
+from iqs.metrics.weighted import WeightedMetric
 
 __all__ = [
     "DEFAULT_CONFIDENCE",
@@ -122,8 +123,10 @@ class EvalRows:
         )
 
     def columns_for(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        kind = METRICS[metric][0] if metric in METRICS else "score"
-        return (self.true_score, self.pred_score) if kind == "score" else (self.true_class, self.pred_class)
+        columns = METRICS[metric][0] if metric in METRICS else "score"
+        return (
+            (self.true_score, self.pred_score) if columns == "score" else (self.true_class, self.pred_class)
+        )
 
 
 def bootstrap_metrics(

@@ -34,8 +34,8 @@ from iqs.core.classes import NUM_CLASSES
 from iqs.core.scale import assign_labels
 from iqs.metrics.interval_rule import interval_method, range_of, scale_of
 from iqs.metrics.names import BINARY_THRESHOLD
+from iqs.metrics.registry import WEIGHTED
 from iqs.metrics.resample import group_codes, group_intervals
-from iqs.metrics.weighted import METRICS
 
 SCORE_MEAN, SCORE_SD = 5.5, 1.5
 THRESHOLDS = (5.0, 6.0)
@@ -135,7 +135,7 @@ def simulate(
     scenario: Scenario,
     n_groups: int,
     replications: int,
-    metrics: Sequence[str] = tuple(METRICS),
+    metrics: Sequence[str] = tuple(WEIGHTED),
     methods: Sequence[str] = COMPARED,
     *,
     n_resamples: int = 500,
@@ -161,7 +161,7 @@ def simulate(
 
         def stat(w: np.ndarray, cols: dict = columns) -> np.ndarray:
             with np.errstate(all="ignore"):
-                return np.stack([METRICS[m][1](*cols[METRICS[m][0]], w) for m in names])
+                return np.stack([WEIGHTED[m][1](*cols[WEIGHTED[m][0]], w) for m in names])
 
         got = group_intervals(
             stat,
@@ -201,7 +201,7 @@ def coverage_table(
     scenarios: Sequence[Scenario] = SCENARIOS,
     n_groups: Sequence[int] = (3, 5, 10, 15, 30, 100),
     replications: int | dict[int, int] = 200,
-    metrics: Sequence[str] = tuple(METRICS),
+    metrics: Sequence[str] = tuple(WEIGHTED),
     methods: Sequence[str] = COMPARED,
     *,
     n_resamples: int = 500,

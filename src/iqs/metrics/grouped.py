@@ -1,6 +1,7 @@
 """Quality metrics per source dataset and over the whole evaluation set, accumulated over batches.
 
-Definitions (README, "Models, heads and metrics"):
+Definitions (README, "Models, heads and metrics"); each metric is a record of iqs.metrics.registry, whose
+`streamed` field names the torchmetric that accumulates it here:
 
 - plcc, srcc, krcc: Pearson, Spearman (ties get average ranks) and Kendall tau-b between predicted and true
   scores, the scipy.stats definitions. No logistic (or any other) fit is applied before PLCC, so PLCC
@@ -33,48 +34,42 @@ import numpy as np
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    BinaryAccuracy,
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
-from torchmetrics.regression import KendallRankCorrCoef, MeanSquaredError, PearsonCorrCoef, SpearmanCorrCoef
+from torchmetrics.regression import KendallRankCorrCoef
 
 from iqs.core.scale import CLASS_NAMES, assign_labels
-from iqs.metrics.emd import EarthMoversDistance
 from iqs.metrics.label_rule import LabelRule
-from iqs.metrics.names import ALL, BINARY_THRESHOLD, CORRELATIONS, HIGHER_IS_BETTER, METRIC_NAMES
+from iqs.metrics.names import ALL, BINARY_THRESHOLD
+from iqs.metrics.registry import (
+    ABOVE_THRESHOLD,
+    CLASSES,
+    CONFUSION,
+    CORRELATION,
+    DISTRIBUTION,
+    DISTRIBUTIONS,
+    SCORES,
+    Metric,
+    all_metrics,
+)
 
-__all__ = ["ALL", "BINARY_THRESHOLD", "HIGHER_IS_BETTER", "METRIC_NAMES", "GroupedQualityMetrics"]
+__all__ = ["ALL", "BINARY_THRESHOLD", "GroupedQualityMetrics"]
 
 
-def _group_metrics(num_classes: int, has_dist: bool, dtype: torch.dtype) -> nn.ModuleDict:
+def _group_metrics(metrics: Sequence[Metric], num_classes: int, dtype: torch.dtype) -> nn.ModuleDict:
+    """{inputs: MetricCollection({state: torchmetric})}: one torchmetric per `streamed.state`, plus the
+    confusion matrix every group keeps (its sample count)."""
+    made: dict[str, dict[str, nn.Module]] = {}
     with warnings.catch_warnings():
         # Spearman/Kendall keep every score (they need all ranks); evaluation sets fit easily
         warnings.filterwarnings("ignore", message=".*will save all targets and predictions.*")
-        score = MetricCollection(
-            {
-                "plcc": PearsonCorrCoef(),
-                "srcc": SpearmanCorrCoef(),
-                "krcc": KendallRankCorrCoef(variant="b"),
-                "rmse": MeanSquaredError(squared=False),
-            }
-        )
-    # float64 states: float32 running moments lose digits of PLCC on large test sets
-    score.set_dtype(dtype)
-    cls = MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes=num_classes, average="micro"),
-            "f1": MulticlassF1Score(num_classes=num_classes, average="none"),
-            "macro_f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
-            "confmat": MulticlassConfusionMatrix(num_classes=num_classes),
-        }
-    )
-    parts: dict[str, nn.Module] = {"score": score, "cls": cls, "binary": BinaryAccuracy()}
-    if has_dist:
-        parts["emd"] = EarthMoversDistance(r=2.0)
-    return nn.ModuleDict(parts)
+        for s in [*(m.streamed for m in metrics), CONFUSION]:
+            states = made.setdefault(s.inputs, {})
+            if s.state not in states:
+                states[s.state] = s.make(num_classes)
+    parts = nn.ModuleDict({inputs: MetricCollection(states) for inputs, states in made.items()})
+    if SCORES in parts:
+        # float64 states: float32 running moments lose digits of PLCC on large test sets
+        parts[SCORES].set_dtype(dtype)
+    return parts
 
 
 def _fill_empty_rank_states(group: nn.ModuleDict) -> None:
@@ -85,18 +80,21 @@ def _fill_empty_rank_states(group: nn.ModuleDict) -> None:
     Kendall's 2-D (n, 1) pieces: the ranks then exchange shapes of different lengths and the collective
     breaks (gloo aborts). Spearman's pieces are 1-D and need nothing.
     """
-    krcc = group["score"]["krcc"]
-    for name in ("preds", "target"):
-        state = getattr(krcc, name)
-        if isinstance(state, list) and not state:
-            state.append(torch.empty(0, 1, dtype=krcc.dtype, device=krcc.device))
+    for collection in group.values():
+        for tm in collection.values(copy_state=False):
+            if not isinstance(tm, KendallRankCorrCoef):
+                continue
+            for name in ("preds", "target"):
+                state = getattr(tm, name)
+                if isinstance(state, list) and not state:
+                    state.append(torch.empty(0, 1, dtype=tm.dtype, device=tm.device))
 
 
 def _confmat(group: nn.ModuleDict) -> torch.Tensor:
     with warnings.catch_warnings():
         # an empty group is expected (a source absent from a split): zeros, without torchmetrics' warning
         warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
-        return group["cls"]["confmat"].compute()
+        return group[CONFUSION.inputs][CONFUSION.state].compute()
 
 
 class GroupedQualityMetrics(nn.Module):
@@ -142,8 +140,10 @@ class GroupedQualityMetrics(nn.Module):
             }
         # ModuleDict keys cannot hold every string a dataset may be called (e.g. '.'), hence positional keys
         self._keys = [f"ds{i}" for i in range(len(names))]
+        # the registry's metrics this head has (EMD only with distributions)
+        self.metrics = [m for m in all_metrics() if self.has_dist or m.kind != DISTRIBUTION]
         self.groups = nn.ModuleDict(
-            {k: _group_metrics(num_classes, has_dist, dtype) for k in [*self._keys, ALL]}
+            {k: _group_metrics(self.metrics, num_classes, dtype) for k in [*self._keys, ALL]}
         )
 
     @property
@@ -218,12 +218,14 @@ class GroupedQualityMetrics(nn.Module):
         ps, ts, pc, tc, pd_, td = batch
         if ts.shape[0] == 0:
             return
-        group = self.groups[key]
-        group["score"].update(ps, ts)
-        group["cls"].update(pc, tc)
-        group["binary"].update((ps > BINARY_THRESHOLD).long(), (ts > BINARY_THRESHOLD).long())
-        if self.has_dist:
-            group["emd"].update(pd_, td)
+        inputs = {
+            SCORES: (ps, ts),
+            CLASSES: (pc, tc),
+            ABOVE_THRESHOLD: ((ps > BINARY_THRESHOLD).long(), (ts > BINARY_THRESHOLD).long()),
+            DISTRIBUTIONS: (pd_, td),
+        }
+        for name, collection in self.groups[key].items():
+            collection.update(*inputs[name])
 
     def compute(self) -> dict[str, float]:
         """Every group's metrics. Under DDP torchmetrics syncs the states over the ranks here, so every
@@ -240,38 +242,28 @@ class GroupedQualityMetrics(nn.Module):
 
     def _compute_group(self, group: nn.ModuleDict) -> dict[str, float]:
         nan = float("nan")
-        names = [m for m in METRIC_NAMES if self.has_dist or m != "emd"]
-        confmat = _confmat(group).double()
-        n = int(confmat.sum())
+        n = int(_confmat(group).sum())
         if n == 0:
-            return dict.fromkeys(names, nan)
+            return dict.fromkeys((m.name for m in self.metrics), nan)
+        computed: dict[tuple[str, str], object] = {}
+
+        def value(m: Metric) -> float:
+            s = m.streamed
+            if (s.inputs, s.state) not in computed:
+                computed[s.inputs, s.state] = group[s.inputs][s.state].compute()
+            return s.read(computed[s.inputs, s.state])
+
         res: dict[str, float] = {}
-        if n >= 2:
-            score = {k: float(v) for k, v in group["score"].compute().items()}
-            constant = math.isnan(score["plcc"])  # torchmetrics: PLCC is NaN when either side has ~0 variance
-            for k in CORRELATIONS:
-                # torchmetrics' Spearman gives 0 on constant input where scipy gives NaN
-                res[k] = nan if constant else score[k]
-            rmse = score["rmse"]
-        else:
-            res.update(dict.fromkeys(CORRELATIONS, nan))
-            rmse = float(group["score"]["rmse"].compute())
-        res["rmse"] = rmse if self.common_scale_score else nan
-        if self.has_dist:
-            res["emd"] = float(group["emd"].compute())
-        cls = group["cls"].compute()
-        res["acc"] = float(cls["acc"])
-        for c, f1 in zip(self.class_names, cls["f1"].tolist(), strict=True):
-            res[f"f1_{c}"] = float(f1)
-        res["macro_f1"] = float(cls["macro_f1"])
-        # From the confusion matrix rather than MulticlassRecall(average="macro"): torchmetrics counts a
-        # class that is predicted but absent from the truth as recall 0, which halves the score of a
-        # source that holds one class only (e.g. KonIQ contributing bad images); sklearn skips it.
-        support = confmat.sum(dim=1)
-        present = support > 0
-        res["balanced_acc"] = float((confmat.diagonal()[present] / support[present]).mean())
-        res["binary_acc_5"] = float(group["binary"].compute()) if self.common_scale_score else nan
-        return {m: res[m] for m in names}
+        for m in self.metrics:
+            if m.kind == CORRELATION and n < 2 or m.common_scale and not self.common_scale_score:
+                res[m.name] = nan
+            else:
+                res[m.name] = value(m)
+        correlations = [m.name for m in self.metrics if m.kind == CORRELATION]
+        # a constant side: torchmetrics' PLCC (and Kendall) are NaN, its Spearman 0 where scipy gives NaN
+        if any(math.isnan(res[k]) for k in correlations):
+            res.update(dict.fromkeys(correlations, nan))
+        return res
 
     def confusion_matrices(self) -> dict[str, np.ndarray]:
         """(C, C) integer counts per group, rows = true class, columns = predicted class (sklearn's layout)."""

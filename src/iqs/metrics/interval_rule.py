@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from iqs.metrics.names import CORRELATIONS
+from iqs.metrics import registry
 
 # the least coverage (of nominal 95%) the rule's method must reach in the simulation at a size and every
 # larger simulated size for the metric to get an interval there
@@ -42,31 +42,22 @@ SIMULATED_GROUPS = (3, 5, 10, 15, 30, 100)
 # Beyond the simulated sizes: at 100 groups the percentile interval covered 0.92-0.96 and it converges.
 LARGE = 5000
 # metric -> ((from this many groups, method), ...) in increasing order; fewer than the first: no interval.
-# Read off bench/results.json (coverage_bench, `ci_coverage_<n>groups`); tests/test_intervals.py checks
-# that every minimum is max(FLOOR, the first simulated size from which the jackknife covers MIN_COVERAGE).
-_FROM_FLOOR = ((FLOOR, "jackknife"), (LARGE, "percentile"))
+# Each metric's minimum is its record's `min_groups` (iqs.metrics.registry), read off bench/results.json
+# (coverage_bench, `ci_coverage_<n>groups`); tests/test_intervals.py checks that every minimum is
+# max(FLOOR, the first simulated size from which the jackknife covers MIN_COVERAGE).
 RULE: dict[str, tuple[tuple[int, str], ...]] = {
-    "plcc": _FROM_FLOOR,
-    "srcc": _FROM_FLOOR,
-    "krcc": _FROM_FLOOR,
-    # RMSE's jackknife covers 0.89 at 5 groups, 0.90 at 10 and 15, 0.92 at 30, 0.94 at 100
-    "rmse": ((10, "jackknife"), (LARGE, "percentile")),
-    "binary_acc_5": _FROM_FLOOR,
-    "acc": _FROM_FLOOR,
-    "f1_bad": _FROM_FLOOR,
-    "f1_normal": _FROM_FLOOR,
-    "f1_good": _FROM_FLOOR,
-    "macro_f1": _FROM_FLOOR,
-    "balanced_acc": _FROM_FLOOR,
+    m.name: ((max(FLOOR, m.min_groups or FLOOR), "jackknife"), (LARGE, "percentile"))
+    for m in registry.all_metrics()
+    if m.weighted is not None
 }
 # a metric outside the table (a custom WeightedMetric, a paired difference of one): the strictest entry
 STRICTEST = max(RULE.values(), key=lambda steps: steps[0][0])
 
-# where the jackknife works: the scale it is symmetric on (logit for the shares in [0, 1]: accuracy, F1,
-# balanced and binary accuracy), and the metric's range (the interval is clipped to it)
-JACKKNIFE_SCALE = {**{m: "fisher_z" for m in CORRELATIONS}, "rmse": "log"}
-RANGE = {**{m: (-1.0, 1.0) for m in CORRELATIONS}, "rmse": (0.0, math.inf)}
-UNIT_RANGE = (0.0, 1.0)  # accuracy, F1, balanced accuracy, binary accuracy
+# where the jackknife works: the scale it is symmetric on (Fisher z for correlations, log for RMSE, logit for
+# the shares in [0, 1]) and the metric's range (the interval is clipped to it): each record's
+# `interval_scale` and `value_range`
+JACKKNIFE_SCALE = {name: registry.metric(name).interval_scale for name in RULE}
+RANGE = {name: registry.metric(name).value_range for name in RULE}
 
 # logged as `<stage>/<ds>/<metric>_ci_too_few_groups` = 1 instead of `_lo`/`_hi`
 TOO_FEW_SUFFIX = "_ci_too_few_groups"
@@ -97,9 +88,9 @@ def too_few_text(n_groups: int) -> str:
 
 def scale_of(metric: str) -> str:
     """The jackknife's scale for `metric`; identity for a metric outside RULE (e.g. a custom one)."""
-    return JACKKNIFE_SCALE.get(metric, "logit" if metric in RULE else "identity")
+    return JACKKNIFE_SCALE.get(metric, "identity")
 
 
 def range_of(metric: str) -> tuple[float, float]:
     """Where the metric's values lie (an interval is clipped to it); unbounded for a metric outside RULE."""
-    return RANGE.get(metric, UNIT_RANGE if metric in RULE else (-math.inf, math.inf))
+    return RANGE.get(metric, (-math.inf, math.inf))

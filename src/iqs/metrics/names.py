@@ -1,15 +1,12 @@
-"""The metric names and the facts about them that every consumer shares (no torch import here, so
-`iqs compare` starts fast). Definitions: iqs.metrics.grouped."""
+"""Names every consumer of the metrics shares. The metrics themselves, and the lists read off them
+(METRIC_NAMES, HIGHER_IS_BETTER, CORRELATIONS, LABEL_METRICS), are iqs.metrics.registry's; they are
+reachable here too. No torch import (`iqs compare` starts fast)."""
 
 from __future__ import annotations
 
+from iqs.metrics.registry import CORRELATIONS, HIGHER_IS_BETTER, LABEL_METRICS, METRIC_NAMES
+from iqs.metrics.weighted import BINARY_THRESHOLD
+
+__all__ = ["ALL", "BINARY_THRESHOLD", "CORRELATIONS", "HIGHER_IS_BETTER", "LABEL_METRICS", "METRIC_NAMES"]
+
 ALL = "all"  # the pooled evaluation set, next to the per-source datasets
-METRIC_NAMES = (
-    "plcc", "srcc", "krcc", "rmse", "emd", "acc", "f1_bad", "f1_normal", "f1_good", "macro_f1",
-    "balanced_acc", "binary_acc_5",
-)  # fmt: skip
-HIGHER_IS_BETTER = {name: name not in ("rmse", "emd") for name in METRIC_NAMES}
-CORRELATIONS = ("plcc", "srcc", "krcc")
-BINARY_THRESHOLD = 5.0
-# metrics whose value depends on the threshold pair (the labels); the others compare across pairs
-LABEL_METRICS = ("acc", "f1_bad", "f1_normal", "f1_good", "macro_f1", "balanced_acc")

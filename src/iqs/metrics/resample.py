@@ -1,7 +1,7 @@
 """Intervals over groups (scipy's cluster bootstrap, the jackknife-t), paired differences, Fisher-z intervals.
 
 The choices (group as the unit, which interval, paired p-value) are described in `iqs.metrics.bootstrap`,
-the public entry point, and `iqs.metrics.interval_rule`; the weighted metrics are in `iqs.metrics.weighted`.
+the public entry point, and `iqs.metrics.interval_rule`; the metrics are iqs.metrics.registry's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from scipy import special as sp_special
 from scipy import stats
 
 from iqs.metrics.interval_rule import interval_method, range_of, scale_of, too_few_text
-from iqs.metrics.weighted import WeightedMetric, weighted_metric
+from iqs.metrics.registry import weighted_metric
+from iqs.metrics.weighted import WeightedMetric
 
 # `auto`: the method iqs.metrics.interval_rule picks for the metric and the number of groups
 BOOTSTRAP_METHODS = ("percentile", "bca", "basic")

@@ -4,6 +4,7 @@ A resample of the test split's groups gives every row a weight (how often its gr
 here equals the plain metric of the rows repeated that often (tests compare them with scipy/sklearn on
 `np.repeat`-ed rows). They are written out because scipy, sklearn and torchmetrics have no correlation or
 F1 that takes integer weights for a batch of resamples, and looping over 1000 resamples would be slow.
+Which metric is which function: iqs.metrics.registry.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import stats
 
 from iqs.core.classes import NUM_CLASSES
-from iqs.metrics.names import BINARY_THRESHOLD
 
 # Metric on weighted rows: (y_true (N,), y_pred (N,), weights (B, N)) -> (B,) values.
 WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+BINARY_THRESHOLD = 5.0  # binary_acc_5: "high quality" is a score > 5 (NIMA's binary accuracy)
 # Kendall's tau on dense N x N sign matrices up to this N; a loop over resamples (scipy) beyond it
 KENDALL_DENSE_MAX = 2500
 
@@ -79,6 +79,8 @@ def krcc(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Kendall tau-b of the repeated rows: (C - D) / sqrt((n0 - n1)(n0 - n2)), as scipy.stats.kendalltau."""
     n = y_true.shape[0]
     if n > KENDALL_DENSE_MAX:
+        from scipy import stats  # here: importing the metrics (iqs compare) needs no scipy.stats
+
         out = np.empty(w.shape[0])
         for b, wb in enumerate(w):
             reps = wb.astype(np.int64)
@@ -129,7 +131,7 @@ def acc(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.trace(cm, axis1=1, axis2=2) / cm.sum(axis=(1, 2))
 
 
-def _f1_of_class(c: int) -> WeightedMetric:
+def f1_of_class(c: int) -> WeightedMetric:
     def f1(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray) -> np.ndarray:
         return _f1_parts(_confusions(y_true, y_pred, w))[0][:, c]
 
@@ -149,27 +151,3 @@ def balanced_acc(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray) -> np.nd
     tp = np.diagonal(cm, axis1=1, axis2=2)
     recall = np.where(support > 0, tp / np.where(support > 0, support, 1.0), 0.0)
     return recall.sum(axis=1) / (support > 0).sum(axis=1)
-
-
-# metric name -> (which columns it reads: "score" or "class", weighted implementation)
-METRICS: dict[str, tuple[str, WeightedMetric]] = {
-    "plcc": ("score", plcc),
-    "srcc": ("score", srcc),
-    "krcc": ("score", krcc),
-    "rmse": ("score", rmse),
-    "binary_acc_5": ("score", binary_acc_5),
-    "acc": ("class", acc),
-    "f1_bad": ("class", _f1_of_class(0)),
-    "f1_normal": ("class", _f1_of_class(1)),
-    "f1_good": ("class", _f1_of_class(2)),
-    "macro_f1": ("class", macro_f1),
-    "balanced_acc": ("class", balanced_acc),
-}
-
-
-def weighted_metric(metric: str | WeightedMetric) -> WeightedMetric:
-    if callable(metric):
-        return metric
-    if metric not in METRICS:
-        raise ValueError(f"no bootstrap for metric '{metric}'; known: {', '.join(METRICS)}")
-    return METRICS[metric][1]

@@ -48,15 +48,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from iqs.core.scale import CLASS_NAMES, assign_labels
+from iqs.metrics.names import ALL
+from iqs.metrics.registry import TUNED_METRICS, metric
 
 log = logging.getLogger(__name__)
 
-ALL = "all"
 OBJECTIVES = ("macro_f1", "target")
-TUNED_METRICS = ("acc", "macro_f1", "balanced_acc")
 META_KEY = "decision_cuts"
 RATING_META_KEY = "rating_cuts"
 MARGIN_META_KEY = "burst_margin"
@@ -290,14 +289,10 @@ def tuned_classes(frame: pd.DataFrame, cuts: Mapping[str, tuple[float, float]]) 
 
 
 def class_metrics(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """acc, macro_f1 and balanced_acc with the definitions of `iqs.metrics.grouped` (sklearn's)."""
+    """The `tuned` metrics of iqs.metrics.registry (acc, macro_f1, balanced_acc: sklearn's definitions)."""
     if len(true) == 0:
         return dict.fromkeys(TUNED_METRICS, float("nan"))
-    return {
-        "acc": float(accuracy_score(true, pred)),
-        "macro_f1": float(f1_score(true, pred, average="macro", zero_division=0)),
-        "balanced_acc": float(balanced_accuracy_score(true, pred)),
-    }
+    return {name: metric(name).value(true, pred) for name in TUNED_METRICS}
 
 
 def tuned_metrics(

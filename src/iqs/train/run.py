@@ -30,13 +30,12 @@ import hydra
 from omegaconf import DictConfig
 
 from iqs.core.config import conf_dir
+from iqs.metrics.registry import TABLE_METRICS  # the metrics whose record has a `table_column`
 from iqs.train.launchers import register_resolvers
 from iqs.train.pipeline import fit_and_test, job_output_dir
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra composes: conf/hparams_search/ presets use them
-
-TABLE_METRICS = ("plcc", "srcc", "acc", "macro_f1", "f1_bad", "f1_normal", "f1_good", "rmse")
 
 
 def untrained(cfg: DictConfig) -> bool:

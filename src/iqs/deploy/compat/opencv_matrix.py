@@ -105,14 +105,18 @@ class ModelRun:
 
 
 def output_layer(model: str | Path) -> str | None:
-    """The output digiKam reads: `forward()` for a digikam-profile or `.pb` file, `probs` for a full profile."""
+    """The output OpenCV reads: the export profile's `opencv_output` (iqs.deploy.export.profiles: `probs`
+    for a full profile), else `forward()`'s (a `.pb`, an ONNX of another profile or of none)."""
+    from iqs.deploy.export.profiles import ONNX, format_of, profile_of_export
+
     path = Path(model)
-    if path.suffix.lower() != ".onnx":
+    if format_of(path) is not ONNX:
         return None
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return "probs" if props.get("iqs_profile") == "full" else None
+    spec = profile_of_export(props.get("iqs_profile"))
+    return None if spec is None else spec.opencv_output
 
 
 def run_worker(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iqs.deploy.digikam.paths import BACKUP_DIR, MANIFEST, InstallError
+from iqs.deploy.export.profiles import INSTALL, ONNX, format_of
 
 
 def sha256(path: Path) -> str:
@@ -64,7 +65,7 @@ def save_manifest(models: Path, record: dict) -> None:
 
 ONNX_REFUSAL = (
     "digiKam's aesthetic detector reads only weights_inceptionv3_299.pb through its TensorFlow importer "
-    "(readNetFromTensorflow, every release 8.0-9.2): install the <name>.digikam.pb that `iqs export` writes"
+    f"(readNetFromTensorflow, every release 8.0-9.2): install the <name>.{INSTALL.suffix} that `iqs export` writes"
 )
 
 
@@ -72,10 +73,11 @@ def check_model(model: Path) -> None:
     """The file must be a TensorFlow frozen graph with one input: what digiKam's detector can load."""
     if not model.is_file():
         raise InstallError(f"model file not found: {model}")
-    if model.suffix.lower() == ".onnx":
+    found = format_of(model)
+    if found is ONNX:
         raise InstallError(f"{model}: an ONNX file; {ONNX_REFUSAL}")
-    if model.suffix.lower() != ".pb":
-        raise InstallError(f"{model}: expected the <name>.digikam.pb of `iqs export`")
+    if found is not INSTALL.format:
+        raise InstallError(f"{model}: expected the <name>.{INSTALL.suffix} of `iqs export`")
     from google.protobuf.message import DecodeError
     from tensorboard.compat.proto import graph_pb2
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from iqs.deploy.export.onnx_export import ExportError, export_onnx, read_onnx_meta, verify_export
-from iqs.deploy.export.profiles import DIGIKAM, ProfileError, file_name, profile
+from iqs.deploy.export.profiles import ProfileError, file_name, profile
 from iqs.models.checkpoints import CheckpointError, load_checkpoint
 from iqs.report.model_card import render_model_card as render_card
 from iqs.tracking.store import tracking_uri_for
@@ -107,9 +107,8 @@ def export_model(
 ) -> dict[str, Path]:
     """Write every profile and the model card; returns {profile: path, 'card': path}.
 
-    `verify_opencv`: the OpenCV releases (pip versions) the .pb is checked in; None = tf_export's default."""
-    from iqs.deploy.export.tf_export import VERIFY_RELEASES, export_pb
-
+    `verify_opencv`: the OpenCV releases (pip versions) a file checked in OpenCV (the .pb) is loaded in;
+    None = each profile's own `opencv_releases`."""
     try:
         wanted = [profile(p) for p in profiles]
     except ProfileError as err:
@@ -117,14 +116,7 @@ def export_model(
     files: dict[str, Path] = {}
     for spec in wanted:
         path = out_dir / file_name(name, spec.name)
-        if spec is DIGIKAM:
-            releases = tuple(verify_opencv) if verify_opencv else VERIFY_RELEASES
-            files[spec.name] = export_pb(model, meta, path, opset, verify, releases)
-            continue
-        export_onnx(model, meta, path, spec.name, opset)
-        if verify:
-            verify_export(model, meta, path, spec.name)
-        files[spec.name] = path
+        files[spec.name] = spec.write(model, meta, path, opset, verify, verify_opencv)
     card = out_dir / "MODEL_CARD.md"
     card.write_text(
         render_model_card({**meta, "onnx_opset": opset}, files, source, metrics, params), encoding="utf-8"

@@ -17,7 +17,9 @@ from torch import nn
 
 from iqs.core.preprocess import DIGIKAM_SIZE
 from iqs.deploy.export.onnx_ops import OPENCV_RELEASES, problems, release_name
-from iqs.deploy.export.onnx_wrappers import output_names, wrap
+from iqs.deploy.export.onnx_wrappers import graph as graph_named
+from iqs.deploy.export.onnx_wrappers import wrap
+from iqs.deploy.export.profiles import Profile
 from iqs.deploy.export.profiles import profile as profile_named
 from iqs.deploy.export.rewrites import export_copy, rewrite_graph
 from iqs.models.checkpoints import META_KEY, has_dist
@@ -36,14 +38,14 @@ def export_onnx(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    kind = profile_named(profile).graph
+    graph_spec = graph_named(profile_named(profile).graph)
     meta = {**meta, "onnx_opset": int(opset), "export_profile": profile}
-    names = output_names(kind, with_dist=has_dist(meta))
+    names = graph_spec.outputs(has_dist(meta))
     # A random [-1, 1] example: its shape fixes the static pads, its values check the rewritten copy.
     dummy = torch.rand(1, 3, DIGIKAM_SIZE, DIGIKAM_SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    graph = export_copy(wrap(model, dict(meta), kind), dummy)
+    graph = export_copy(wrap(model, dict(meta), graph_spec.name), dummy)
     dynamic = None
-    if kind == "full":
+    if graph_spec.batch is None:
         dynamic = {"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}
     with torch.no_grad():
         # dynamo=False: the dynamo exporter needs onnxscript, and OpenCV's importer is tested on this one.
@@ -59,12 +61,13 @@ def export_onnx(
             dynamo=False,
         )
     proto = onnx.load(str(path))
-    if kind == "contract":
-        # The tracer leaves the batch dim of some outputs symbolic; digiKam's contract is a fixed 1x3.
-        for value, dims in ((proto.graph.output[0], (1, 3)),):
-            for dim, size in zip(value.type.tensor_type.shape.dim, dims, strict=True):
-                dim.Clear()
-                dim.dim_value = size
+    # The tracer leaves the batch dim of some outputs symbolic; digiKam's contract is a fixed 1x3.
+    for value in proto.graph.output:
+        if value.name not in graph_spec.fixed:
+            continue
+        for dim, size in zip(value.type.tensor_type.shape.dim, graph_spec.fixed[value.name], strict=True):
+            dim.Clear()
+            dim.dim_value = size
     rewrite_graph(proto)
     onnx.checker.check_model(proto, full_check=True)
     _refuse_unportable(proto, meta, path)
@@ -113,16 +116,16 @@ def verify_export(
     loads is the .pb, checked in the OpenCV releases digiKam links (tf_export.verify_pb)."""
     import onnxruntime as ort
 
-    kind = profile_named(profile).graph
+    graph_spec = graph_named(profile_named(profile).graph)
     x = torch.rand(
-        2 if kind == "full" else 1,
+        graph_spec.batch or 2,  # a graph of any batch size is checked on two images
         3,
         DIGIKAM_SIZE,
         DIGIKAM_SIZE,
         generator=torch.Generator().manual_seed(0),
     )
     x = x * 2 - 1
-    graph = wrap(model, dict(meta), kind)
+    graph = wrap(model, dict(meta), graph_spec.name)
     with torch.no_grad():
         ref = graph(x)
     ref = [t.numpy() for t in (ref if isinstance(ref, tuple) else (ref,))]
@@ -143,3 +146,20 @@ def verify_export(
             f"(relative to the output's scale when above 1: {report})"
         )
     return report
+
+
+def write_profile(
+    model: nn.Module,
+    meta: Mapping[str, Any],
+    path: Path,
+    profile: Profile,
+    opset: int,
+    verify: bool,
+    opencv_releases: tuple[str, ...] = (),
+) -> Path:
+    """The ONNX format's writer (iqs.deploy.export.profiles): trace, then check with onnxruntime. OpenCV is
+    not asked (`opencv_releases` is for the formats digiKam loads)."""
+    export_onnx(model, meta, path, profile.name, opset)
+    if verify:
+        verify_export(model, meta, path, profile.name)
+    return path

@@ -11,12 +11,14 @@ resolution and mean/std inside the graph. Which file each becomes is iqs.deploy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 from torch import nn
 
+from iqs.core.classes import NUM_CLASSES
 from iqs.core.preprocess import DigikamToBackbone
 from iqs.models.checkpoints import has_dist
-
-GRAPHS = ("contract", "full")
 
 
 class DigikamGraph(nn.Module):
@@ -43,15 +45,38 @@ class FullGraph(nn.Module):
         return out["score"], out["probs"]
 
 
-def output_names(graph: str, with_dist: bool) -> list[str]:
-    if graph == "contract":
-        return ["probs"]
-    return ["score", "probs", "dist"] if with_dist else ["score", "probs"]
+@dataclass(frozen=True)
+class Graph:
+    """What an export profile traces (iqs.deploy.export.profiles names it): the wrapper and its outputs."""
+
+    name: str
+    build: Callable[[nn.Module, dict], nn.Module]  # (model, meta) -> the wrapper
+    outputs: Callable[[bool], list[str]]  # with_dist -> output names, in the wrapper's order
+    batch: int | None  # the fixed batch size; None: any (a dynamic batch axis)
+    fixed: dict[str, tuple[int, ...]] = field(default_factory=dict)  # output -> its fixed shape
 
 
-def wrap(model: nn.Module, meta: dict, graph: str) -> nn.Module:
-    if graph == "contract":
-        return DigikamGraph(model, meta).eval()
-    if graph == "full":
-        return FullGraph(model, meta, with_dist=has_dist(meta)).eval()
-    raise ValueError(f"unknown graph '{graph}'; expected one of {', '.join(GRAPHS)}")
+CONTRACT = Graph(
+    "contract", DigikamGraph, lambda with_dist: ["probs"], batch=1, fixed={"probs": (1, NUM_CLASSES)}
+)
+FULL = Graph(
+    "full",
+    lambda model, meta: FullGraph(model, meta, with_dist=has_dist(meta)),
+    lambda with_dist: ["score", "probs", "dist"] if with_dist else ["score", "probs"],
+    batch=None,
+)
+GRAPHS: dict[str, Graph] = {g.name: g for g in (CONTRACT, FULL)}
+
+
+def graph(name: str) -> Graph:
+    if name not in GRAPHS:
+        raise ValueError(f"unknown graph '{name}'; expected one of {', '.join(GRAPHS)}")
+    return GRAPHS[name]
+
+
+def output_names(name: str, with_dist: bool) -> list[str]:
+    return graph(name).outputs(with_dist)
+
+
+def wrap(model: nn.Module, meta: dict, name: str) -> nn.Module:
+    return graph(name).build(model, meta).eval()

@@ -28,12 +28,16 @@ from iqs.core.preprocess import DIGIKAM_SIZE
 from iqs.deploy.export.onnx_export import ExportError, export_onnx
 from iqs.deploy.export.onnx_ops import release_name
 from iqs.deploy.export.onnx_wrappers import wrap
-from iqs.deploy.export.profiles import CONTRACT_ONNX
+from iqs.deploy.export.profiles import DIGIKAM, ONNX, PROFILES, Profile
 from iqs.deploy.export.tf_graph import GraphError, graph_ops, onnx_to_graphdef
 
-# The releases an export is checked in by default (conf/export.yaml `verify_opencv`): Debian 12 / Ubuntu
-# 24.04 (4.6), Debian 13 / Fedora (4.10) and the newest 4.x (4.12). `make compat` and the tests run all five.
-VERIFY_RELEASES = ("4.6.0.66", "4.10.0.84", "4.12.0.88")
+# The releases an export is checked in by default (conf/export.yaml `verify_opencv`): the profile's record
+VERIFY_RELEASES = DIGIKAM.opencv_releases
+
+
+def _onnx_twin(graph: str) -> Profile:
+    """The ONNX profile of the same graph: the GraphDef is written from its traced ONNX."""
+    return next(p for p in PROFILES.values() if p.graph == graph and p.format is ONNX)
 
 
 def example_inputs(n: int) -> np.ndarray:
@@ -42,10 +46,13 @@ def example_inputs(n: int) -> np.ndarray:
     return (x * 2 - 1).numpy()
 
 
-def write_pb(model: nn.Module, meta: Mapping[str, Any], path: Path, opset: int = 17) -> dict[str, int]:
+def write_pb(
+    model: nn.Module, meta: Mapping[str, Any], path: Path, opset: int = 17, profile: Profile = DIGIKAM
+) -> dict[str, int]:
     """Write the frozen graph of `model` to `path`; returns its TF op counts."""
+    twin = _onnx_twin(profile.graph)
     with tempfile.TemporaryDirectory(prefix="iqs-pb-") as tmp:
-        onnx_path = export_onnx(model, meta, Path(tmp) / "contract.onnx", CONTRACT_ONNX.name, opset)
+        onnx_path = export_onnx(model, meta, Path(tmp) / twin.suffix, twin.name, opset)
         try:
             graph = onnx_to_graphdef(onnx.load(str(onnx_path)))
         except GraphError as err:
@@ -61,13 +68,14 @@ def verify_pb(
     path: Path,
     releases: Sequence[str] = VERIFY_RELEASES,
     atol: float = 1e-4,
+    profile: Profile = DIGIKAM,
 ) -> dict[str, float]:
     """readNetFromTensorflow in each release against PyTorch on fixed inputs; {release: max |diff|}."""
     from iqs.deploy.compat.opencv_matrix import MatrixError, run_on_blobs
 
     x = example_inputs(3)
     with torch.no_grad():
-        ref = wrap(model, dict(meta), "contract")(torch.from_numpy(x)).numpy()
+        ref = wrap(model, dict(meta), profile.graph)(torch.from_numpy(x)).numpy()
     try:
         runs = run_on_blobs(path, x, releases)
     except MatrixError as err:
@@ -93,15 +101,29 @@ def export_pb(
     opset: int = 17,
     verify: bool = True,
     releases: Sequence[str] = VERIFY_RELEASES,
+    profile: Profile = DIGIKAM,
 ) -> Path:
     """Write the `digikam` frozen graph to `path`, kept only once verified in `releases`."""
     path = Path(path)
     scratch = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the loader goes by the suffix
     try:
-        write_pb(model, meta, scratch, opset)
+        write_pb(model, meta, scratch, opset, profile)
         if verify:
-            verify_pb(model, meta, scratch, releases)
+            verify_pb(model, meta, scratch, releases, profile=profile)
         scratch.replace(path)
     finally:
         scratch.unlink(missing_ok=True)
     return path
+
+
+def write_profile(
+    model: nn.Module,
+    meta: Mapping[str, Any],
+    path: Path,
+    profile: Profile,
+    opset: int,
+    verify: bool,
+    opencv_releases: tuple[str, ...] = VERIFY_RELEASES,
+) -> Path:
+    """The TensorFlow GraphDef format's writer (iqs.deploy.export.profiles)."""
+    return export_pb(model, meta, path, opset, verify, opencv_releases, profile)

@@ -99,19 +99,22 @@ class Row:
 
 
 class OnnxScorer:
-    """A `full` profile export in onnxruntime; (N, 3, 299, 299) [-1, 1] -> score, probs."""
+    """An export of the profile `iqs predict` reads (profiles.PREDICT: `full`) in onnxruntime;
+    (N, 3, 299, 299) [-1, 1] -> score, probs."""
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
         from iqs.deploy.export.exporter import read_onnx_meta
+        from iqs.deploy.export.profiles import PREDICT, profile_of_export
 
         self.path = Path(path)
         self.meta = read_onnx_meta(self.path)
-        if self.meta.get("export_profile") != "full":
+        read = profile_of_export(self.meta.get("export_profile"))
+        if read is None or not read.predict:
             raise ValueError(
-                f"{self.path}: a '{self.meta.get('export_profile')}' export; `iqs predict` needs the full profile "
-                "(it reports the score and the class probabilities)"
+                f"{self.path}: a '{self.meta.get('export_profile')}' export; `iqs predict` needs the "
+                f"{PREDICT.name} profile (it reports the score and the class probabilities)"
             )
         options = ort.SessionOptions()
         # One thread per run by default: `predict_paths` runs the model in every decode worker, so the cores are
@@ -133,24 +136,27 @@ def resolve_model(spec: str, tmp_dir: Path, cfg: Any = None) -> Path:
     `models:/<name>/<version>`) becomes one in `tmp_dir`. The MLflow store is `cfg`'s (iqs.tracking.store)."""
     from iqs.core.config import Flags, compose
     from iqs.deploy.export import exporter as export
+    from iqs.deploy.export.profiles import PREDICT
     from iqs.models.checkpoints import load_checkpoint
     from iqs.tracking.model_registry import download_model, find_file, is_model_uri
     from iqs.tracking.store import tracking_uri_for
 
     def from_checkpoint(path: Path) -> Path:
         model, meta = load_checkpoint(path)
-        return export.export_model(model, meta, tmp_dir, path.stem, ["full"], 17, str(path))["full"]
+        return export.export_model(model, meta, tmp_dir, path.stem, [PREDICT.name], 17, str(path))[
+            PREDICT.name
+        ]
 
     def store() -> str:
         return tracking_uri_for(cfg if cfg is not None else compose("export", []))
 
     if is_model_uri(spec):
         folder, _ = download_model(spec, store(), tmp_dir / "registered")
-        if any(folder.rglob("*.full.onnx")) or not any(folder.rglob("*.ckpt")):
-            return find_file(folder, ".full.onnx", spec)
+        if any(folder.rglob(f"*.{PREDICT.suffix}")) or not any(folder.rglob("*.ckpt")):
+            return find_file(folder, f".{PREDICT.suffix}", spec)
         return from_checkpoint(find_file(folder, ".ckpt", spec))
     path = Path(spec)
-    if path.suffix == ".onnx":
+    if path.suffix == PREDICT.format.extension:
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         return path
@@ -158,11 +164,11 @@ def resolve_model(spec: str, tmp_dir: Path, cfg: Any = None) -> Path:
         return from_checkpoint(path)
     export_cfg = compose(
         "export",
-        [f"run_id={spec}", f"out_dir={tmp_dir}", "profiles=[full]", "log_to_run=false"],
+        [f"run_id={spec}", f"out_dir={tmp_dir}", f"profiles=[{PREDICT.name}]", "log_to_run=false"],
         Flags(strings=("run_id", "out_dir")),  # as typed: a temp folder may have spaces, an id digits only
     )
     export_cfg.logger.tracking_uri = store()
-    return export.export_from_cfg(export_cfg)["full"]
+    return export.export_from_cfg(export_cfg)[PREDICT.name]
 
 
 # ---------------------------------------------------------------- inputs
