@@ -1,4 +1,4 @@
-"""What the run's config says about building its parts: the model's config, the ranking loss, the
+"""What the run's config says about building its parts: the head options a rebalancer sets, the ranking loss, the
 training batches, where to embed, and which sources are already prepared (`iqs data prepare`).
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
     from iqs.data.mixture import Mixture
@@ -17,17 +17,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def model_config(cfg: DictConfig, rebalancer: Rebalancer) -> DictConfig:
-    """backbone/head/thresholds for `build_quality_model`; a rebalancer that swaps the loss (balanced_mse) sets it."""
-    model_cfg = OmegaConf.create(
-        OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["backbone", "head", "thresholds"]), resolve=True)
-    )
-    if rebalancer.regression_loss:
-        with open_dict(model_cfg):
-            model_cfg.head.loss = rebalancer.regression_loss
-            if "init_noise_sigma" in rebalancer.loss_params:
-                model_cfg.head.bmc_init_sigma = rebalancer.loss_params["init_noise_sigma"]
-    return model_cfg
+def head_overrides(rebalancer: Rebalancer) -> dict[str, Any]:
+    """Head options a rebalancer that swaps the loss (balanced_mse) sets: the loss and its parameter."""
+    if not rebalancer.regression_loss:
+        return {}
+    overrides: dict[str, Any] = {"loss": rebalancer.regression_loss}
+    if "init_noise_sigma" in rebalancer.loss_params:
+        overrides["bmc_init_sigma"] = rebalancer.loss_params["init_noise_sigma"]
+    return overrides
 
 
 def rank_weight(cfg: DictConfig) -> float:
