@@ -194,22 +194,22 @@ def _options(node: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): v for k, v in node.items() if not str(k).startswith("_")}
 
 
-def _from_cfg(cfg: Mapping[str, Any], pretrained: bool) -> QualityModel:
+def _from_groups(groups: Mapping[str, Any], pretrained: bool) -> QualityModel:
     for group in ("backbone", "head", "thresholds"):
-        if group not in cfg:
+        if group not in groups:
             raise KeyError(f"model config needs the '{group}' group (conf/{group}/*.yaml)")
-    head_options = _options(cfg["head"])
+    head_options = _options(groups["head"])
     if "name" not in head_options:
         raise KeyError("head config needs a 'name' (one of conf/head/*.yaml)")
     return assemble_model(
-        backbone_config(**_options(cfg["backbone"])),
+        backbone_config(**_options(groups["backbone"])),
         functools.partial(build_head, **head_options),
-        (float(cfg["thresholds"]["t1"]), float(cfg["thresholds"]["t2"])),
+        (float(groups["thresholds"]["t1"]), float(groups["thresholds"]["t2"])),
         pretrained=pretrained,
     )
 
 
-def build_quality_model(meta_or_cfg: Mapping[str, Any], pretrained: bool | None = None) -> QualityModel:
+def build_quality_model(record: Mapping[str, Any], pretrained: bool | None = None) -> QualityModel:
     """Build from a plain config mapping (groups backbone, head, thresholds) or rebuild from an `iqs_meta` record.
 
     `iqs train` builds through `assemble_model` from the instantiated groups (iqs.train.build); this is the
@@ -218,11 +218,8 @@ def build_quality_model(meta_or_cfg: Mapping[str, Any], pretrained: bool | None 
     `pretrained` (load the backbone's weight source) defaults to True for a config and False for a record,
     whose checkpoint supplies every weight.
     """
-    if isinstance(meta_or_cfg, DictConfig):
-        record = OmegaConf.to_container(meta_or_cfg, resolve=True)
-        assert isinstance(record, dict)
-    else:
-        record = dict(meta_or_cfg)
-    if _is_meta(record):
-        return _from_meta(record, pretrained=bool(pretrained))
-    return _from_cfg(record, pretrained=True if pretrained is None else pretrained)
+    plain = OmegaConf.to_container(record, resolve=True) if isinstance(record, DictConfig) else dict(record)
+    assert isinstance(plain, dict)
+    if _is_meta(plain):
+        return _from_meta(plain, pretrained=bool(pretrained))
+    return _from_groups(plain, pretrained=True if pretrained is None else pretrained)

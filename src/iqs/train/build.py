@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from iqs.train.options import head_overrides
-
 if TYPE_CHECKING:
     import torch
 
@@ -53,6 +51,16 @@ def backbone(cfg: DictConfig) -> BackboneConfig:
     return instantiate_node(cfg.backbone)
 
 
+def head_overrides(rebalancer: Rebalancer) -> dict[str, Any]:
+    """Head options a rebalancer that swaps the loss (balanced_mse) sets: the loss and its parameter."""
+    if not rebalancer.regression_loss:
+        return {}
+    overrides: dict[str, Any] = {"loss": rebalancer.regression_loss}
+    if "init_noise_sigma" in rebalancer.loss_params:
+        overrides["bmc_init_sigma"] = rebalancer.loss_params["init_noise_sigma"]
+    return overrides
+
+
 def head(cfg: DictConfig, rebalancer: Rebalancer | None = None) -> HeadFactory:
     """conf/head/<name>.yaml as a partial awaiting the feature size and the thresholds; a rebalancer that
     swaps the regression loss (balanced_mse) sets it."""
@@ -65,7 +73,21 @@ def thresholds(cfg: DictConfig) -> tuple[float, float]:
     return float(cfg.thresholds.t1), float(cfg.thresholds.t2)
 
 
-def model(cfg: DictConfig, rebalancer: Rebalancer) -> QualityModel:
+def check(cfg: DictConfig) -> None:
+    """Build what is cheap to build (rebalancer, backbone description, head options) and nothing else:
+    an unknown key or value in these groups fails here, before any MLflow run exists, with its check's
+    message. Groups experiment=personal leaves to its init run (None) are skipped."""
+    from iqs.models.heads import head_options
+
+    if cfg.get("head") is not None:
+        options = {k: v for k, v in instantiate_node(cfg.head).keywords.items() if k != "name"}
+        head_options(str(cfg.head.name), **options)
+        rebalancer(cfg)
+    if cfg.get("backbone") is not None:
+        backbone(cfg)
+
+
+def model(cfg: DictConfig, rebalancer: Rebalancer | None) -> QualityModel:
     """A fresh backbone + head, or the model of one experiment=personal role (iqs.train.init_from)."""
     from iqs.models import assemble_model
 

@@ -1,4 +1,4 @@
-"""What the run's config says about building its parts: the head options a rebalancer sets, the ranking loss, the
+"""What the run's config says about building its parts: the ranking loss, the
 training batches, where to embed, and which sources are already prepared (`iqs data prepare`).
 """
 
@@ -12,19 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 if TYPE_CHECKING:
     from iqs.data.mixture import Mixture
     from iqs.data.prepare import PreparedImages
-    from iqs.rebalance.base import Rebalancer
 
 log = logging.getLogger(__name__)
-
-
-def head_overrides(rebalancer: Rebalancer) -> dict[str, Any]:
-    """Head options a rebalancer that swaps the loss (balanced_mse) sets: the loss and its parameter."""
-    if not rebalancer.regression_loss:
-        return {}
-    overrides: dict[str, Any] = {"loss": rebalancer.regression_loss}
-    if "init_noise_sigma" in rebalancer.loss_params:
-        overrides["bmc_init_sigma"] = rebalancer.loss_params["init_noise_sigma"]
-    return overrides
 
 
 def rank_weight(cfg: DictConfig) -> float:
@@ -68,11 +57,13 @@ def check_values(cfg: DictConfig) -> None:
     decision cuts, the monitor and the loader. Each check is the one its stage runs later; here a mistake
     costs one line instead of a FAILED run."""
     from iqs.data.mixture import ConfigError, checked_config
+    from iqs.train import build
     from iqs.train.decision_cuts import CutsConfig
 
     if cfg.get("thresholds") is not None:  # experiment=personal takes them from its init run, later
         checked_config(cfg.data, cfg.thresholds)  # raises ConfigError itself
     try:
+        build.check(cfg)  # head, backbone and rebalance options (a RebalanceConfigError is a ValueError)
         if cfg.get("head") is not None:  # likewise the head
             rank_weight(cfg)
             within_source_batches(cfg)

@@ -212,6 +212,11 @@ def build_head(name: str, in_features: int, t1: float, t2: float, **options: Any
 
     conf/head/<name>.yaml targets this with `_partial_: true`: the composed options are bound there and
     `in_features` (known once the backbone exists) and the thresholds are given here."""
+    return HEADS.get(name)(in_features, t1, t2, head_options(name, **options))
+
+
+def head_options(name: str, **options: Any) -> HeadOptions:
+    """The checked `Options` of head `name`: an unknown head or option names the nearest valid one."""
     cls = HEADS.get(name)
     check_options(f"head '{name}'", options, [f.name for f in fields(cls.Options)])
-    return cls(in_features, t1, t2, cls.Options(**options))
+    return cls.Options(**options)
