@@ -190,7 +190,10 @@ def assemble_model(
 
 
 def _options(node: Mapping[str, Any]) -> dict[str, Any]:
-    """A config group's options without Hydra's `_target_`/`_partial_` keys (they say how to build it)."""
+    """A config group's options as plain values, without Hydra's `_target_`/`_partial_` keys (they say how
+    to build it)."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
     return {str(k): v for k, v in node.items() if not str(k).startswith("_")}
 
 
