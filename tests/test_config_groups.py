@@ -136,3 +136,39 @@ def test_backbone_code_defaults_are_the_yaml_defaults() -> None:
     for option in group_options("backbone"):
         node = OmegaConf.to_container(composed("backbone", option))
         assert set(node) - BUILD_KEYS == {"name", *code}, option
+
+
+# ------------------------------------------------------- config becomes objects in one place
+
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "iqs"
+# below iqs.train.build: typed arguments only, no config object nor config file
+TYPED_FLOORS = [*sorted((SRC / "models").rglob("*.py")), *sorted((SRC / "rebalance").rglob("*.py"))]
+TYPED_FLOORS += [SRC / "train" / "module.py", SRC / "train" / "datamodule.py"]
+
+
+def imported_names(path: Path) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names |= {f"{node.module}.{a.name}" for a in node.names} | {str(node.module)}
+    return names
+
+
+@pytest.mark.parametrize("path", TYPED_FLOORS, ids=lambda p: str(p.relative_to(SRC)))
+def test_models_and_rebalancers_read_no_config(path: Path) -> None:
+    """Defaults live in the signatures: no OmegaConf, no conf/ file read at run time."""
+    imported = imported_names(path)
+    assert not {n for n in imported if n.split(".")[0] in ("omegaconf", "hydra")}, imported
+    assert "iqs.core.config.conf_dir" not in imported and "conf_dir" not in path.read_text()
+
+
+def test_instantiate_is_called_in_one_place() -> None:
+    callers = sorted(
+        str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "hydra.utils.instantiate" in imported_names(p)
+    )
+    assert callers == ["train/build.py"]

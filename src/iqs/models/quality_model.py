@@ -13,11 +13,10 @@ head's own mapping.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from iqs.core.classes import CLASS_NAMES
@@ -192,9 +191,17 @@ def assemble_model(
 def _options(node: Mapping[str, Any]) -> dict[str, Any]:
     """A config group's options as plain values, without Hydra's `_target_`/`_partial_` keys (they say how
     to build it)."""
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
-    return {str(k): v for k, v in node.items() if not str(k).startswith("_")}
+    return {str(k): _plain(v) for k, v in node.items() if not str(k).startswith("_")}
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists (a group handed over as an OmegaConf node reads as a Mapping / Sequence), so
+    that what lands in `iqs_meta` is JSON-safe."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _from_groups(groups: Mapping[str, Any], pretrained: bool) -> QualityModel:
@@ -221,8 +228,7 @@ def build_quality_model(record: Mapping[str, Any], pretrained: bool | None = Non
     `pretrained` (load the backbone's weight source) defaults to True for a config and False for a record,
     whose checkpoint supplies every weight.
     """
-    plain = OmegaConf.to_container(record, resolve=True) if isinstance(record, DictConfig) else dict(record)
-    assert isinstance(plain, dict)
+    plain = _plain(record)
     if _is_meta(plain):
         return _from_meta(plain, pretrained=bool(pretrained))
     return _from_groups(plain, pretrained=True if pretrained is None else pretrained)
