@@ -74,15 +74,12 @@ def thresholds(cfg: DictConfig) -> tuple[float, float]:
 
 
 def check(cfg: DictConfig) -> None:
-    """Build what is cheap to build (rebalancer, backbone description, head options) and nothing else:
-    an unknown key or value in these groups fails here, before any MLflow run exists, with its check's
-    message. Groups experiment=personal leaves to its init run (None) are skipped."""
-    from iqs.models.heads import head_options
-
-    if cfg.get("head") is not None:
-        options = {k: v for k, v in instantiate_node(cfg.head).keywords.items() if k != "name"}
-        head_options(str(cfg.head.name), **options)
-        rebalancer(cfg)
+    """Build what is cheap to build (the rebalancer, the backbone's description, the head on a 1-wide
+    input) and nothing else: an unknown key or a bad value in these groups fails here, before any MLflow
+    run exists, with its check's message. Groups experiment=personal leaves to its init run (None) are
+    skipped."""
+    if cfg.get("head") is not None and cfg.get("thresholds") is not None:
+        head(cfg, rebalancer(cfg))(in_features=1, t1=float(cfg.thresholds.t1), t2=float(cfg.thresholds.t2))
     if cfg.get("backbone") is not None:
         backbone(cfg)
 
