@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 import iqs.models.backbone as backbone_mod
 from iqs.core.config import compose, conf_dir
 from iqs.models import HEADS, build_quality_model, create_backbone, pooling
-from iqs.models.backbone import BACKBONE_KEYS, build_timm_model, resolve_info
+from iqs.models.backbone import BackboneConfig, build_timm_model, resolve_info
 from iqs.models.packaged_weights import (
     LITE0_STAGE_SIZES,
     lukemelas_to_timm_key,
@@ -147,7 +148,7 @@ def test_channels_last_and_preprocessing_overrides() -> None:
     torch.manual_seed(0)
     plain, info = create_backbone(
         TINY, weights="none", channels_last=False, input_size=[120, 96], mean=[0.5] * 3, std=[0.25] * 3
-    )  # channels_last=False: the default (conf/backbone_defaults.yaml) is True
+    )  # channels_last=False: the default (BackboneConfig) is True
     assert info.input_size == (120, 96) and info.mean == (0.5, 0.5, 0.5) and info.std == (0.25, 0.25, 0.25)
     fast, _ = create_backbone(TINY, weights="none", channels_last=True)
     fast.load_state_dict(plain.state_dict())
@@ -216,7 +217,7 @@ def test_meta_of_an_unloaded_packaged_config_keeps_its_preprocessing() -> None:
 def test_backbone_configs_are_valid(path) -> None:
     cfg = OmegaConf.to_container(compose("train", [f"backbone={path.stem}"]).backbone)
     assert cfg["name"] == path.stem and timm.is_model(cfg["name"])
-    assert set(cfg) <= BACKBONE_KEYS
+    assert set(cfg) - {"_target_"} <= {f.name for f in dataclasses.fields(BackboneConfig)}
     assert cfg["weights"] in ("packaged", "hub")
     if cfg["weights"] == "packaged":
         assert cfg["name"] in packaged_names()
@@ -229,7 +230,9 @@ def test_head_configs_build_their_head(path) -> None:
     model = build_quality_model(
         {"backbone": {"name": TINY, "weights": "none"}, "head": cfg, "thresholds": {"t1": 4.5, "t2": 6.5}}
     )
-    assert model.meta["head_cfg"] == {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "name"}
+    assert model.meta["head_cfg"] == {
+        k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("name", "_target_", "_partial_")
+    }
 
 
 def _reference_mlsp(body: torch.nn.Module, x: torch.Tensor, extra_blocks: bool) -> torch.Tensor:

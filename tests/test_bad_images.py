@@ -48,15 +48,13 @@ def broken(clean_demo, tmp_path) -> tuple[Path, dict[str, str]]:
 def datamodule(demo: Path, tmp: Path, policy: BadImagePolicy | None, **kw):
     from iqs.core.preprocess import InputSpec
     from iqs.data.mixture import build_mixture
-    from iqs.rebalance import build_rebalancer
+    from iqs.train import build
     from iqs.train.datamodule import QualityDataModule
 
     cfg = compose("train", shrink(tmp, *demo_sources(demo)))
     mix = build_mixture(cfg.data, cfg.thresholds)
     spec = InputSpec((64, 64), (0.5,) * 3, (0.5,) * 3)
-    return QualityDataModule(
-        mix, spec, build_rebalancer(cfg.rebalance), batch_size=8, bad_images=policy, **kw
-    )
+    return QualityDataModule(mix, spec, build.rebalancer(cfg), batch_size=8, bad_images=policy, **kw)
 
 
 def test_defaults_live_in_the_data_group_once():

@@ -134,3 +134,23 @@ def test_a_checkpoint_written_by_lightning_training_loads_weights_only(tmp_path:
     lit.model.eval()
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x)["score"], lit.model(x)["score"])
+
+
+def test_a_record_older_than_a_head_option_loads_with_its_default(tmp_path: Path) -> None:
+    """A checkpoint whose `head_cfg` predates an option (here input_norm and sharpness) rebuilds with the
+    option's default (the head's Options) and gives the same outputs as the model that wrote it."""
+    model = tiny_model()
+    old_meta = dict(model.meta)
+    old_meta["head_cfg"] = {
+        k: v for k, v in model.meta["head_cfg"].items() if k not in ("input_norm", "sharpness")
+    }
+    path = tmp_path / "old.ckpt"
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "iqs_meta": old_meta}, path
+    )
+    loaded, meta = load_checkpoint(path)
+    assert meta == old_meta and loaded.meta["head_cfg"] == model.meta["head_cfg"]
+    assert (loaded.head.options.input_norm, loaded.head.sharpness) == ("none", 4.0)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)["score"], model(x)["score"])

@@ -13,9 +13,12 @@ from omegaconf import OmegaConf
 
 from iqs.core.config import compose, conf_dir
 from iqs.data.adapters import ADAPTERS
-from iqs.models.backbone import check_backbone_name, create_backbone_from_cfg
+from iqs.models.backbone import BackboneConfig, check_backbone_name
 from iqs.models.heads import HEADS, build_head
-from iqs.rebalance import REBALANCERS, build_rebalancer
+from iqs.rebalance import REBALANCERS
+from iqs.train.build import instantiate_node
+
+BUILD_KEYS = {"_target_", "_partial_"}  # how iqs.train.build instantiates a group, not an option
 
 
 def group_options(group: str) -> list[str]:
@@ -31,7 +34,7 @@ def composed(group: str, option: str):
 def test_every_head_yaml_builds_its_registered_head(option: str) -> None:
     node = composed("head", option)
     assert node.name == option, f"conf/head/{option}.yaml names head '{node.name}'"
-    head = build_head(node.name, 8, node, 5.0, 6.0)
+    head = instantiate_node(node)(in_features=8, t1=5.0, t2=6.0)  # as iqs.train.build does
     assert type(head) is HEADS.get(option)
 
 
@@ -43,7 +46,7 @@ def test_every_registered_head_has_a_yaml() -> None:
 def test_every_rebalance_yaml_builds_its_registered_strategy(option: str) -> None:
     node = composed("rebalance", option)
     assert node.name == option
-    assert type(build_rebalancer(node)) is REBALANCERS.get(option)
+    assert type(instantiate_node(node)) is REBALANCERS.get(option)
 
 
 @pytest.mark.parametrize("option", group_options("rebalance"))
@@ -56,7 +59,9 @@ def test_rebalancer_code_defaults_are_its_yaml(option: str) -> None:
     params = inspect.signature(REBALANCERS.get(option).__init__).parameters
     code = {k: v.default for k, v in params.items() if k != "self" and v.kind is v.POSITIONAL_OR_KEYWORD}
     assert {k: node[k] for k in code if k in node} == code, f"conf/rebalance/{option}.yaml vs its class"
-    assert set(node) - {"name"} <= set(code), f"conf/rebalance/{option}.yaml has keys its class lacks"
+    assert set(node) - {"name", *BUILD_KEYS} <= set(code), (
+        f"conf/rebalance/{option}.yaml has keys its class lacks"
+    )
 
 
 def test_every_registered_rebalancer_has_a_yaml() -> None:
@@ -88,7 +93,7 @@ def test_every_backbone_yaml_names_its_timm_model(option: str) -> None:
 
 
 def test_a_backbone_yaml_builds_the_backbone_it_names() -> None:
-    backbone, info = create_backbone_from_cfg(composed("backbone", "tf_efficientnet_lite0"), weights="none")
+    backbone, info = instantiate_node(composed("backbone", "tf_efficientnet_lite0")).create(weights="none")
     assert info.name == "tf_efficientnet_lite0" and backbone.frozen
 
 
@@ -98,35 +103,72 @@ def test_registry_groups_are_the_folders_of_conf() -> None:
         assert group_options(group), f"no yaml in {Path('conf') / group}"
 
 
-# ---------------------------------------------------------------- defaults: written once, in the yaml
+# ------------------------------------ defaults: in the code's signatures, stated again by the yaml (as params)
 
 
 @pytest.mark.parametrize("option", group_options("head"))
 def test_a_head_built_in_code_gets_the_yaml_defaults(option: str) -> None:
-    """The head's own defaults are conf/head/<name>.yaml's: code and `iqs train head=<name>` agree."""
+    """A head's `Options` defaults are conf/head/<name>.yaml's values: code and `iqs train head=<name>` agree,
+    and the yaml states every option (each becomes an MLflow param)."""
     composed_head = OmegaConf.to_container(composed("head", option))
-    composed_head.pop("name")
-    assert build_head(option, 8, {}, 5.0, 6.0).cfg == composed_head
-    assert build_head(option, 8, composed("head", option), 5.0, 6.0).cfg == composed_head
-
-
-def test_heads_state_no_defaults_of_their_own() -> None:
-    for name in HEADS:
-        assert "options" not in vars(HEADS.get(name)), f"head '{name}' restates its defaults in code"
+    for key in ("name", *BUILD_KEYS):
+        composed_head.pop(key)
+    assert build_head(option, 8, 5.0, 6.0).cfg == composed_head
+    assert instantiate_node(composed("head", option))(in_features=8, t1=5.0, t2=6.0).cfg == composed_head
 
 
 def test_backbone_code_defaults_are_the_yaml_defaults() -> None:
-    """create_backbone's unset options and every conf/backbone/*.yaml come from conf/backbone_defaults.yaml."""
-    from iqs.models.backbone import BACKBONE_KEYS, create_backbone
+    """BackboneConfig's defaults are conf/backbone_defaults.yaml's, and every conf/backbone/*.yaml states
+    every option."""
+    from dataclasses import fields
+
+    from iqs.models.backbone import create_backbone
 
     base = OmegaConf.to_container(OmegaConf.load(conf_dir() / "backbone_defaults.yaml"))
-    assert {"name", *base} == BACKBONE_KEYS
+    code = {f.name: f.default for f in fields(BackboneConfig) if f.name != "name"}
+    assert {k: v for k, v in base.items() if k not in BUILD_KEYS} == code
     backbone, info = create_backbone("test_efficientnet", weights="none")  # timm's tiny test network
     assert (backbone.frozen, backbone.channels_last, info.pool) == (
-        base["freeze"],
-        base["channels_last"],
-        base["pool"],
+        code["freeze"],
+        code["channels_last"],
+        code["pool"],
     )
     for option in group_options("backbone"):
         node = OmegaConf.to_container(composed("backbone", option))
-        assert set(node) == BACKBONE_KEYS, option
+        assert set(node) - BUILD_KEYS == {"name", *code}, option
+
+
+# ------------------------------------------------------- config becomes objects in one place
+
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "iqs"
+# below iqs.train.build: typed arguments only, no config object nor config file
+TYPED_FLOORS = [*sorted((SRC / "models").rglob("*.py")), *sorted((SRC / "rebalance").rglob("*.py"))]
+TYPED_FLOORS += [SRC / "train" / "module.py", SRC / "train" / "datamodule.py"]
+
+
+def imported_names(path: Path) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names |= {f"{node.module}.{a.name}" for a in node.names} | {str(node.module)}
+    return names
+
+
+@pytest.mark.parametrize("path", TYPED_FLOORS, ids=lambda p: str(p.relative_to(SRC)))
+def test_models_and_rebalancers_read_no_config(path: Path) -> None:
+    """Defaults live in the signatures: no OmegaConf, no conf/ file read at run time."""
+    imported = imported_names(path)
+    assert not {n for n in imported if n.split(".")[0] in ("omegaconf", "hydra")}, imported
+    assert "iqs.core.config.conf_dir" not in imported and "conf_dir" not in path.read_text()
+
+
+def test_instantiate_is_called_in_one_place() -> None:
+    callers = sorted(
+        str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "hydra.utils.instantiate" in imported_names(p)
+    )
+    assert callers == ["train/build.py"]

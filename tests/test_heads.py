@@ -38,7 +38,7 @@ def synthetic() -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("name", HEADS.names())
 def test_head_outputs_shapes_and_keys(name: str) -> None:
-    head = build_head(name, 16, {}, T1, T2).eval()
+    head = build_head(name, 16, T1, T2).eval()
     out = head(torch.randn(7, 16))
     assert out["score"].shape == (7,)
     assert out["logits3"].shape == (7, 3)
@@ -51,7 +51,7 @@ def test_head_outputs_shapes_and_keys(name: str) -> None:
 
 @pytest.mark.parametrize("name", SCORE_HEADS)
 def test_score_heads_classes_follow_thresholds(name: str) -> None:
-    head = build_head(name, 16, {"hidden": [8]}, T1, T2).eval()
+    head = build_head(name, 16, T1, T2, hidden=[8]).eval()
     out = head(3 * torch.randn(500, 16))
     expected = assign_labels(out["score"].detach().numpy(), T1, T2)
     assert np.array_equal(out["logits3"].argmax(-1).numpy(), expected)
@@ -123,7 +123,7 @@ def test_class_logits_export_without_min_node(tmp_path) -> None:
 
 
 def test_distribution_score_is_expectation_over_bins() -> None:
-    head = build_head("distribution", 16, {}, T1, T2).eval()
+    head = build_head("distribution", 16, T1, T2).eval()
     out = head(torch.randn(9, 16))
     dist = out["dist"].detach().double().numpy()
     np.testing.assert_allclose(dist.sum(1), 1.0, rtol=1e-6)
@@ -131,7 +131,7 @@ def test_distribution_score_is_expectation_over_bins() -> None:
 
 
 def test_classification_score_is_expected_class_index() -> None:
-    head = build_head("classification", 16, {}, T1, T2).eval()
+    head = build_head("classification", 16, T1, T2).eval()
     out = head(torch.randn(9, 16))
     probs = out["logits3"].detach().double().softmax(-1).numpy()
     np.testing.assert_allclose(out["score"].detach().numpy(), probs @ np.array([0, 1, 2]), rtol=1e-5)
@@ -140,19 +140,19 @@ def test_classification_score_is_expected_class_index() -> None:
 def test_classification_loss_matches_cross_entropy_and_class_weights() -> None:
     logits, label = torch.randn(20, 3), torch.randint(0, 3, (20,))
     batch, outputs = {"label": label}, {"logits3": logits}
-    head = build_head("classification", 4, {"label_smoothing": 0.1}, T1, T2)
+    head = build_head("classification", 4, T1, T2, label_smoothing=0.1)
     torch.testing.assert_close(head.loss(outputs, batch), F.cross_entropy(logits, label, label_smoothing=0.1))
-    weighted = build_head("classification", 4, {"class_weights": [2.0, 0.5, 1.0]}, T1, T2)
+    weighted = build_head("classification", 4, T1, T2, class_weights=[2.0, 0.5, 1.0])
     per_sample = F.cross_entropy(logits, label, reduction="none") * torch.tensor([2.0, 0.5, 1.0])[label]
     torch.testing.assert_close(weighted.loss(outputs, batch), per_sample.mean())
     with pytest.raises(ValueError, match="class_weights"):
-        build_head("classification", 4, {"class_weights": [1.0, 2.0]}, T1, T2)
+        build_head("classification", 4, T1, T2, class_weights=[1.0, 2.0])
 
 
 # a pairwise head (rank) has no per-sample loss: tests/test_ranking.py checks its weights
 @pytest.mark.parametrize("name", [n for n in HEADS.names() if not HEADS.get(n).pairwise])
 def test_sample_weights_scale_per_sample_losses(name: str, synthetic) -> None:
-    head = build_head(name, 16, {"loss": "mse"} if name == "regression" else {}, T1, T2).eval()
+    head = build_head(name, 16, T1, T2, **({"loss": "mse"} if name == "regression" else {})).eval()
     n = 8
     batch = {k: v[:n] for k, v in synthetic.items()}
     out = head(batch["x"])
@@ -167,7 +167,7 @@ def test_sample_weights_scale_per_sample_losses(name: str, synthetic) -> None:
 
 
 def test_regression_init_score_sets_the_starting_output() -> None:
-    head = build_head("regression", 16, {"init_score": 5.45, "hidden": [4]}, T1, T2).eval()
+    head = build_head("regression", 16, T1, T2, init_score=5.45, hidden=[4]).eval()
     # Zero the last layer's weights: only the bias speaks.
     torch.nn.init.zeros_(head.mlp[-1].weight)
     torch.testing.assert_close(head(torch.randn(3, 16))["score"], torch.full((3,), 5.45))
@@ -186,9 +186,7 @@ def test_regression_init_score_sets_the_starting_output() -> None:
 )
 def test_heads_learn_a_synthetic_problem(name: str, cfg: dict, synthetic) -> None:
     torch.manual_seed(0)
-    head = build_head(
-        name, 16, {**cfg, "hidden": [32], "dropout": 0.0}, T1, T2
-    )  # no dropout: a small, exact fit
+    head = build_head(name, 16, T1, T2, **{**cfg, "hidden": [32], "dropout": 0.0})  # no dropout: an exact fit
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
     train = {k: v[:256] for k, v in synthetic.items()}
     test = {k: v[256:] for k, v in synthetic.items()}
@@ -218,11 +216,11 @@ def test_heads_learn_a_synthetic_problem(name: str, cfg: dict, synthetic) -> Non
 
 def test_unknown_head_and_option_names_get_hints() -> None:
     with pytest.raises(KeyError, match="Did you mean 'regression'"):
-        build_head("regresion", 16, {}, T1, T2)
+        build_head("regresion", 16, T1, T2)
     with pytest.raises(KeyError, match="Did you mean 'dropout'"):
-        build_head("distribution", 16, {"dropuot": 0.1}, T1, T2)
+        build_head("distribution", 16, T1, T2, dropuot=0.1)
     with pytest.raises(KeyError, match="Did you mean 'balanced_mse'"):
-        build_head("regression", 16, {"loss": "balanced_mze"}, T1, T2)
+        build_head("regression", 16, T1, T2, loss="balanced_mze")
 
 
 @pytest.mark.parametrize("name", HEADS.names())
@@ -234,7 +232,7 @@ def test_batchnorm_input_norm_standardises_with_the_training_statistics(name: st
     gen = torch.Generator().manual_seed(1)
     scales = torch.logspace(-3, 3, 12)
     x = torch.randn(320, 12, generator=gen, dtype=torch.float64) * scales + 10 * scales
-    head = build_head(name, 12, {"input_norm": "batchnorm"}, T1, T2).double().train()
+    head = build_head(name, 12, T1, T2, input_norm="batchnorm").double().train()
     batches = x.split(64)
     for batch in batches:
         head(batch)
@@ -252,12 +250,12 @@ def test_batchnorm_input_norm_standardises_with_the_training_statistics(name: st
     # ... which estimates the z-scores of the whole training set, even for the 1e-3 scaled features
     np.testing.assert_allclose(z, StandardScaler().fit_transform(x.numpy()), atol=0.1)
     assert head.cfg["input_norm"] == "batchnorm"
-    assert not isinstance(build_head(name, 12, {}, T1, T2).mlp[0], torch.nn.BatchNorm1d)
+    assert not isinstance(build_head(name, 12, T1, T2).mlp[0], torch.nn.BatchNorm1d)
 
 
 def test_unknown_input_norm_gets_a_hint() -> None:
     with pytest.raises(ValueError, match="Did you mean 'batchnorm'"):
-        build_head("regression", 16, {"input_norm": "batchnrom"}, T1, T2)
+        build_head("regression", 16, T1, T2, input_norm="batchnrom")
 
 
 def test_head_traits_are_declared_on_the_class_recorded_in_the_meta_and_read_from_it() -> None:

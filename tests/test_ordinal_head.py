@@ -30,7 +30,7 @@ def test_cumulative_levels_are_the_extended_binary_labels() -> None:
 @pytest.mark.parametrize("lam", [None, [2.0, 0.5]])
 def test_loss_matches_the_papers_formula(lam) -> None:
     torch.manual_seed(0)
-    head = build_head("ordinal", 8, {"importance_weights": lam}, T1, T2).double().eval()
+    head = build_head("ordinal", 8, T1, T2, importance_weights=lam).double().eval()
     with torch.no_grad():
         head.bias_first.fill_(0.3)
         head.bias_gap_raw.fill_(0.2)
@@ -45,7 +45,7 @@ def test_loss_matches_the_papers_formula(lam) -> None:
 
 
 def test_probabilities_are_rank_consistent_and_score_is_expected_index() -> None:
-    head = build_head("ordinal", 8, {}, T1, T2).double().eval()
+    head = build_head("ordinal", 8, T1, T2).double().eval()
     with torch.no_grad():
         head.bias_gap_raw.fill_(-30.0)  # cuts almost equal: P(normal) underflows, but stays >= 0
         out = head(10 * torch.randn(200, 8, dtype=torch.float64))
@@ -61,7 +61,7 @@ def test_probabilities_are_rank_consistent_and_score_is_expected_index() -> None
 
 
 def test_class_is_corals_rule_the_count_of_tasks_above_one_half() -> None:
-    head = build_head("ordinal", 8, {}, T1, T2).double().eval()
+    head = build_head("ordinal", 8, T1, T2).double().eval()
     with torch.no_grad():
         head.bias_first.fill_(0.7)
         head.bias_gap_raw.fill_(1.1)
@@ -80,7 +80,7 @@ def test_ordinal_head_learns_ordered_classes() -> None:
     score = 5.5 + 1.5 * (x @ w / w.norm())
     label = torch.from_numpy(assign_labels(score.numpy(), T1, T2))
     torch.manual_seed(0)
-    head = build_head("ordinal", 16, {"dropout": 0.0}, T1, T2)
+    head = build_head("ordinal", 16, T1, T2, dropout=0.0)
     opt = torch.optim.Adam(head.parameters(), lr=2e-2)
     for _ in range(300):
         loss = head.loss(head(x[:384]), {"label": label[:384]})

@@ -12,7 +12,8 @@ import torch
 
 from iqs.core.config import compose
 from iqs.models.checkpoints import read_checkpoint
-from iqs.train.init_from import InitFromError, fill_model_groups, initial_model, model_groups
+from iqs.train import build
+from iqs.train.init_from import InitFromError, fill_model_groups, model_groups
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -55,6 +56,11 @@ def test_model_groups_come_from_the_init_run(general_ckpt: Path) -> None:
     assert cfg.backbone.name == "test_efficientnet" and list(cfg.backbone.input_size) == [64, 64]
     assert cfg.head.name == "regression" and list(cfg.head.hidden) == [8]
     assert (cfg.thresholds.t1, cfg.thresholds.t2, cfg.thresholds.name) == (5.0, 6.0, "5_6")
+    # the filled groups instantiate like conf/backbone and conf/head, to the init run's model
+    rebuilt = build.instantiate_node(cfg.backbone)
+    assert (rebuilt.name, rebuilt.weights, rebuilt.input_size) == ("test_efficientnet", "none", [64, 64])
+    head = build.instantiate_node(cfg.head)(in_features=meta["num_features"], t1=5.0, t2=6.0)
+    assert head.cfg == meta["head_cfg"]
     # restating what the run has is fine
     fill_model_groups(personal_cfg(general_ckpt, "+backbone.input_size=64", "+head.hidden=[8]"), meta, "x")
 
@@ -83,7 +89,7 @@ def test_roles_start_from_the_right_weights(general_ckpt: Path) -> None:
     models = {}
     for role in ("general", "personal", "scratch"):
         cfg.personal.role = role
-        models[role] = initial_model(cfg)
+        models[role] = build.model(cfg, None)  # as the run builds it
         assert models[role].backbone.frozen
         for k, v in models[role].state_dict().items():
             if k.startswith("backbone."):

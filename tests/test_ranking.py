@@ -134,7 +134,7 @@ def toy_mixture(seed: int, n: int = 400):
 
 def fit(name: str, x, score, group, steps: int = 400) -> torch.nn.Module:
     torch.manual_seed(0)
-    head = build_head(name, x.shape[1], {"hidden": [16], "dropout": 0.0}, 5.0, 6.0)
+    head = build_head(name, x.shape[1], 5.0, 6.0, hidden=[16], dropout=0.0)
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(0)
     for _ in range(steps):

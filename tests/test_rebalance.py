@@ -14,6 +14,7 @@ from iqs.core.errors import DataError
 from iqs.core.scale import assign_labels
 from iqs.rebalance import REBALANCERS, RebalanceConfigError, Rebalancer, build_rebalancer
 from iqs.rebalance.weights import score_bin_index
+from iqs.train.build import instantiate_node
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "rebalance"
 SOURCES = {"ava": 12_000, "koniq10k": 3_000, "spaq": 1_000}
@@ -54,7 +55,7 @@ def drawn(sampler: torch.utils.data.Sampler) -> np.ndarray:
 def test_every_strategy_has_a_config_and_honours_the_interface(name: str) -> None:
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
     assert cfg.name == name
-    rb = build_rebalancer(cfg)
+    rb = instantiate_node(cfg)  # as `iqs train rebalance=<name>` builds it
     assert isinstance(rb, Rebalancer) and rb.describe()["name"] == name
     df = skewed_table()
     rb.prepare(df)
@@ -72,26 +73,29 @@ def test_every_strategy_has_a_config_and_honours_the_interface(name: str) -> Non
 
 
 def test_config_errors_are_clear() -> None:
-    with pytest.raises(RebalanceConfigError, match=r"unknown key\(s\) \['alpah'\]"):
-        build_rebalancer({"name": "sampler", "alpah": 0.5})
+    with pytest.raises(
+        RebalanceConfigError, match="unknown option 'alpah' for rebalance 'sampler'. Did you mean 'alpha'"
+    ):
+        build_rebalancer(**{"name": "sampler", "alpah": 0.5})
+    # through Hydra's instantiate, as `iqs train rebalance=sampler +rebalance.alpah=0.5` builds it
+    with pytest.raises(RebalanceConfigError, match="Did you mean 'alpha'"):
+        instantiate_node(OmegaConf.merge(OmegaConf.load(CONF / "sampler.yaml"), {"alpah": 0.5}))
     with pytest.raises(RebalanceConfigError, match="Did you mean 'sampler'"):
-        build_rebalancer({"name": "sampeler"})
+        build_rebalancer(**{"name": "sampeler"})
     with pytest.raises(RebalanceConfigError, match="over must be"):
-        build_rebalancer({"name": "sampler", "over": "scores"})
+        build_rebalancer(**{"name": "sampler", "over": "scores"})
     with pytest.raises(RebalanceConfigError, match="ks must be"):
-        build_rebalancer({"name": "lds", "ks": 4})
-    with pytest.raises(RebalanceConfigError, match="needs a 'name'"):
-        build_rebalancer({"alpha": 1})
+        build_rebalancer(**{"name": "lds", "ks": 4})
 
 
 def test_bad_training_rows_are_named() -> None:
     df = skewed_table()
     df.loc[7, "score"] = 11.5
     with pytest.raises(DataError, match=r"row 7.*image_id='7'"):
-        build_rebalancer({"name": "loss_weight"}).prepare(df)
+        build_rebalancer(**{"name": "loss_weight"}).prepare(df)
     df = skewed_table().drop(columns="source_weight")
     with pytest.raises(DataError, match="source_weight"):
-        build_rebalancer({"name": "dataset_balance"}).prepare(df)
+        build_rebalancer(**{"name": "dataset_balance"}).prepare(df)
 
 
 # --- sampler ---------------------------------------------------------------------------------------
@@ -99,7 +103,7 @@ def test_bad_training_rows_are_named() -> None:
 
 def test_sampler_alpha_1_gives_uniform_expected_counts_over_non_empty_bins_and_flattens_draws() -> None:
     df = skewed_table()
-    rb = build_rebalancer({"name": "sampler", "alpha": 1.0, "over": "bins", "seed": 3})
+    rb = build_rebalancer(**{"name": "sampler", "alpha": 1.0, "over": "bins", "seed": 3})
     rb.prepare(df)
     keys = bins_of(df)
     counts = np.bincount(keys, minlength=10)
@@ -123,12 +127,12 @@ def test_sampler_sqrt_inverse_and_classes() -> None:
     df = skewed_table()
     keys = bins_of(df)
     counts = np.bincount(keys, minlength=10)
-    rb = build_rebalancer({"name": "sampler", "alpha": 0.5})
+    rb = build_rebalancer(**{"name": "sampler", "alpha": 0.5})
     rb.prepare(df)
     exp = expected_per_key(rb.row_weights(df), keys, 10, len(df))
     np.testing.assert_allclose(exp, len(df) * np.sqrt(counts) / np.sqrt(counts).sum(), rtol=1e-9)
 
-    rb = build_rebalancer({"name": "sampler", "over": "classes", "num_samples": 30_000})
+    rb = build_rebalancer(**{"name": "sampler", "over": "classes", "num_samples": 30_000})
     rb.prepare(df)
     labels = df["label"].to_numpy()
     np.testing.assert_allclose(expected_per_key(rb.row_weights(df), labels, 3, 30_000), 10_000, rtol=1e-9)
@@ -141,7 +145,7 @@ def test_sampler_sqrt_inverse_and_classes() -> None:
 
 def test_sampler_is_seeded_and_successive_epochs_differ() -> None:
     df = skewed_table()
-    a, b = (build_rebalancer({"name": "sampler", "seed": 5}) for _ in range(2))
+    a, b = (build_rebalancer(**{"name": "sampler", "seed": 5}) for _ in range(2))
     a.prepare(df)
     b.prepare(df)
     sa, sb = a.sampler(df), b.sampler(df)
@@ -152,7 +156,7 @@ def test_sampler_is_seeded_and_successive_epochs_differ() -> None:
 
 def test_sampler_handles_empty_fine_bins() -> None:
     df = skewed_table()
-    rb = build_rebalancer({"name": "sampler", "n_bins": 100})
+    rb = build_rebalancer(**{"name": "sampler", "n_bins": 100})
     rb.prepare(df)
     w = rb.row_weights(df)
     assert np.isfinite(w).all() and (w > 0).all()
@@ -165,7 +169,7 @@ def test_sampler_handles_empty_fine_bins() -> None:
 @pytest.mark.parametrize("over", ["bins", "classes"])
 def test_loss_weights_equalise_per_bin_totals_with_mean_one(over: str) -> None:
     df = skewed_table()
-    rb = build_rebalancer({"name": "loss_weight", "alpha": 1.0, "over": over})
+    rb = build_rebalancer(**{"name": "loss_weight", "alpha": 1.0, "over": over})
     rb.prepare(df)
     w = (
         rb.sample_weights(torch.tensor(df["score"].to_numpy()), torch.tensor(df["label"].to_numpy()))
@@ -189,7 +193,7 @@ def test_loss_weights_equalise_per_bin_totals_with_mean_one(over: str) -> None:
 def test_lds_weights_match_a_direct_scipy_computation(sqrt_counts: bool) -> None:
     df = skewed_table()
     rb = build_rebalancer(
-        {"name": "lds", "bin_width": 0.1, "ks": 5, "sigma": 2.0, "sqrt_counts": sqrt_counts}
+        **{"name": "lds", "bin_width": 0.1, "ks": 5, "sigma": 2.0, "sqrt_counts": sqrt_counts}
     )
     rb.prepare(df)
     scores = df["score"].to_numpy()
@@ -215,7 +219,7 @@ def test_lds_smoothing_spreads_density_to_neighbouring_bins() -> None:
     # two scores alone in their fine bins: one next to a crowd, one isolated. Inverse frequency would
     # weight them alike; LDS gives the one beside the crowd a much smaller weight.
     df = pd.DataFrame({"score": [5.0] * 200 + [5.15, 8.0], "label": 0})
-    rb = build_rebalancer({"name": "lds", "alpha": 1.0})
+    rb = build_rebalancer(**{"name": "lds", "alpha": 1.0})
     rb.prepare(df)
     w = rb.sample_weights(torch.tensor([5.15, 8.0]), torch.zeros(2)).numpy()
     assert w[1] > 20 * w[0]
@@ -225,7 +229,7 @@ def test_lds_smoothing_spreads_density_to_neighbouring_bins() -> None:
 
 
 def test_balanced_mse_selects_the_loss_and_rejects_other_heads() -> None:
-    rb = build_rebalancer({"name": "balanced_mse", "init_noise_sigma": 0.8})
+    rb = build_rebalancer(**{"name": "balanced_mse", "init_noise_sigma": 0.8})
     assert rb.regression_loss == "balanced_mse"
     assert rb.loss_params == {"init_noise_sigma": 0.8}
     rb.check_head("regression")
@@ -233,8 +237,8 @@ def test_balanced_mse_selects_the_loss_and_rejects_other_heads() -> None:
         with pytest.raises(RebalanceConfigError, match=f"needs head=regression, got head={head}"):
             rb.check_head(head)
     with pytest.raises(RebalanceConfigError, match="init_noise_sigma"):
-        build_rebalancer({"name": "balanced_mse", "init_noise_sigma": 0})
-    assert build_rebalancer({"name": "none"}).regression_loss is None
+        build_rebalancer(**{"name": "balanced_mse", "init_noise_sigma": 0})
+    assert build_rebalancer(**{"name": "none"}).regression_loss is None
 
 
 # --- class cap -------------------------------------------------------------------------------------
@@ -243,7 +247,7 @@ def test_balanced_mse_selects_the_loss_and_rejects_other_heads() -> None:
 def test_class_cap_undersamples_every_class_to_the_cap() -> None:
     df = skewed_table()
     counts = df["label"].value_counts()
-    rb = build_rebalancer({"name": "class_cap", "cap": None, "seed": 1})
+    rb = build_rebalancer(**{"name": "class_cap", "cap": None, "seed": 1})
     rb.prepare(df)
     kept = rb.filter_train(df)
     assert (kept["label"].value_counts() == counts.min()).all()
@@ -251,15 +255,15 @@ def test_class_cap_undersamples_every_class_to_the_cap() -> None:
 
     cap = int(counts.median()) - 10  # some classes above the cap, one below
     assert (counts > cap).sum() == 2 and (counts < cap).sum() == 1
-    rb = build_rebalancer({"name": "class_cap", "cap": cap, "seed": 1})
+    rb = build_rebalancer(**{"name": "class_cap", "cap": cap, "seed": 1})
     rb.prepare(df)
     after = rb.filter_train(df)["label"].value_counts()
     for c, n in counts.items():
         assert after[c] == min(n, cap)
 
-    again = build_rebalancer({"name": "class_cap", "cap": cap, "seed": 1})
+    again = build_rebalancer(**{"name": "class_cap", "cap": cap, "seed": 1})
     again.prepare(df)
-    other = build_rebalancer({"name": "class_cap", "cap": cap, "seed": 2})
+    other = build_rebalancer(**{"name": "class_cap", "cap": cap, "seed": 2})
     other.prepare(df)
     assert again.filter_train(df).index.equals(rb.filter_train(df).index)
     assert not other.filter_train(df).index.equals(rb.filter_train(df).index)
@@ -270,7 +274,7 @@ def test_class_cap_undersamples_every_class_to_the_cap() -> None:
 
 def test_dataset_balance_draws_every_source_equally() -> None:
     df = skewed_table()
-    rb = build_rebalancer({"name": "dataset_balance", "seed": 0})
+    rb = build_rebalancer(**{"name": "dataset_balance", "seed": 0})
     rb.prepare(df)
     src = pd.factorize(df["dataset"])[0]
     exp = expected_per_key(rb.row_weights(df), src, 3, len(df))
@@ -282,7 +286,7 @@ def test_dataset_balance_draws_every_source_equally() -> None:
 def test_dataset_balance_follows_source_weights_and_can_flatten_within_sources() -> None:
     df = skewed_table()
     df["source_weight"] = df["dataset"].map({"ava": 2.0, "koniq10k": 1.0, "spaq": 1.0})
-    rb = build_rebalancer({"name": "dataset_balance", "within": "bins", "num_samples": 8000})
+    rb = build_rebalancer(**{"name": "dataset_balance", "within": "bins", "num_samples": 8000})
     rb.prepare(df)
     w = rb.row_weights(df)
     src = pd.factorize(df["dataset"])[0]
@@ -334,7 +338,7 @@ def test_rebalancing_improves_rare_score_predictions_of_a_toy_regressor() -> Non
     assert 0.03 < (lo | hi).mean() < 0.25
 
     def tail_errors(cfg: dict) -> tuple[float, float]:
-        rb = build_rebalancer(cfg)
+        rb = build_rebalancer(**cfg)
         rb.prepare(df)
         err = _fit_linear(x, y, rb, df) - y.numpy()
         return abs(err[lo].mean()) + abs(err[hi].mean()), float(np.abs(err[lo | hi]).mean())
@@ -378,7 +382,7 @@ def test_source_weight_is_a_sampling_weight_without_a_sampling_strategy(name: st
     df = weighted_table()
     mass = {s: SOURCE_WEIGHTS[s] * n for s, n in SOURCES.items()}
     expected = {s: m / sum(mass.values()) for s, m in mass.items()}
-    assert_share(drawn_share(build_rebalancer({"name": name}), df), expected, len(df))
+    assert_share(drawn_share(build_rebalancer(**{"name": name}), df), expected, len(df))
 
 
 def test_source_weight_composes_with_the_sampler_strategys_weights() -> None:
@@ -387,28 +391,28 @@ def test_source_weight_composes_with_the_sampler_strategys_weights() -> None:
     class_count = df["label"].map(df["label"].value_counts())
     mass = (df["dataset"].map(SOURCE_WEIGHTS) / class_count).groupby(df["dataset"]).sum()
     expected = (mass / mass.sum()).to_dict()
-    got = drawn_share(build_rebalancer({"name": "sampler", "over": "classes", "seed": 1}), df)
+    got = drawn_share(build_rebalancer(**{"name": "sampler", "over": "classes", "seed": 1}), df)
     assert_share(got, expected, len(df))
 
 
 def test_source_weight_composes_with_dataset_balance_and_class_cap() -> None:
     df = weighted_table()
     total = sum(SOURCE_WEIGHTS.values())
-    got = drawn_share(build_rebalancer({"name": "dataset_balance", "seed": 2}), df)
+    got = drawn_share(build_rebalancer(**{"name": "dataset_balance", "seed": 2}), df)
     assert_share(got, {s: w / total for s, w in SOURCE_WEIGHTS.items()}, len(df))
     # class_cap undersamples first; the weights then act on the rows it kept
-    rb = build_rebalancer({"name": "class_cap", "seed": 0})
+    rb = build_rebalancer(**{"name": "class_cap", "seed": 0})
     rb.prepare(df)
     kept = rb.filter_train(df)
     mass = {s: SOURCE_WEIGHTS[s] * n for s, n in kept["dataset"].value_counts().items()}
     expected = {s: m / sum(mass.values()) for s, m in mass.items()}
-    assert_share(drawn_share(build_rebalancer({"name": "class_cap", "seed": 0}), df), expected, len(kept))
+    assert_share(drawn_share(build_rebalancer(**{"name": "class_cap", "seed": 0}), df), expected, len(kept))
 
 
 def test_equal_source_weights_leave_plain_shuffling_alone() -> None:
     df = skewed_table()
     df["source_weight"] = 2.0  # equal weights, whatever their value, change nothing
-    rb = build_rebalancer({"name": "none"})
+    rb = build_rebalancer(**{"name": "none"})
     rb.prepare(df)
     assert rb.sampler(df) is None
     bad = df.assign(source_weight=np.where(df.index == 7, np.nan, 1.0))

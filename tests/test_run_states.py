@@ -297,6 +297,12 @@ def test_a_config_error_in_a_worker_process_makes_the_sweep_exit_1(monkeypatch, 
         (["loss.rank_weight=-1"], "loss.rank_weight must be >= 0"),
         (["decision_cuts.objective=best"], "decision_cuts.objective must be one of"),
         (["monitor.mode=maximum"], "monitor.mode must be min or max, got 'maximum'"),
+        # the groups iqs.train.build instantiates: an unknown key names the nearest valid one
+        (["+head.dropuot=0.1"], "unknown option 'dropuot' for head 'regression'. Did you mean 'dropout'"),
+        (["rebalance=sampler", "+rebalance.alpah=1"], "for rebalance 'sampler'. Did you mean 'alpha'"),
+        (["+backbone.pooll=mlsp"], "unknown option 'pooll' for backbone. Did you mean 'pool'"),
+        (["head=classification", "rebalance=balanced_mse"], "needs head=regression, got head=classification"),
+        (["head.input_norm=batchnrom"], "unknown input_norm 'batchnrom'. Did you mean 'batchnorm'"),
     ],
 )
 def test_bad_values_are_refused_before_an_mlflow_run_exists(tmp_path, capsys, overrides, message):

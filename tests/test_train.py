@@ -155,7 +155,7 @@ def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path, mig
 def test_missing_images_are_dropped_with_a_count(tiny_demo, tmp_path):
     from iqs.core.preprocess import InputSpec
     from iqs.data.mixture import build_mixture
-    from iqs.rebalance import build_rebalancer
+    from iqs.train import build
     from iqs.train.datamodule import QualityDataModule
 
     cfg = compose("train", shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo"))
@@ -167,7 +167,7 @@ def test_missing_images_are_dropped_with_a_count(tiny_demo, tmp_path):
         for p in paths:
             Path(p).unlink()
         spec = InputSpec((64, 64), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-        dm = QualityDataModule(mix, spec, build_rebalancer(cfg.rebalance), batch_size=8)
+        dm = QualityDataModule(mix, spec, build.rebalancer(cfg), batch_size=8)
     finally:
         for p, data in originals.items():
             Path(p).write_bytes(data)
@@ -189,15 +189,13 @@ def test_rebalancer_weights_and_balanced_mse_reach_the_model(tiny_demo, tmp_path
     from iqs.core.preprocess import InputSpec
     from iqs.data.mixture import build_mixture
     from iqs.losses import BalancedMSELoss
-    from iqs.models import build_quality_model
-    from iqs.rebalance import build_rebalancer
+    from iqs.train import build
     from iqs.train.datamodule import QualityDataModule
-    from iqs.train.options import model_config
 
     cfg = compose(
         "train", shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", "rebalance=loss_weight")
     )
-    rb = build_rebalancer(cfg.rebalance)
+    rb = build.rebalancer(cfg)
     mix = build_mixture(cfg.data, cfg.thresholds)
     dm = QualityDataModule(mix, InputSpec((64, 64), (0.5,) * 3, (0.5,) * 3), rb, batch_size=8)
     dm.setup("fit")
@@ -209,8 +207,10 @@ def test_rebalancer_weights_and_balanced_mse_reach_the_model(tiny_demo, tmp_path
     cfg = compose(
         "train", shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", "rebalance=balanced_mse")
     )
-    model = build_quality_model(model_config(cfg, build_rebalancer(cfg.rebalance)), pretrained=False)
-    assert isinstance(model.head.loss_fn, BalancedMSELoss)
+    rb = build.rebalancer(cfg)
+    head = build.head(cfg, rb)(in_features=8, t1=5.0, t2=6.0)  # the head iqs.train.build gives the model
+    assert isinstance(head.loss_fn, BalancedMSELoss)
+    assert head.options.bmc_init_sigma == rb.loss_params["init_noise_sigma"]
 
 
 @pytest.mark.slow

@@ -29,16 +29,14 @@ def main(overrides: list[str]) -> None:
     from iqs.core.preprocess import InputSpec
     from iqs.data.mixture import build_mixture
     from iqs.data.splits import assign_folds
-    from iqs.models import build_quality_model
-    from iqs.rebalance import build_rebalancer
+    from iqs.train import build
     from iqs.train.datamodule import QualityDataModule
-    from iqs.train.options import model_config
     from iqs.train.stages import frozen_features
 
     cfg = compose("train", ["experiment=demo", *overrides])
     mixture = build_mixture(cfg.data, cfg.thresholds)
-    rebalancer = build_rebalancer(cfg.rebalance)
-    model = build_quality_model(model_config(cfg, rebalancer))
+    rebalancer = build.rebalancer(cfg)
+    model = build.model(cfg, rebalancer)
     spec = InputSpec.from_meta(model.meta)
     dm = QualityDataModule(mixture, spec, rebalancer, batch_size=32, seed=int(cfg.seed))
     features = frozen_features(cfg, model, dm)

@@ -10,17 +10,16 @@ Pooling (`pool`: avg | mlsp | mlsp_blocks, `pool_levels`): see `iqs.models.pooli
 from __future__ import annotations
 
 import difflib
-import functools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
+from iqs.models.options import check_options
 from iqs.models.packaged_weights import get_packaged, load_packaged_state_dict
 from iqs.models.pooling import (
     check_levels,
@@ -31,11 +30,50 @@ from iqs.models.pooling import (
 )
 
 WEIGHT_SOURCES = ("packaged", "hub", "none")
-# conf/backbone_defaults.yaml's keys plus `name`; `exportable: false` makes `iqs export` refuse the backbone
-BACKBONE_KEYS = frozenset(
-    {"name", "weights", "freeze", "channels_last", "input_size", "mean", "std", "interpolation", "pool"}
-    | {"pool_levels", "exportable"}
-)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """What builds a backbone: a timm model by `name` and the options every conf/backbone/*.yaml shares.
+
+    The defaults are written here once; conf/backbone_defaults.yaml states the same values (so that they
+    become MLflow params) and tests/test_config_groups.py keeps the two equal."""
+
+    name: str
+    weights: str = "hub"  # packaged | hub | none | <path to a state dict>; hub needs internet
+    freeze: bool = True  # frozen: no gradients, BN statistics kept (eval mode)
+    channels_last: bool = True  # about 2x faster on CPU
+    input_size: int | list[int] | None = None  # None = from the weights' metadata
+    mean: list[float] | None = None  # None = from the weights' metadata
+    std: list[float] | None = None
+    interpolation: str | None = None
+    pool: str = "avg"  # avg | mlsp | mlsp_blocks (iqs.models.pooling)
+    pool_levels: int | None = None  # MLSP only: the first k levels (None = all)
+    exportable: bool = True  # false: `iqs export` refuses it (operators some digiKam OpenCV lacks)
+
+    def create(self, weights: str | None = None) -> tuple[Backbone, BackboneInfo]:
+        """The backbone and its preprocessing; `weights` overrides the configured source."""
+        return create_backbone(
+            name=self.name,
+            weights=self.weights if weights is None else weights,
+            freeze=self.freeze,
+            channels_last=self.channels_last,
+            input_size=self.input_size,
+            mean=self.mean,
+            std=self.std,
+            interpolation=self.interpolation,
+            pool=self.pool,
+            pool_levels=self.pool_levels,
+        )
+
+
+def backbone_config(**options: Any) -> BackboneConfig:
+    """A checked `BackboneConfig`: conf/backbone_defaults.yaml's `_target_` (so every conf/backbone/*.yaml's),
+    and the reader of a mapping. An unknown key names the nearest valid one."""
+    check_options("backbone", options, [f.name for f in fields(BackboneConfig)])
+    if "name" not in options:
+        raise KeyError("backbone config needs a 'name' (a timm model, e.g. one of conf/backbone/*.yaml)")
+    return BackboneConfig(**options)
 
 
 @dataclass(frozen=True)
@@ -247,15 +285,6 @@ def resolve_info(
     )
 
 
-@functools.cache
-def _defaults_yaml() -> dict[str, Any]:
-    from iqs.core.config import conf_dir
-
-    node = OmegaConf.to_container(OmegaConf.load(conf_dir() / "backbone_defaults.yaml"), resolve=True)
-    assert isinstance(node, dict)
-    return node
-
-
 def create_backbone(
     name: str,
     weights: str | None = None,
@@ -271,13 +300,13 @@ def create_backbone(
     """`weights`: packaged | hub | none | <path to a state dict>; None preprocessing values come from the weights.
 
     `pool`: avg | mlsp | mlsp_blocks (see the module docstring); `pool_levels`: the first levels only.
-    `weights`, `freeze`, `channels_last` and `pool` left None take conf/backbone_defaults.yaml's values.
+    `weights`, `freeze`, `channels_last` and `pool` left None take `BackboneConfig`'s defaults.
     """
-    defaults = _defaults_yaml()
-    weights = str(defaults["weights"] if weights is None else weights)
-    freeze = bool(defaults["freeze"] if freeze is None else freeze)
-    channels_last = bool(defaults["channels_last"] if channels_last is None else channels_last)
-    pool = str(defaults["pool"] if pool is None else pool)
+    defaults = BackboneConfig(name)
+    weights = str(defaults.weights if weights is None else weights)
+    freeze = bool(defaults.freeze if freeze is None else freeze)
+    channels_last = bool(defaults.channels_last if channels_last is None else channels_last)
+    pool = str(defaults.pool if pool is None else pool)
     check_pool(pool)
     model = build_timm_model(name, weights, keep_classifier=False)
     info = resolve_info(model, name, weights, input_size, mean, std, interpolation, pool, pool_levels)
@@ -290,23 +319,3 @@ def create_backbone(
         pool_levels=info.pool_levels,
     )
     return backbone, info
-
-
-def create_backbone_from_cfg(cfg: Any, weights: str | None = None) -> tuple[Backbone, BackboneInfo]:
-    """From a `conf/backbone/*.yaml` mapping; `weights` overrides the config's source."""
-    unknown = set(cfg) - BACKBONE_KEYS
-    if unknown:
-        raise KeyError(f"unknown backbone config keys {sorted(unknown)}; known: {sorted(BACKBONE_KEYS)}")
-    c = {**_defaults_yaml(), **cfg}
-    return create_backbone(
-        name=c["name"],
-        weights=weights if weights is not None else c["weights"],
-        freeze=bool(c["freeze"]),
-        channels_last=bool(c["channels_last"]),
-        input_size=c["input_size"],
-        mean=c["mean"],
-        std=c["std"],
-        interpolation=c["interpolation"],
-        pool=str(c["pool"]),
-        pool_levels=c["pool_levels"],
-    )

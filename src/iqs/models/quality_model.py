@@ -12,24 +12,28 @@ head's own mapping.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from iqs.core.classes import CLASS_NAMES
 from iqs.core.scale import N_BINS
 from iqs.models.backbone import (
     Backbone,
+    BackboneConfig,
     BackboneInfo,
-    _defaults_yaml,
+    backbone_config,
     create_backbone,
-    create_backbone_from_cfg,
     resolve_info,
 )
-from iqs.models.heads import Batch, Head, Outputs, build_head, plain_cfg, score_to_class_logits
+from iqs.models.heads import Batch, Head, Outputs, build_head, score_to_class_logits
+
+# A head with its options bound, awaiting what exists only once the backbone does: called as
+# `head(in_features=..., t1=..., t2=...)` (conf/head/*.yaml instantiated with `_partial_: true`).
+HeadFactory = Callable[..., Head]
 
 META_SCHEMA = 1
 META_KEYS = (
@@ -104,9 +108,7 @@ class QualityModel(nn.Module):
             return out
         # Tuned cuts replace the head's class mapping for every head (score heads' label thresholds,
         # classification/ordinal argmax): the exported graphs and `iqs predict` then give the tuned classes.
-        logits3 = score_to_class_logits(
-            out["score"], *self.decision_cuts, float(self.head.cfg.get("sharpness", 4.0))
-        )
+        logits3 = score_to_class_logits(out["score"], *self.decision_cuts, self.head.sharpness)
         return {**out, "logits3": logits3, "probs": logits3.softmax(dim=-1)}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -147,7 +149,8 @@ def _from_meta(meta: Mapping[str, Any], pretrained: bool) -> QualityModel:
             f"backbone '{info.name}' has {info.num_features} features, iqs_meta says {meta['num_features']}"
         )
     t1, t2 = (float(t) for t in meta["thresholds"])
-    head = build_head(meta["head"], info.num_features, meta["head_cfg"], t1, t2)
+    # a record older than one of the head's options lacks it: the option's default fills it in
+    head = build_head(str(meta["head"]), info.num_features, t1, t2, **dict(meta["head_cfg"]))
     rebuilt = make_meta(info, backbone, meta["head"], head)
     rebuilt.update(weights=meta["weights"], crop_pct=float(meta["crop_pct"]))
     if "exportable" in meta:
@@ -157,44 +160,75 @@ def _from_meta(meta: Mapping[str, Any], pretrained: bool) -> QualityModel:
     return QualityModel(backbone, head, rebuilt)
 
 
-def _from_cfg(cfg: Mapping[str, Any], pretrained: bool) -> QualityModel:
-    for group in ("backbone", "head", "thresholds"):
-        if group not in cfg:
-            raise KeyError(f"model config needs the '{group}' group (conf/{group}/*.yaml)")
-    backbone_cfg, head_cfg = plain_cfg(cfg["backbone"]), plain_cfg(cfg["head"])
-    backbone, info = create_backbone_from_cfg(backbone_cfg, weights=None if pretrained else "none")
+def assemble_model(
+    backbone: BackboneConfig, head: HeadFactory, thresholds: tuple[float, float], pretrained: bool = True
+) -> QualityModel:
+    """The backbone `backbone` describes with the head `head` builds on its features.
+
+    `pretrained=False` skips loading the weight source (random weights) but prepares pixels as if they
+    had been loaded (the preprocessing follows the configured source)."""
+    module, info = backbone.create(weights=None if pretrained else "none")
     if not pretrained:
-        # Preprocessing still follows the configured weight source, as if they had been loaded.
         info = resolve_info(
-            backbone.body,
+            module.body,
             info.name,
-            str(backbone_cfg.get("weights", _defaults_yaml()["weights"])),  # conf/backbone_defaults.yaml
-            backbone_cfg.get("input_size"),
-            backbone_cfg.get("mean"),
-            backbone_cfg.get("std"),
-            backbone_cfg.get("interpolation"),
-            backbone.pool,
-            backbone.pool_levels,
+            backbone.weights,
+            backbone.input_size,
+            backbone.mean,
+            backbone.std,
+            backbone.interpolation,
+            module.pool,
+            module.pool_levels,
         )
-    head_name = head_cfg.pop("name", None)
-    if head_name is None:
-        raise KeyError("head config needs a 'name' (one of conf/head/*.yaml)")
-    head = build_head(
-        head_name, info.num_features, head_cfg, float(cfg["thresholds"]["t1"]), float(cfg["thresholds"]["t2"])
-    )
-    meta = make_meta(info, backbone, head_name, head)
+    t1, t2 = (float(t) for t in thresholds)
+    built = head(in_features=info.num_features, t1=t1, t2=t2)
+    meta = make_meta(info, module, str(built.head_name), built)
     # conf/backbone/*.yaml `exportable: false`: `iqs export` refuses it (see iqs.deploy.export.onnx_ops)
-    meta["exportable"] = bool(backbone_cfg.get("exportable", True))
-    return QualityModel(backbone, head, meta)
+    meta["exportable"] = bool(backbone.exportable)
+    return QualityModel(module, built, meta)
 
 
-def build_quality_model(meta_or_cfg: Mapping[str, Any], pretrained: bool | None = None) -> QualityModel:
-    """Build from a composed config (groups backbone, head, thresholds) or rebuild from an `iqs_meta` record.
+def _options(node: Mapping[str, Any]) -> dict[str, Any]:
+    """A config group's options as plain values, without Hydra's `_target_`/`_partial_` keys (they say how
+    to build it)."""
+    return {str(k): _plain(v) for k, v in node.items() if not str(k).startswith("_")}
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists (a group handed over as an OmegaConf node reads as a Mapping / Sequence), so
+    that what lands in `iqs_meta` is JSON-safe."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _from_groups(groups: Mapping[str, Any], pretrained: bool) -> QualityModel:
+    for group in ("backbone", "head", "thresholds"):
+        if group not in groups:
+            raise KeyError(f"model config needs the '{group}' group (conf/{group}/*.yaml)")
+    head_options = _options(groups["head"])
+    if "name" not in head_options:
+        raise KeyError("head config needs a 'name' (one of conf/head/*.yaml)")
+    return assemble_model(
+        backbone_config(**_options(groups["backbone"])),
+        functools.partial(build_head, **head_options),
+        (float(groups["thresholds"]["t1"]), float(groups["thresholds"]["t2"])),
+        pretrained=pretrained,
+    )
+
+
+def build_quality_model(record: Mapping[str, Any], pretrained: bool | None = None) -> QualityModel:
+    """Build from a plain config mapping (groups backbone, head, thresholds) or rebuild from an `iqs_meta` record.
+
+    `iqs train` builds through `assemble_model` from the instantiated groups (iqs.train.build); this is the
+    entry for records and for code that holds a mapping (export checks, tests).
 
     `pretrained` (load the backbone's weight source) defaults to True for a config and False for a record,
     whose checkpoint supplies every weight.
     """
-    record = plain_cfg(meta_or_cfg) if isinstance(meta_or_cfg, DictConfig) else dict(meta_or_cfg)
-    if _is_meta(record):
-        return _from_meta(record, pretrained=bool(pretrained))
-    return _from_cfg(record, pretrained=True if pretrained is None else pretrained)
+    plain = _plain(record)
+    if _is_meta(plain):
+        return _from_meta(plain, pretrained=bool(pretrained))
+    return _from_groups(plain, pretrained=True if pretrained is None else pretrained)

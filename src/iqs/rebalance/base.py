@@ -2,7 +2,7 @@
 
 Call order, by the training DataModule / LightningModule:
 
-1. ``rb = build_rebalancer(cfg.rebalance)``; ``rb.check_head(cfg.head.name)`` (fails early on a bad pairing).
+1. ``rb = build_rebalancer(name, **params)`` (conf/rebalance/<name>.yaml, instantiated by iqs.train.build); ``rb.check_head(cfg.head.name)`` (fails early on a bad pairing).
 2. ``rb.prepare(train_df)`` on the training rows of the mixture (columns ``score`` on the common scale
    1..10, ``label`` 0/1/2, ``dataset``, ``source_weight``).
 3. ``train_df = rb.filter_train(train_df)`` (undersampling strategies drop rows here; call before building

@@ -230,8 +230,17 @@ NOT_PARAMS = ("resume",)
 
 
 def params_config(cfg: Any) -> dict:
-    """The resolved config that a run logs as params (without NOT_PARAMS)."""
-    return {k: v for k, v in to_container(cfg).items() if k not in NOT_PARAMS}
+    """The resolved config that a run logs as params (without NOT_PARAMS, nor how a named group is built)."""
+    return {k: _without_build_keys(v) for k, v in to_container(cfg).items() if k not in NOT_PARAMS}
+
+
+def _without_build_keys(node: Any) -> Any:
+    """A group with a `name` (head, backbone, rebalance, ...) is told apart by it: its `_target_` and
+    `_partial_` (how iqs.train.build instantiates it) are no params. Other nodes keep theirs (optimizer)."""
+    if not isinstance(node, Mapping):
+        return node
+    named = "name" in node
+    return {k: _without_build_keys(v) for k, v in node.items() if not (named and str(k).startswith("_"))}
 
 
 def changed_params(logged: Mapping[str, str], params: Mapping[str, str]) -> dict[str, tuple[str, str]]:

@@ -76,10 +76,18 @@ def resolve_checkpoint(spec: str, cfg: Any, download_dir: Path) -> Path:
     return Path(local)
 
 
+def _target(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
 def model_groups(meta: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The backbone, head and thresholds config groups that describe the model of an `iqs_meta` record."""
+    """The backbone, head and thresholds config groups that describe the model of an `iqs_meta` record
+    (with the `_target_`s of conf/backbone and conf/head, so that the groups instantiate like theirs)."""
+    from iqs.models import backbone_config, build_head
+
     t1, t2 = (float(t) for t in meta["thresholds"])
     backbone = {
+        "_target_": _target(backbone_config),
         "name": meta["backbone"],
         "weights": meta["weights"],
         "freeze": True,
@@ -94,7 +102,12 @@ def model_groups(meta: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     }
     return {
         "backbone": backbone,
-        "head": {"name": meta["head"], **dict(meta["head_cfg"])},
+        "head": {
+            "_target_": _target(build_head),
+            "_partial_": True,
+            "name": meta["head"],
+            **dict(meta["head_cfg"]),
+        },
         "thresholds": {"name": pair_name(t1, t2), "t1": t1, "t2": t2},
     }
 
@@ -119,7 +132,11 @@ def check_against(cfg: DictConfig, meta: Mapping[str, Any], source: str) -> None
             continue
         asked = OmegaConf.to_container(asked, resolve=True) if isinstance(asked, DictConfig) else asked
         for key, value in dict(asked).items():
-            if value is None or (group == "backbone" and key in BACKBONE_FREE_KEYS):
+            if (
+                value is None
+                or str(key).startswith("_")
+                or (group == "backbone" and key in BACKBONE_FREE_KEYS)
+            ):
                 continue  # null = "from the weights' metadata": the record has the resolved value
             if group == "backbone" and key == "freeze":
                 if not value:
@@ -156,29 +173,41 @@ def init_meta(meta: Mapping[str, Any], role: str) -> dict[str, Any]:
     return out
 
 
-def initial_model(cfg: DictConfig) -> QualityModel:
-    """The model a role of `experiment=personal` starts from (see the module docstring).
+def init_role(cfg: DictConfig) -> str:
+    """`personal.role` (default personal), checked."""
+    role = str(OmegaConf.select(cfg, "personal.role", default="personal"))
+    if role not in ROLES:
+        raise InitFromError(f"personal.role must be one of {', '.join(ROLES)}, got {role!r}")
+    return role
+
+
+def init_checkpoint(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """(state_dict, iqs_meta, path) of the init run's checkpoint: `personal.checkpoint` when the pipeline
+    downloaded it already, else `init_from` (a .ckpt path or an MLflow run id)."""
+    with tempfile.TemporaryDirectory(prefix="iqs-init-") as tmp:
+        ckpt = OmegaConf.select(cfg, "personal.checkpoint", default=None)
+        ckpt = Path(str(ckpt)) if ckpt else resolve_checkpoint(str(cfg.init_from), cfg, Path(tmp))
+        state, meta = read_checkpoint(ckpt)
+    return state, meta, ckpt
+
+
+def initial_model(state: Mapping[str, Any], meta: Mapping[str, Any], role: str, source: Path) -> QualityModel:
+    """The model a role of `experiment=personal` starts from (see the module docstring), from the init
+    run's weights `state` and record `meta` (read from `source`).
 
     A scratch head is the freshly built one: its initialisation follows the run's seed like any head's.
     """
     from iqs.models import build_quality_model
 
-    role = str(OmegaConf.select(cfg, "personal.role", default="personal"))
-    if role not in ROLES:
-        raise InitFromError(f"personal.role must be one of {', '.join(ROLES)}, got {role!r}")
-    with tempfile.TemporaryDirectory(prefix="iqs-init-") as tmp:
-        ckpt = OmegaConf.select(cfg, "personal.checkpoint", default=None)
-        ckpt = Path(str(ckpt)) if ckpt else resolve_checkpoint(str(cfg.init_from), cfg, Path(tmp))
-        state, meta = read_checkpoint(ckpt)
     model = build_quality_model(init_meta(meta, role))
     if role == "scratch":
         state = {k: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(dict(state), strict=False)
     missing = [k for k in missing if role != "scratch" or k.startswith(BACKBONE_PREFIX)]
     if missing or unexpected:
         raise CheckpointError(
-            f"{ckpt}: state_dict does not match the model its iqs_meta describes "
+            f"{source}: state_dict does not match the model its iqs_meta describes "
             f"(missing e.g. {sorted(missing)[:3]}, unexpected e.g. {sorted(unexpected)[:3]})"
         )
-    log.info("init_from %s: %s model (%s + %s head)", ckpt.name, role, meta["backbone"], meta["head"])
+    log.info("init_from %s: %s model (%s + %s head)", source.name, role, meta["backbone"], meta["head"])
     return model

@@ -1,4 +1,4 @@
-"""What the run's config says about building its parts: the model's config, the ranking loss, the
+"""What the run's config says about building its parts: the ranking loss, the
 training batches, where to embed, and which sources are already prepared (`iqs data prepare`).
 """
 
@@ -7,27 +7,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
     from iqs.data.mixture import Mixture
     from iqs.data.prepare import PreparedImages
-    from iqs.rebalance.base import Rebalancer
 
 log = logging.getLogger(__name__)
-
-
-def model_config(cfg: DictConfig, rebalancer: Rebalancer) -> DictConfig:
-    """backbone/head/thresholds for `build_quality_model`; a rebalancer that swaps the loss (balanced_mse) sets it."""
-    model_cfg = OmegaConf.create(
-        OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["backbone", "head", "thresholds"]), resolve=True)
-    )
-    if rebalancer.regression_loss:
-        with open_dict(model_cfg):
-            model_cfg.head.loss = rebalancer.regression_loss
-            if "init_noise_sigma" in rebalancer.loss_params:
-                model_cfg.head.bmc_init_sigma = rebalancer.loss_params["init_noise_sigma"]
-    return model_cfg
 
 
 def rank_weight(cfg: DictConfig) -> float:
@@ -71,11 +57,13 @@ def check_values(cfg: DictConfig) -> None:
     decision cuts, the monitor and the loader. Each check is the one its stage runs later; here a mistake
     costs one line instead of a FAILED run."""
     from iqs.data.mixture import ConfigError, checked_config
+    from iqs.train import build
     from iqs.train.decision_cuts import CutsConfig
 
     if cfg.get("thresholds") is not None:  # experiment=personal takes them from its init run, later
         checked_config(cfg.data, cfg.thresholds)  # raises ConfigError itself
     try:
+        build.check(cfg)  # head, backbone and rebalance options (a RebalanceConfigError is a ValueError)
         if cfg.get("head") is not None:  # likewise the head
             rank_weight(cfg)
             within_source_batches(cfg)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from iqs.train import build
 from iqs.train.options import (
     extraction_device,
-    model_config,
     prepared_images,
     rank_weight,
     within_source_batches,
@@ -44,27 +44,18 @@ def build_data(cfg: DictConfig, mixture: Mixture | None = None) -> tuple[Mixture
     """The labelled mixture (the demo data made first when the config asks for it; `mixture`: one built from
     this config already) and the rebalancer, checked against the head it will train."""
     from iqs.data.mixture import build_mixture, ensure_data
-    from iqs.rebalance import build_rebalancer
 
     if mixture is None:
         log.info("building mixture <%s>", cfg.data.name)
         ensure_data(cfg.data)
         mixture = build_mixture(cfg.data, cfg.thresholds)
-    rebalancer = build_rebalancer(cfg.rebalance)
-    rebalancer.check_head(str(cfg.head.name))
-    return mixture, rebalancer
+    return mixture, build.rebalancer(cfg)
 
 
 def build_model(cfg: DictConfig, rebalancer: Rebalancer) -> QualityModel:
     """A fresh backbone + head, or the model of one experiment=personal role (iqs.train.init_from)."""
-    from iqs.models import build_quality_model
-
     log.info("building model <%s + %s head>", cfg.backbone.name, cfg.head.name)
-    if cfg.get("init_from"):
-        from iqs.train.init_from import initial_model
-
-        return initial_model(cfg)
-    return build_quality_model(model_config(cfg, rebalancer))
+    return build.model(cfg, rebalancer)
 
 
 def build_datamodule(
@@ -102,15 +93,13 @@ def build_datamodule(
 def build_lit_module(
     cfg: DictConfig, model: QualityModel, datamodule: QualityDataModule, mixture: Mixture
 ) -> QualityLitModule:
-    from hydra.utils import instantiate
-
     from iqs.train.module import QualityLitModule
 
     return QualityLitModule(
         model,
         datamodule.dataset_names,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        optimizer=build.optimizer(cfg),
+        scheduler=build.scheduler(cfg),
         backbone_lr_scale=float(cfg.backbone_lr_scale),
         rank_weight=rank_weight(cfg),
         source_thresholds=mixture.source_thresholds,

@@ -85,9 +85,8 @@ def trainer_plugins() -> list[Any]:
 def build_trainer(cfg: DictConfig, run: TrackedRun, output_dir: Path) -> tuple[pl.Trainer, dict[str, Any]]:
     """`cfg.trainer` with the run's callbacks (by name), its MLflow logger (none on DDP ranks > 0) and the
     plugins."""
-    from hydra.utils import instantiate
-
     from iqs.tracking import make_lightning_logger
+    from iqs.train import build
     from iqs.train.resume import ResumeState
 
     callbacks = make_callbacks(cfg, output_dir)
@@ -99,8 +98,8 @@ def build_trainer(cfg: DictConfig, run: TrackedRun, output_dir: Path) -> tuple[p
         callbacks.pop("lr", None)
     else:
         logger = make_lightning_logger(run, log_model=bool(cfg.logger.get("log_model", False)))
-    trainer = instantiate(
-        cfg.trainer,
+    trainer = build.trainer(
+        cfg,
         callbacks=list(callbacks.values()),
         logger=logger,
         default_root_dir=str(output_dir),

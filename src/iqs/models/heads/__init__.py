@@ -1,11 +1,13 @@
 """Prediction heads on pooled backbone features, behind the `HEADS` registry (interface: `base.py`).
 
-Every head is built as `Head(in_features, cfg, t1, t2)` and returns a dict from `forward(features)`:
+Every head is built as `build_head(name, in_features, t1, t2, **options)` (its options: the head's `Options`
+dataclass, whose defaults are the ones `head=<name>` composes) and returns a dict from `forward(features)`:
 `score` (N,) on the common scale (the classification head: expected class index, 0..2), `logits3` (N, 3)
 in the order bad, normal, good, `probs` = softmax(logits3), and `dist` (N, 10) for the distribution head.
 `loss(outputs, batch, weights)` reduces per-sample losses as mean(w * loss), so rebalancing weights that
 average 1 over the training set keep the loss scale. `predict(outputs)` adds the class `label`.
-A new head is one module here plus `conf/head/<name>.yaml`: the modules register themselves on import.
+A new head is one module here plus `conf/head/<name>.yaml` (`_target_: iqs.models.heads.build_head`,
+`_partial_: true`, its name and options): the modules register themselves on import.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from iqs.models.heads.base import (
     INPUT_NORMS,
     Batch,
     Head,
+    HeadOptions,
     Outputs,
     build_head,
-    check_cfg,
     expectation,
+    head_options,
     make_input_norm,
     make_mlp,
-    plain_cfg,
     reduce_weighted,
     register_head,
     score_to_class_logits,
@@ -36,12 +38,12 @@ __all__ = [
     "Outputs",
     "INPUT_NORMS",
     "Head",
+    "HeadOptions",
     "build_head",
-    "check_cfg",
     "expectation",
+    "head_options",
     "make_input_norm",
     "make_mlp",
-    "plain_cfg",
     "reduce_weighted",
     "register_head",
     "score_to_class_logits",

@@ -5,18 +5,17 @@ The contract (outputs, loss reduction) is described in the package docstring, `i
 
 from __future__ import annotations
 
-import copy
 import difflib
-import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from iqs.core.registry import Registry
+from iqs.models.options import check_options
 
 HEADS: Registry[type[Head]] = Registry("head")
 # what a head returns (score, logits3, probs[, dist]) and the batch its loss reads (score, label, dist, ...)
@@ -68,27 +67,6 @@ def expectation(probs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     and a `Reshape` (not `squeeze`, whose opset-13 `Squeeze` OpenCV 4.6 cannot import) compute the same.
     """
     return (probs @ values.to(probs.dtype).reshape(-1, 1)).reshape(-1)
-
-
-def plain_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Plain dicts/lists (not OmegaConf nodes), so the effective cfg can go into `iqs_meta` as is."""
-    if cfg is None:
-        return {}
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
-
-
-def check_cfg(head: str, cfg: Mapping[str, Any], known: Sequence[str]) -> None:
-    """A misspelt head option is an error, not silently ignored (`name` is the config group's own key)."""
-    for key in cfg:
-        if key == "name" or key in known:
-            continue
-        hint = difflib.get_close_matches(str(key), known, n=1)
-        did_you_mean = f" Did you mean '{hint[0]}'?" if hint else ""
-        raise KeyError(
-            f"unknown option '{key}' for head '{head}'.{did_you_mean} Known: {', '.join(sorted(known))}"
-        )
 
 
 INPUT_NORMS = ("none", "batchnorm")
@@ -143,30 +121,24 @@ def reduce_weighted(per_sample: torch.Tensor, weights: torch.Tensor | None) -> t
     return (per_sample * weights).mean()
 
 
-def head_options(name: str) -> dict[str, Any]:
-    """The options of head `name` with their defaults, as conf/head/<name>.yaml states them.
+@dataclass(frozen=True)
+class HeadOptions:
+    """The options every head has; a head's own `Options` subclass adds its own (and may change a default).
 
-    The yaml is the one place a head's defaults are written: a head built in code without some option
-    gets the value `iqs train head=<name>` would use.
-    """
-    return copy.deepcopy(_yaml_options(name))
+    The defaults written here are the ones `head=<name>` composes (conf/head/<name>.yaml states the same
+    values so that they become MLflow params; tests/test_config_groups.py keeps the two equal)."""
 
+    hidden: list[int] = field(default_factory=list)  # MLP widths; [] = linear layer
+    dropout: float = 0.2
+    input_norm: str = "none"  # none | batchnorm (make_input_norm)
 
-@functools.cache
-def _yaml_options(name: str) -> dict[str, Any]:
-    from iqs.core.config import conf_dir
-
-    path = conf_dir() / "head" / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"head '{name}' has no {path}: every registered head needs its yaml")
-    options = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    assert isinstance(options, dict)
-    options.pop("name", None)
-    return options
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (lists, not tuples) for `iqs_meta`'s `head_cfg`."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 class Head(nn.Module):
-    """Base: subclasses implement forward / loss; their options and defaults are conf/head/<name>.yaml's."""
+    """Base: subclasses implement forward / loss and name their `Options` dataclass (defaults included)."""
 
     # What `score` means, recorded in the meta as `score_scale`: "common" (1..10, comparable to the labels'
     # thresholds), "class_index" (expected class index 0..2) or "latent" (an unscaled ranking score).
@@ -177,35 +149,39 @@ class Head(nn.Module):
     has_dist: bool = False
     # The scalar regression losses this head can train with (rebalancers that swap the loss check it).
     regression_losses: tuple[str, ...] = ()
+    # the head's options and their defaults
+    Options: type[HeadOptions] = HeadOptions
 
-    def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
+    def __init__(self, in_features: int, t1: float, t2: float, options: HeadOptions | None = None) -> None:
         super().__init__()
-        cfg = plain_cfg(cfg)
-        options = head_options(self.head_name)
-        check_cfg(self.head_name, cfg, list(options))
         if not t1 < t2:
             raise ValueError(f"thresholds must satisfy t1 < t2, got ({t1}, {t2})")
         self.in_features = int(in_features)
         self.t1, self.t2 = float(t1), float(t2)
+        self.options = self.Options() if options is None else options
+        if not isinstance(self.options, self.Options):
+            raise TypeError(
+                f"head '{self.head_name}' takes {self.Options.__name__}, got {type(options).__name__}"
+            )
         # Effective options (defaults filled in), as recorded in the checkpoint metadata.
-        self.cfg: dict[str, Any] = {**options, **{k: v for k, v in cfg.items() if k != "name"}}
+        self.cfg: dict[str, Any] = self.options.as_dict()
 
     @property
     def head_name(self) -> str:
         return getattr(type(self), "registry_name", type(self).__name__)
 
     def class_logits(self, score: torch.Tensor) -> torch.Tensor:
-        return score_to_class_logits(score, self.t1, self.t2, float(self.cfg.get("sharpness", 4.0)))
+        return score_to_class_logits(score, self.t1, self.t2, self.sharpness)
 
-    def cfg_mlp(self, out_features: int) -> nn.Sequential:
+    @property
+    def sharpness(self) -> float:
+        """Slope of the class logits cut from the score (score heads have the option; 4 otherwise)."""
+        return float(getattr(self.options, "sharpness", 4.0))
+
+    def options_mlp(self, out_features: int) -> nn.Sequential:
         """`make_mlp` from the head's own `hidden`, `dropout` and `input_norm` options."""
-        return make_mlp(
-            self.in_features,
-            list(self.cfg["hidden"]),
-            float(self.cfg["dropout"]),
-            out_features,
-            str(self.cfg["input_norm"]),
-        )
+        o = self.options
+        return make_mlp(self.in_features, list(o.hidden), float(o.dropout), out_features, str(o.input_norm))
 
     def score_outputs(self, score: torch.Tensor) -> dict[str, torch.Tensor]:
         """`score`, `logits3` and `probs` of a head whose classes come from cutting its (N,) score."""
@@ -231,5 +207,16 @@ def register_head(name: str):
     return deco
 
 
-def build_head(name: str, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> Head:
-    return HEADS.get(name)(in_features, cfg, t1, t2)
+def build_head(name: str, in_features: int, t1: float, t2: float, **options: Any) -> Head:
+    """Head `name` with its options (unset ones take the defaults of the head's `Options`).
+
+    conf/head/<name>.yaml targets this with `_partial_: true`: the composed options are bound there and
+    `in_features` (known once the backbone exists) and the thresholds are given here."""
+    return HEADS.get(name)(in_features, t1, t2, head_options(name, **options))
+
+
+def head_options(name: str, **options: Any) -> HeadOptions:
+    """The checked `Options` of head `name`: an unknown head or option names the nearest valid one."""
+    cls = HEADS.get(name)
+    check_options(f"head '{name}'", options, [f.name for f in fields(cls.Options)])
+    return cls.Options(**options)

@@ -6,28 +6,45 @@ correlation metrics (PLCC, SRCC, KRCC) use it; RMSE on the common scale does not
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from iqs.core.classes import CLASS_NAMES
-from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
+from iqs.models.heads.base import (
+    Batch,
+    Head,
+    HeadOptions,
+    Outputs,
+    expectation,
+    reduce_weighted,
+    register_head,
+)
+
+
+@dataclass(frozen=True)
+class ClassificationOptions(HeadOptions):
+    label_smoothing: float = 0.0
+    class_weights: list[float] | None = None  # None or [bad, normal, good]
 
 
 @register_head("classification")
 class ClassificationHead(Head):
+    Options = ClassificationOptions
+    options: ClassificationOptions
     score_scale = "class_index"
 
-    def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
-        super().__init__(in_features, cfg, t1, t2)
+    def __init__(
+        self, in_features: int, t1: float, t2: float, options: ClassificationOptions | None = None
+    ) -> None:
+        super().__init__(in_features, t1, t2, options)
         n = len(CLASS_NAMES)
-        self.mlp = self.cfg_mlp(n)
-        smoothing = float(self.cfg["label_smoothing"])
+        self.mlp = self.options_mlp(n)
+        smoothing = float(self.options.label_smoothing)
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}")
-        weights = self.cfg["class_weights"]
+        weights = self.options.class_weights
         if weights is not None:
             weights = [float(w) for w in weights]
             if len(weights) != n or min(weights) < 0:
@@ -51,7 +68,7 @@ class ClassificationHead(Head):
             outputs["logits3"],
             batch["label"].long(),
             weight=self.class_weights,
-            label_smoothing=float(self.cfg["label_smoothing"]),
+            label_smoothing=float(self.options.label_smoothing),
             reduction="none",
         )
         return reduce_weighted(per_sample, weights)

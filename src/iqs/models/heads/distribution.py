@@ -5,23 +5,41 @@ The score is the expectation over bins 1..10; classes come from that score throu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from iqs.core.scale import BIN_CENTRES, N_BINS
 from iqs.losses.emd import emd_loss
-from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
+from iqs.models.heads.base import (
+    Batch,
+    Head,
+    HeadOptions,
+    Outputs,
+    expectation,
+    reduce_weighted,
+    register_head,
+)
+
+
+@dataclass(frozen=True)
+class DistributionOptions(HeadOptions):
+    dropout: float = 0.75  # NIMA's value
+    emd_r: float = 2.0
+    sharpness: float = 4.0
 
 
 @register_head("distribution")
 class DistributionHead(Head):
+    Options = DistributionOptions
+    options: DistributionOptions
     has_dist = True
 
-    def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
-        super().__init__(in_features, cfg, t1, t2)
-        self.mlp = self.cfg_mlp(N_BINS)
+    def __init__(
+        self, in_features: int, t1: float, t2: float, options: DistributionOptions | None = None
+    ) -> None:
+        super().__init__(in_features, t1, t2, options)
+        self.mlp = self.options_mlp(N_BINS)
         self.register_buffer("bin_centres", torch.tensor(BIN_CENTRES, dtype=torch.float32), persistent=False)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -39,5 +57,5 @@ class DistributionHead(Head):
 
     def loss(self, outputs: Outputs, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
         target = batch["dist"].to(outputs["dist"].dtype)
-        per_sample = emd_loss(outputs["dist"], target, r=float(self.cfg["emd_r"]), reduction="none")
+        per_sample = emd_loss(outputs["dist"], target, r=float(self.options.emd_r), reduction="none")
         return reduce_weighted(per_sample, weights)

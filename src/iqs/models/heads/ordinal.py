@@ -24,8 +24,7 @@ predicted `normal` (f1_normal 0). `latent` = g(x) and `cum_logits` (N, 2) = z fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +32,15 @@ from coral_pytorch.losses import coral_loss
 from torch import nn
 
 from iqs.core.classes import CLASS_NAMES
-from iqs.models.heads.base import Batch, Head, Outputs, expectation, reduce_weighted, register_head
+from iqs.models.heads.base import (
+    Batch,
+    Head,
+    HeadOptions,
+    Outputs,
+    expectation,
+    reduce_weighted,
+    register_head,
+)
 
 
 def cumulative_levels(label: torch.Tensor, num_classes: int = len(CLASS_NAMES)) -> torch.Tensor:
@@ -42,23 +49,31 @@ def cumulative_levels(label: torch.Tensor, num_classes: int = len(CLASS_NAMES)) 
     return (label.long().unsqueeze(-1) > ks).to(torch.float32)
 
 
+@dataclass(frozen=True)
+class OrdinalOptions(HeadOptions):
+    importance_weights: list[float] | None = None  # None or [lambda_(y>bad), lambda_(y>normal)]
+    sharpness: float = 4.0  # slope of the class logits in the cumulative logits
+
+
 @register_head("ordinal")
 class OrdinalHead(Head):
+    Options = OrdinalOptions
+    options: OrdinalOptions
     score_scale = "class_index"
 
-    def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
-        super().__init__(in_features, cfg, t1, t2)
+    def __init__(self, in_features: int, t1: float, t2: float, options: OrdinalOptions | None = None) -> None:
+        super().__init__(in_features, t1, t2, options)
         n_cuts = len(CLASS_NAMES) - 1
         if n_cuts != 2:  # the ordered-bias parametrisation below is written for two cuts
             raise ValueError(f"the ordinal head expects 3 classes, got {CLASS_NAMES}")
-        self.mlp = self.cfg_mlp(1)
+        self.mlp = self.options_mlp(1)
         # CORAL: the latent's layer has no bias of its own; the cut biases carry the offsets. Initial cuts
         # as coral-pytorch's CoralLayer (b = 1, 0.5 for three classes): ordered and near zero.
         self.mlp[-1].bias = None
         self.bias_first = nn.Parameter(torch.tensor(1.0))
         # softplus(r) = 0.5 -> r = log(e^0.5 - 1)
         self.bias_gap_raw = nn.Parameter(torch.tensor(0.5).expm1().log())
-        weights = self.cfg["importance_weights"]
+        weights = self.options.importance_weights
         if weights is not None:
             weights = [float(w) for w in weights]
             if len(weights) != n_cuts or min(weights) < 0:
@@ -79,7 +94,7 @@ class OrdinalHead(Head):
         # (N, 1) columns, -z as z * -1 and min(z0, -z1) as z0 - relu(z0 + z1): only operators that every
         # digiKam OpenCV loads (iqs.deploy.export.onnx_ops; see score_to_class_logits)
         z0, z1 = latent + b0, latent + b1
-        logits3 = float(self.cfg["sharpness"]) * torch.cat([z0 * -1.0, z0 - torch.relu(z0 + z1), z1], dim=-1)
+        logits3 = float(self.options.sharpness) * torch.cat([z0 * -1.0, z0 - torch.relu(z0 + z1), z1], dim=-1)
         cum_logits = torch.cat([z0, z1], dim=-1)
         p_above = torch.sigmoid(cum_logits)  # (N, 2): P(y > bad), P(y > normal)
         coral_probs = torch.stack([1 - p_above[:, 0], p_above[:, 0] - p_above[:, 1], p_above[:, 1]], dim=-1)

@@ -10,23 +10,29 @@ inside a source.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from iqs.losses.fidelity import batch_fidelity
-from iqs.models.heads.base import Batch, Head, Outputs, register_head
+from iqs.models.heads.base import Batch, Head, HeadOptions, Outputs, register_head
+
+
+@dataclass(frozen=True)
+class RankOptions(HeadOptions):
+    sharpness: float = 4.0  # slope of the class logits derived from the score
 
 
 @register_head("rank")
 class RankHead(Head):
+    Options = RankOptions
+    options: RankOptions
     score_scale = "latent"
     pairwise = True
 
-    def __init__(self, in_features: int, cfg: Mapping[str, Any] | None, t1: float, t2: float) -> None:
-        super().__init__(in_features, cfg, t1, t2)
-        self.mlp = self.cfg_mlp(1)
+    def __init__(self, in_features: int, t1: float, t2: float, options: RankOptions | None = None) -> None:
+        super().__init__(in_features, t1, t2, options)
+        self.mlp = self.options_mlp(1)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         score = self.mlp(features).reshape(-1)  # not squeeze: OpenCV 4.6 cannot import Squeeze-13
