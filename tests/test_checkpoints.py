@@ -79,8 +79,8 @@ def test_a_checkpoint_written_by_lightning_training_loads_weights_only(tmp_path:
     """A real Trainer run with the training's own module, callbacks and scheduler writes the checkpoint."""
     from hydra.utils import instantiate
 
+    from iqs.train.build import callbacks as make_callbacks
     from iqs.train.module import QualityLitModule
-    from iqs.train.trainer_setup import make_callbacks
 
     cfg = compose(
         "train",

@@ -172,3 +172,40 @@ def test_instantiate_is_called_in_one_place() -> None:
         str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "hydra.utils.instantiate" in imported_names(p)
     )
     assert callers == ["train/build.py"]
+
+
+def test_callbacks_come_from_the_config_in_order_with_their_folder_and_switches(tmp_path: Path) -> None:
+    from pytorch_lightning.callbacks import (
+        EarlyStopping,
+        LearningRateMonitor,
+        ModelCheckpoint,
+        RichProgressBar,
+    )
+
+    from iqs.train import build
+
+    cfg = compose("train", ["callbacks.early_stopping.patience=3", "monitor.metric=val/all/plcc"])
+    built = build.callbacks(cfg, tmp_path)
+    # checkpoint callbacks run in list order: the best before last.ckpt of the same epoch
+    assert list(built) == ["lr", "checkpoint", "last", "early_stopping", "progress"]
+    assert isinstance(built["lr"], LearningRateMonitor) and isinstance(built["progress"], RichProgressBar)
+    best, last, stop = built["checkpoint"], built["last"], built["early_stopping"]
+    assert isinstance(best, ModelCheckpoint) and isinstance(stop, EarlyStopping)
+    assert Path(best.dirpath) == Path(last.dirpath) == tmp_path / "checkpoints"
+    assert best.monitor == stop.monitor == "val/all/plcc" and last.monitor is None
+    assert stop.patience == 3 and stop.check_finite is False
+
+    off = compose(
+        "train",
+        [
+            "callbacks.early_stopping.enabled=false",
+            "callbacks.checkpoint.save_last=false",
+            "trainer.enable_progress_bar=false",
+        ],
+    )
+    assert list(build.callbacks(off, tmp_path)) == ["lr", "checkpoint"]
+    assert list(build.callbacks(compose("train", ["callbacks.checkpoint.enabled=false"]), tmp_path)) == [
+        "lr",
+        "early_stopping",
+        "progress",
+    ]

@@ -268,7 +268,8 @@ def test_last_ckpt_is_written_every_epoch_apart_from_the_best(tmp_path):
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
-    from iqs.train.trainer_setup import make_callbacks, trainer_plugins
+    from iqs.train.build import callbacks as make_callbacks
+    from iqs.train.trainer_setup import trainer_plugins
 
     class Flat(pl.LightningModule):
         def __init__(self) -> None:

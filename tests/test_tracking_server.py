@@ -232,13 +232,11 @@ class ServerOutage:
 
 
 def with_outage(monkeypatch: pytest.MonkeyPatch, outage: ServerOutage) -> None:
-    import iqs.train.trainer_setup as trainer_setup
+    import iqs.train.build as build
 
-    make_callbacks = trainer_setup.make_callbacks
+    make_callbacks = build.callbacks
     monkeypatch.setattr(
-        trainer_setup,
-        "make_callbacks",
-        lambda cfg, out: {**make_callbacks(cfg, out), "outage": outage.as_callback()},
+        build, "callbacks", lambda cfg, out: {**make_callbacks(cfg, out), "outage": outage.as_callback()}
     )
 
 

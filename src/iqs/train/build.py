@@ -1,7 +1,7 @@
 """Where a run's config becomes objects: every `hydra.utils.instantiate` of `iqs train` is here.
 
 The config groups that mirror an object name it with `_target_` (conf/head, conf/backbone, conf/rebalance,
-the optimizer, scheduler and trainer); a group whose object needs what only exists at run time (a head
+the optimizer, scheduler, callbacks and trainer); a group whose object needs what only exists at run time (a head
 needs the backbone's feature size, an optimizer the parameters) is a partial (`_partial_: true`). What is
 built here takes typed arguments; nothing below this module sees a DictConfig of its group.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
@@ -105,6 +106,33 @@ def optimizer(cfg: DictConfig) -> Callable[..., torch.optim.Optimizer]:
 def scheduler(cfg: DictConfig) -> Callable[..., Any] | None:
     """A partial awaiting the optimizer, or None when the config has no scheduler."""
     return instantiate_node(cfg.scheduler, convert="none") if cfg.get("scheduler") else None
+
+
+# keys of a callback's node that choose whether and what to build; not arguments of the callback
+NOT_CALLBACK_ARGS = ("enabled", "save_last")
+
+
+def callbacks(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """`cfg.callbacks` in their order, by name, without those `enabled: false` leaves out. A `dirpath` is a
+    folder under the job's `output_dir`; a checkpoint's `save_last` adds `last` (last.ckpt every epoch,
+    in the same folder) right after it."""
+    from omegaconf import OmegaConf
+
+    from iqs.train.checkpoint_io import last_checkpoint
+
+    built: dict[str, Any] = {}
+    for name, node in cfg.callbacks.items():
+        if not node.get("enabled", True):
+            continue
+        if name == "progress" and not cfg.trainer.get("enable_progress_bar", True):
+            continue  # Lightning refuses a progress-bar callback when the bar is off
+        resolved = OmegaConf.to_container(node, resolve=True)
+        spec = OmegaConf.create({k: v for k, v in resolved.items() if k not in NOT_CALLBACK_ARGS})
+        runtime = {"dirpath": output_dir / str(node.dirpath)} if node.get("dirpath") else {}
+        built[str(name)] = instantiate_node(spec, **runtime)
+        if node.get("save_last", False):
+            built["last"] = last_checkpoint(runtime["dirpath"])
+    return built
 
 
 def trainer(cfg: DictConfig, **runtime: Any) -> Any:

@@ -51,3 +51,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_torch_save(checkpoint, str(path).removeprefix("file://"))
+
+
+def last_checkpoint(dirpath: Path) -> Any:
+    """`last.ckpt` at the end of every epoch, what `resume=` continues from.
+
+    Not the best checkpoint's `save_last=True`: Lightning 2.6 writes that one only when the best improves
+    (ModelCheckpoint.on_validation_end), so a kill lost every epoch since. This second ModelCheckpoint
+    (no monitor, one file under one name) saves each epoch; Lightning runs checkpoint callbacks last and in
+    list order, so the file holds the best callback's state of the same epoch. Writes are atomic
+    (AtomicCheckpointIO)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from iqs.train.resume import LAST
+
+    return ModelCheckpoint(
+        dirpath=dirpath,
+        filename=LAST.removesuffix(".ckpt"),
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
