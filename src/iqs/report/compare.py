@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from iqs.core.config import Flags, compose
+from iqs.core.config import compose
 from iqs.report.compare_paired import paired_table
 from iqs.report.compare_render import WIDE, render, rich_table, title_for, write_figure
 from iqs.report.compare_table import AXES, CompareError, build_table, labels_of, varying_params
@@ -54,12 +54,6 @@ __all__ = [  # the entry points; the table, pairing and rendering live in compar
 
 STATUSES = ("FINISHED", "FAILED", "RUNNING", "KILLED", "SCHEDULED")
 FORMATS = ("table", "csv", "markdown", "html", "png")
-# `experiment=` and `tag.<key>=` are short for the config keys; the filters' values are text as typed
-# (a tag value `5_6` or a run id `01234567` would otherwise be read as a number by Hydra)
-FLAGS = Flags(
-    renames={"experiment": "experiment_name", "tag.": "++tags.", "tags.": "++tags."},
-    strings=("experiment_name", "sweep", "status", "baseline", "cv", "tags."),
-)
 
 
 def _quote(value: str) -> str:
@@ -157,13 +151,13 @@ def log_to_sweep(cfg: Any, table: pd.DataFrame, path: Path) -> int:
 def load_config(argv: Sequence[str]) -> DictConfig:
     """conf/compare.yaml composed with the command line (`key=value`, `experiment=`, `tag.<key>=`)."""
     try:
-        return compose("compare", argv, FLAGS)
+        return compose("compare", argv)
     except ValueError as exc:
         raise CompareError(str(exc)) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)  # `iqs compare --help` / `--cfg job`: iqs.cli
+    argv = list(argv or [])  # `iqs compare --help` / `--cfg job`: iqs.cli
     try:
         cfg = load_config(argv)
         if cfg.get("cv"):
@@ -205,7 +199,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,10 +3,10 @@
 `trainer=ddp` (GPUs, NCCL) and `trainer=ddp_cpu` (2 CPU processes, gloo) use `ReplayDDPStrategy`.
 
 Starting ranks 1..N-1. Lightning's own launcher re-runs the command line for every extra rank, which
-fails for `iqs train`: the console script rewrites `sys.argv` (Hydra's argv has no `train`), and under
+fails for `iqs train`: the command line Hydra reads has no `train` (iqs.core.config.hydra_app_argv), and under
 Hydra it re-composes the config with rank 0's `hydra.run.dir`, which in a sweep is not the job's folder.
 Here rank 0 writes its resolved job config to `<output_dir>/ddp/config.yaml` and starts the other ranks as
-`python -m iqs.train.replay <that file>`: they train on exactly rank 0's configuration (sweep
+`python -m iqs train replay <that file>`: they train on exactly rank 0's configuration (sweep
 overrides included), without Hydra, without an output folder or an MLflow run of their own. Ranks that a
 cluster starts itself (srun with one task per GPU, torchrun) run the full `iqs train` each; Lightning
 then creates no processes, and this module only keeps MLflow and the artifacts on rank 0.
@@ -214,7 +214,7 @@ class ReplayLauncher(_SubprocessScriptLauncher):
             # read by Lightning's rank_zero_only before the trainer exists (global_rank above)
             child_env["RANK"] = str(env.node_rank() * self.num_processes + local_rank)
             child_env.pop(REPLAY_ENV, None)
-            command = [sys.executable, "-m", "iqs.train.replay", config]
+            command = [sys.executable, "-m", "iqs", "train", "replay", config]
             self.procs.append(subprocess.Popen(command, env=child_env))
 
     def stop_children(self, timeout: float = 10.0) -> None:
