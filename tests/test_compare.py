@@ -80,6 +80,9 @@ def run_csv(store: str, tmp_path: Path, *args: str) -> pd.DataFrame:
     view = (
         [] if any(a.startswith(("view=", "baseline=")) for a in args) else ["view=wide", "sort=test/all/srcc"]
     )
+    view.insert(
+        0, "runs=all"
+    )  # every run the filters select (without filters the default is the newest group)
     assert main([f"logger.tracking_uri={store}", "format=csv", f"output={out}", *view, *args]) == 0
     return pd.read_csv(out, dtype={"run_id": str})
 
@@ -211,11 +214,11 @@ def test_default_view_is_one_metric_with_its_ci_and_fits_a_terminal(
     assert "interval_rule" in out
     assert max(len(line) for line in out.splitlines()) <= 100
     # another metric, across two label groups: F1 is flagged as not comparable across them
-    assert main([f"logger.tracking_uri={store}", "metric=macro_f1", "format=markdown"]) == 0
+    assert main([f"logger.tracking_uri={store}", "runs=all", "metric=macro_f1", "format=markdown"]) == 0
     md = capsys.readouterr().out
     assert "| labels |" in md.splitlines()[0].replace("| run_id | labels |", "| labels |")
     assert "macro_f1: depend on the label thresholds" in md
-    assert main([f"logger.tracking_uri={store}", "metric=srcc", "format=markdown"]) == 0
+    assert main([f"logger.tracking_uri={store}", "runs=all", "metric=srcc", "format=markdown"]) == 0
     assert "depend on the label thresholds" not in capsys.readouterr().out  # SRCC compares across them
 
 

@@ -122,6 +122,12 @@ def notes_for(table: pd.DataFrame) -> list[str]:
         )
         if "too_few_groups" in table.columns:
             notes += too_few_notes(table["n_groups"], table["too_few_groups"].map(_flag))
+    hidden = table.attrs.get("hidden_params") or []
+    if hidden:
+        named = ", ".join(hidden[:4]) + (", ..." if len(hidden) > 4 else "")
+        notes.append(
+            f"{len(hidden)} more param(s) vary ({named}): `params=all` shows every one, `params=[a,b]` those"
+        )
     notes = list(dict.fromkeys(notes))
     if table.attrs.get("label_groups", 1) > 1 and table.attrs.get("label_metrics"):
         notes.append(
@@ -167,8 +173,29 @@ def rich_table(table: pd.DataFrame, digits: int, title: str) -> Any:
     return out
 
 
+def fit_width(table: pd.DataFrame, digits: int, title: str, width: int) -> pd.DataFrame:
+    """The table without its least informative param columns until its rich rendering fits `width`
+    columns (the axes, run ids and metric cells stay); those dropped are named in the notes."""
+    from rich.console import Console
+
+    console = Console(width=WIDE)
+    shown = list(table.attrs.get("params") or [])
+    while shown and console.measure(rich_table(table, digits, title)).maximum > width:
+        dropped = shown.pop()
+        attrs = {**table.attrs, "params": shown, "hidden_params": [dropped, *table.attrs["hidden_params"]]}
+        table = table.drop(columns=[dropped])
+        table.attrs.update(attrs)
+    return table
+
+
 def title_for(table: pd.DataFrame, cfg: Any, uri: str) -> str:
     view = table.attrs.get("view")
+    scope = table.attrs.get("scope")
+    if scope and view == "metric":
+        return (
+            f"{cfg.stage} {cfg.metric}, {scope}: {len(table)} run(s) in {uri}\n"
+            "(others: sweep=<id>, cv=<id>, experiment=<name>, or runs=all for every run)"
+        )
     if view == "metric":
         return f"{cfg.stage} {cfg.metric}: {len(table)} run(s) in {uri}"
     if view == "baseline":
