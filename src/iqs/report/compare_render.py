@@ -151,9 +151,11 @@ def rich_table(table: pd.DataFrame, digits: int, title: str) -> Any:
 
     shown = display_frame(table, digits)
     numeric = set(table.select_dtypes("number").columns) | set(table.attrs.get("datasets") or [])
-    caption = "\n".join(notes_for(table)) or None
+    from rich.markup import escape
+
+    caption = escape("\n".join(notes_for(table))) or None
     out = Table(
-        title=title,
+        title=escape(title),
         caption=caption,
         header_style="bold",
         box=box.SIMPLE_HEAD,
