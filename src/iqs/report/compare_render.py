@@ -196,7 +196,7 @@ def title_for(table: pd.DataFrame, cfg: Any, uri: str) -> str:
     if scope and view == "metric":
         return (
             f"{cfg.stage} {cfg.metric}, {scope}: {len(table)} run(s) in {uri}\n"
-            "(others: sweep=<id>, cv=<id>, experiment=<name>, or runs=all for every run)"
+            "(other groups: sweep=<id>, cv=<id>, experiment=<name>; every run: runs=all)"
         )
     if view == "metric":
         return f"{cfg.stage} {cfg.metric}: {len(table)} run(s) in {uri}"
