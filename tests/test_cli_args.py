@@ -142,3 +142,16 @@ def test_no_module_reads_the_command_line_itself() -> None:
         if str(path.relative_to(root)) not in allowed and readers.search(path.read_text())
     ]
     assert found == []
+
+
+def test_a_required_key_left_out_is_one_line(capsys, tmp_path) -> None:
+    from iqs import cli
+
+    assert cli.main(["store", "relocate"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "iqs store relocate: db is required (see `iqs store relocate --help`)"
+    )
+    assert cli.main(["store", "relocate", str(tmp_path / "none.db")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"iqs store relocate: no MLflow SQLite store at {tmp_path / 'none.db'}"

@@ -146,12 +146,16 @@ def main(argv: list[str] | None = None) -> int:
             # Hydra's own command-line errors (a value its grammar cannot read, an ambiguous `a,b`, a missing
             # group option); imported here, after the command's module, so `iqs --help` stays light
             from hydra.errors import ConfigCompositionException, OverrideParseException
+            from omegaconf.errors import MissingMandatoryValue
 
             name = "iqs " + " ".join(words)
             try:
                 rc = mod.main(rest)
             except CommandLineError as exc:
                 print(f"{name}: {exc} (see `{name} --help`)", file=sys.stderr)
+                return 2
+            except MissingMandatoryValue as exc:  # a `???` of the command's conf/ file left unset
+                print(f"{name}: {exc.full_key} is required (see `{name} --help`)", file=sys.stderr)
                 return 2
             except (OverrideParseException, ConfigCompositionException) as exc:
                 said = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())

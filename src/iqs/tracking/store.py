@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -232,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     from iqs.core.config import compose
 
     cfg = compose("relocate", list(argv or []))
-    moved = relocate(str(cfg.db), cfg.artifact_root)
+    try:
+        moved = relocate(str(cfg.db), cfg.artifact_root)
+    except FileNotFoundError as exc:
+        print(f"iqs store relocate: {exc}", file=sys.stderr)
+        return 2
     for name, (old, new) in moved.items():
         print(f"{name}: {old} -> {new}")
     if not moved:

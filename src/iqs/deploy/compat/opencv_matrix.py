@@ -8,7 +8,7 @@ Each release of `onnx_ops.OPENCV_RELEASES` gets one small virtualenv (pip `openc
 exact version, plus numpy), cached once per machine and reused (iqs.deploy.compat.tool_venvs). `opencv_worker.py` runs inside it with one `cv::dnn::Net`
 per model file, reused for every image, and digiKam's own preprocessing and argmax.
 
-`python -m iqs.deploy.compat.command` (`make compat`) exports fixed-seed models and prints the matrix against
+`iqs compat` (`make compat`) exports fixed-seed models and prints the matrix against
 `iqs predict` (onnxruntime, full profile) and PyTorch.
 """
 
