@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from iqs.core.config import ALIASES, Flags, compose, hydra_overrides
+from iqs.core.config import ALIASES, CommandLineError, Flags, compose, hydra_overrides
 
 PREDICT = ALIASES["predict"]
 
@@ -155,3 +155,16 @@ def test_a_required_key_left_out_is_one_line(capsys, tmp_path) -> None:
     assert cli.main(["store", "relocate", str(tmp_path / "none.db")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"iqs store relocate: no MLflow SQLite store at {tmp_path / 'none.db'}"
+
+
+def test_train_keys_get_a_did_you_mean_before_hydra_runs() -> None:
+    from iqs.core.config import check_app_keys
+
+    with pytest.raises(CommandLineError, match="unknown key 'optimizer.lre'.*did you mean 'optimizer.lr'"):
+        check_app_keys(
+            "train", ["-m", "experiment=demo", "head=regression,classification", "optimizer.lre=1,2"]
+        )
+    # valid lines pass: a sweep (its first values), a preset's keys, Hydra's add/delete and its own keys
+    check_app_keys("train", ["-m", "experiment=lodo_demo", "data.held_out=demo_ava,demo_koniq", "seed=1,2"])
+    check_app_keys("train", ["+extra=1", "~data.sources.demo_ava", "hydra.job.chdir=false"])
+    check_app_keys("train", ["lre=1", "--cfg", "job"])  # other flags: Hydra answers itself

@@ -193,6 +193,35 @@ def hydra_overrides(argv: Sequence[str], flags: Flags | None = None) -> list[str
     return out
 
 
+def check_app_keys(config_name: str, argv: Sequence[str]) -> None:
+    """Raise `CommandLineError` (with a did-you-mean) for a key that `conf/<config_name>.yaml` lacks, before
+    a `@hydra.main` app gets `argv`; Hydra's own message names the key but suggests nothing.
+
+    A sweep is checked on the first value of each swept key. Command lines with other flags than `-m`
+    (`--cfg job`, `--help`, `-cn`) and anything this compose cannot read are left to Hydra itself."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+        first = [
+            f"{o.input_line.split('=', 1)[0]}={next(iter(o.sweep_string_iterator()))}"
+            if o.is_sweep_override()
+            else o.input_line
+            for o in parsed
+        ]
+    except (HydraException, StopIteration, ValueError):
+        return
+    try:
+        compose(config_name, first)
+    except CommandLineError:
+        raise
+    except Exception:  # noqa: BLE001 - e.g. a launcher plugin's group: Hydra's own report follows
+        return
+
+
 @contextmanager
 def hydra_app_argv(prog: str, argv: Sequence[str]) -> Iterator[None]:
     """`argv` as the command line of a `@hydra.main` app (`iqs train`): Hydra reads only `sys.argv` and has

@@ -218,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     Returns the process exit status: 0, 1 when a job failed on a configuration or data error, 128 + the
     signal number when SIGTERM or SIGINT stopped it. The monitored metric is the Hydra task's return value.
     """
-    from iqs.core.config import hydra_app_argv
+    from iqs.core.config import check_app_keys, hydra_app_argv
     from iqs.core.signals import Interrupted, signals_raise
     from iqs.train import user_errors
 
+    check_app_keys("train", list(argv or []))  # `iqs train lr=1` -> did you mean 'optimizer.lr'?
     user_errors.reported.clear()
     # jobs of a joblib/submitit sweep report in their own processes: collecting hears them too
     with user_errors.collecting() as elsewhere:
