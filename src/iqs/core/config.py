@@ -76,8 +76,10 @@ class Flags:
         }
         if self.positional:
             rows["PATH ..."] = self.positional
-        rows.update({f"{old}...": new.lstrip("+") for old, new in self.renames.items()})
-        return [f"  {flag:<28} {key}" for flag, key in rows.items()]
+        for old, new in self.renames.items():
+            key = "<key>" if old.endswith(".") else ""
+            rows[f"{old}{key}=X"] = f"{new.lstrip('+')}{key}=X"
+        return [f"  {flag:<32} {key}" for flag, key in rows.items()]
 
 
 def _switch(key: str) -> str:
@@ -284,11 +286,12 @@ def compose(config_name: str, overrides: Sequence[str] | None = None) -> DictCon
             ) from exc
 
 
-def _dotted_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+def _dotted_keys(cfg: DictConfig | Mapping, prefix: str = "") -> list[str]:
+    """Every key of `cfg`, dotted (`optimizer.lr`), interpolations unresolved."""
+    tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
     out = []
-    for key in cfg:
-        value = cfg._get_node(key)
+    for key, value in tree.items():
         out.append(f"{prefix}{key}")
-        if isinstance(value, DictConfig):
+        if isinstance(value, Mapping):
             out += _dotted_keys(value, f"{prefix}{key}.")
     return out
