@@ -482,3 +482,33 @@ def test_many_varying_params_give_at_most_six_columns_that_fit_the_terminal(
     shown = [w for w in header.split() if "." in w]
     assert 1 <= len(shown) <= 6
     assert "more param(s) vary" in text and "params=all" in text
+
+
+def test_newest_group_is_a_cv_else_a_sweep_else_the_single_runs_of_one_experiment() -> None:
+    from iqs.report.compare_table import newest_group
+
+    t = pd.Timestamp("2026-12-01 10:00")
+    runs = pd.DataFrame(
+        {
+            "run_id": list("abcdefg"),
+            "start_time": [
+                t,
+                t + pd.Timedelta("1h"),
+                t + pd.Timedelta("2h"),
+                t + pd.Timedelta("3h"),
+                t,
+                t,
+                t,
+            ],
+            "tags.cv_id": [None, "cv1", "cv1", None, None, None, None],
+            "tags.sweep_id": ["none", "s1", "s1", "s2", "s2", "none", "none"],
+            "tags.data": ["demo"] * 6 + ["mixture"],
+            "experiment": ["e"] * 7,
+        }
+    )
+    picked, scope, groups = newest_group(runs)
+    assert (list(picked["run_id"]), scope, groups) == (["d", "e"], "sweep s2", 4)
+    picked, scope, _ = newest_group(runs[runs["run_id"] != "d"])
+    assert (list(picked["run_id"]), scope) == (["b", "c"], "CV group cv1")  # its sweep id does not split it
+    picked, scope, _ = newest_group(runs[runs["run_id"].isin(["a", "f", "g"])])
+    assert list(picked["run_id"]) == ["a", "f"] and scope == "runs outside sweeps of experiment e, data demo"
