@@ -31,7 +31,7 @@ lock: setup ## re-resolve requirements/*.txt from pyproject.toml, keeping pins s
 	test -x $(LOCK_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install -q $(PIP_TOOLS); }
 	$(LOCK_TOOLS)/bin/pip-compile -q --generate-hashes --allow-unsafe --extra dev --strip-extras \
 	  --no-emit-index-url --no-emit-find-links $(ARGS) -o $(LOCK) pyproject.toml
-	$(BIN)/python -m iqs.deploy.compat.opencv_matrix $(LOCK_TOOLS)/bin/pip-compile $(ARGS)
+	$(BIN)/iqs compat lock $(LOCK_TOOLS)/bin/pip-compile $(ARGS)
 	@echo "locks refreshed: review 'git diff requirements/', then 'make setup' and 'make test'"
 
 deps-latest: ## scratch venv with the newest versions pyproject.toml allows: fast tests + export smoke test, prints what breaks
@@ -73,7 +73,7 @@ bench-predict: setup ## predict benchmark only (12 MP and 24 MP JPEGs)
 	$(BIN)/python bench/run.py --only predict_bench
 
 compat: setup ## OpenCV matrix: fixed-seed demo exports (ONNX and TF .pb) in OpenCV 4.6-5.x vs iqs predict and PyTorch (ARGS=--backbones)
-	$(BIN)/python -m iqs.deploy.compat.command $(ARGS)
+	$(BIN)/iqs compat $(ARGS)
 
 clean: ## remove caches and outputs (keeps .venv and mlruns)
 	rm -rf outputs multirun cache .pytest_cache

@@ -35,8 +35,8 @@ PY
 declare -A result
 "$VENV/bin/python" -m pytest -q -m "not slow" -p no:cacheprovider >"$VENV.pytest.log" 2>&1
 result[fast tests: pytest -m 'not slow']=$?
-"$VENV/bin/python" -m iqs.deploy.compat.command --images 4 --heads regression --out-dir "$VENV/compat" >"$VENV.compat.log" 2>&1
-result[export/compat smoke test: python -m iqs.deploy.compat.command --images 4 --heads regression]=$?
+"$VENV/bin/python" -m iqs compat --images 4 --heads regression --out-dir "$VENV/compat" >"$VENV.compat.log" 2>&1
+result[export/compat smoke test: iqs compat --images 4 --heads regression]=$?
 
 broken=0
 for check in "${!result[@]}"; do

@@ -29,6 +29,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("deploy",),
     ("train",),
     ("cli",),
+    ("__main__",),  # `python -m iqs`: the console script
 )
 FLOOR = {pkg: level for level, pkgs in enumerate(FLOORS) for pkg in pkgs}
 
@@ -114,7 +115,10 @@ def test_upward_imports_names_an_import_of_a_higher_or_same_floor() -> None:
 
 
 def test_every_package_stands_on_a_floor() -> None:
-    packages = {p.name for p in (SRC / "iqs").iterdir() if (p / "__init__.py").is_file()} | {"cli"}
+    packages = {p.name for p in (SRC / "iqs").iterdir() if (p / "__init__.py").is_file()} | {
+        "cli",
+        "__main__",
+    }
     assert packages == set(FLOOR), "add the new package to FLOORS here and to ARCHITECTURE.md"
 
 

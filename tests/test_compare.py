@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -80,6 +81,9 @@ def run_csv(store: str, tmp_path: Path, *args: str) -> pd.DataFrame:
     view = (
         [] if any(a.startswith(("view=", "baseline=")) for a in args) else ["view=wide", "sort=test/all/srcc"]
     )
+    view.insert(
+        0, "runs=all"
+    )  # every run the filters select (without filters the default is the newest group)
     assert main([f"logger.tracking_uri={store}", "format=csv", f"output={out}", *view, *args]) == 0
     return pd.read_csv(out, dtype={"run_id": str})
 
@@ -211,11 +215,11 @@ def test_default_view_is_one_metric_with_its_ci_and_fits_a_terminal(
     assert "interval_rule" in out
     assert max(len(line) for line in out.splitlines()) <= 100
     # another metric, across two label groups: F1 is flagged as not comparable across them
-    assert main([f"logger.tracking_uri={store}", "metric=macro_f1", "format=markdown"]) == 0
+    assert main([f"logger.tracking_uri={store}", "runs=all", "metric=macro_f1", "format=markdown"]) == 0
     md = capsys.readouterr().out
     assert "| labels |" in md.splitlines()[0].replace("| run_id | labels |", "| labels |")
     assert "macro_f1: depend on the label thresholds" in md
-    assert main([f"logger.tracking_uri={store}", "metric=srcc", "format=markdown"]) == 0
+    assert main([f"logger.tracking_uri={store}", "runs=all", "metric=srcc", "format=markdown"]) == 0
     assert "depend on the label thresholds" not in capsys.readouterr().out  # SRCC compares across them
 
 
@@ -391,3 +395,120 @@ def test_too_few_groups_show_no_interval_but_the_reason_and_n_groups_everywhere(
     write_figure(table, "html", "t", tmp_path / "c.html", 3)
     page = (tmp_path / "c.html").read_text()
     assert "n=3 groups: too few for an interval" in page and "n=3: no CI" in page
+
+
+def test_default_shows_the_newest_group_and_says_which(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No filters: the newest sweep (s2, started last) alone, its title naming it and the way to the rest."""
+    out = tmp_path / "default.csv"
+    assert main([f"logger.tracking_uri={store}", "format=csv", f"output={out}"]) == 0
+    assert len(pd.read_csv(out)) == 2  # s2's two FINISHED runs, not all six
+    assert main([f"logger.tracking_uri={store}", "width=160"]) == 0
+    text = capsys.readouterr().out
+    assert "newest of 2 groups: sweep s2: 2 run(s)" in text and "runs=all" in text
+    assert main([f"logger.tracking_uri={store}", "runs=all", "format=csv", f"output={out}"]) == 0
+    assert len(pd.read_csv(out)) == 6
+
+
+@pytest.fixture(scope="module")
+def many_params_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One sweep of 12 runs that differ in 15 params; only `optim.lr` moves the metric."""
+    root = tmp_path_factory.mktemp("many")
+    uri = f"sqlite:///{root}/mlflow.db"
+    rng = np.random.default_rng(3)
+    for i in range(12):
+        lr = (1e-3, 1e-4, 3e-4)[i % 3]
+        noise = {f"augment.transform_{k:02d}.probability": f"{rng.uniform():.3f}" for k in range(12)}
+        cfg = OmegaConf.create(
+            {
+                "paths": {"mlruns_dir": str(root / "mlruns")},
+                "logger": {
+                    "tracking_uri": uri,
+                    "artifact_location": str(root / "art"),
+                    "experiment_name": "e",
+                },
+                "head": {"name": "regression"},
+                "rebalance": {"name": "none"},
+                "thresholds": {"name": "5_6", "t1": 5.0, "t2": 6.0},
+                "data": {"name": "demo", "seed": int(rng.integers(0, 1000))},
+                "optim": {"lr": lr, "weight_decay": float(rng.choice([0.0, 0.01]))},
+                **{k.split(".")[0]: {} for k in noise},
+            }
+        )
+        for key, value in noise.items():
+            OmegaConf.update(cfg, key, value, force_add=True)
+        srcc = {1e-3: 0.70, 1e-4: 0.50, 3e-4: 0.60}[lr] + rng.normal(0, 0.005)
+        with tracked_run(cfg, tags={"sweep_id": "wide"}) as run:
+            run.log_metrics({"test/all/srcc": srcc, "test/demo_ava/srcc": srcc - 0.05})
+    return uri
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_many_varying_params_give_at_most_six_columns_that_fit_the_terminal(
+    many_params_store: str,
+    columns: int,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import re
+    import shutil
+    import sys
+
+    from iqs.report.compare_table import varying_params
+
+    uri = many_params_store
+    assert len(varying_params(search(uri, "e"), ["paths.", "logger."])) == 15
+    out = tmp_path / "many.csv"
+    assert main([f"logger.tracking_uri={uri}", "format=csv", f"output={out}"]) == 0
+    table = pd.read_csv(out)
+    params = [c for c in table.columns if "." in c]
+    assert len(params) == 6 and params[0] == "optim.lr"  # the param that explains the metric leads
+    assert main([f"logger.tracking_uri={uri}", "params=all", "format=csv", f"output={out}"]) == 0
+    assert len([c for c in pd.read_csv(out).columns if "." in c]) == 15
+    # a terminal of `columns` columns: nothing wider, no header or value cut to `…`
+    capsys.readouterr()  # the `wrote ...` lines
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=None: os.terminal_size((columns, 40)))
+    assert main([f"logger.tracking_uri={uri}"]) == 0
+    text = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= columns, "\n".join(
+        line for line in lines if len(line) > columns
+    )
+    header = next(line for line in lines if "run_id" in line)
+    assert "…" not in text and "optim.lr" in header
+    shown = [w for w in header.split() if "." in w]
+    assert 1 <= len(shown) <= 6
+    assert "more param(s) vary" in text and "params=all" in text
+
+
+def test_newest_group_is_a_cv_else_a_sweep_else_the_single_runs_of_one_experiment() -> None:
+    from iqs.report.compare_table import newest_group
+
+    t = pd.Timestamp("2026-12-01 10:00")
+    runs = pd.DataFrame(
+        {
+            "run_id": list("abcdefg"),
+            "start_time": [
+                t,
+                t + pd.Timedelta("1h"),
+                t + pd.Timedelta("2h"),
+                t + pd.Timedelta("3h"),
+                t,
+                t,
+                t,
+            ],
+            "tags.cv_id": [None, "cv1", "cv1", None, None, None, None],
+            "tags.sweep_id": ["none", "s1", "s1", "s2", "s2", "none", "none"],
+            "tags.data": ["demo"] * 6 + ["mixture"],
+            "experiment": ["e"] * 7,
+        }
+    )
+    picked, scope, groups = newest_group(runs)
+    assert (list(picked["run_id"]), scope, groups) == (["d", "e"], "sweep s2", 4)
+    picked, scope, _ = newest_group(runs[runs["run_id"] != "d"])
+    assert (list(picked["run_id"]), scope) == (["b", "c"], "CV group cv1")  # its sweep id does not split it
+    picked, scope, _ = newest_group(runs[runs["run_id"].isin(["a", "f", "g"])])
+    assert list(picked["run_id"]) == ["a", "f"] and scope == "runs outside sweeps of experiment e, data demo"

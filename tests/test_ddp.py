@@ -167,7 +167,7 @@ def test_a_resumed_ddp_run_hands_rank_zeros_checkpoint_and_folder_to_the_other_r
     monkeypatch.setattr(run_module, "fit_and_test", fake_fit_and_test)
     monkeypatch.setattr("iqs.train.resume.prepare", lambda cfg: pytest.fail("rank 1 resolved resume="))
     monkeypatch.setattr(rank_zero_only, "rank", 1)
-    run_module.train(OmegaConf.load(path))  # what `python -m iqs.train.distributed <config>` runs on rank 1
+    run_module.train(OmegaConf.load(path))  # what `python -m iqs train replay <config>` runs on rank 1
     assert seen["resume_from"] == str(ckpt) and Path(seen["output_dir"]) == rank0_dir.resolve()
     assert isinstance(seen["run"], RankZeroOnlyRun)
     assert not (tmp_path / "mlruns").exists() or not list((tmp_path / "mlruns").glob("*"))

@@ -47,10 +47,10 @@ def test_copied_store_is_reported_and_relocated(tmp_path, migrated_db, monkeypat
         str(original / "mlruns" / "artifacts" / "iqs-digikam") in warned[0]
         and str(copy / "mlruns") in warned[0]
     )
-    assert f"python -m iqs.tracking.store relocate {db}" in warned[0]
+    assert f"iqs store relocate {db}" in warned[0]
 
     # the fix: point the copy's experiments and runs at its own files, then lose the original
-    assert store_main(["relocate", str(db)]) == 0
+    assert store_main([str(db)]) == 0
     assert (
         f"iqs-digikam: {(original / 'mlruns/artifacts/iqs-digikam').as_uri()} ->" in capsys.readouterr().out
     )
@@ -70,7 +70,7 @@ def test_copied_store_is_reported_and_relocated(tmp_path, migrated_db, monkeypat
             assert Path(note).read_text() == "hello"
     # the run made before the fix wrote its files into the original folder: they went with it
     assert not list((copy / "mlruns" / "artifacts").rglob(second_id))
-    assert store_main(["relocate", str(db)]) == 0  # nothing left to do
+    assert store_main([str(db)]) == 0  # nothing left to do
     assert "already keeps its files inside the store" in capsys.readouterr().out
 
 
@@ -105,7 +105,7 @@ def test_the_suggested_command_points_the_experiment_at_the_configured_root(tmp_
         message = moved_store_warning(uri, "e", old, (root / "e").as_uri())
         assert f"points the experiments at {root}/<experiment>" in message
         command = shlex.split(message.split("`")[1])
-        assert command[:4] == ["python", "-m", "iqs.tracking.store", "relocate"]
+        assert command[:3] == ["iqs", "store", "relocate"]
         assert ("--artifact-root" in command) == (root == disk)
     command = shlex.split(moved_store_warning(uri, "e", old, (disk / "e").as_uri()).split("`")[1])
     assert store_main(command[3:]) == 0

@@ -1,10 +1,12 @@
-"""`iqs` console script: subcommands, each taking Hydra overrides (`key=value`).
+"""`iqs` console script (and `python -m iqs`): subcommands, each taking Hydra overrides (`key=value`).
 
-The table maps a subcommand to its module (`main(argv)`, imported lazily so that `iqs --help` and
-`iqs data stats` do not pay for importing torch) and to the conf/ file it composes. Every command with a
-config reads its command line the same way: `iqs.core.config.compose` with the module's `FLAGS` (if any), so
-`--help` and `--cfg job` (print the composed config, run nothing) are answered here once for all of them.
-`iqs train` hands its command line to `hydra.main`, which answers `--help`, `--cfg job`, `-m` itself.
+This is the one reader of the command line. The table maps a subcommand to its module (`main(argv)`,
+imported lazily so that `iqs --help` and `iqs data stats` do not pay for importing torch) and to the conf/
+file it composes. Every command with a config composes it the same way, `iqs.core.config.compose`, where
+the one alias table (`ALIASES`: `--dry-run`, `-o X`, bare paths, `experiment=`) lives, so `--help` and
+`--cfg job` (print the composed config, run nothing) are answered here once for all of them.
+`iqs train` hands its overrides to `hydra.main`, which answers `--help`, `--cfg job`, `-m` itself.
+The scripts of the tool venvs (iqs.deploy.compat.opencv_worker) read JSON on stdin, not a command line.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import sys
 from types import ModuleType
 from typing import NamedTuple
 
-from iqs.core.config import CommandLineError
+from iqs.core.config import ALIASES, CommandLineError
 
 
 class Command(NamedTuple):
     module: str
-    config: str | None  # conf/<config>.yaml, composed with the command line; None: the module parses it
-    help: str
+    config: str | None  # conf/<config>.yaml, composed with the command line; None: Hydra's own app
+    help: str | None  # None: started by iqs itself, not listed
 
 
 COMMANDS: dict[tuple[str, ...], Command] = {
@@ -40,6 +42,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("train",): Command(
         "iqs.train.run", None, "Train and evaluate one run (or a sweep with -m), tracked in MLflow"
     ),
+    ("train", "replay"): Command("iqs.train.replay", "replay", None),  # DDP ranks 1.. (iqs.train.distributed)
     ("compare",): Command("iqs.report.compare", "compare", "Compare tracked runs side by side"),
     ("upload",): Command(
         "iqs.tracking.upload",
@@ -61,13 +64,27 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("digikam",): Command(
         "iqs.deploy.digikam.install", "digikam", "Install an exported model into digiKam, or restore its own"
     ),
+    ("compat",): Command(
+        "iqs.deploy.compat.command",
+        "compat",
+        "OpenCV matrix: fixed-seed exports in every OpenCV release (make compat)",
+    ),
+    ("compat", "lock"): Command(
+        "iqs.deploy.compat.opencv_matrix",
+        "compat_lock",
+        "Re-resolve the OpenCV releases' venv locks (make lock)",
+    ),
+    ("store", "relocate"): Command(
+        "iqs.tracking.store", "relocate", "Point a copied or moved SQLite store at its own artifact folder"
+    ),
 }
 
 
 def usage() -> str:
     lines = ["usage: iqs <command> [key=value ...] [--help | --cfg job]", "", "commands:"]
     for words, cmd in COMMANDS.items():
-        lines.append(f"  {' '.join(words):<18} {cmd.help}")
+        if cmd.help is not None:
+            lines.append(f"  {' '.join(words):<18} {cmd.help}")
     lines.append("")
     lines.append("Every command accepts Hydra overrides, e.g. `iqs data stats data=demo thresholds=t5_6`;")
     lines.append("`--cfg job` prints the configuration a command line composes, and runs nothing.")
@@ -83,21 +100,20 @@ def show(words: tuple[str, ...], cmd: Command, mod: ModuleType, argv: list[str])
     from iqs.core.config import compose
 
     assert cmd.config is not None
-    flags = getattr(mod, "FLAGS", None)
+    flags = ALIASES.get(cmd.config)
     name = "iqs " + " ".join(words)
     if "--help" in argv or "-h" in argv:
-        print((mod.__doc__ or cmd.help).strip() + "\n")
+        print((mod.__doc__ or cmd.help or name).strip() + "\n")
         if flags is not None:
-            aliases = {**flags.switches, **{f"{k} X": v for k, v in flags.options.items()}}
             print("flags (aliases of config keys):")
-            print("\n".join(f"  {flag:<20} {key}" for flag, key in aliases.items()) + "\n")
+            print("\n".join(flags.help_lines()) + "\n")
         print(f"options (key=value), defaults from conf/{cmd.config}.yaml:\n")
         print(OmegaConf.to_yaml(compose(cmd.config)))
         return 0
     at = argv.index("--cfg")
     rest = argv[:at] + argv[at + 2 :]
     try:
-        print(OmegaConf.to_yaml(compose(cmd.config, rest, flags)))
+        print(OmegaConf.to_yaml(compose(cmd.config, rest)))
     except (ValueError, HydraException, OmegaConfBaseException) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
@@ -130,12 +146,16 @@ def main(argv: list[str] | None = None) -> int:
             # Hydra's own command-line errors (a value its grammar cannot read, an ambiguous `a,b`, a missing
             # group option); imported here, after the command's module, so `iqs --help` stays light
             from hydra.errors import ConfigCompositionException, OverrideParseException
+            from omegaconf.errors import MissingMandatoryValue
 
             name = "iqs " + " ".join(words)
             try:
                 rc = mod.main(rest)
             except CommandLineError as exc:
                 print(f"{name}: {exc} (see `{name} --help`)", file=sys.stderr)
+                return 2
+            except MissingMandatoryValue as exc:  # a `???` of the command's conf/ file left unset
+                print(f"{name}: {exc.full_key} is required (see `{name} --help`)", file=sys.stderr)
                 return 2
             except (OverrideParseException, ConfigCompositionException) as exc:
                 said = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
@@ -154,7 +174,14 @@ def main(argv: list[str] | None = None) -> int:
                 report(told, name)
                 return 1
             return int(rc or 0)
-    print(f"iqs: unknown command '{' '.join(argv[:2])}'\n\n{usage()}", file=sys.stderr)
+    import difflib
+
+    names = [" ".join(words) for words, cmd in COMMANDS.items() if cmd.help is not None]
+    close = difflib.get_close_matches(" ".join(argv[:2]), names, n=1) or difflib.get_close_matches(
+        argv[0], names, n=1
+    )
+    hint = f"; did you mean 'iqs {close[0]}'?" if close else ""
+    print(f"iqs: unknown command '{' '.join(argv[:2])}'{hint}\n\n{usage()}", file=sys.stderr)
     return 2
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from iqs.core.xmp import WRITE_MODES
 
 JOB_ID_RESOLVER = "iqs.job_id"
 
@@ -49,16 +53,107 @@ class Flags:
     """How one subcommand's command line maps onto its config: the only extras over `key=value`.
 
     Every `iqs` subcommand reads its command line through `hydra_overrides` (then Hydra's compose, or
-    `hydra.main` for `iqs train`), so a flag, an alias or a string key is declared here once per command.
+    `hydra.main` for `iqs train`); each command's flags are declared once, in `ALIASES` below.
     """
 
     switches: Mapping[str, str] = field(default_factory=dict)  # `--dry-run` -> `dry_run=true`
     options: Mapping[str, str] = field(default_factory=dict)  # `-o X`, `--output=X` -> `output='X'`
+    # a switch that may take a value: `--write-xmp rating` (one of these words) or a bare `--write-xmp`
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     positional: str | None = None  # bare words (paths) -> `<positional>=['a','b']`
+    one_positional: bool = False  # one bare word -> `<positional>='a'`
     renames: Mapping[str, str] = field(
         default_factory=dict
     )  # `experiment=` -> `experiment_name=`; `tag.` -> `++tags.`
     strings: tuple[str, ...] = ()  # keys (or `prefix.`) whose values are text as typed: run ids, tag values
+
+    def help_lines(self) -> list[str]:
+        """`  --flag X    key` for `--help`."""
+        rows = {
+            **{flag: _switch(key) for flag, key in self.switches.items()},
+            **{f"{flag} X": key for flag, key in self.options.items()},
+            **{f"{flag} [{'|'.join(words)}]": self.options[flag] for flag, words in self.choices.items()},
+        }
+        if self.positional:
+            rows["PATH ..."] = self.positional
+        for old, new in self.renames.items():
+            key = "<key>" if old.endswith(".") else ""
+            rows[f"{old}{key}=X"] = f"{new.lstrip('+')}{key}=X"
+        return [f"  {flag:<32} {key}" for flag, key in rows.items()]
+
+
+def _switch(key: str) -> str:
+    """A switch's override: `dry_run` -> `dry_run=true`; `backbones=all` as written."""
+    return key if "=" in key else f"{key}=true"
+
+
+# The one table of command-line aliases, per conf/<name>.yaml: every flag an `iqs` command accepts is
+# here (`iqs <command> --help` lists them), and nothing else reads a command line.
+ALIASES: dict[str, Flags] = {
+    "predict": Flags(
+        switches={
+            "--write-xmp": "write_xmp",
+            "--dry-run": "dry_run",
+            "--overwrite": "overwrite",
+            "--strict": "strict",
+            "--bursts": "bursts",
+        },
+        options={
+            "--write-xmp": "write_xmp",  # `--write-xmp=rating`
+            "-o": "output",
+            "--output": "output",
+            "--format": "format",
+            "--workers": "workers",
+            "--sidecar-style": "sidecar_style",
+        },
+        choices={"--write-xmp": WRITE_MODES},  # `--write-xmp rating`
+        positional="inputs",
+        # paths as typed: `model=/tmp/rv (1)/m.onnx`, `output=a,b.csv` (Hydra reads ( and , as grammar)
+        strings=("model", "output", "inputs", "paths."),
+    ),
+    "digikam": Flags(  # the bare words are `args`: install|restore [model]
+        switches={"--dry-run": "dry_run"},
+        options={
+            "--digikam-version": "digikam_version",
+            "--data-dir": "data_dir",
+            "--models-dir": "models_dir",
+            "--conf-out": "conf_out",
+        },
+        positional="args",
+        strings=("digikam_version", "data_dir", "models_dir", "conf_out"),
+    ),
+    # `experiment=` and `tag.<key>=` are short for the config keys; the filters' values are text as typed
+    # (a tag value `5_6` or a run id `01234567` would otherwise be read as a number by Hydra)
+    "compare": Flags(
+        renames={"experiment": "experiment_name", "tag.": "++tags.", "tags.": "++tags."},
+        strings=("experiment_name", "sweep", "status", "baseline", "cv", "tags."),
+    ),
+    "suggest": Flags(
+        switches={"--tag": "tag", "--dry-run": "dry_run"},
+        options={"-o": "output", "--output": "output", "--sidecar-style": "sidecar_style"},
+        strings=("model", "output", "library"),
+    ),
+    # as typed: a temp folder may have spaces, a run id digits only
+    "export": Flags(strings=("run_id", "out_dir")),
+    "compat": Flags(
+        switches={"--backbones": "backbones=all"},
+        options={
+            "--images": "images",
+            "--heads": "heads",
+            "--backbones": "backbones",
+            "--out-dir": "out_dir",
+        },
+        strings=("heads", "backbones", "out_dir"),
+    ),
+    "compat_lock": Flags(switches={"--upgrade": "upgrade"}, positional="pip_compile", one_positional=True),
+    "relocate": Flags(
+        options={"--artifact-root": "artifact_root"},
+        positional="db",
+        one_positional=True,
+        strings=("db", "artifact_root"),
+    ),
+    "replay": Flags(positional="config", one_positional=True, strings=("config",)),
+}
 
 
 def hydra_overrides(argv: Sequence[str], flags: Flags | None = None) -> list[str]:
@@ -70,12 +165,15 @@ def hydra_overrides(argv: Sequence[str], flags: Flags | None = None) -> list[str
     while args:
         arg = args.pop(0)
         name, eq, inline = arg.partition("=")
-        if arg in flags.switches:
-            out.append(f"{flags.switches[arg]}=true")
+        if arg in flags.choices and args and args[0] in flags.choices[arg] and not Path(args[0]).exists():
+            out.append(f"{flags.options[arg]}={_hydra_string(args.pop(0))}")
+        elif arg in flags.switches:
+            out.append(_switch(flags.switches[arg]))
         elif name in flags.options:
             if not eq and not args:
                 raise CommandLineError(f"{name} needs a value")
-            out.append(f"{flags.options[name]}={_hydra_string(inline if eq else args.pop(0))}")
+            value = inline if eq else args.pop(0)
+            out.append(_rename_and_quote(flags.options[name], value or "null", flags))
         elif arg.startswith("-"):
             known = sorted({*flags.switches, *flags.options})
             hint = f"; flags: {', '.join(known)}" if known else ""
@@ -88,9 +186,54 @@ def hydra_overrides(argv: Sequence[str], flags: Flags | None = None) -> list[str
             words.append(arg)
         else:
             out.append(_rename_and_quote(name, inline, flags))
-    if words:
+    if words and flags.one_positional:
+        if len(words) > 1:
+            raise CommandLineError(f"expected one {flags.positional}, got {' '.join(words)}")
+        out.append(f"{flags.positional}={_hydra_string(words[0])}")
+    elif words:
         out.append(f"{flags.positional}=[{','.join(_hydra_string(w) for w in words)}]")
     return out
+
+
+def check_app_keys(config_name: str, argv: Sequence[str]) -> None:
+    """Raise `CommandLineError` (with a did-you-mean) for a key that `conf/<config_name>.yaml` lacks, before
+    a `@hydra.main` app gets `argv`; Hydra's own message names the key but suggests nothing.
+
+    A sweep is checked on the first value of each swept key. Command lines with other flags than `-m`
+    (`--cfg job`, `--help`, `-cn`) and anything this compose cannot read are left to Hydra itself."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+        first = [
+            f"{o.input_line.split('=', 1)[0]}={next(iter(o.sweep_string_iterator()))}"
+            if o.is_sweep_override()
+            else o.input_line
+            for o in parsed
+        ]
+    except (HydraException, StopIteration, ValueError):
+        return
+    try:
+        compose(config_name, first)
+    except CommandLineError:
+        raise
+    except Exception:  # noqa: BLE001 - e.g. a launcher plugin's group: Hydra's own report follows
+        return
+
+
+@contextmanager
+def hydra_app_argv(prog: str, argv: Sequence[str]) -> Iterator[None]:
+    """`argv` as the command line of a `@hydra.main` app (`iqs train`): Hydra reads only `sys.argv` and has
+    no public way to be handed one, so it is set for the call and restored after."""
+    saved = sys.argv
+    sys.argv = [prog, *argv]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 def _rename_and_quote(key: str, value: str, flags: Flags) -> str:
@@ -119,16 +262,14 @@ def _hydra_string(value: str, lists: bool = False) -> str:
     return "'" + re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), value) + "'"
 
 
-def compose(
-    config_name: str, overrides: Sequence[str] | None = None, flags: Flags | None = None
-) -> DictConfig:
-    """Compose `conf/<config_name>.yaml` with a command line (`key=value`, plus the command's `flags`)."""
+def compose(config_name: str, overrides: Sequence[str] | None = None) -> DictConfig:
+    """Compose `conf/<config_name>.yaml` with a command line (`key=value`, plus its `ALIASES`)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException
 
-    argv = hydra_overrides(overrides or [], flags)
+    argv = hydra_overrides(overrides or [], ALIASES.get(config_name))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         try:
@@ -145,11 +286,12 @@ def compose(
             ) from exc
 
 
-def _dotted_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+def _dotted_keys(cfg: DictConfig | Mapping, prefix: str = "") -> list[str]:
+    """Every key of `cfg`, dotted (`optimizer.lr`), interpolations unresolved."""
+    tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
     out = []
-    for key in cfg:
-        value = cfg._get_node(key)
+    for key, value in tree.items():
         out.append(f"{prefix}{key}")
-        if isinstance(value, DictConfig):
+        if isinstance(value, Mapping):
             out += _dotted_keys(value, f"{prefix}{key}.")
     return out

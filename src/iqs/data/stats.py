@@ -342,7 +342,3 @@ def _mixture(cfg: Any) -> Any:
         )
     ensure_data(cfg.data)
     return build_mixture(cfg.data, cfg.thresholds)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

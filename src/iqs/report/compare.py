@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -30,10 +31,17 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from iqs.core.config import Flags, compose
+from iqs.core.config import compose
 from iqs.report.compare_paired import paired_table
-from iqs.report.compare_render import WIDE, render, rich_table, title_for, write_figure
-from iqs.report.compare_table import AXES, CompareError, build_table, labels_of, varying_params
+from iqs.report.compare_render import WIDE, fit_width, render, rich_table, title_for, write_figure
+from iqs.report.compare_table import (
+    AXES,
+    CompareError,
+    build_table,
+    labels_of,
+    newest_group,
+    varying_params,
+)
 from iqs.tracking.liveness import mark_dead_runs_in
 from iqs.tracking.store import tracking_uri_for
 
@@ -54,12 +62,6 @@ __all__ = [  # the entry points; the table, pairing and rendering live in compar
 
 STATUSES = ("FINISHED", "FAILED", "RUNNING", "KILLED", "SCHEDULED")
 FORMATS = ("table", "csv", "markdown", "html", "png")
-# `experiment=` and `tag.<key>=` are short for the config keys; the filters' values are text as typed
-# (a tag value `5_6` or a run id `01234567` would otherwise be read as a number by Hydra)
-FLAGS = Flags(
-    renames={"experiment": "experiment_name", "tag.": "++tags.", "tags.": "++tags."},
-    strings=("experiment_name", "sweep", "status", "baseline", "cv", "tags."),
-)
 
 
 def _quote(value: str) -> str:
@@ -128,6 +130,10 @@ def compare(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     mark_dead_runs_in(uri)  # RUNNING runs of this host whose process died are KILLED (iqs.tracking.liveness)
     tags = {str(k): str(v) for k, v in (cfg.tags or {}).items()}
     runs = search(uri, cfg.experiment_name, cfg.sweep, tags, cfg.status)
+    scope = None
+    if not runs.empty and str(cfg.get("runs") or "all") == "newest" and not selects_runs(cfg):
+        runs, scope, groups = newest_group(runs)
+        scope = f"newest of {groups} groups: {scope}" if groups > 1 else scope
     if cfg.get("baseline") and not runs.empty:
         from mlflow import MlflowClient
 
@@ -138,10 +144,18 @@ def compare(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
             print(f"iqs compare: warning: {message}", file=sys.stderr)
     else:
         table = build_table(runs, cfg)
+    table.attrs["scope"] = scope
     if table.empty or cfg.format in ("html", "png"):
         return table, ""
     width = WIDE if table.attrs.get("view") == "wide" else int(cfg.get("width") or 100)
+    if cfg.format == "table":
+        table = fit_width(table, int(cfg.digits), title_for(table, cfg, uri), width)
     return table, render(table, cfg.format, int(cfg.digits), title_for(table, cfg, uri), width)
+
+
+def selects_runs(cfg: Any) -> bool:
+    """Whether the command line names the runs (experiment, sweep, CV, tags or a baseline)."""
+    return any(cfg.get(key) for key in ("experiment_name", "sweep", "cv", "tags", "baseline"))
 
 
 def log_to_sweep(cfg: Any, table: pd.DataFrame, path: Path) -> int:
@@ -157,13 +171,13 @@ def log_to_sweep(cfg: Any, table: pd.DataFrame, path: Path) -> int:
 def load_config(argv: Sequence[str]) -> DictConfig:
     """conf/compare.yaml composed with the command line (`key=value`, `experiment=`, `tag.<key>=`)."""
     try:
-        return compose("compare", argv, FLAGS)
+        return compose("compare", argv)
     except ValueError as exc:
         raise CompareError(str(exc)) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)  # `iqs compare --help` / `--cfg job`: iqs.cli
+    argv = list(argv or [])  # `iqs compare --help` / `--cfg job`: iqs.cli
     try:
         cfg = load_config(argv)
         if cfg.get("cv"):
@@ -197,15 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rich.console import Console
 
         wide = table.attrs.get("view") == "wide"
-        # a terminal gets its own width; a pipe gets the narrow views at `width`, the wide one whole
-        width = None if sys.stdout.isatty() else (WIDE if wide else int(cfg.get("width") or 100))
-        Console(width=width).print(
-            rich_table(table, int(cfg.digits), title_for(table, cfg, tracking_uri_for(cfg)))
-        )
+        # a terminal's own width, the least informative params giving way (fit_width); a pipe gets the
+        # narrow views at `width`, the wide one whole
+        narrow = int(cfg.get("width") or 100)
+        tty = sys.stdout.isatty()
+        width = shutil.get_terminal_size((narrow, 24)).columns if tty else (WIDE if wide else narrow)
+        title = title_for(table, cfg, tracking_uri_for(cfg))
+        table = fit_width(table, int(cfg.digits), title, width)
+        Console(width=width).print(rich_table(table, int(cfg.digits), title))
     else:
         sys.stdout.write(text)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -122,6 +122,12 @@ def notes_for(table: pd.DataFrame) -> list[str]:
         )
         if "too_few_groups" in table.columns:
             notes += too_few_notes(table["n_groups"], table["too_few_groups"].map(_flag))
+    hidden = table.attrs.get("hidden_params") or []
+    if hidden:
+        named = ", ".join(hidden[:4]) + (", ..." if len(hidden) > 4 else "")
+        notes.append(
+            f"{len(hidden)} more param(s) vary ({named}): `params=all` shows every one, `params=[a,b]` those"
+        )
     notes = list(dict.fromkeys(notes))
     if table.attrs.get("label_groups", 1) > 1 and table.attrs.get("label_metrics"):
         notes.append(
@@ -145,9 +151,11 @@ def rich_table(table: pd.DataFrame, digits: int, title: str) -> Any:
 
     shown = display_frame(table, digits)
     numeric = set(table.select_dtypes("number").columns) | set(table.attrs.get("datasets") or [])
-    caption = "\n".join(notes_for(table)) or None
+    from rich.markup import escape
+
+    caption = escape("\n".join(notes_for(table))) or None
     out = Table(
-        title=title,
+        title=escape(title),
         caption=caption,
         header_style="bold",
         box=box.SIMPLE_HEAD,
@@ -167,8 +175,29 @@ def rich_table(table: pd.DataFrame, digits: int, title: str) -> Any:
     return out
 
 
+def fit_width(table: pd.DataFrame, digits: int, title: str, width: int) -> pd.DataFrame:
+    """The table without its least informative param columns until its rich rendering fits `width`
+    columns (the axes, run ids and metric cells stay); those dropped are named in the notes."""
+    from rich.console import Console
+
+    console = Console(width=WIDE)
+    shown = list(table.attrs.get("params") or [])
+    while shown and console.measure(rich_table(table, digits, title)).maximum > width:
+        dropped = shown.pop()
+        attrs = {**table.attrs, "params": shown, "hidden_params": [dropped, *table.attrs["hidden_params"]]}
+        table = table.drop(columns=[dropped])
+        table.attrs.update(attrs)
+    return table
+
+
 def title_for(table: pd.DataFrame, cfg: Any, uri: str) -> str:
     view = table.attrs.get("view")
+    scope = table.attrs.get("scope")
+    if scope and view == "metric":
+        return (
+            f"{cfg.stage} {cfg.metric}, {scope}: {len(table)} run(s) in {uri}\n"
+            "(other groups: sweep=<id>, cv=<id>, experiment=<name>; every run: runs=all)"
+        )
     if view == "metric":
         return f"{cfg.stage} {cfg.metric}: {len(table)} run(s) in {uri}"
     if view == "baseline":

@@ -52,6 +52,82 @@ def varying_params(runs: pd.DataFrame, ignore: Sequence[str] = ()) -> list[str]:
     return sorted(out)
 
 
+def informative_params(runs: pd.DataFrame, params: Sequence[str], metric_col: str | None) -> list[str]:
+    """`params` (varying ones, without `params.`), those that explain most of the metric first.
+
+    The score is the share of the metric's variance across runs that a param's values explain (one-way
+    ANOVA's R², adjusted for the number of values, so that a param with a value per run does not explain
+    everything by construction); a numeric param with a value per run scores its squared Spearman
+    correlation instead. Then fewer distinct values first (a sweep's axes take few), then by name.
+    """
+    from scipy.stats import spearmanr
+
+    y = runs[metric_col].astype(float) if metric_col in runs.columns else pd.Series(float("nan"), runs.index)
+    known = y.notna()
+    n, total = int(known.sum()), float(((y[known] - y[known].mean()) ** 2).sum())
+
+    def score(key: str) -> float:
+        values = runs.loc[known, f"params.{key}"].astype(str)
+        k = values.nunique()
+        if n < 3 or total == 0 or k < 2:
+            return 0.0
+        if k < n:
+            means = y[known].groupby(values).transform("mean")
+            r2 = float(((means - y[known].mean()) ** 2).sum()) / total
+            return 1 - (1 - r2) * (n - 1) / (n - k)
+        numbers = pd.to_numeric(runs.loc[known, f"params.{key}"], errors="coerce")
+        if numbers.isna().any():
+            return 0.0
+        rho = spearmanr(numbers, y[known]).statistic
+        return 0.0 if pd.isna(rho) else float(rho) ** 2
+
+    distinct = {key: runs[f"params.{key}"].astype(str).nunique() for key in params}
+    return sorted(params, key=lambda key: (-round(score(key), 6), distinct[key], key))
+
+
+def chosen_params(runs: pd.DataFrame, params: list[str], cfg: Any) -> tuple[list[str], list[str]]:
+    """(shown, not shown) of the varying `params`: `params=all` every one, `params=[a,b]` those, else the
+    `max_params` most informative (informative_params) for `<stage>/all/<metric>`."""
+    wanted = cfg.get("params")
+    metric_col = f"metrics.{cfg.get('stage', 'test')}/{ALL}/{cfg.get('metric', 'srcc')}"
+    ranked = informative_params(runs, params, metric_col)
+    if isinstance(wanted, str) and wanted == "all":
+        return ranked, []
+    if wanted:
+        names = [str(w) for w in wanted]
+        absent = [w for w in names if f"params.{w}" not in runs.columns]
+        if absent:
+            raise CompareError(
+                f"params: no param {', '.join(absent)} in the selected runs; varying: {', '.join(ranked) or 'none'}"
+            )
+        return names, [p for p in ranked if p not in names]
+    limit = int(cfg.get("max_params") or len(ranked))
+    return ranked[:limit], ranked[limit:]
+
+
+def newest_group(runs: pd.DataFrame) -> tuple[pd.DataFrame, str, int]:
+    """The runs of the newest group, what it is, and how many groups there are. A group: a CV
+    (`cv_id` tag), else a sweep (`sweep_id`), else the runs outside both of one MLflow experiment and data
+    axis; the newest is the one whose latest run started last."""
+
+    def tag(name: str) -> pd.Series:
+        col = f"tags.{name}"
+        values = runs[col] if col in runs.columns else pd.Series(None, index=runs.index, dtype=object)
+        return values.where(values.notna() & ~values.astype(str).isin(["", "none"]))
+
+    cv, sweep = tag("cv_id"), tag("sweep_id")
+    data = runs.get("tags.data", pd.Series("none", index=runs.index)).fillna("none").astype(str)
+    experiment = runs.get("experiment", pd.Series("", index=runs.index)).fillna("").astype(str)
+    key = (
+        ("CV group " + cv)
+        .fillna("sweep " + sweep)
+        .fillna("runs outside sweeps of experiment " + experiment + ", data " + data)
+    )
+    started = pd.to_datetime(runs["start_time"]) if "start_time" in runs.columns else pd.Series(runs.index)
+    newest = started.groupby(key).max().idxmax()
+    return runs[key == newest], str(newest), int(key.nunique())
+
+
 def is_ci_key(metric: str) -> bool:
     return metric.endswith((SUFFIX_LO, SUFFIX_HI, TOO_FEW_SUFFIX)) or metric in NOT_METRICS
 
@@ -121,12 +197,14 @@ def run_columns(runs: pd.DataFrame, cfg: Any, narrow: bool) -> pd.DataFrame:
     if narrow:
         # the `labels` column already shows the threshold pairs, the declared one and the sources' own
         params = [p for p in params if not LABEL_PARAM.match(p)]
+        params, hidden = chosen_params(runs, params, cfg)
         out["run_id"] = runs["run_id"].str[:8]
         shown = [a for a, v in axes.items() if v.astype(str).nunique() > 1]
         for axis in shown:
             out[axis] = axes[axis]
         for key in params:
             out[key] = runs[f"params.{key}"]
+        out.attrs.update(params=params, hidden_params=hidden)
         return out  # the run id alone when nothing varies: the name would repeat on every row
     out["run"] = runs.get("tags.mlflow.runName", runs["run_id"])
     out["run_id"] = runs["run_id"].str[:8]
@@ -153,6 +231,7 @@ def build_table(runs: pd.DataFrame, cfg: Any) -> pd.DataFrame:
         raise CompareError(f"view must be one of {', '.join(VIEWS)}, got '{view}'")
     labels = labels_of(runs)
     out = run_columns(runs, cfg, narrow=view == "metric")
+    params, hidden = out.attrs.get("params", []), out.attrs.get("hidden_params", [])
     if labels.nunique() > 1:
         out.insert(1 if view == "metric" else 2, "labels", labels)
     datasets = list(cfg.datasets) if cfg.datasets else None
@@ -171,6 +250,8 @@ def build_table(runs: pd.DataFrame, cfg: Any) -> pd.DataFrame:
         run_ids=full_ids,
         label_groups=int(labels.loc[runs.index].nunique()),
         label_metrics=[m for m in metrics_shown if m in LABEL_METRICS],
+        params=params,
+        hidden_params=hidden,
     )
     return out
 

@@ -149,7 +149,3 @@ def main(argv: list[str] | None = None) -> int:
         return proc.wait()
     except KeyboardInterrupt:  # the terminal sent SIGINT to both: let the server finish its shutdown
         return proc.wait()
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

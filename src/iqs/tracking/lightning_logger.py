@@ -28,6 +28,16 @@ def make_lightning_logger(run: TrackedRun, *, log_model: bool | None = None) -> 
     from pytorch_lightning.utilities import rank_zero_only
 
     class RunBoundMLFlowLogger(MLFlowLogger):
+        @property
+        def experiment(self) -> Any:
+            # Lightning's public handle on the MLflow client, through which every call of the logger goes:
+            # the run's own client here (the run already exists; nothing to create)
+            return run.client
+
+        @property
+        def experiment_id(self) -> str:
+            return run.experiment_id
+
         @rank_zero_only
         def log_hyperparams(self, params: Any) -> None:
             return None
@@ -41,7 +51,10 @@ def make_lightning_logger(run: TrackedRun, *, log_model: bool | None = None) -> 
 
         @rank_zero_only
         def finalize(self, status: str = "success") -> None:
-            if self._initialized and self._checkpoint_callback:
+            # Lightning's `finalize` would also end the run. Its checkpoint upload has no public entry:
+            # `_checkpoint_callback` and `_scan_and_log_checkpoints` are private (Lightning 2.6), so this
+            # calls them, and tests/test_private_api.py fails when they change
+            if self._checkpoint_callback:
                 self._scan_and_log_checkpoints(self._checkpoint_callback)
 
     if log_model is None:
@@ -52,7 +65,4 @@ def make_lightning_logger(run: TrackedRun, *, log_model: bool | None = None) -> 
         run_id=run.run_id,
         log_model=log_model,
     )
-    # MLFlowLogger builds a plain MlflowClient in __init__ and uses `_mlflow_client` for every call
-    # (pytorch_lightning/loggers/mlflow.py); there is no constructor argument for a client of our own
-    logger._mlflow_client = run.client
     return logger

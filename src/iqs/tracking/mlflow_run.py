@@ -324,9 +324,10 @@ def _move_traceback(client: Any, run: Any, folder: str) -> None:
 
 
 def latest_steps(run: Any) -> dict[str, int]:
-    """The last step stored of each metric of `run`. `RunData.metrics` keeps only the values; its Metric
-    entities (with their steps) are kept in `_metric_objs`, and no public API returns them in one call."""
-    return {m.key: int(m.step) for m in getattr(run.data, "_metric_objs", [])}
+    """The last step stored of each metric of `run`. `RunData.metrics` keeps only the values; its proto (the
+    public `to_proto`) carries the Metric entities with their steps, in one call (`get_metric_history` is one
+    call per key)."""
+    return {m.key: int(m.step) for m in run.data.to_proto().metrics}
 
 
 def open_run(

@@ -481,7 +481,8 @@ class BufferedClient(MlflowClient):
         if seen is None:
             raise TrackingOutageError(f"{self.gave_up}: MLflow run {run_id} was never read")
         kept = self.kept(run_id)
-        metrics = {m.key: m for m in seen.data._metric_objs}  # RunData keeps the Metric entities only here
+        # `RunData.metrics` holds values only; its proto has the Metric entities (steps, timestamps)
+        metrics = {m.key: Metric.from_proto(m) for m in seen.data.to_proto().metrics}
         metrics.update({m.key: m for m in read_metrics(kept.job_dir)})
         params = {**seen.data.params, **kept.record.params}
         tags = {**seen.data.tags, **kept.record.tags}

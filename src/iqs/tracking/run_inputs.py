@@ -13,6 +13,9 @@ import pandas as pd
 from iqs.core.classes import CLASS_NAMES
 from iqs.tracking.config_view import cfg_get
 
+# the fields of `mlflow.entities.Dataset`, read from `mlflow.data.Dataset.to_dict()`
+DATASET_FIELDS = ("name", "digest", "source_type", "source", "schema", "profile")
+
 
 def mixture_counts(table: pd.DataFrame) -> pd.DataFrame:
     """Rows per source x split, with the bad/normal/good split of each (long format, one row per cell)."""
@@ -40,7 +43,7 @@ def dataset_inputs(cfg: Any, table: pd.DataFrame) -> list[Any]:
     """One MLflow `DatasetInput` per source: name = the source, digest = the fingerprint of its rows
     (iqs.data.table.fingerprint), source = its annotation file, context `mixture`."""
     import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     from iqs.data.table import fingerprint as table_fingerprint
@@ -58,6 +61,8 @@ def dataset_inputs(cfg: Any, table: pd.DataFrame) -> list[Any]:
                 name=str(name),
                 digest=table_fingerprint(rows),
             )
-            entity = dataset._to_mlflow_entity()  # the schema is inferred here, lazily
+            # the entity from the dataset's public description (the schema is inferred here, lazily)
+            described = dataset.to_dict()
+            entity = Dataset(**{key: described.get(key) for key in DATASET_FIELDS})
         inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "mixture")]))
     return inputs

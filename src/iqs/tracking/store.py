@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -169,7 +170,7 @@ def moved_store_warning(
         return None
     default_root = db.parent / "artifacts"
     target = local_artifact_path(expected) or default_root / experiment
-    command = f"python -m iqs.tracking.store relocate {shlex.quote(str(db))}"
+    command = f"iqs store relocate {shlex.quote(str(db))}"
     if target.parent.resolve() != default_root.resolve():  # a configured logger.artifact_location
         command += f" --artifact-root {shlex.quote(str(target.parent))}"
     return (
@@ -228,22 +229,17 @@ def relocate(db: str | Path, artifact_root: str | Path | None = None) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m iqs.tracking.store relocate <mlflow.db> [--artifact-root DIR]`"""
-    import argparse
+    """`iqs store relocate <mlflow.db> [--artifact-root DIR]` (conf/relocate.yaml)."""
+    from iqs.core.config import compose
 
-    parser = argparse.ArgumentParser(prog="python -m iqs.tracking.store")
-    sub = parser.add_subparsers(dest="command", required=True)
-    rel = sub.add_parser("relocate", help="point a copied or moved SQLite store at its own artifact folder")
-    rel.add_argument("db", help="the store's SQLite file, e.g. mlruns/mlflow.db")
-    rel.add_argument("--artifact-root", default=None, help="default: artifacts/ next to the SQLite file")
-    args = parser.parse_args(argv)
-    moved = relocate(args.db, args.artifact_root)
+    cfg = compose("relocate", list(argv or []))
+    try:
+        moved = relocate(str(cfg.db), cfg.artifact_root)
+    except FileNotFoundError as exc:
+        print(f"iqs store relocate: {exc}", file=sys.stderr)
+        return 2
     for name, (old, new) in moved.items():
         print(f"{name}: {old} -> {new}")
     if not moved:
-        print(f"every experiment of {args.db} already keeps its files inside the store")
+        print(f"every experiment of {cfg.db} already keeps its files inside the store")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,7 +14,6 @@ came late), else with the recorded FAILED or KILLED. The folder is removed once 
 from __future__ import annotations
 
 import shutil
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -94,7 +93,3 @@ def main(argv: list[str] | None = None) -> int:
     apply_http_settings(cfg)  # bounded HTTP calls, as every command (iqs.tracking.http_settings)
     print(upload(cfg.job_dir, cfg.tracking_uri))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

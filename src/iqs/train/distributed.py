@@ -3,10 +3,10 @@
 `trainer=ddp` (GPUs, NCCL) and `trainer=ddp_cpu` (2 CPU processes, gloo) use `ReplayDDPStrategy`.
 
 Starting ranks 1..N-1. Lightning's own launcher re-runs the command line for every extra rank, which
-fails for `iqs train`: the console script rewrites `sys.argv` (Hydra's argv has no `train`), and under
+fails for `iqs train`: the command line Hydra reads has no `train` (iqs.core.config.hydra_app_argv), and under
 Hydra it re-composes the config with rank 0's `hydra.run.dir`, which in a sweep is not the job's folder.
 Here rank 0 writes its resolved job config to `<output_dir>/ddp/config.yaml` and starts the other ranks as
-`python -m iqs.train.replay <that file>`: they train on exactly rank 0's configuration (sweep
+`python -m iqs train replay <that file>`: they train on exactly rank 0's configuration (sweep
 overrides included), without Hydra, without an output folder or an MLflow run of their own. Ranks that a
 cluster starts itself (srun with one task per GPU, torchrun) run the full `iqs train` each; Lightning
 then creates no processes, and this module only keeps MLflow and the artifacts on rank 0.
@@ -183,8 +183,14 @@ def check_resume_world(cfg: DictConfig) -> None:
 class ReplayLauncher(_SubprocessScriptLauncher):
     """Lightning's subprocess launcher, starting ranks 1.. from rank 0's config file (module docstring).
 
-    Only `_call_children_scripts` differs (a private Lightning method: the environment below is the one
-    it sets); without a config file (REPLAY_ENV unset, e.g. a plain script) Lightning's own command is used.
+    Only `_call_children_scripts` differs (the environment below is the one it sets); without a config
+    file (REPLAY_ENV unset, e.g. a plain script) Lightning's own command is used.
+
+    Private Lightning API, for want of a public one: Lightning 2.6 exports no launcher base class (`_Launcher`
+    is private too) and a strategy gets its launcher only from `_configure_launcher`, so a replacing launcher
+    subclasses `_SubprocessScriptLauncher` and overrides `_call_children_scripts` (using its
+    `_check_can_spawn_children` and `procs`). tests/test_private_api.py fails when these names or signatures
+    change in the locked Lightning.
     """
 
     ENV_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -208,7 +214,7 @@ class ReplayLauncher(_SubprocessScriptLauncher):
             # read by Lightning's rank_zero_only before the trainer exists (global_rank above)
             child_env["RANK"] = str(env.node_rank() * self.num_processes + local_rank)
             child_env.pop(REPLAY_ENV, None)
-            command = [sys.executable, "-m", "iqs.train.replay", config]
+            command = [sys.executable, "-m", "iqs", "train", "replay", config]
             self.procs.append(subprocess.Popen(command, env=child_env))
 
     def stop_children(self, timeout: float = 10.0) -> None:
@@ -254,7 +260,7 @@ class ReplayDDPStrategy(DDPStrategy):
         LOCAL_RANK/WORLD_SIZE/MASTER_* would outlive the job, and the next DDP job of a sequential sweep
         would wait for ranks that never come."""
         super().on_exception(exception)
-        launcher = self._launcher
+        launcher = self.launcher
         if not isinstance(launcher, ReplayLauncher):
             return
         launcher.stop_children()
@@ -264,6 +270,8 @@ class ReplayDDPStrategy(DDPStrategy):
             dist.destroy_process_group()
 
     def _configure_launcher(self) -> None:
+        # the only hook where a strategy picks its launcher (private, see ReplayLauncher); Lightning's
+        # accelerator connector calls it once the cluster environment is known
         assert self.cluster_environment is not None
         if self._start_method != "popen":
             super()._configure_launcher()

@@ -1,6 +1,6 @@
 """Entry of DDP ranks 1..N-1 that rank 0 starts (iqs.train.distributed.ReplayLauncher):
 
-    python -m iqs.train.replay <output_dir>/ddp/config.yaml
+    python -m iqs train replay <output_dir>/ddp/config.yaml      (conf/replay.yaml)
 
 They train on exactly rank 0's resolved configuration, without Hydra (no folder, no MLflow run).
 """
@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 from omegaconf import DictConfig, OmegaConf
 
 from iqs.train.run import train
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The dispatcher's entry (iqs.cli): `config=<path>` or the path alone."""
+    from iqs.core.config import compose
+
+    return replay(str(compose("replay", list(argv or [])).config))
 
 
 def replay(config_path: str) -> int:
@@ -25,7 +31,3 @@ def replay(config_path: str) -> int:
     assert isinstance(cfg, DictConfig)
     train(cfg)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(replay(sys.argv[1]))

@@ -217,23 +217,20 @@ def main(argv: list[str] | None = None) -> int:
     Returns the process exit status: 0, 1 when a job failed on a configuration or data error, 128 + the
     signal number when SIGTERM or SIGINT stopped it. The monitored metric is the Hydra task's return value.
     """
+    from iqs.core.config import check_app_keys, hydra_app_argv
     from iqs.core.signals import Interrupted, signals_raise
     from iqs.train import user_errors
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    saved = sys.argv
-    sys.argv = ["iqs-train", *argv]
+    check_app_keys("train", list(argv or []))  # `iqs train lr=1` -> did you mean 'optimizer.lr'?
     user_errors.reported.clear()
     # jobs of a joblib/submitit sweep report in their own processes: collecting hears them too
     with user_errors.collecting() as elsewhere:
         try:
-            with signals_raise():
+            with signals_raise(), hydra_app_argv("iqs-train", list(argv or [])):
                 hydra_entry()
         except Interrupted as exc:
             # a note: the tracking server was down, so the run's end and files wait in its job folder
             ended = (getattr(exc, "__notes__", None) or ["the MLflow run ended KILLED"])[-1]
             print(f"iqs train: {exc}; {ended}", file=sys.stderr)
             return exc.exit_code
-        finally:
-            sys.argv = saved
     return 1 if user_errors.reported or elsewhere else 0

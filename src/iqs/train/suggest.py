@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,20 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from iqs.core.config import Flags, compose
+from iqs.core.config import compose
 
 log = logging.getLogger(__name__)
 
 METHODS = ("badge", "random")
 TAG = "iqs/label-me"
 COLUMNS = ["rank", "path", "pred_class", "prob_bad", "prob_normal", "prob_good", "gradient_norm", "tagged"]
-
-FLAGS = Flags(
-    switches={"--tag": "tag", "--dry-run": "dry_run"},
-    options={"-o": "output", "--output": "output", "--sidecar-style": "sidecar_style"},
-    strings=("model", "output", "library"),
-)
-
 
 # ---------------------------------------------------------------- the method
 
@@ -210,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=True)
     try:
-        cfg = compose("suggest", list(sys.argv[1:] if argv is None else argv), FLAGS)
+        cfg = compose("suggest", list(argv or []))
     except ValueError as exc:
         console.print(f"iqs suggest: {exc}", markup=False, soft_wrap=True)
         return 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +68,7 @@ def summary_table(record: dict, built_now: bool, wall_s: float) -> Table:
 def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
-        opts = options(list(sys.argv[1:] if argv is None else argv))
+        opts = options(list(argv or []))
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         console.print(
             f"[red]iqs data build-demo: {escape(str(exc))}[/red]\n(see `iqs data build-demo --help`)"

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from iqs.core.config import compose
 
-    cfg = compose("library", list(sys.argv[1:] if argv is None else argv))
+    cfg = compose("library", list(argv or []))
     try:
         if not isinstance(cfg.force, bool):
             raise ValueError(f"force must be true or false, got '{cfg.force}'")

@@ -1,10 +1,11 @@
-"""`make compat`: export fixed-seed models and print the OpenCV matrix against `iqs predict` and PyTorch.
+"""`iqs compat` (`make compat`): export fixed-seed models and print the OpenCV matrix against `iqs predict`
+and PyTorch (options: conf/compat.yaml).
 
-    python -m iqs.deploy.compat.command                       # the demo config (experiment=demo), three heads,
-                                                      # profiles digikam (.pb), full and contract_onnx
-    python -m iqs.deploy.compat.command --backbones           # also every conf/backbone/*.yaml (weights=none)
-    python -m iqs.deploy.compat.command --heads= --backbones=resnet50,inception_v3
-    python -m iqs.deploy.compat.command --images 8 --heads regression
+    iqs compat                                   # the demo config (experiment=demo), three heads,
+                                                 # profiles digikam (.pb), full and contract_onnx
+    iqs compat --backbones                       # also every conf/backbone/*.yaml (weights=none)
+    iqs compat --heads= --backbones=resnet50,inception_v3
+    iqs compat --images 8 --heads regression
 
 Nothing is trained: the backbone keeps its packaged weights (or random ones with `weights=none`, which still
 exercise every operator), the head is seeded, and score thresholds sit at the score terciles of the photos, so
@@ -15,10 +16,8 @@ digiKam meets, some blurred, noised or JPEG-compressed, and saved as PNG so that
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,7 +43,6 @@ PHOTOS = [
     "camera",
     "coins",
 ]
-HEADS = ("regression", "classification", "distribution")
 
 
 def compat_photos(n: int = 56, seed: int = 0) -> list[np.ndarray]:
@@ -239,29 +237,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from iqs.core.config import compose
 
-    parser = argparse.ArgumentParser(
-        prog="python -m iqs.deploy.compat.command", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--images", type=int, default=24, help="photos per model (default 24)")
-    parser.add_argument("--heads", default=",".join(HEADS), help="heads of the demo config to check")
-    parser.add_argument(
-        "--backbones", nargs="?", const="all", default=None, help="also conf/backbone/*.yaml: all or a,b,..."
-    )
-    parser.add_argument("--out-dir", type=Path, default=None, help="default: <cache_dir>/compat")
-    args = parser.parse_args(argv)
+    cfg = compose("compat", list(argv or []))
+    images_n, heads, backbones = int(cfg.images), str(cfg.heads or ""), cfg.backbones
     console = Console()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    out_dir = args.out_dir or Path(str(compose("export").paths.cache_dir)) / "compat"
-    images = write_photos(compat_photos(args.images), out_dir / "photos")
+    out_dir = Path(str(cfg.out_dir or Path(str(cfg.paths.cache_dir)) / "compat"))
+    images = write_photos(compat_photos(images_n), out_dir / "photos")
     blobs = read_blobs(images)
     problems: list[str] = []
-    for head in [h for h in args.heads.split(",") if h]:
-        cfg = compose("train", ["experiment=demo", f"head={head}"])
-        model = fixed_seed_model({k: cfg[k] for k in ("backbone", "head", "thresholds")}, blobs)
+    for head in [h for h in heads.split(",") if h]:
+        demo = compose("train", ["experiment=demo", f"head={head}"])
+        model = fixed_seed_model({k: demo[k] for k in ("backbone", "head", "thresholds")}, blobs)
         console.rule(f"demo config (experiment=demo), {head} head")
         problems += check_model(model, f"demo-{head}", images, out_dir / "exports", console)[0]
-    if args.backbones:
-        problems += _check_backbones(args.backbones, images, blobs, out_dir / "exports", console)
+    if backbones:
+        problems += _check_backbones(str(backbones), images, blobs, out_dir / "exports", console)
     if problems:
         console.print("[bold red]not digiKam-ready:[/]\n  " + "\n  ".join(problems))
         return 1
@@ -269,7 +259,3 @@ def main(argv: list[str] | None = None) -> int:
         "every model loads in every OpenCV release and gives onnxruntime's classes on that release's pixels"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -8,7 +8,7 @@ Each release of `onnx_ops.OPENCV_RELEASES` gets one small virtualenv (pip `openc
 exact version, plus numpy), cached once per machine and reused (iqs.deploy.compat.tool_venvs). `opencv_worker.py` runs inside it with one `cv::dnn::Net`
 per model file, reused for every image, and digiKam's own preprocessing and argmax.
 
-`python -m iqs.deploy.compat.command` (`make compat`) exports fixed-seed models and prints the matrix against
+`iqs compat` (`make compat`) exports fixed-seed models and prints the matrix against
 `iqs predict` (onnxruntime, full profile) and PyTorch.
 """
 
@@ -281,10 +281,12 @@ def failures(rows: Sequence[Agreement], only: Iterable[str] | None = None) -> li
     return lines
 
 
-if (
-    __name__ == "__main__"
-):  # `make lock`: python -m iqs.deploy.compat.opencv_matrix <pip-compile> [its options]
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """`iqs compat lock <pip-compile> [--upgrade]` (`make lock`): conf/compat_lock.yaml."""
+    from iqs.core.config import compose
 
-    for path in lock_releases(sys.argv[1], args=sys.argv[2:]):
+    cfg = compose("compat_lock", list(argv or []))
+    args = [*(["--upgrade"] if cfg.upgrade else []), *[str(a) for a in cfg.pip_args]]
+    for path in lock_releases(str(cfg.pip_compile), args=args):
         print(f"locked {path}")
+    return 0

@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from iqs.core.config import CommandLineError, Flags, compose
+from iqs.core.config import CommandLineError, compose
 from iqs.deploy.digikam.dnnconf import (
     aesthetic_group,
     conf_copy,
@@ -228,18 +228,7 @@ def _print_plan(plan: Plan, dry_run: bool) -> None:
         print(note)
 
 
-# the flags users know from the docs, as aliases of conf/digikam.yaml's keys; the bare words are `args`
-FLAGS = Flags(
-    switches={"--dry-run": "dry_run"},
-    options={
-        "--digikam-version": "digikam_version",
-        "--data-dir": "data_dir",
-        "--models-dir": "models_dir",
-        "--conf-out": "conf_out",
-    },
-    positional="args",
-    strings=("digikam_version", "data_dir", "models_dir", "conf_out"),
-)
+# the bare words are `args` (install|restore [model]); the flags: iqs.core.config.ALIASES
 ACTIONS = ("install", "restore")
 
 
@@ -258,7 +247,7 @@ class DigikamOptions:
 
 def options(argv: list[str]) -> DigikamOptions:
     """The command line through conf/digikam.yaml (iqs.core.config.compose, as every subcommand)."""
-    cfg = compose("digikam", argv, FLAGS)
+    cfg = compose("digikam", argv)
     words = [str(w) for w in cfg.args]
     if not words or words[0] not in ACTIONS or len(words) != (2 if words[0] == "install" else 1):
         raise CommandLineError(f"expected `install MODEL` or `restore`, got {' '.join(words) or 'nothing'!r}")
@@ -322,7 +311,7 @@ def _restore_from(args: DigikamOptions, dirs: list[Path]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = options(list(sys.argv[1:] if argv is None else argv))
+    args = options(list(argv or []))
     dirs = data_dirs(args.data_dir)
     try:
         if args.action == "restore":

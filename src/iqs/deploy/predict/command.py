@@ -13,7 +13,7 @@ plus EXIF capture time, `burst_gap_s`; a photo without EXIF time is its own burs
 `burst_top_k` of each burst and rejects the others whose score is below the best by more than the model's
 `burst_margin` (or the one given); the output names the burst and the rank, `pick_label` the decision.
 
-Options are the keys of conf/predict.yaml (`key=value`); the flags in FLAGS are aliases of some of them,
+Options are the keys of conf/predict.yaml (`key=value`); the flags (iqs.core.config.ALIASES) are aliases of some of them,
 and bare words are the `inputs`. The scoring itself is iqs.deploy.predict.scorer. The exit code is 1 only when
 every file failed (or, with --strict / strict=true, when any did).
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iqs.core.config import Flags, compose
+from iqs.core.config import compose
 from iqs.core.xmp import (
     PICK_LABELS,
     SIDECAR_STYLES,
@@ -48,28 +48,6 @@ from iqs.deploy.predict.scorer import (
     iter_image_paths,
     predict_paths,
     resolve_model,
-)
-
-# the flags users expect, each an alias of one conf/predict.yaml key (`--dry-run` is `dry_run=true`)
-FLAGS = Flags(
-    switches={
-        "--write-xmp": "write_xmp",
-        "--dry-run": "dry_run",
-        "--overwrite": "overwrite",
-        "--strict": "strict",
-        "--bursts": "bursts",
-    },
-    options={
-        "--write-xmp": "write_xmp",  # `--write-xmp=rating` (main turns `--write-xmp rating` into it)
-        "-o": "output",
-        "--output": "output",
-        "--format": "format",
-        "--workers": "workers",
-        "--sidecar-style": "sidecar_style",
-    },
-    positional="inputs",
-    # paths as typed: `model=/tmp/rv (1)/m.onnx`, `output=a,b.csv` (Hydra reads ( and , as grammar)
-    strings=("model", "output", "inputs", "paths."),
 )
 
 
@@ -119,17 +97,6 @@ class PredictError(ValueError):
     """A setting that cannot work with this model (no rating cuts, say); the message says what to do."""
 
 
-def _mode_words(argv: list[str]) -> list[str]:
-    """`--write-xmp rating` -> `--write-xmp=rating` (a bare `--write-xmp` writes pick labels)."""
-    out, args = [], list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg == "--write-xmp" and args and args[0] in WRITE_MODES and not Path(args[0]).exists():
-            arg = f"--write-xmp={args.pop(0)}"
-        out.append(arg)
-    return out
-
-
 def write_mode(cfg: Any) -> str | None:
     """What --write-xmp writes: None (nothing), pick, rating or both; `true` is pick."""
     value = cfg.write_xmp
@@ -145,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=True)
     try:
-        cfg = compose("predict", _mode_words(list(sys.argv[1:] if argv is None else argv)), FLAGS)
+        cfg = compose("predict", list(argv or []))
     except ValueError as exc:
         console.print(f"iqs predict: {exc}", markup=False, soft_wrap=True)
         return 2

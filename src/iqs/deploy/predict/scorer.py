@@ -134,7 +134,7 @@ class OnnxScorer:
 def resolve_model(spec: str, tmp_dir: Path, cfg: Any = None) -> Path:
     """A full ONNX as is; a checkpoint, an MLflow run id or a registered model (`models:/<name>@<alias>`,
     `models:/<name>/<version>`) becomes one in `tmp_dir`. The MLflow store is `cfg`'s (iqs.tracking.store)."""
-    from iqs.core.config import Flags, compose
+    from iqs.core.config import compose
     from iqs.deploy.export import exporter as export
     from iqs.deploy.export.profiles import PREDICT
     from iqs.models.checkpoints import load_checkpoint
@@ -165,7 +165,6 @@ def resolve_model(spec: str, tmp_dir: Path, cfg: Any = None) -> Path:
     export_cfg = compose(
         "export",
         [f"run_id={spec}", f"out_dir={tmp_dir}", f"profiles=[{PREDICT.name}]", "log_to_run=false"],
-        Flags(strings=("run_id", "out_dir")),  # as typed: a temp folder may have spaces, an id digits only
     )
     export_cfg.logger.tracking_uri = store()
     return export.export_from_cfg(export_cfg)[PREDICT.name]
