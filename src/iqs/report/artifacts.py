@@ -110,6 +110,7 @@ def log_test_intervals(run: TrackedRun, predictions: pd.DataFrame, cfg: Any) -> 
     import time
 
     from iqs.metrics import bootstrap
+    from iqs.metrics.registry import metric
 
     settings = ci_settings(cfg)
     if not settings:
@@ -118,7 +119,7 @@ def log_test_intervals(run: TrackedRun, predictions: pd.DataFrame, cfg: Any) -> 
     from iqs.models.heads import HEADS
 
     if HEADS.get(str(cfg_get(cfg, "head.name", "regression"))).score_scale != "common":
-        names = [m for m in names if m not in ("rmse", "binary_acc_5")]  # no common-scale score
+        names = [m for m in names if not metric(m).common_scale]  # no common-scale score
     started = time.perf_counter()
     intervals = bootstrap.predictions_intervals(predictions, metrics=names, **settings)
     log.info(

@@ -30,6 +30,7 @@ from torch import nn
 
 from iqs.core.preprocess import DigikamToBackbone, digikam_blob
 from iqs.deploy.compat.opencv_matrix import compare, failures, matrix_table, run_matrix
+from iqs.deploy.export.profiles import CONTRACT_ONNX, PREDICT, PROFILES
 
 # (width, height) ratios digiKam meets: 4:3, 3:2, 1:1, 9:16, 2:3 and two panoramas
 ASPECTS = [(4, 3), (3, 2), (1, 1), (9, 16), (2, 3), (3, 1), (16, 5)]
@@ -153,26 +154,26 @@ def check_model(
     images: Sequence[Path],
     out_dir: Path,
     console: Any,
-    profiles: Sequence[str] = ("digikam", "full", "contract_onnx"),
+    profiles: Sequence[str] = tuple(PROFILES),
 ) -> tuple[list[str], dict[str, list]]:
     """Export the profiles, run the matrix, print one table per profile; returns (failures, rows).
 
-    `full` and `contract_onnx` are needed (the references come from them: `iqs predict`, and onnxruntime on
-    each release's own pixels); `digikam`, the .pb digiKam loads with readNetFromTensorflow, is checked
-    against them like every other file.
+    The profile `iqs predict` reads and `contract_onnx` are needed (the references come from them, and from
+    onnxruntime on each release's own pixels); `digikam`, the .pb digiKam loads with readNetFromTensorflow,
+    is checked against them like every other file.
     """
     from iqs.deploy.export.exporter import export_model
 
-    profiles = list(dict.fromkeys(["full", "contract_onnx", *profiles]))
+    profiles = list(dict.fromkeys([PREDICT.name, CONTRACT_ONNX.name, *profiles]))
     files = export_model(model, model.meta, out_dir, name, profiles, 17, "compat", verify=True)
     blobs = read_blobs(images)
     torch_cls, _ = torch_reference(model, blobs)
-    ort_cls, ort_probs = predict_reference(files["full"], images)
+    ort_cls, ort_probs = predict_reference(files[PREDICT.name], images)
     with tempfile.TemporaryDirectory(prefix="iqs-blobs-") as blob_root:
         runs = run_matrix([files[p] for p in profiles], images, blob_root=blob_root)
         # onnxruntime on each release's own blobs: the model alone, without the resize difference
-        contract = str(files["contract_onnx"])
-        session = ort_session(files["contract_onnx"])
+        contract = str(files[CONTRACT_ONNX.name])
+        session = ort_session(files[CONTRACT_ONNX.name])
         same = {
             release: np.concatenate(
                 [session.run(None, {"input": b[None]})[0] for b in by_model[contract].blobs()]

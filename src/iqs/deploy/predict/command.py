@@ -41,6 +41,7 @@ from iqs.core.xmp import (
     plan_rating,
 )
 from iqs.data.bursts import check_gap
+from iqs.deploy.export.profiles import PREDICT
 from iqs.deploy.predict.scorer import (
     OnnxScorer,
     Row,
@@ -141,7 +142,10 @@ def _problem(cfg: Any) -> str | None:
         return "no input files or folders given"
     if not cfg.model:
         return "choose a model: model=<full .onnx | .ckpt | MLflow run id>"
-    if Path(str(cfg.model)).suffix in (".onnx", ".ckpt") and not Path(str(cfg.model)).is_file():
+    if (
+        Path(str(cfg.model)).suffix in (PREDICT.format.extension, ".ckpt")
+        and not Path(str(cfg.model)).is_file()
+    ):
         return f"model file not found: {cfg.model} (model=<full .onnx | .ckpt | MLflow run id>)"
     if str(cfg.sidecar_style) not in SIDECAR_STYLES:
         return f"sidecar_style must be one of {', '.join(SIDECAR_STYLES)}, got '{cfg.sidecar_style}'"
