@@ -34,8 +34,8 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
     # `--dist loadfile` hands out files in the workers' collection order (see pytest_collection_modifyitems),
-    # not re-sorted by test count: that sort put the files of few but long tests (sweeps, the browser) last,
-    # and one worker ran them alone while the other idled
+    # not re-sorted by test count: that sort put the files of few but long tests (the sweeps, the browser, the
+    # killed-and-resumed run) at the end, where one worker may run them while the other has nothing left
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
 
