@@ -33,6 +33,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
+    # `--dist loadfile` hands out files in the workers' collection order (see pytest_collection_modifyitems),
+    # not re-sorted by test count: that sort put the files of few but long tests (the sweeps, the browser, the
+    # killed-and-resumed run) at the end, where one worker may run them while the other has nothing left
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 @pytest.fixture(autouse=True)
@@ -48,10 +53,24 @@ def _loggers_enabled() -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`slow` tests train, export or build tool venvs: they get a longer pytest-timeout than the default."""
+    """`slow` tests train, export or build tool venvs: they get a longer pytest-timeout than the default.
+
+    Under xdist the files are ordered longest first, estimated by their number of `slow` tests, then of tests
+    (the order is the same in every worker, as xdist requires): the two workers start on the long files and
+    the many short ones fill in at the end, so both finish together."""
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        files: dict[str, list[pytest.Item]] = {}
+        for item in items:
+            files.setdefault(item.nodeid.split("::")[0], []).append(item)
+
+        def weight(tests: list[pytest.Item]) -> tuple[int, int]:
+            return sum(1 for t in tests if t.get_closest_marker("slow")), len(tests)
+
+        ordered = sorted(files.values(), key=weight, reverse=True)  # stable: ties keep collection order
+        items[:] = [item for tests in ordered for item in tests]
 
 
 def sqlite_logger(tmp_path: Path, experiment: str, **extra) -> dict:

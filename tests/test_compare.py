@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -32,9 +33,9 @@ T = {"5_6": (5.0, 6.0), "4.5_6.5": (4.5, 6.5)}
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+def store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> str:
     root = tmp_path_factory.mktemp("compare")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = f"sqlite:///{shutil.copy(migrated_db, root / 'mlflow.db')}"
     for i, (exp, sweep, head, rebalance, thr, lr, srcc, status) in enumerate(RUNS):
         cfg = OmegaConf.create(
             {
@@ -245,9 +246,9 @@ def _predictions(seed: int, noise: float, n_photos: int = 24, per: int = 5) -> p
 
 
 @pytest.fixture(scope="module")
-def paired_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
+def paired_store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> tuple[str, dict[str, str]]:
     root = tmp_path_factory.mktemp("paired")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = f"sqlite:///{shutil.copy(migrated_db, root / 'mlflow.db')}"
     ids = {}
     for name, seed, noise, test_set in (
         ("base", 1, 1.0, "full"),

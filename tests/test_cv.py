@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -224,12 +225,12 @@ def test_paired_folds_find_the_better_configuration() -> None:
         cv.paired(worse, better.iloc[:-3], ["srcc"])
 
 
-def test_compare_pools_a_cv_id_from_the_store(tmp_path: Path, capsys) -> None:
+def test_compare_pools_a_cv_id_from_the_store(tmp_path: Path, capsys, migrated_db: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     from iqs.report.compare import main
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{shutil.copy(migrated_db, tmp_path / 'mlflow.db')}"
     client = MlflowClient(uri)
     exp = client.create_experiment("cv", artifact_location=str(tmp_path / "artifacts"))
     ids = {}

@@ -289,6 +289,7 @@ def overrides(demo: Path, tmp: Path) -> list[str]:
         "loader.batch_size=16",
         "cache.batch_size=64",
         "decision_cuts.enabled=false",
+        "logger.plots=false",
     ]
 
 

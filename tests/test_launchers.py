@@ -92,6 +92,7 @@ def sweep(demo: Path, tmp: Path, *launcher: str) -> pd.DataFrame:
             "trainer.max_epochs=1",
             "cache.batch_size=64",
             "decision_cuts.enabled=false",
+            "logger.plots=false",
             "head=regression,classification",
             "hydra/job_logging=disabled",
         ]

@@ -167,6 +167,7 @@ def test_personal_end_to_end_on_a_generated_library(tmp_path: Path, monkeypatch:
         "loader.batch_size=16",
         "cache.batch_size=64",
         "logger.test_ci.n_resamples=200",
+        "logger.plots=false",
     ]
     _, general = train(
         compose(

@@ -38,19 +38,6 @@ sys.exit(main(["train", *sys.argv[2:]]))
 """
 
 
-def build_tiny_demo(folder: Path) -> Path:
-    """15 reference photos x (pristine + 2 levels of 1 distortion) per source: 135 images of 64 px."""
-    from iqs.data.demo.build import DemoSpec, ensure_demo
-
-    spec = DemoSpec(crops_per_photo=1, long_side=64, types_per_source=1, levels_per_type=2)
-    return ensure_demo(folder, 0, spec=spec, progress=False)
-
-
-@pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory) -> Path:
-    return build_tiny_demo(tmp_path_factory.mktemp("demo"))
-
-
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch):
     for var in (

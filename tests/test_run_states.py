@@ -165,7 +165,7 @@ def test_config_errors_print_one_line_and_log_the_traceback(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sigterm_to_iqs_train_exits_143_and_the_run_ends_killed(tmp_path):
+def test_sigterm_to_iqs_train_exits_143_and_the_run_ends_killed(tmp_path, tiny_demo):
     """A real `iqs train` process, stopped by SIGTERM in its first epoch."""
     job = (
         "import sys, time\n"
@@ -179,10 +179,10 @@ def test_sigterm_to_iqs_train_exits_143_and_the_run_ends_killed(tmp_path):
         "from iqs.cli import main\n"
         "sys.exit(main(['train', *sys.argv[2:]]))\n"
     )
-    from test_resume import build_tiny_demo, tiny
+    from test_resume import tiny
 
     marker = tmp_path / "training"
-    ov = [*tiny(tmp_path, build_tiny_demo(tmp_path / "demo")), "hydra/job_logging=disabled"]
+    ov = [*tiny(tmp_path, tiny_demo), "hydra/job_logging=disabled"]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
     proc = subprocess.Popen([sys.executable, "-c", job, str(marker), *ov], env=env, cwd=tmp_path)
@@ -202,12 +202,16 @@ def test_sigterm_to_iqs_train_exits_143_and_the_run_ends_killed(tmp_path):
     assert [r.info.status for r in runs] == ["KILLED"]
 
 
-def test_a_data_error_prints_one_line_and_the_run_keeps_the_traceback(tmp_path, capsys, monkeypatch):
+def test_a_data_error_prints_one_line_and_the_run_keeps_the_traceback(
+    tmp_path, capsys, monkeypatch, migrated_db
+):
+    from conftest import seed_store
     from iqs.train.run import main
     from test_resume import tiny
 
     for var in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR", "IQS_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
+    seed_store(tmp_path, migrated_db)
     rc = main([*tiny(tmp_path, tmp_path / "nowhere"), f"hydra.run.dir={tmp_path}/job"])
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err

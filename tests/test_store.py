@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,9 +42,9 @@ def test_precedence_is_the_same_for_every_command(tmp_path: Path, monkeypatch: p
 
 
 def test_export_reads_the_run_from_the_explicit_store_not_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_db: Path
 ) -> None:
-    explicit = f"sqlite:///{tmp_path}/explicit.db"
+    explicit = f"sqlite:///{shutil.copy(migrated_db, tmp_path / 'explicit.db')}"
     client = MlflowClient(explicit)
     exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
     run = client.create_run(exp)

@@ -332,7 +332,7 @@ def test_a_server_down_after_fitting_and_back_within_the_grace_gets_every_artifa
     outage = StopAfterFit(mlflow_server, restart_after_s=2)
     with_outage(monkeypatch, outage)
     caplog.set_level(logging.WARNING)
-    ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", epochs=2)
+    ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", "logger.plots=true", epochs=2)
     ov += [f"logger.tracking_uri={mlflow_server.uri}", "logger.outage_retry_s=1", "logger.outage_grace_s=300"]
     metrics, objs = run_train(ov)
     print(f"the run ended {time.monotonic() - outage.stopped_at:.1f} s after the server was stopped")
@@ -375,7 +375,7 @@ def test_a_server_that_stays_down_keeps_the_run_locally_until_upload(
     mlflow_server.wait_up()
     outage = ServerOutage(mlflow_server, restart=False)
     with_outage(monkeypatch, outage)
-    ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", epochs=2)
+    ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo", "logger.plots=true", epochs=2)
     ov += [f"logger.tracking_uri={mlflow_server.uri}", "logger.outage_retry_s=1", "logger.outage_grace_s=3"]
     ov += ["callbacks.early_stopping.enabled=false"]
     with pytest.raises(RunKeptLocally, match=f"{mlflow_server.uri} stayed unreachable") as err:

@@ -31,7 +31,8 @@ def _isolated_tracking(monkeypatch):
 
 
 def tiny_run(epochs: int = 3) -> list[str]:
-    """Overrides that make any train config tiny: 64 px, CPU, a few short epochs, the whole test split."""
+    """Overrides that make any train config tiny: 64 px, CPU, a few short epochs, the whole test split, and no
+    figures (they take most of a tiny run's time; a test that checks them adds `logger.plots=true`)."""
     return [
         "backbone.input_size=64",
         "trainer=cpu_fast",
@@ -40,6 +41,7 @@ def tiny_run(epochs: int = 3) -> list[str]:
         "loader.batch_size=16",
         "loader.eval_batch_size=64",
         "cache.batch_size=64",
+        "logger.plots=false",
     ]
 
 
@@ -68,6 +70,12 @@ def mlflow_runs(tmp: Path) -> pd.DataFrame:
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlruns/mlflow.db")
     return mlflow.search_runs(search_all_experiments=True)
+
+
+def mlflow_artifacts(tmp: Path, run_id: str, path: str | None = None) -> list:
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db").list_artifacts(run_id, path)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -105,7 +113,7 @@ def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path, mig
 
     seed_store(tmp_path, migrated_db)
     ov = shrink(tmp_path, *demo_sources(tiny_demo), "experiment=demo")
-    metrics, objs = run_train(ov)
+    metrics, objs = run_train([*ov, "logger.plots=true"])
     dm = objs["datamodule"]
     assert objs["feature_cache"] == "miss"
     for ds in [*dm.dataset_names, "all"]:
@@ -142,14 +150,23 @@ def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path, mig
     runs = mlflow_runs(tmp_path)
     assert len(runs) == 1 and runs.iloc[0]["status"] == "FINISHED"
     assert runs.iloc[0]["tags.feature_cache"] == "miss"
+    plots = {a.path for a in mlflow_artifacts(tmp_path, objs["run_id"], "plots")}
+    sources = sorted(dm.dataset_names)
+    assert plots == {
+        *(f"plots/{kind}_{ds}.png" for kind in ("confusion", "scatter") for ds in [*sources, "all"]),
+        *(f"plots/label_hist_train_{s}.png" for s in sources),
+    }
 
-    # same config again: the embeddings come from the cache and the run is identical
+    # same config again, without figures (logger.plots=false): the embeddings come from the cache and the run
+    # is identical
     metrics2, objs2 = run_train([*ov[:1], f"output_dir={tmp_path}/out2", *ov[2:]])
     assert objs2["feature_cache"] == "hit"
     pd.testing.assert_frame_equal(objs2["predictions"], pred)
     assert metrics2["test/all/srcc"] == metrics["test/all/srcc"]
     runs = mlflow_runs(tmp_path)
     assert sorted(runs["tags.feature_cache"]) == ["hit", "miss"]
+    assert mlflow_artifacts(tmp_path, objs2["run_id"], "plots") == []
+    assert {"model_card.md", "predictions"} <= {a.path for a in mlflow_artifacts(tmp_path, objs2["run_id"])}
 
 
 def test_missing_images_are_dropped_with_a_count(tiny_demo, tmp_path):

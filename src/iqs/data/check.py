@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_data(cfg.data)
         mix = build_mixture(cfg.data, cfg.thresholds)
     except (DataError, ConfigError, FileNotFoundError) as exc:
-        console.print(f"[red]iqs data check:[/] {exc}", markup=True, highlight=False)
+        # soft_wrap: the message names a path; wrapped at the width it could not be copied whole
+        console.print(f"[red]iqs data check:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         return 2
     table = mix.table
     bad = find_bad_images(

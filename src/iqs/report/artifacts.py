@@ -219,8 +219,9 @@ def log_test_artifacts(
 
     if log_test_intervals(run, predictions, cfg) is not None:
         written.append("metrics/test_ci.csv")
-    written += _log_confusions(run, predictions, confusion, datasets)
-    written += _log_plots(run, predictions, label_table, datasets, thresholds, per_source, cfg)
+    if bool(cfg_get(cfg, "logger.plots", True)):  # off: no figures (about half a second of drawing each)
+        written += _log_confusions(run, predictions, confusion, datasets)
+        written += _log_plots(run, predictions, label_table, datasets, thresholds, per_source, cfg)
 
     written += _log_files(run, predictions, checkpoint_path)
     card = _model_card(run, {**logged, **metrics}, label_table, rule, cfg, checkpoint_path)
