@@ -156,7 +156,8 @@ def test_make_ui_lands_on_the_runs_table_in_a_real_browser(tmp_path: Path) -> No
         [
             sys.executable,
             "-m",
-            "iqs.report.ui",
+            "iqs",
+            "ui",
             f"port={port}",
             "browser=false",
             f"logger.tracking_uri={uri}",
