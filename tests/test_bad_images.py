@@ -57,6 +57,7 @@ def datamodule(demo: Path, tmp: Path, policy: BadImagePolicy | None, **kw):
     return QualityDataModule(mix, spec, build.rebalancer(cfg), batch_size=8, bad_images=policy, **kw)
 
 
+@pytest.mark.slow
 def test_defaults_live_in_the_data_group_once():
     cfg = compose("train", [])
     policy = BadImagePolicy.from_cfg(cfg)
@@ -90,6 +91,7 @@ def test_image_rows_skip_broken_files_and_every_batch_loads(broken, tmp_path):
     assert sorted(seen) == list(range(len(dm.table)))
 
 
+@pytest.mark.slow
 def test_fail_mode_and_max_fraction_name_the_files(broken, tmp_path):
     root, victims = broken
     with pytest.raises(DataError, match="data.on_bad_image=fail") as err:

@@ -64,6 +64,7 @@ def test_errors_say_what_to_do() -> None:
         compose("train", ["thresholds=t9_9"])  # a missing group option stays Hydra's own error
 
 
+@pytest.mark.slow
 def test_iqs_reports_a_bad_command_line_for_every_config_command(capsys) -> None:
     from iqs import cli
 
@@ -94,6 +95,7 @@ def test_iqs_reports_hydra_grammar_errors_in_one_line(capsys) -> None:
         assert err.startswith("iqs predict: ") and "\n" not in err and "key='...'" in err, err
 
 
+@pytest.mark.slow
 def test_every_flag_is_in_the_one_alias_table(capsys) -> None:
     """The flags of every command: in `ALIASES`, listed by `--help`, and meaning their config key."""
     from iqs import cli

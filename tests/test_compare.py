@@ -96,6 +96,7 @@ def parse_markdown(text: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO("\n".join(",".join(row) for row in [cells[0], *cells[2:]])))
 
 
+@pytest.mark.slow
 def test_filters_select_the_right_runs(store: str, tmp_path: Path) -> None:
     assert len(run_csv(store, tmp_path)) == 6  # every experiment, FINISHED only
     s1 = run_csv(store, tmp_path, "sweep=s1")
@@ -167,6 +168,7 @@ def test_markdown_and_csv_agree(store: str, tmp_path: Path) -> None:
     pd.testing.assert_series_equal(md["all/srcc"], csv["all/srcc"].round(4), check_names=False)
 
 
+@pytest.mark.slow
 def test_table_output_and_errors(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([f"logger.tracking_uri={store}", "sweep=s2", "view=wide"]) == 0
     out = capsys.readouterr().out
@@ -288,6 +290,7 @@ def paired_store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) ->
     return uri, ids
 
 
+@pytest.mark.slow
 def test_baseline_gives_paired_deltas_with_ci_and_p_value(
     paired_store: tuple[str, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -446,6 +449,7 @@ def many_params_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.mark.parametrize("columns", [80, 120])
+@pytest.mark.slow
 def test_many_varying_params_give_at_most_six_columns_that_fit_the_terminal(
     many_params_store: str,
     columns: int,

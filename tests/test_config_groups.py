@@ -117,6 +117,7 @@ def test_a_head_built_in_code_gets_the_yaml_defaults(option: str) -> None:
     assert instantiate_node(composed("head", option))(in_features=8, t1=5.0, t2=6.0).cfg == composed_head
 
 
+@pytest.mark.slow
 def test_backbone_code_defaults_are_the_yaml_defaults() -> None:
     """BackboneConfig's defaults are conf/backbone_defaults.yaml's, and every conf/backbone/*.yaml states
     every option."""

@@ -225,6 +225,7 @@ def test_paired_folds_find_the_better_configuration() -> None:
         cv.paired(worse, better.iloc[:-3], ["srcc"])
 
 
+@pytest.mark.slow
 def test_compare_pools_a_cv_id_from_the_store(tmp_path: Path, capsys, migrated_db: Path) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from iqs.cli import main as iqs
 from test_bad_images import KINDS, broken, clean_demo  # noqa: F401
@@ -43,6 +44,7 @@ def test_check_exits_0_on_a_clean_mixture_and_2_on_a_bad_config(clean_demo, tmp_
     assert iqs(["data", "check", *overrides(clean_demo, tmp_path), "data.held_out=nope"]) == 2
 
 
+@pytest.mark.slow
 def test_prepare_exits_1_naming_the_failures_and_redoes_a_repaired_file(broken, tmp_path, capsys):  # noqa: F811
     root, victims = broken
     base = [*demo_sources(root), f"paths.root_dir={tmp_path}", "prepare.short_side=64", "prepare.workers=1"]

@@ -235,6 +235,7 @@ def test_a_failed_ddp_fit_stops_the_started_ranks_and_restores_the_environment(m
     assert not any(k in os.environ for k in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "NODE_RANK"))
 
 
+@pytest.mark.slow
 def test_resume_is_refused_for_ranks_a_cluster_starts(monkeypatch, tmp_path):
     """srun/torchrun ranks > 0 cannot be handed rank 0's checkpoint: `resume=` stops with a way out, before
     any rank touches the store; one process, or the ranks the replay launcher (trainer=ddp) starts, still

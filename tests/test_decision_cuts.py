@@ -36,6 +36,7 @@ def brute_force(score: np.ndarray, label: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("seed", range(4))
+@pytest.mark.slow
 def test_search_matches_sklearn_brute_force(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = 40
@@ -176,6 +177,7 @@ def test_tuned_cuts_never_see_test_labels(tmp_path) -> None:
     assert cuts3 != cuts
 
 
+@pytest.mark.slow
 def test_baked_cuts_class_every_score_and_survive_the_meta_round_trip(tmp_path) -> None:
     from iqs.models.checkpoints import load_checkpoint
 

@@ -162,6 +162,7 @@ def test_legacy_with_no_stock_file_restores_to_nothing(xdg, tmp_path: Path) -> N
     assert not target.exists()
 
 
+@pytest.mark.slow
 def test_onnx_and_other_files_are_refused_in_one_line(xdg, tmp_path: Path, exported, capsys) -> None:
     user, system = xdg
     _with_conf(system)

@@ -60,12 +60,14 @@ def test_mlflows_connection_error_is_recognised(dead_uri: str) -> None:
 
 
 @pytest.mark.parametrize("command", ["compare", "ui"])
+@pytest.mark.slow
 def test_commands_report_an_unreachable_store_in_one_line(dead_uri: str, command: str, capsys) -> None:
     assert cli.main([command, f"logger.tracking_uri={dead_uri}"]) == 1
     out, err = capsys.readouterr()
     assert_one_line(err, f"iqs {command}", dead_uri)
 
 
+@pytest.mark.slow
 def test_full_error_keeps_the_traceback(dead_uri: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     assert cli.main(["compare", f"logger.tracking_uri={dead_uri}"]) == 1
@@ -102,6 +104,7 @@ def test_train_against_a_dead_server_says_it_in_one_line(dead_uri: str, tmp_path
     assert_one_line(errors[0], "iqs train", dead_uri)
 
 
+@pytest.mark.slow
 def test_a_run_or_model_the_store_lacks_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -163,6 +163,7 @@ def test_build_library_command_reads_conf_library(tmp_path, capsys):
     assert not (tmp_path / "library.json").exists()
 
 
+@pytest.mark.slow
 def test_build_library_never_deletes_a_folder_it_did_not_build(tmp_path, capsys):
     """out_dir=~/Pictures must not wipe the photographs: a folder holding files but no library.json is refused
     (exit 2, one line naming it) and left as it was; a previous build is rebuilt; force=true replaces anything."""

@@ -141,6 +141,7 @@ def test_register_an_exported_run_links_the_version_to_it(
     assert {p.name for p in folder.iterdir()} == {f"{stem}.full.onnx", "MODEL_CARD.md", f"{stem}.ckpt"}
 
 
+@pytest.mark.slow
 def test_unknown_names_aliases_and_versions_say_what_exists(
     tmp_path: Path, capsys, migrated_db: Path
 ) -> None:

@@ -23,6 +23,7 @@ def run_in(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return run.artifact_uri
 
 
+@pytest.mark.slow
 def test_copied_store_is_reported_and_relocated(tmp_path, migrated_db, monkeypatch, caplog, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     original, copy = tmp_path / "original", tmp_path / "copy"
@@ -113,6 +114,7 @@ def test_the_suggested_command_points_the_experiment_at_the_configured_root(tmp_
     assert location == (disk / "e").as_uri()
 
 
+@pytest.mark.slow
 def test_iqs_train_reports_a_copied_store_once(tmp_path, migrated_db, monkeypatch, caplog):
     """`iqs train` looks up its experiment before the run (resume, liveness) and when it opens it: one warning."""
     from iqs.train.resume import prepare

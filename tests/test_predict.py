@@ -99,6 +99,7 @@ def test_folder_to_csv_matches_torch(model_and_onnx, folder: Path, tmp_path: Pat
     assert all(r["error"] == "" and int(r["pick_label"]) == names.index(r["class"]) + 1 for r in rows)
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_rows_and_photos_in_odd_formats_are_scored(model_and_onnx, tmp_path: Path) -> None:
     _, onnx_path, _ = model_and_onnx
     root = tmp_path / "mixed"

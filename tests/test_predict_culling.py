@@ -103,6 +103,7 @@ def _run(root: Path, model: Path, capsys, *flags: str) -> tuple[int, list[dict],
     return rc, rows, err
 
 
+@pytest.mark.slow
 def test_stars_follow_the_models_cuts_and_user_ratings_are_kept(scored, tmp_path: Path, capsys) -> None:
     model, cuts, _ = scored
     root = _album(tmp_path / "album")

@@ -147,6 +147,7 @@ def fit(name: str, x, score, group, steps: int = 400) -> torch.nn.Module:
     return head.eval()
 
 
+@pytest.mark.slow
 def test_ranking_recovers_the_latent_order_that_linear_mapping_scrambles() -> None:
     x, common, _, group = toy_mixture(0)
     xt, _, latent_t, group_t = toy_mixture(1)

@@ -180,6 +180,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path
     assert torch.load(path, weights_only=True)["epoch"] == 0
 
 
+@pytest.mark.slow
 def test_resume_is_the_one_key_and_bad_targets_say_what_to_do(tmp_path, migrated_db):
     from mlflow import MlflowClient
 
@@ -310,6 +311,7 @@ def test_last_ckpt_is_written_every_epoch_apart_from_the_best(tmp_path):
     assert fit(4, folder / "last.ckpt").epochs_run == [3]  # continues after the last finished epoch
 
 
+@pytest.mark.slow
 def test_a_resumed_run_sheds_the_failure_marks_of_its_earlier_attempts(tmp_path):
     """disk full -> FAILED (error, traceback tags, traceback.txt), then killed (ended by the liveness check):
     each resume moves the marks into `iqs.resumed_after` and attempts/<n>/traceback.txt."""

@@ -202,6 +202,7 @@ def test_sigterm_to_iqs_train_exits_143_and_the_run_ends_killed(tmp_path, tiny_d
     assert [r.info.status for r in runs] == ["KILLED"]
 
 
+@pytest.mark.slow
 def test_a_data_error_prints_one_line_and_the_run_keeps_the_traceback(
     tmp_path, capsys, monkeypatch, migrated_db
 ):

@@ -100,6 +100,7 @@ def test_single_dataset_mode_and_table_output(conf, tables, capsys) -> None:
         assert word in out
 
 
+@pytest.mark.slow
 def test_histograms_are_written(conf, tables, tmp_path, capsys) -> None:
     folder = tmp_path / "plots"
     assert main(["data=demo", "data.demo_dir=null", f"histogram={folder}"]) == 0
@@ -152,6 +153,7 @@ def test_real_ava_test_list(realdata, conf, capsys, monkeypatch, tmp_path) -> No
     assert stats["score_mean"] == pytest.approx(df["quality"].mean())
 
 
+@pytest.mark.slow
 def test_shortcut_audit_in_stats(conf, tables, tmp_path, capsys) -> None:
     import torch
 

@@ -18,6 +18,7 @@ from iqs.tracking.store import tracking_uri_for
 COMMANDS = ("train", "export", "predict", "compare", "ui")
 
 
+@pytest.mark.slow
 def test_precedence_is_the_same_for_every_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

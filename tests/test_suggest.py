@@ -99,6 +99,7 @@ def _xmp_without_tags(path: Path) -> dict:
     return {k: v for k, v in read_xmp(path).items() if k != TAGS_KEY}
 
 
+@pytest.mark.slow
 def test_suggest_tags_only_unlabelled_photos_and_changes_nothing_else(
     small_library: Path, tiny_ckpt: Path, tmp_path: Path, capsys
 ) -> None:

@@ -119,6 +119,7 @@ def all_artifacts(client: MlflowClient, run_id: str, path: str | None = None) ->
     return out
 
 
+@pytest.mark.slow
 def test_tracked_run_logs_params_tags_metrics_and_artifacts(store: Path) -> None:
     tmp_path = store
     cfg = make_cfg(tmp_path)
@@ -310,6 +311,7 @@ def test_tracking_uri_env_and_override_precedence(
     assert MlflowClient(f"sqlite:///{env_db}").get_run(run.run_id).data.metrics["test/all/srcc"] == 0.25
 
 
+@pytest.mark.slow
 def test_default_store_is_created_under_mlruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -136,6 +136,7 @@ def test_worst_case_matches_urllib3_backoff(retries, factor):
         assert slept > 240
 
 
+@pytest.mark.slow
 def test_dead_server_buffers_warns_once_and_fails_within_the_grace(http_env, caplog, monkeypatch, tmp_path):
     """No server at all: logging never blocks, one warning, and the run's end gives up after the grace
     period, keeping the metric values in the job folder."""
@@ -456,6 +457,7 @@ def test_buffer_keeps_order_through_an_outage_caps_memory_and_drops_rejected_bat
     assert sum("rejected 1 metric values" in m for m in messages) == 1
 
 
+@pytest.mark.slow
 def test_a_run_failing_during_an_outage_keeps_its_traceback_and_end_in_the_job_folder(
     http_env, caplog, monkeypatch, tmp_path
 ):

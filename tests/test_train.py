@@ -169,6 +169,7 @@ def test_train_end_to_end_and_cache_hit_reproduces_miss(tiny_demo, tmp_path, mig
     assert {"model_card.md", "predictions"} <= {a.path for a in mlflow_artifacts(tmp_path, objs2["run_id"])}
 
 
+@pytest.mark.slow
 def test_missing_images_are_dropped_with_a_count(tiny_demo, tmp_path):
     from iqs.core.preprocess import InputSpec
     from iqs.data.mixture import build_mixture
@@ -296,6 +297,7 @@ def test_sweep_jobs_get_distinct_output_dirs_and_one_sweep_id(tiny_demo, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "mlruns", "multirun"]
 
 
+@pytest.mark.slow
 def test_a_bad_dataset_root_fails_a_recorded_run(tiny_demo, tmp_path, migrated_db):
     seed_store(tmp_path, migrated_db)
     sources = [o.replace(f"{tiny_demo}/spaq", f"{tmp_path}/nowhere") for o in demo_sources(tiny_demo)]

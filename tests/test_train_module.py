@@ -28,6 +28,7 @@ def lit_module(*overrides: str, scale: float = 0.1) -> QualityLitModule:
     )
 
 
+@pytest.mark.slow
 def test_frozen_backbone_optimises_the_head_only():
     lit = lit_module("backbone.freeze=true", "head=regression")
     conf = lit.configure_optimizers()

@@ -58,6 +58,7 @@ def tracked_run(uri: str, srcc: float = 0.6543) -> tuple[str, str]:
     return exp_id, run.info.run_id
 
 
+@pytest.mark.slow
 def test_ui_prints_the_runs_table_with_the_configured_view(tmp_path: Path, capsys) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     exp_id, _ = tracked_run(uri)
@@ -81,6 +82,7 @@ def test_ui_prints_the_runs_table_with_the_configured_view(tmp_path: Path, capsy
     assert ui.runs_view(MlflowClient(uri), "no-such-experiment", ui.view_state(cfg)) is None
 
 
+@pytest.mark.slow
 def test_ui_without_runs_says_so_and_opens_the_start_page(tmp_path: Path, capsys) -> None:
     assert ui.main(["dry_run=true", "port=5098", f"logger.tracking_uri=sqlite:///{tmp_path}/empty.db"]) == 0
     out = capsys.readouterr().out
@@ -91,6 +93,7 @@ def test_ui_without_runs_says_so_and_opens_the_start_page(tmp_path: Path, capsys
     assert "no experiment 'iqs-digikam'" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_export_is_a_logged_model_of_its_run(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     _, run_id = tracked_run(uri)
