@@ -8,7 +8,7 @@ Layout of a run's artifacts:
     plots/scatter_<dataset>.png      predicted vs true score, thresholds, PLCC/SRCC
     plots/label_hist_train_<source>.png  train scores stacked by label, the source's thresholds drawn
     predictions/test_predictions.csv one row per test image (with its group and both label views)
-    metrics/test_ci.csv              estimate and cluster-bootstrap CI of every metric per dataset
+    metrics/test_ci.csv              estimate and interval over groups of every metric per dataset
     checkpoints/<best>.ckpt          the checkpoint the test metrics come from
     model_card.md
     traceback.txt                    only when the run failed
@@ -105,7 +105,7 @@ def ci_settings(cfg: Any) -> dict[str, Any]:
 
 
 def log_test_intervals(run: TrackedRun, predictions: pd.DataFrame, cfg: Any) -> pd.DataFrame | None:
-    """Cluster-bootstrap CIs of every test metric per dataset: metrics `test/<ds>/<m>_lo|_hi|n_groups`
+    """Intervals over groups (iqs.metrics.interval_rule) of every test metric per dataset: metrics `test/<ds>/<m>_lo|_hi|n_groups`
     and `metrics/test_ci.csv`. None when `logger.test_ci.enabled=false`."""
     import time
 

@@ -6,7 +6,7 @@
 
 **Pooling.** Every group is tested in exactly one fold, so the folds' test predictions concatenated are
 out-of-fold predictions of the whole (non-official-test) data. Each metric is computed ONCE on them,
-with a cluster-bootstrap CI over all groups (iqs.metrics.bootstrap), rather than averaged over folds:
+with an interval over all groups (iqs.metrics.bootstrap), rather than averaged over folds:
 the mean of five 3-photograph SRCCs is noisy and biased, the pooled SRCC over 15 photographs is not.
 The interval's method and its minimum number of groups follow iqs.metrics.interval_rule, as for a run.
 The folds' own mean ± sd is shown beside it as the spread between folds.

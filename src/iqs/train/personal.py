@@ -1,7 +1,7 @@
 """`iqs train experiment=personal dataset.root=<library> init_from=<run>`: general vs personal vs scratch.
 
 Three MLflow runs on the user's own labelled photos, one per role (iqs.train.init_from), each a plain
-`iqs train` run (`fit_and_test`: same splits, feature cache, test metrics with cluster-bootstrap CIs,
+`iqs train` run (`fit_and_test`: same splits, feature cache, test metrics with intervals over groups,
 predictions, decision cuts, artifacts):
 
 1. `general`: the init run's model as is, not trained (0 epochs), its predictions classed the way its export
