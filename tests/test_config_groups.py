@@ -210,3 +210,13 @@ def test_callbacks_come_from_the_config_in_order_with_their_folder_and_switches(
         "early_stopping",
         "progress",
     ]
+
+
+def test_save_last_without_a_folder_is_refused_before_any_run() -> None:
+    from iqs.data.mixture import ConfigError
+    from iqs.train.options import check_values
+
+    cfg = compose("train", ["~callbacks.checkpoint.dirpath"])
+    with pytest.raises(ConfigError, match=r"callbacks\.checkpoint\.dirpath"):
+        check_values(cfg)
+    check_values(compose("train", ["~callbacks.checkpoint.dirpath", "callbacks.checkpoint.save_last=false"]))

@@ -1,6 +1,7 @@
-"""The private Lightning names the project still uses, for want of a public way (each use says why).
+"""The private Lightning (and one OmegaConf) names the project still uses, for want of a public way (each
+use says why).
 
-Each test fails when the locked Lightning renames, removes or re-signs one of them, so an upgrade shows
+Each test fails when the locked library renames, removes or re-signs one of them, so an upgrade shows
 where the project must change instead of failing inside a DDP job or at the end of a training run.
 """
 
@@ -56,3 +57,31 @@ def test_mlflow_logger_checkpoint_upload() -> None:
     log_metrics = inspect.getsource(MLFlowLogger.log_metrics)
     assert "self.experiment.log_artifact" in scan and "self.experiment.log_batch" in log_metrics
     assert "_mlflow_client" not in scan + log_metrics
+
+
+def test_ddp_sampler_wrapper_keeps_the_sampler() -> None:
+    """iqs.train.resume: under DDP the weighted sampler whose generator a checkpoint restores sits at
+    `DistributedSamplerWrapper(...).dataset._sampler` (lightning_fabric has no public accessor)."""
+    import torch
+    from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
+
+    from iqs.train.resume import sampler_state
+
+    inner = torch.utils.data.WeightedRandomSampler([1.0, 2.0, 3.0], 6, generator=torch.Generator())
+    wrapper = DistributedSamplerWrapper(inner, num_replicas=2, rank=0)
+    assert wrapper.dataset._sampler is inner
+    loader = torch.utils.data.DataLoader(range(3), sampler=wrapper)
+    assert "sampler.dataset._sampler" in sampler_state(loader)
+
+
+def test_omegaconf_full_key_names_a_dataset_setting() -> None:
+    """iqs.data.adapters.reading: an adapter's error names the key as the user spells it on the command line
+    (`data.sources.<name>.<key>`), from OmegaConf's `_get_full_key` (no public way to a node's path)."""
+    from omegaconf import OmegaConf
+
+    from iqs.data.adapters.reading import config_key, setting
+
+    cfg = OmegaConf.create({"data": {"sources": {"ava": {"name": "ava", "root": None}}}})
+    node = cfg.data.sources.ava
+    assert config_key(node, "root") == "data.sources.ava.root"
+    assert setting(node, "root", "/data/AVA") == "data.sources.ava.root=/data/AVA"

@@ -11,21 +11,43 @@ from iqs.core.config import compose
 from iqs.data.table import DIST_COLUMNS
 from iqs.models import build_quality_model
 from iqs.models.checkpoints import load_checkpoint
+from iqs.train import build
 from iqs.train.module import QualityLitModule, predictions_frame
 
 
 def lit_module(*overrides: str, scale: float = 0.1) -> QualityLitModule:
-    cfg = compose("train", ["backbone.input_size=64", *overrides])
-    from hydra.utils import instantiate
-
+    """The module `iqs train` builds (iqs.train.build.lit_module) for a 64 px model of `overrides`."""
+    cfg = compose("train", ["backbone.input_size=64", f"backbone_lr_scale={scale}", *overrides])
     model = build_quality_model(cfg, pretrained=False)
-    return QualityLitModule(
-        model,
-        ["a", "b"],
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler),
-        backbone_lr_scale=scale,
-    )
+    return build.lit_module(cfg, model=model, dataset_names=["a", "b"], source_thresholds={})
+
+
+def test_the_module_takes_the_keys_a_user_sets() -> None:
+    """conf/train.yaml's `module` node points at the optimizer, scheduler, backbone_lr_scale and
+    loss.rank_weight: an override of those reaches the built module, and a run logs each value once, under the
+    key that was set (a value set in the node itself is a param of its own)."""
+    from iqs.tracking.config_view import flatten_config
+    from iqs.tracking.mlflow_run import params_config
+
+    lit = lit_module("optimizer.lr=0.02", "scheduler=null", "loss.rank_weight=0.5", scale=0.25)
+    assert lit.backbone_lr_scale == 0.25 and lit.rank_weight == 0.5 and lit.scheduler_factory is None
+    assert lit.optimizer_factory(torch.nn.Linear(1, 1).parameters()).defaults["lr"] == 0.02
+    assert lit.dataset_names == ["a", "b"]
+
+    cfg = compose("train", ["loader.batch_size=5", "augment.hflip=0", "seed=7"])
+    datamodule = build.instantiate_node(cfg.datamodule)  # the partial awaiting the mixture and the rest
+    assert datamodule.keywords == {
+        "batch_size": 5,
+        "eval_batch_size": 64,
+        "num_workers": 0,
+        "augment": {"crop": 0.05, "hflip": 0},
+        "seed": 7,
+    }
+    params = flatten_config(params_config(cfg))
+    assert params["loader.batch_size"] == "5"
+    assert not any(k.startswith(("datamodule.", "module.")) for k in params)
+    direct = flatten_config(params_config(compose("train", ["module.backbone_lr_scale=0.5"])))
+    assert direct["module.backbone_lr_scale"] == "0.5" and direct["backbone_lr_scale"] == "0.1"
 
 
 @pytest.mark.slow

@@ -229,9 +229,31 @@ def _fail(run: TrackedRun, exc: BaseException) -> BaseException | None:
 NOT_PARAMS = ("resume",)
 
 
+# nodes that gather other keys for one object (iqs.train.build): a value that points at another key
+# (`${loader.batch_size}`) is logged under that key already, so only values set in the node itself are params
+OBJECT_NODES = ("datamodule", "module")
+
+
 def params_config(cfg: Any) -> dict:
     """The resolved config that a run logs as params (without NOT_PARAMS, nor how a named group is built)."""
-    return {k: _without_build_keys(v) for k, v in to_container(cfg).items() if k not in NOT_PARAMS}
+    params = {}
+    for key, value in to_container(cfg).items():
+        if key in NOT_PARAMS:
+            continue
+        if key in OBJECT_NODES:
+            value = _set_in_node(cfg[key], value)
+            if not value:
+                continue
+        params[key] = _without_build_keys(value)
+    return params
+
+
+def _set_in_node(node: Any, resolved: Mapping) -> dict:
+    """The entries of an OBJECT_NODES node that are neither build keys nor interpolations."""
+    is_interpolation = OmegaConf.is_interpolation if OmegaConf.is_config(node) else (lambda _n, _k: False)
+    return {
+        k: v for k, v in resolved.items() if not str(k).startswith("_") and not is_interpolation(node, str(k))
+    }
 
 
 def _without_build_keys(node: Any) -> Any:

@@ -1,7 +1,7 @@
 """Where a run's config becomes objects: every `hydra.utils.instantiate` of `iqs train` is here.
 
 The config groups that mirror an object name it with `_target_` (conf/head, conf/backbone, conf/rebalance,
-the optimizer, scheduler, callbacks and trainer); a group whose object needs what only exists at run time (a head
+the optimizer, scheduler, callbacks, trainer, data module and Lightning module); a group whose object needs what only exists at run time (a head
 needs the backbone's feature size, an optimizer the parameters) is a partial (`_partial_: true`). What is
 built here takes typed arguments; nothing below this module sees a DictConfig of its group.
 
@@ -13,17 +13,16 @@ unwraps so that the user reads the check's message (and iqs.train.user_errors it
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 if TYPE_CHECKING:
-    import torch
-
     from iqs.models import BackboneConfig, HeadFactory, QualityModel
     from iqs.rebalance.base import Rebalancer
+    from iqs.train.datamodule import QualityDataModule
+    from iqs.train.module import QualityLitModule
 
 
 def instantiate_node(node: DictConfig, convert: str = "all", **kwargs: Any) -> Any:
@@ -76,13 +75,14 @@ def thresholds(cfg: DictConfig) -> tuple[float, float]:
 
 def check(cfg: DictConfig) -> None:
     """Build what is cheap to build (the rebalancer, the backbone's description, the head on a 1-wide
-    input) and nothing else: an unknown key or a bad value in these groups fails here, before any MLflow
+    input) and check the callbacks' switches, nothing else: an unknown key or a bad value in these groups fails here, before any MLflow
     run exists, with its check's message. Groups experiment=personal leaves to its init run (None) are
     skipped."""
     if cfg.get("head") is not None and cfg.get("thresholds") is not None:
         head(cfg, rebalancer(cfg))(in_features=1, t1=float(cfg.thresholds.t1), t2=float(cfg.thresholds.t2))
     if cfg.get("backbone") is not None:
         backbone(cfg)
+    check_callbacks(cfg)
 
 
 def model(cfg: DictConfig, rebalancer: Rebalancer | None) -> QualityModel:
@@ -98,18 +98,27 @@ def model(cfg: DictConfig, rebalancer: Rebalancer | None) -> QualityModel:
     return assemble_model(backbone(cfg), head(cfg, rebalancer), thresholds(cfg))
 
 
-def optimizer(cfg: DictConfig) -> Callable[..., torch.optim.Optimizer]:
-    """A partial awaiting the parameter groups (iqs.train.module)."""
-    return instantiate_node(cfg.optimizer, convert="none")
-
-
-def scheduler(cfg: DictConfig) -> Callable[..., Any] | None:
-    """A partial awaiting the optimizer, or None when the config has no scheduler."""
-    return instantiate_node(cfg.scheduler, convert="none") if cfg.get("scheduler") else None
-
-
 # keys of a callback's node that choose whether and what to build; not arguments of the callback
 NOT_CALLBACK_ARGS = ("enabled", "save_last")
+
+
+def _saves_last(name: str, node: DictConfig) -> bool:
+    """Whether callback `name` asks for last.ckpt, which is written to its `dirpath` (refused without one)."""
+    if not node.get("save_last", False):
+        return False
+    if not node.get("dirpath"):
+        raise ValueError(
+            f"callbacks.{name}.save_last=true writes last.ckpt into the callback's dirpath, and it has none: "
+            f"set callbacks.{name}.dirpath (a folder under the job's output folder, e.g. checkpoints)"
+        )
+    return True
+
+
+def check_callbacks(cfg: DictConfig) -> None:
+    """What `callbacks` would refuse that the config alone shows (nothing is built)."""
+    for name, node in cfg.callbacks.items():
+        if node.get("enabled", True):
+            _saves_last(str(name), node)
 
 
 def callbacks(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -130,9 +139,23 @@ def callbacks(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         spec = OmegaConf.create({k: v for k, v in resolved.items() if k not in NOT_CALLBACK_ARGS})
         runtime = {"dirpath": output_dir / str(node.dirpath)} if node.get("dirpath") else {}
         built[str(name)] = instantiate_node(spec, **runtime)
-        if node.get("save_last", False):
+        if _saves_last(str(name), node):
             built["last"] = last_checkpoint(runtime["dirpath"])
     return built
+
+
+def datamodule(cfg: DictConfig, **runtime: Any) -> QualityDataModule:
+    """`cfg.datamodule` (the loader, augmentation and seed) with what exists only at run time: the mixture, the
+    model's input spec, the rebalancer, the prepared shards, the within-source batching and the bad-image
+    policy. Called on the built partial, not passed to `instantiate`: Hydra would merge them into the config,
+    and turn a dataclass among them (the mixture, the spec) into a config node."""
+    return instantiate_node(cfg.datamodule)(**runtime)
+
+
+def lit_module(cfg: DictConfig, **runtime: Any) -> QualityLitModule:
+    """`cfg.module` (the optimizer and scheduler partials, the backbone's lr scale, the ranking loss's weight)
+    with what exists only at run time: the model, the dataset names and the sources' own thresholds."""
+    return instantiate_node(cfg.module)(**runtime)
 
 
 def trainer(cfg: DictConfig, **runtime: Any) -> Any:

@@ -21,7 +21,6 @@ from iqs.train import build
 from iqs.train.options import (
     extraction_device,
     prepared_images,
-    rank_weight,
     within_source_batches,
 )
 
@@ -69,17 +68,12 @@ def build_datamodule(
     """The loaders over the mixture's readable rows; the run records the skipped rows and the data."""
     from iqs.core.preprocess import InputSpec
     from iqs.data.bad_images import BadImagePolicy, log_skipped
-    from iqs.train.datamodule import QualityDataModule
 
-    datamodule = QualityDataModule(
-        mixture,
-        InputSpec.from_meta(model.meta),
-        rebalancer,
-        batch_size=int(cfg.loader.batch_size),
-        eval_batch_size=cfg.loader.get("eval_batch_size"),
-        num_workers=int(cfg.loader.num_workers),
-        augment=OmegaConf.to_container(cfg.augment, resolve=True),
-        seed=int(cfg.seed),
+    datamodule = build.datamodule(
+        cfg,
+        mixture=mixture,
+        spec=InputSpec.from_meta(model.meta),
+        rebalancer=rebalancer,
         prepared=prepared_images(cfg, mixture),
         within_source_batches=within_source_batches(cfg),
         bad_images=BadImagePolicy.from_cfg(cfg),
@@ -93,16 +87,8 @@ def build_datamodule(
 def build_lit_module(
     cfg: DictConfig, model: QualityModel, datamodule: QualityDataModule, mixture: Mixture
 ) -> QualityLitModule:
-    from iqs.train.module import QualityLitModule
-
-    return QualityLitModule(
-        model,
-        datamodule.dataset_names,
-        optimizer=build.optimizer(cfg),
-        scheduler=build.scheduler(cfg),
-        backbone_lr_scale=float(cfg.backbone_lr_scale),
-        rank_weight=rank_weight(cfg),
-        source_thresholds=mixture.source_thresholds,
+    return build.lit_module(
+        cfg, model=model, dataset_names=datamodule.dataset_names, source_thresholds=mixture.source_thresholds
     )
 
 

@@ -28,26 +28,33 @@ QUOTE = 5
 # --------------------------------------------------------------------------- config access
 
 
-def config_key(cfg: Mapping, key: str) -> str:
-    """The full dotted key of `key` as the user must spell it on the command line."""
+def _full_key(cfg: Mapping, key: str) -> str | None:
+    """`key`'s dotted path in the composed config (e.g. data.sources.ava.root), None for a plain mapping or a
+    detached node. OmegaConf has no public way to a node's path: `_get_full_key` is pinned by
+    tests/test_private_api.py."""
     if isinstance(cfg, DictConfig):
         try:
-            return cfg._get_full_key(key)
-        except Exception:  # a detached node: fall through to the generic spelling
-            pass
+            return cfg._get_full_key(key) or None
+        except Exception:  # a detached node: the caller falls back to the generic spelling
+            return None
+    return None
+
+
+def config_key(cfg: Mapping, key: str) -> str:
+    """The full dotted key of `key` as the user must spell it on the command line."""
     name = cfg.get("name", "<name>") if isinstance(cfg, Mapping) else "<name>"
-    return f"dataset.{key} (data.sources.{name}.{key} in a mixture)"
+    return _full_key(cfg, key) or f"dataset.{key} (data.sources.{name}.{key} in a mixture)"
 
 
 def setting(cfg: Mapping, key: str, value: str) -> str:
     """How to set `key` on the command line, e.g. `dataset.root=/data/AVA`."""
-    if isinstance(cfg, DictConfig):
-        try:
-            return f"{cfg._get_full_key(key)}={value}"
-        except Exception:
-            pass
+    full = _full_key(cfg, key)
     name = cfg.get("name", "<name>")
-    return f"dataset.{key}={value} (data.sources.{name}.{key}={value} in a mixture)"
+    return (
+        f"{full}={value}"
+        if full
+        else f"dataset.{key}={value} (data.sources.{name}.{key}={value} in a mixture)"
+    )
 
 
 def stated(cfg: Mapping, key: str) -> Any:
