@@ -1,4 +1,4 @@
-"""Export profiles are records (iqs.deploy.export.profiles): every other file asks the record."""
+"""Export profiles are records (iqs.core.export_profiles): every other file asks the record."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import onnx
 import pytest
 from tests.conftest import tiny_quality_model
 
+from iqs.core import export_profiles as profiles
+from iqs.core.export_profiles import ONNX, TF_GRAPHDEF, ProfileError, format_of, profile
 from iqs.deploy.compat.opencv_matrix import output_layer
 from iqs.deploy.digikam.files import check_model
 from iqs.deploy.digikam.paths import InstallError
 from iqs.deploy.export import exporter as export
-from iqs.deploy.export import profiles
-from iqs.deploy.export.profiles import ONNX, TF_GRAPHDEF, ProfileError, format_of, profile
 
 
 def test_each_profile_names_one_file_format_and_role() -> None:
@@ -52,7 +52,15 @@ def test_install_refuses_files_by_the_records_format(tmp_path: Path) -> None:
 def test_a_new_profile_is_its_record_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A profile added to PROFILES (here: the full graph under another name) is exported, verified with
     onnxruntime, tagged and read by OpenCV's output rule without any other file knowing it."""
-    extra = profiles.Profile("full_copy", "copy.onnx", "full", ONNX, "a test consumer", opencv_output="score")
+    extra = profiles.Profile(
+        "full_copy",
+        "copy.onnx",
+        "full",
+        ONNX,
+        "a test consumer",
+        opencv_output="score",
+        card="a copy, opset {opset}.",
+    )
     monkeypatch.setitem(profiles.PROFILES, extra.name, extra)
     model = tiny_quality_model()
     files = export.export_model(model, model.meta, tmp_path, "tiny", ["full_copy"], 17, "test")
@@ -61,4 +69,22 @@ def test_a_new_profile_is_its_record_alone(tmp_path: Path, monkeypatch: pytest.M
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert props["iqs_profile"] == "full_copy"
     assert output_layer(path) == "score"
-    assert "tiny.copy.onnx" in files["card"].read_text(encoding="utf-8")
+    card = files["card"].read_text(encoding="utf-8")
+    assert "tiny.copy.onnx" in card
+    # the card describes it from its record, next to the others
+    assert "- **full_copy** profile (`<name>.copy.onnx`, when exported): a copy, opset 17." in card
+
+
+def test_the_model_card_describes_every_profile_from_its_record() -> None:
+    from iqs.report.model_card import io_contract
+
+    model = tiny_quality_model("distribution")
+    lines = [line for line in io_contract(model.meta) if line.startswith("- **")]
+    assert [line.split("**")[1] for line in lines] == list(profiles.PROFILES)
+    digikam, full, contract = lines
+    assert "(`<name>.digikam.pb`): the file digiKam loads" in digikam
+    assert "Checked with readNetFromTensorflow in OpenCV 4.6-4.12 against PyTorch" in digikam
+    assert "`dist` (Nx10" in full and "opset ?" in full and "when exported" in contract
+    assert "`dist`" not in "".join(io_contract(tiny_quality_model("regression").meta))
+    assert profiles.release_span(["4.10.0.84"]) == "4.10" and profiles.release_span([]) == "no release"
+    assert profiles.release_span(["5.0.0.93", "4.6.0.66", "4.12.0.88"]) == "4.6-5.0"

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from iqs.core.classes import CLASS_NAMES
+from iqs.core.export_profiles import DEFAULT_PROFILES, PROFILES, release_span
 from iqs.core.xmp import PICK_LABEL_NAMES, PICK_LABELS
 from iqs.models.checkpoints import has_dist
 from iqs.tracking.config_view import cfg_get
@@ -113,6 +114,23 @@ def cuts_note(meta: Mapping[str, Any], names: list[str]) -> list[str]:
     ]
 
 
+def profile_notes(meta: Mapping[str, Any], score: str) -> list[str]:
+    """A line per export profile, from its record (iqs.core.export_profiles); those not exported by default
+    say so."""
+    dist = "; `dist` (Nx10, common-scale bins 1..10)" if has_dist(meta) else ""
+    lines = []
+    for p in PROFILES.values():
+        when = "" if p.name in DEFAULT_PROFILES else ", when exported"
+        text = p.card.format(
+            score=score,
+            dist=dist,
+            opset=meta.get("onnx_opset", "?"),
+            releases=release_span(p.opencv_releases),
+        )
+        lines.append(f"- **{p.name}** profile (`<name>.{p.suffix}`{when}): {text}")
+    return lines
+
+
 def io_contract(meta: Mapping[str, Any] | None) -> list[str]:
     """digiKam's side of the exported graph, and the backbone's side inside it (read from `iqs_meta`)."""
     meta = dict(meta or {})
@@ -130,18 +148,7 @@ def io_contract(meta: Mapping[str, Any] | None) -> list[str]:
         f"input name `input`; {inner}. Evaluation and `iqs predict` prepare photos the same way, and "
         "training sees this view of mildly cropped and mirrored photos (iqs.core.preprocess).",
         "",
-        "- **digikam** profile (`<name>.digikam.pb`): the file digiKam loads. A TensorFlow frozen graph, read "
-        "by every digiKam 8.0-9.2 with `cv::dnn::readNetFromTensorflow` once `iqs digikam install` has put "
-        "it in place as `weights_inceptionv3_299.pb`; input `1x3x299x299` (digiKam's NCHW blob; NHWC inside), "
-        "output `1x3`, softmax in the order bad, normal, good. The argmax is the class digiKam reads "
-        "(`minMaxLoc`); for score heads it is the thresholded score. Checked with readNetFromTensorflow in "
-        "OpenCV 4.6-4.12 against PyTorch before it is kept.",
-        f"- **full** profile (`<name>.full.onnx`): input `Nx3x299x299`; outputs `score` (N) - {score}; "
-        "`probs` (Nx3)"
-        + ("; `dist` (Nx10, common-scale bins 1..10)" if has_dist(meta) else "")
-        + f". Used by `iqs predict` (onnxruntime), opset {meta.get('onnx_opset', '?')}.",
-        "- **contract_onnx** profile (`<name>.contract.onnx`, when exported): digiKam's contract as ONNX, "
-        "for onnxruntime and other tools. digiKam itself never reads an ONNX file for this feature.",
+        *profile_notes(meta, score),
         "",
         "The full `iqs_meta` record is embedded in each ONNX file's metadata (key `iqs_meta`, JSON); a frozen "
         "graph has no metadata, so this card and the run carry it for the .pb.",

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from iqs.core.export_profiles import CONTRACT_ONNX, PREDICT, PROFILES
 from iqs.core.preprocess import DigikamToBackbone, digikam_blob
 from iqs.deploy.compat.opencv_matrix import compare, failures, matrix_table, run_matrix
-from iqs.deploy.export.profiles import CONTRACT_ONNX, PREDICT, PROFILES
 
 # (width, height) ratios digiKam meets: 4:3, 3:2, 1:1, 9:16, 2:3 and two panoramas
 ASPECTS = [(4, 3), (3, 2), (1, 1), (9, 16), (2, 3), (3, 1), (16, 5)]

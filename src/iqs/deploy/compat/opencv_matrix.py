@@ -105,9 +105,9 @@ class ModelRun:
 
 
 def output_layer(model: str | Path) -> str | None:
-    """The output OpenCV reads: the export profile's `opencv_output` (iqs.deploy.export.profiles: `probs`
+    """The output OpenCV reads: the export profile's `opencv_output` (iqs.core.export_profiles: `probs`
     for a full profile), else `forward()`'s (a `.pb`, an ONNX of another profile or of none)."""
-    from iqs.deploy.export.profiles import ONNX, format_of, profile_of_export
+    from iqs.core.export_profiles import ONNX, format_of, profile_of_export
 
     path = Path(model)
     if format_of(path) is not ONNX:

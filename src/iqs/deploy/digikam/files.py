@@ -10,8 +10,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iqs.core.export_profiles import INSTALL, ONNX, format_of
 from iqs.deploy.digikam.paths import BACKUP_DIR, MANIFEST, InstallError
-from iqs.deploy.export.profiles import INSTALL, ONNX, format_of
 
 
 def sha256(path: Path) -> str:

@@ -1,1 +1,1 @@
-"""Export a checkpoint: each profile (deploy.export.profiles) names its file, wrapper and verifier."""
+"""Export a checkpoint: each profile (core.export_profiles) names its file, wrapper and verifier."""

@@ -9,7 +9,7 @@
 Writes `<out_dir>/<name>.digikam.pb` (the TensorFlow frozen graph every digiKam 8.0-9.2 loads, installed as
 `weights_inceptionv3_299.pb` by `iqs digikam install`), `<name>.full.onnx` (`iqs predict`) and
 `MODEL_CARD.md`; `profiles=[...,contract_onnx]` adds digiKam's contract as ONNX for other tools
-(iqs.deploy.export.profiles). Every file is checked before it is kept: the .pb with readNetFromTensorflow in the
+(iqs.core.export_profiles). Every file is checked before it is kept: the .pb with readNetFromTensorflow in the
 OpenCV releases digiKam links (`verify_opencv`), the ONNX files with onnxruntime, each against PyTorch.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 from omegaconf import DictConfig
 from torch import nn
 
+from iqs.core.export_profiles import ProfileError, file_name, profile
 from iqs.deploy.export.onnx_export import ExportError, export_onnx, read_onnx_meta, verify_export
-from iqs.deploy.export.profiles import ProfileError, file_name, profile
 from iqs.models.checkpoints import CheckpointError, load_checkpoint
 from iqs.report.model_card import render_model_card as render_card
 from iqs.tracking.store import tracking_uri_for

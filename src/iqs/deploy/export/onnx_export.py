@@ -1,6 +1,6 @@
 """One ONNX profile of a model -> an ONNX file carrying `iqs_meta`, checked against onnxruntime.
 
-`iqs.deploy.export.exporter` drives it for every profile of an export (iqs.deploy.export.profiles); the `digikam` .pb is
+`iqs.deploy.export.exporter` drives it for every profile of an export (iqs.core.export_profiles); the `digikam` .pb is
 written from the `contract_onnx` graph by iqs.deploy.export.tf_export.
 """
 
@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from iqs.core.export_profiles import Profile
+from iqs.core.export_profiles import profile as profile_named
 from iqs.core.preprocess import DIGIKAM_SIZE
 from iqs.deploy.export.onnx_ops import OPENCV_RELEASES, problems, release_name
 from iqs.deploy.export.onnx_wrappers import graph as graph_named
 from iqs.deploy.export.onnx_wrappers import wrap
-from iqs.deploy.export.profiles import Profile
-from iqs.deploy.export.profiles import profile as profile_named
 from iqs.deploy.export.rewrites import export_copy, rewrite_graph
 from iqs.models.checkpoints import META_KEY, has_dist
 
@@ -157,7 +157,7 @@ def write_profile(
     verify: bool,
     opencv_releases: tuple[str, ...] = (),
 ) -> Path:
-    """The ONNX format's writer (iqs.deploy.export.profiles): trace, then check with onnxruntime. OpenCV is
+    """The ONNX format's writer (iqs.core.export_profiles): trace, then check with onnxruntime. OpenCV is
     not asked (`opencv_releases` is for the formats digiKam loads)."""
     export_onnx(model, meta, path, profile.name, opset)
     if verify:

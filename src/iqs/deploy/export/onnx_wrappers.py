@@ -1,7 +1,7 @@
 """The two exported graphs, as thin modules around a `QualityModel` (input adapter + model + output pick).
 
 Both take digiKam's pixels (RGB, 299x299, [-1, 1]); `DigikamToBackbone` moves them to the backbone's own
-resolution and mean/std inside the graph. Which file each becomes is iqs.deploy.export.profiles'.
+resolution and mean/std inside the graph. Which file each becomes is iqs.core.export_profiles'.
 
 - `contract`: (1, 3, 299, 299) -> (1, 3) softmax probabilities in the order bad, normal, good: digiKam's
   contract. digiKam only takes the argmax, which is the run's class for every head (score heads go through
@@ -47,7 +47,7 @@ class FullGraph(nn.Module):
 
 @dataclass(frozen=True)
 class Graph:
-    """What an export profile traces (iqs.deploy.export.profiles names it): the wrapper and its outputs."""
+    """What an export profile traces (iqs.core.export_profiles names it): the wrapper and its outputs."""
 
     name: str
     build: Callable[[nn.Module, dict], nn.Module]  # (model, meta) -> the wrapper

@@ -24,11 +24,11 @@ import onnx
 import torch
 from torch import nn
 
+from iqs.core.export_profiles import DIGIKAM, ONNX, PROFILES, Profile
 from iqs.core.preprocess import DIGIKAM_SIZE
 from iqs.deploy.export.onnx_export import ExportError, export_onnx
 from iqs.deploy.export.onnx_ops import release_name
 from iqs.deploy.export.onnx_wrappers import wrap
-from iqs.deploy.export.profiles import DIGIKAM, ONNX, PROFILES, Profile
 from iqs.deploy.export.tf_graph import GraphError, graph_ops, onnx_to_graphdef
 
 # The releases an export is checked in by default (conf/export.yaml `verify_opencv`): the profile's record
@@ -125,5 +125,5 @@ def write_profile(
     verify: bool,
     opencv_releases: tuple[str, ...] = VERIFY_RELEASES,
 ) -> Path:
-    """The TensorFlow GraphDef format's writer (iqs.deploy.export.profiles)."""
+    """The TensorFlow GraphDef format's writer (iqs.core.export_profiles)."""
     return export_pb(model, meta, path, opset, verify, opencv_releases, profile)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from iqs.core.config import compose
+from iqs.core.export_profiles import PREDICT
 from iqs.core.xmp import (
     PICK_LABELS,
     SIDECAR_STYLES,
@@ -41,7 +42,6 @@ from iqs.core.xmp import (
     plan_rating,
 )
 from iqs.data.bursts import check_gap
-from iqs.deploy.export.profiles import PREDICT
 from iqs.deploy.predict.scorer import (
     OnnxScorer,
     Row,

@@ -105,8 +105,8 @@ class OnnxScorer:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
+        from iqs.core.export_profiles import PREDICT, profile_of_export
         from iqs.deploy.export.exporter import read_onnx_meta
-        from iqs.deploy.export.profiles import PREDICT, profile_of_export
 
         self.path = Path(path)
         self.meta = read_onnx_meta(self.path)
@@ -135,8 +135,8 @@ def resolve_model(spec: str, tmp_dir: Path, cfg: Any = None) -> Path:
     """A full ONNX as is; a checkpoint, an MLflow run id or a registered model (`models:/<name>@<alias>`,
     `models:/<name>/<version>`) becomes one in `tmp_dir`. The MLflow store is `cfg`'s (iqs.tracking.store)."""
     from iqs.core.config import compose
+    from iqs.core.export_profiles import PREDICT
     from iqs.deploy.export import exporter as export
-    from iqs.deploy.export.profiles import PREDICT
     from iqs.models.checkpoints import load_checkpoint
     from iqs.tracking.model_registry import download_model, find_file, is_model_uri
     from iqs.tracking.store import tracking_uri_for

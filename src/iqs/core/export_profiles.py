@@ -1,4 +1,6 @@
-"""Export profiles, declared once: which file each writes, from which graph, for which consumer.
+"""Export profiles, declared once: which file each writes, from which graph, for which consumer, and what the
+model card says of it. On the ground floor because the model card (iqs.report) describes them as well as the
+exporter (iqs.deploy) writes them.
 
 digiKam 8.0-9.2 load exactly one file for the Image Quality Sorter: `weights_inceptionv3_299.pb`, a
 TensorFlow frozen graph read with `cv::dnn::readNetFromTensorflow` (../shared/digikam.md). So the profile
@@ -10,7 +12,7 @@ Graphs (iqs.deploy.export.onnx_wrappers): `contract` is digiKam's I/O contract (
 heads, any batch size).
 
 Adding a profile: its `Profile` record here (and a `Format` with its writer, when the file type is new). The
-exporter writes and checks it through the record; `iqs predict` (`predict`), `iqs digikam install`
+exporter writes and checks it through the record, the model card describes it from `card`; `iqs predict` (`predict`), `iqs digikam install`
 (`digikam`), the OpenCV matrix (`opencv_output`) and the checks in OpenCV (`opencv_releases`) ask the record.
 """
 
@@ -71,6 +73,10 @@ class Profile:
     # `verify_opencv` overrides them); empty: not checked in OpenCV
     opencv_releases: tuple[str, ...] = ()
     opencv_output: str | None = None  # the output OpenCV reads: None is forward()'s default one
+    # the model card's paragraph on the file (iqs.report.model_card), after its name and suffix; filled in
+    # per model: {score} (what the score means), {dist} (the distribution output, or nothing), {opset},
+    # {releases} (the OpenCV releases above)
+    card: str = ""
 
     def __post_init__(self) -> None:
         if not self.suffix.endswith(self.format.extension):
@@ -102,6 +108,12 @@ DIGIKAM = Profile(
     # Debian 12 / Ubuntu 24.04 (4.6), Debian 13 / Fedora (4.10) and the newest 4.x (4.12); `make compat` and
     # the tests run all five of iqs.deploy.export.onnx_ops.OPENCV_RELEASES
     opencv_releases=("4.6.0.66", "4.10.0.84", "4.12.0.88"),
+    card="the file digiKam loads. A TensorFlow frozen graph, read by every digiKam 8.0-9.2 with "
+    "`cv::dnn::readNetFromTensorflow` once `iqs digikam install` has put it in place as "
+    "`weights_inceptionv3_299.pb`; input `1x3x299x299` (digiKam's NCHW blob; NHWC inside), output `1x3`, softmax "
+    "in the order bad, normal, good. The argmax is the class digiKam reads (`minMaxLoc`); for score heads it is "
+    "the thresholded score. Checked with readNetFromTensorflow in OpenCV {releases} against PyTorch before it "
+    "is kept.",
 )
 FULL = Profile(
     "full",
@@ -111,6 +123,8 @@ FULL = Profile(
     "iqs predict (onnxruntime): score, class probabilities, distribution",
     predict=True,
     opencv_output="probs",
+    card="input `Nx3x299x299`; outputs `score` (N) - {score}; `probs` (Nx3){dist}. Used by `iqs predict` "
+    "(onnxruntime), opset {opset}.",
 )
 CONTRACT_ONNX = Profile(
     "contract_onnx",
@@ -118,6 +132,8 @@ CONTRACT_ONNX = Profile(
     "contract",
     ONNX,
     "onnxruntime and other ONNX tools, in digiKam's I/O contract; digiKam itself does not read ONNX",
+    card="digiKam's contract as ONNX, for onnxruntime and other tools. digiKam itself never reads an ONNX file "
+    "for this feature.",
 )
 PROFILES: dict[str, Profile] = {p.name: p for p in (DIGIKAM, FULL, CONTRACT_ONNX)}
 DEFAULT_PROFILES = (DIGIKAM.name, FULL.name)  # what digiKam loads, plus what `iqs predict` needs
@@ -153,6 +169,15 @@ def profile(name: str) -> Profile:
     close = difflib.get_close_matches(name, PROFILES, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     raise ProfileError(f"unknown export profile '{name}'{hint} Profiles: {', '.join(PROFILES)}")
+
+
+def release_span(releases: Sequence[str]) -> str:
+    """'4.6-4.12' for pip versions ('4.6.0.66', ..., '4.12.0.88'): the OpenCV releases as people name them."""
+    named = sorted({tuple(int(v) for v in r.split(".")[:2]) for r in releases})
+    if not named:
+        return "no release"
+    first, last = (f"{a}.{b}" for a, b in (named[0], named[-1]))
+    return first if first == last else f"{first}-{last}"
 
 
 def file_name(name: str, profile_name: str) -> str:
