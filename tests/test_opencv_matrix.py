@@ -230,6 +230,43 @@ def test_demo_exports_agree_in_every_release(head: str, tmp_path: Path, photos: 
             assert row.max_prob_diff < 2e-2, (release, path, row.max_prob_diff)
 
 
+FAKE_WORKER = """
+import json, os, signal, sys
+job = json.load(sys.stdin)
+with open(os.environ["CALLS"], "a") as f:
+    f.write(str(len(job["models"])) + "\\n")
+if any("crash" in m["model"] for m in job["models"]):
+    os.kill(os.getpid(), signal.SIGSEGV)  # what a crash inside OpenCV does to the worker
+runs = [{"model": m["model"], "error": None, "images": [{"class": 1, "probs": [0, 1, 0]}]} for m in job["models"]]
+sys.stdout.write(json.dumps({"runs": runs}))
+"""
+
+
+def test_one_worker_runs_a_release_s_models_and_a_crash_costs_its_own_cell(tmp_path, monkeypatch) -> None:
+    """run_workers: one process for all models of a release; when it dies, one process per model, so
+    the models beside the crashing one still get their results."""
+    import sys
+
+    from iqs.deploy.compat import opencv_matrix
+
+    fake = tmp_path / "python"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_WORKER}")
+    fake.chmod(0o755)
+    calls = tmp_path / "calls"
+    monkeypatch.setenv("CALLS", str(calls))
+    monkeypatch.setattr(opencv_matrix, "output_layer", lambda model: None)
+
+    runs = opencv_matrix.run_workers(fake, ["a.onnx", "b.pb"], ["x.png"], "4.6.0.66")
+    assert [(r.model, r.loads, r.classes) for r in runs] == [("a.onnx", True, [1]), ("b.pb", True, [1])]
+    assert calls.read_text().split() == ["2"]
+
+    calls.unlink()
+    runs = opencv_matrix.run_workers(fake, ["a.onnx", "crash.onnx", "b.pb"], ["x.png"], "4.6.0.66")
+    assert [r.loads for r in runs] == [True, False, True]
+    assert runs[1].model == "crash.onnx" and runs[1].error.startswith("worker exited with -11")
+    assert calls.read_text().split() == ["3", "1", "1", "1"]
+
+
 @pytest.mark.slow
 @pytest.mark.compat
 def test_pip_failure_is_a_clear_error(tmp_path: Path) -> None:

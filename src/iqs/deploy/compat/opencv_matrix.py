@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -127,31 +128,56 @@ def run_worker(
     blob_dir: Path | None = None,
     blobs: Path | None = None,
 ) -> ModelRun:
-    """One worker process per (release, model): a crash inside OpenCV costs that cell, not the matrix.
-    `blobs`: a .npy of ready blobs, run instead of `images`."""
+    """`model` in one worker process of `release` (see run_workers)."""
+    return run_workers(python, [model], images, release, blob_dir, blobs)[0]
+
+
+def run_workers(
+    python: Path,
+    models: Sequence[str | Path],
+    images: Sequence[str | Path],
+    release: str,
+    blob_dir: Path | None = None,
+    blobs: Path | None = None,
+) -> list[ModelRun]:
+    """`models` on `images` in one worker process of `release`, each with its own net (the process start and
+    its imports cost more than a small net). A worker that dies (a crash inside OpenCV) is retried one process
+    per model, so that the crash costs its own cell only. `blobs`: a .npy of ready blobs, run instead of
+    `images`."""
     job = {
-        "model": str(model),
+        "models": [{"model": str(m), "output": output_layer(m)} for m in models],
         "images": [str(p) for p in images],
-        "output": output_layer(model),
         "blob_dir": str(blob_dir) if blob_dir else None,
         "blobs": str(blobs) if blobs else None,
     }
+    timeout = WORKER_TIMEOUT_S * len(models)
     try:
         proc = subprocess.run(
             [str(python), str(WORKER)],
             input=json.dumps(job),
             capture_output=True,
             text=True,
-            timeout=WORKER_TIMEOUT_S,
+            timeout=timeout,
             check=False,
         )
+        error = (
+            None
+            if proc.returncode == 0
+            else f"worker exited with {proc.returncode}: " + " ".join(proc.stderr.strip().splitlines()[-3:])
+        )
     except subprocess.TimeoutExpired:
-        return ModelRun(release, str(model), error=f"worker timed out after {WORKER_TIMEOUT_S} s")
-    if proc.returncode != 0:
-        tail = " ".join(proc.stderr.strip().splitlines()[-3:])
-        return ModelRun(release, str(model), error=f"worker exited with {proc.returncode}: {tail}")
-    result = json.loads(proc.stdout)
-    run = ModelRun(release, str(model), error=result["error"], blob_dir=job["blob_dir"])
+        error = f"worker timed out after {timeout} s"
+    if error is not None:
+        if len(models) > 1:
+            return [run_workers(python, [m], images, release, blob_dir, blobs)[0] for m in models]
+        return [ModelRun(release, str(models[0]), error=error)]
+    return [_model_run(release, result, blob_dir) for result in json.loads(proc.stdout)["runs"]]
+
+
+def _model_run(release: str, result: dict[str, Any], blob_dir: Path | None) -> ModelRun:
+    run = ModelRun(
+        release, result["model"], error=result["error"], blob_dir=str(blob_dir) if blob_dir else None
+    )
     run.load_ms = result.get("load_ms")
     for row in result["images"]:
         run.classes.append(row.get("class"))
@@ -200,18 +226,17 @@ def run_matrix(
             raise MatrixError(f"not a file: {path}")
     out: dict[str, dict[str, ModelRun]] = {}
     with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task("OpenCV matrix", total=len(releases) * len(models))
+        task = bar.add_task("OpenCV matrix", total=len(releases))
         for version in releases:
             bar.update(task, description=f"OpenCV {release_name(version)}: venv")
             python = ensure_venv(version, root)
-            out[version] = {}
             blob_dir = Path(blob_root) / version if blob_root is not None else None
             if blob_dir is not None:
                 blob_dir.mkdir(parents=True, exist_ok=True)
-            for model in models:
-                bar.update(task, description=f"OpenCV {release_name(version)}: {Path(model).name}")
-                out[version][model] = run_worker(python, model, images, version, blob_dir)
-                bar.advance(task)
+            bar.update(task, description=f"OpenCV {release_name(version)}: {len(models)} model(s)")
+            runs = run_workers(python, models, images, version, blob_dir)
+            out[version] = dict(zip(models, runs, strict=True))
+            bar.advance(task)
     return out
 
 

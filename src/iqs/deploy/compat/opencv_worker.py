@@ -4,12 +4,17 @@ Standalone on purpose: `opencv_matrix` runs this file with the Python of a small
 numpy and one OpenCV release (4.6 ... 5.x), so it imports nothing from `iqs`.
 
     <venv>/bin/python opencv_worker.py < job.json > result.json
-    job:    {"model": "m.onnx" | "m.pb", "images": ["a.png", ...], "output": null | "probs",
+    job:    {"models": [{"model": "m.onnx" | "m.pb", "output": null | "probs"}, ...],
+             "images": ["a.png", ...],
              "blob_dir": null | "dir",   # dir: also save each image's blob as dir/<index>.npy
              "blobs": null | "x.npy"}    # instead of images: run these (N, 3, 299, 299) blobs as they are
-    result: {"opencv": "4.6.0", "numpy": "1.26.4", "model": ..., "error": null | "load error",
-             "load_ms": 12.3, "images": [{"class": 2, "probs": [p_bad, p_normal, p_good], "ms": 4.5}
-                                         | {"error": "..."}, ...]}
+    result: {"runs": [one per model, in order:
+              {"opencv": "4.6.0", "numpy": "1.26.4", "model": ..., "error": null | "load error",
+               "load_ms": 12.3, "images": [{"class": 2, "probs": [p_bad, p_normal, p_good], "ms": 4.5}
+                                           | {"error": "..."}, ...]}]}
+
+Each model gets its own net, loaded once and used for every photo, as digiKam's detector holds one; the
+models of a job only share the process (and its imports).
 
 Mirrors digiKam 8.x `AestheticDetector` (core/libs/imgqsort/detectors/aesthetic_detector.cpp) call for
 call: one static `cv::dnn::Net`, loaded once (readNet for ONNX, readNetFromTensorflow for a frozen graph),
@@ -114,8 +119,16 @@ def run(
 def main() -> int:
     job = json.load(sys.stdin)
     images = [str(p) for p in job["images"]]
-    result = run(str(job["model"]), images, job.get("output"), job.get("blob_dir"), job.get("blobs"))
-    json.dump(result, sys.stdout)
+    result = {
+        "runs": [
+            run(str(m["model"]), images, m.get("output"), job.get("blob_dir"), job.get("blobs"))
+            for m in job["models"]
+        ]
+    }
+    # one write: json.dump writes token by token, a syscall each when stdout is unbuffered (PYTHONUNBUFFERED),
+    # and a probe's full-image output is ~10^6 tokens
+    sys.stdout.write(json.dumps(result))
+    sys.stdout.flush()
     return 0
 
 
