@@ -1,29 +1,33 @@
-"""Models: timm backbones (with packaged weights), heads, and the QualityModel that joins them."""
+"""Models: timm backbones (with packaged weights), heads, and the QualityModel that joins them.
+
+Names are imported on first use: a module that needs only a checkpoint's record (`iqs.models.checkpoints`,
+e.g. for the model card of `iqs compare`) does not import timm and torchvision (~4 s).
+"""
 
 from __future__ import annotations
 
-from iqs.models.backbone import Backbone, BackboneConfig, BackboneInfo, backbone_config, create_backbone
-from iqs.models.heads import HEADS, build_head, score_to_class_logits
-from iqs.models.quality_model import (
-    HeadFactory,
-    QualityModel,
-    assemble_model,
-    build_quality_model,
-    make_meta,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "HEADS",
-    "Backbone",
-    "BackboneConfig",
-    "BackboneInfo",
-    "HeadFactory",
-    "QualityModel",
-    "assemble_model",
-    "backbone_config",
-    "build_head",
-    "build_quality_model",
-    "create_backbone",
-    "make_meta",
-    "score_to_class_logits",
-]
+_WHERE = {
+    "Backbone": "backbone",
+    "BackboneConfig": "backbone",
+    "BackboneInfo": "backbone",
+    "backbone_config": "backbone",
+    "create_backbone": "backbone",
+    "HEADS": "heads",
+    "build_head": "heads",
+    "score_to_class_logits": "heads",
+    "HeadFactory": "quality_model",
+    "QualityModel": "quality_model",
+    "assemble_model": "quality_model",
+    "build_quality_model": "quality_model",
+    "make_meta": "quality_model",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'iqs.models' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"iqs.models.{_WHERE[name]}"), name)

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
+
     from iqs.models import QualityModel
 
 META_KEY = "iqs_meta"
@@ -40,6 +40,8 @@ def load_weights_only(path: str | Path, map_location: str | torch.device = "cpu"
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
+        import torch  # here: reading a record's traits (has_dist, for the model card) needs no torch
+
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # torch names the offending global, e.g. "Unsupported global: GLOBAL omegaconf.dictconfig.DictConfig"

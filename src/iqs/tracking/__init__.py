@@ -18,20 +18,26 @@ iqs.report; tests/test_architecture.py checks that tracking never imports them.
 
 from __future__ import annotations
 
-from iqs.tracking.config_view import flatten_config
-from iqs.tracking.lightning_logger import make_lightning_logger
-from iqs.tracking.mlflow_run import TrackedRun, open_run, tracked_run
-from iqs.tracking.naming import axes_of, run_name_for, sweep_id_for
-from iqs.tracking.store import tracking_uri_for
+import importlib
+from typing import Any
 
-__all__ = [
-    "TrackedRun",
-    "axes_of",
-    "flatten_config",
-    "make_lightning_logger",
-    "open_run",
-    "run_name_for",
-    "sweep_id_for",
-    "tracked_run",
-    "tracking_uri_for",
-]
+# names are imported on first use: the config view and the store (for `iqs compare`, the model card) come
+# without Lightning, which only the training logger needs (~1-4 s to import)
+_WHERE = {
+    "TrackedRun": "mlflow_run",
+    "open_run": "mlflow_run",
+    "tracked_run": "mlflow_run",
+    "axes_of": "naming",
+    "run_name_for": "naming",
+    "sweep_id_for": "naming",
+    "flatten_config": "config_view",
+    "make_lightning_logger": "lightning_logger",
+    "tracking_uri_for": "store",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'iqs.tracking' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"iqs.tracking.{_WHERE[name]}"), name)
