@@ -197,9 +197,6 @@ def test_make_ui_lands_on_the_runs_table_in_a_real_browser(tmp_path: Path) -> No
         assert "ordinal-sampler-t4.5_6.5-demo" in text and "0.6543" in text and "4.5_6.5" in text
         assert "Send your first trace" not in text
         assert LOGGED_MODEL_NAME in text  # the Models column lists the export
-        # what the issue saw: the experiment's own address opens MLflow 3.18's GenAI overview instead
-        home = dump_dom(browser, f"http://127.0.0.1:{port}/#/experiments/{exp_id}")
-        assert "col-id" not in home and "Send your first trace" in home
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
