@@ -59,7 +59,7 @@ test: setup ## the test suite (slow and OpenCV-matrix tests included; 2 xdist wo
 test-all: setup ## make test plus the CPU proof run of scripts/gpu_check.sh (over a minute more)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)
 
-test-fast: setup ## the test suite without slow tests (those of a second or more; about 75 s on 2 cores)
+test-fast: setup ## the test suite without slow tests (those of half a second or more; about 50 s on 2 cores)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
 
 lint: setup ## ruff

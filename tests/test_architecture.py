@@ -135,6 +135,7 @@ def test_no_module_import_cycle() -> None:
     assert cycle is None, " -> ".join(cycle or [])
 
 
+@pytest.mark.slow
 def test_packages_import_only_floors_below_their_own() -> None:
     bad = upward_imports(import_graph())
     assert not bad, "upward imports (move the shared code down a floor):\n" + "\n".join(bad)

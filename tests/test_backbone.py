@@ -213,6 +213,7 @@ def test_meta_of_an_unloaded_packaged_config_keeps_its_preprocessing() -> None:
         build_quality_model({k: v for k, v in meta.items() if k != "mean"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", sorted((conf_dir() / "backbone").glob("*.yaml")), ids=lambda p: p.stem)
 def test_backbone_configs_are_valid(path) -> None:
     cfg = OmegaConf.to_container(compose("train", [f"backbone={path.stem}"]).backbone)

@@ -71,6 +71,7 @@ def test_defaults_live_in_the_data_group_once():
         BadImagePolicy.from_cfg(compose("train", ["~data.max_bad_fraction"]))
 
 
+@pytest.mark.slow
 def test_image_rows_skip_broken_files_and_every_batch_loads(broken, tmp_path):
     root, victims = broken
     policy = BadImagePolicy("skip", 0.1, cache_dir=tmp_path / "cache", workers=2)
@@ -104,6 +105,7 @@ def test_fail_mode_and_max_fraction_name_the_files(broken, tmp_path):
     assert len(datamodule(root, tmp_path, BadImagePolicy("skip", 0.1)).skipped) == 4
 
 
+@pytest.mark.slow
 def test_prepared_shards_give_the_verdict_without_decoding_again(broken, tmp_path, monkeypatch):
     from iqs.data import bad_images
     from iqs.data.prepare import PreparedImages, prepare_source

@@ -77,6 +77,7 @@ def _mixture(root: Path, seed: int, **data):
     return build_mixture(OmegaConf.create(cfg), {"name": "5_6", "t1": 5.0, "t2": 6.0})
 
 
+@pytest.mark.slow
 def test_no_burst_straddles_splits(library):
     truth = {f["path"]: f["burst"] for f in read_manifest(library)["frames"] if f["cls"] is not None}
     multi = pd.Series(truth).value_counts()

@@ -75,6 +75,7 @@ def test_bad_files_name_the_file(tmp_path: Path) -> None:
         load_checkpoint(wrong)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_by_lightning_training_loads_weights_only(tmp_path: Path) -> None:
     """A real Trainer run with the training's own module, callbacks and scheduler writes the checkpoint."""
     from hydra.utils import instantiate

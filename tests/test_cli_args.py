@@ -159,6 +159,7 @@ def test_a_required_key_left_out_is_one_line(capsys, tmp_path) -> None:
     assert err == f"iqs store relocate: no MLflow SQLite store at {tmp_path / 'none.db'}"
 
 
+@pytest.mark.slow
 def test_train_keys_get_a_did_you_mean_before_hydra_runs() -> None:
     from iqs.core.config import check_app_keys
 

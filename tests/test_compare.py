@@ -113,6 +113,7 @@ def test_filters_select_the_right_runs(store: str, tmp_path: Path) -> None:
     assert sorted(t56["head"]) == ["classification", "regression"]
 
 
+@pytest.mark.slow
 def test_sort_order_and_limit(store: str, tmp_path: Path) -> None:
     desc = run_csv(store, tmp_path)
     # runs with other labels (thresholds) form their own block, blocks in the order of their best run
@@ -128,6 +129,7 @@ def test_sort_order_and_limit(store: str, tmp_path: Path) -> None:
     assert list(top["demo_ava/plcc"]) == pytest.approx([0.62, 0.58])
 
 
+@pytest.mark.slow
 def test_columns_axes_varying_params_and_metrics(store: str, tmp_path: Path) -> None:
     exp_b = run_csv(store, tmp_path, "experiment=expB")
     assert list(exp_b.columns[:6]) == ["run", "run_id", "head", "rebalance", "thresholds", "data"]
@@ -190,6 +192,7 @@ def test_table_output_and_errors(store: str, tmp_path: Path, capsys: pytest.Capt
     assert len(runs) == len(RUNS)
 
 
+@pytest.mark.slow
 def test_default_view_is_one_metric_with_its_ci_and_fits_a_terminal(
     store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -327,6 +330,7 @@ def test_baseline_gives_paired_deltas_with_ci_and_p_value(
     assert "not among the 4 selected run(s)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_html_and_png_plots_with_ci_bars_are_written_and_logged_into_the_sweep(
     paired_store: tuple[str, dict[str, str]], store: str, tmp_path: Path
 ) -> None:

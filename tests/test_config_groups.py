@@ -175,6 +175,7 @@ def test_instantiate_is_called_in_one_place() -> None:
     assert callers == ["train/build.py"]
 
 
+@pytest.mark.slow
 def test_callbacks_come_from_the_config_in_order_with_their_folder_and_switches(tmp_path: Path) -> None:
     from pytorch_lightning.callbacks import (
         EarlyStopping,
@@ -212,6 +213,7 @@ def test_callbacks_come_from_the_config_in_order_with_their_folder_and_switches(
     ]
 
 
+@pytest.mark.slow
 def test_save_last_without_a_folder_is_refused_before_any_run() -> None:
     from iqs.data.mixture import ConfigError
     from iqs.train.options import check_values

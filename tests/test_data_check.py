@@ -19,6 +19,7 @@ def overrides(demo: Path, tmp: Path) -> list[str]:
     return [*demo_sources(demo), f"paths.root_dir={tmp}", "workers=2", "progress=false"]
 
 
+@pytest.mark.slow
 def test_check_lists_every_broken_file_and_exits_1(broken, tmp_path, capsys):  # noqa: F811
     root, victims = broken
     assert iqs(["data", "check", *overrides(root, tmp_path), f"report={tmp_path}/rep"]) == 1

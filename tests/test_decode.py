@@ -174,6 +174,7 @@ def test_grayscale_and_alpha(tmp_path: Path, photo: np.ndarray) -> None:
     np.testing.assert_array_equal(load_rgb(tmp_path / "a.png"), photo)  # alpha dropped, as digiKam does
 
 
+@pytest.mark.slow
 def test_heic_round_trip(tmp_path: Path, photo: np.ndarray) -> None:
     from pillow_heif import from_bytes
 

@@ -209,6 +209,7 @@ def test_every_image_has_a_demo_group(demo: Path) -> None:
         assert (m["group"] == "demo:" + m["photo"]).all()
 
 
+@pytest.mark.slow
 def test_no_photograph_has_crops_in_two_splits(demo: Path) -> None:
     """Through the real mixture (conf/data/demo.yaml) at several seeds: every source, every photograph."""
     from iqs.core.config import compose
@@ -283,6 +284,7 @@ def _fingerprint(root: Path) -> dict[str, str]:
     return {f: _sha(root / f) for f in files}
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_differs(demo: Path, tmp_path: Path) -> None:
     build_demo(tmp_path / "again", seed=0, spec=SMALL, progress=False)
     assert _fingerprint(tmp_path / "again") == _fingerprint(demo)

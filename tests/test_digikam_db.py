@@ -35,6 +35,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_database_labels_match_the_library(library, caplog):
     db = library / DATABASE
     before = (_digest(db), db.stat().st_mtime_ns)

@@ -139,6 +139,7 @@ def test_the_simulated_population_values_are_the_metrics_of_a_large_sample() -> 
     assert pop["binary_acc_5"] == pytest.approx(np.mean((true > 5) == (pred > 5)), abs=0.01)
 
 
+@pytest.mark.slow
 def test_small_coverage_check_the_jackknife_covers_where_the_percentile_bootstrap_does_not() -> None:
     """A few hundred simulated test sets: at 15 photographs the rule's interval covers the population
     SRCC and PLCC about 95% of the time; at 5, the old percentile bootstrap misses far more often."""

@@ -219,6 +219,7 @@ def test_held_out_source_is_only_tested_on_the_same_images(fake_sources) -> None
         build_mixture({**data, "held_out": "a", "sources": {"a": source()}}, THRESHOLDS)
 
 
+@pytest.mark.slow
 def test_lodo_demo_preset_sweeps_every_demo_source() -> None:
     from iqs.core.config import compose, conf_dir
 

@@ -70,6 +70,7 @@ def _hashes(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_folder_to_csv_matches_torch(model_and_onnx, folder: Path, tmp_path: Path) -> None:
     model, onnx_path, _ = model_and_onnx
     out = tmp_path / "scores.csv"
@@ -140,6 +141,7 @@ def test_bad_inputs_are_rows_and_photos_in_odd_formats_are_scored(model_and_onnx
     assert [r["error"] != "" for r in _read_csv(tmp_path / "b.csv")] == [True, True]
 
 
+@pytest.mark.slow
 def test_write_xmp_dry_run_then_for_real(model_and_onnx, folder: Path, tmp_path: Path, capsys) -> None:
     _, onnx_path, _ = model_and_onnx
     before = _hashes(folder)
@@ -171,6 +173,7 @@ def test_write_xmp_dry_run_then_for_real(model_and_onnx, folder: Path, tmp_path:
     assert (folder / "2024" / "img1.xmp").exists() and (folder / "2024" / "trip" / "pano.xmp").exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_as_model_and_json_stdout(model_and_onnx, folder: Path, capsys) -> None:
     _, _, ckpt = model_and_onnx
     assert predict_cli.main([str(folder / "2024" / "img1.jpg"), "--format", "json", f"model={ckpt}"]) == 0

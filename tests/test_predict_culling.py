@@ -141,6 +141,7 @@ def test_stars_follow_the_models_cuts_and_user_ratings_are_kept(scored, tmp_path
     assert "replaced user label 2" in err
 
 
+@pytest.mark.slow
 def test_bursts_accept_the_best_and_reject_the_clearly_worse(scored, tmp_path: Path, capsys) -> None:
     model, _, margin = scored
     root = _album(tmp_path / "album")
@@ -178,6 +179,7 @@ def test_the_same_burst_rule_as_the_splits(tmp_path: Path) -> None:
     assert got[0] == got[1] != got[2] == got[3]
 
 
+@pytest.mark.slow
 def test_a_model_without_rating_cuts_is_refused_with_what_to_do(tmp_path: Path, capsys) -> None:
     model = _export(tmp_path / "m")
     root = _album(tmp_path / "album")

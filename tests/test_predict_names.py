@@ -39,6 +39,7 @@ def escaped(name: bytes) -> str:
     return name.decode("utf-8", "backslashreplace")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_non_utf8_names_are_escaped_and_every_row_is_written(model_and_onnx, odd_names, tmp_path, fmt):  # noqa: F811
     _, onnx_path, _ = model_and_onnx

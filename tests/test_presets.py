@@ -130,6 +130,7 @@ def _restated(body: dict, base: dict, prefix: str = "") -> list[str]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(EXPECTED))
 def test_preset_states_only_what_differs(preset: str) -> None:
     """No value equal to the default it overrides, and no `override /group: <the default option>`."""

@@ -109,6 +109,7 @@ def dry_sweep(argv: list[str]) -> int:
     return jobs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line", COMMANDS)
 def test_readme_command_runs_dry(line: str, monkeypatch, capsys) -> None:
     env, argv = words_of(line)

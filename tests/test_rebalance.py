@@ -327,6 +327,7 @@ def _fit_linear(
         return model(xc).squeeze(1).numpy()
 
 
+@pytest.mark.slow
 def test_rebalancing_improves_rare_score_predictions_of_a_toy_regressor() -> None:
     # A noisy 1-D feature of an AVA-like score: the MSE-optimal fit under the skewed prior shrinks every
     # prediction towards 5.4 (the "always predicts 5" failure): low scores are over-predicted, high

@@ -221,6 +221,7 @@ def test_resume_is_the_one_key_and_bad_targets_say_what_to_do(tmp_path, migrated
         auto_target(client, exp, "regression-none-t5_6-demo", {"head.name": "regression"})
 
 
+@pytest.mark.slow
 def test_resume_auto_finds_a_run_whose_long_param_was_logged_truncated(tmp_path, migrated_db):
     """MLflow keeps at most MAX_PARAM_VALUE characters of a param: such a value was logged cut short, and
     resume=auto must not take it for another config (mlflow_run._reopen skips it the same way)."""

@@ -72,6 +72,7 @@ def test_a_signal_raises_interrupted_and_the_run_ends_killed(cfg, signum):
     assert client_of(cfg).get_run(run.run_id).info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_runs_record_their_process_and_dead_ones_are_marked_killed(cfg, tmp_path, capsys):
     from iqs.report.compare import main as compare
 
@@ -136,6 +137,7 @@ def test_slurm_gets_lightnings_auto_requeue_on_sigusr1(monkeypatch):
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override", ["trainer.max_epochs=0", "+trainer.limit_train_batches=0", "+trainer.max_steps=0"]
 )
@@ -150,6 +152,7 @@ def test_untrained_runs_are_refused_unless_allowed(override):
     assert not untrained(compose("train", []))
 
 
+@pytest.mark.slow
 def test_config_errors_print_one_line_and_log_the_traceback(tmp_path, capsys):
     from iqs.train.run import main
 
@@ -256,6 +259,7 @@ def test_a_resumed_run_names_its_new_process_before_it_is_running_again(cfg, mon
     run.end()
 
 
+@pytest.mark.slow
 def test_every_dead_run_is_marked_when_they_span_several_pages(cfg):
     """The RUNNING search is paged by offset: runs marked while paging would shift the next page."""
     from iqs.tracking.mlflow_run import open_run
@@ -310,6 +314,7 @@ def test_a_config_error_in_a_worker_process_makes_the_sweep_exit_1(monkeypatch, 
         (["head.input_norm=batchnrom"], "unknown input_norm 'batchnrom'. Did you mean 'batchnorm'"),
     ],
 )
+@pytest.mark.slow
 def test_bad_values_are_refused_before_an_mlflow_run_exists(tmp_path, capsys, overrides, message):
     """Values the config alone shows to be wrong: one line, exit 1, and no run (not even a FAILED one)."""
     import re

@@ -12,6 +12,7 @@ from iqs.core.config import compose
 from test_train import _isolated_tracking, demo_sources, run_train, shrink, tiny_demo  # noqa: F401
 
 
+@pytest.mark.slow
 def test_rank_mixture_preset_composes() -> None:
     from iqs.train.options import rank_weight, within_source_batches
 

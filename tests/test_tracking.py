@@ -276,6 +276,7 @@ def test_threshold_tags_and_run_names_come_from_the_values() -> None:
     assert axes_of(own)["labels"] == "4.5_6.5; demo_ava=4_7"  # runs with other labels are told apart
 
 
+@pytest.mark.slow
 def test_failing_run_ends_failed_with_traceback(store: Path) -> None:
     tmp_path = store
     cfg = make_cfg(tmp_path)

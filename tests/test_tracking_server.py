@@ -508,6 +508,7 @@ def test_a_run_failing_during_an_outage_keeps_its_traceback_and_end_in_the_job_f
         assert any("traceback of run run0 goes to its job folder" in m and uri in m for m in messages)
 
 
+@pytest.mark.slow
 def test_a_second_outage_warns_again_and_the_end_reports_lost_values(http_env, caplog, monkeypatch):
     from iqs.tracking.outage import MetricBuffer
 

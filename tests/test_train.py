@@ -78,6 +78,7 @@ def mlflow_artifacts(tmp: Path, run_id: str, path: str | None = None) -> list:
     return MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db").list_artifacts(run_id, path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_compose_with_one_monitor_and_one_threshold_pair(preset):
     cfg = compose("train", [f"experiment={preset}"])
@@ -203,6 +204,7 @@ def test_missing_images_are_dropped_with_a_count(tiny_demo, tmp_path):
     np.testing.assert_array_equal(batch["label"].numpy(), rows["label"].to_numpy())
 
 
+@pytest.mark.slow
 def test_rebalancer_weights_and_balanced_mse_reach_the_model(tiny_demo, tmp_path):
     from iqs.core.preprocess import InputSpec
     from iqs.data.mixture import build_mixture

@@ -77,6 +77,7 @@ def test_miss_then_hit_gives_the_same_embeddings_of_the_pixels(images, tmp_path)
     torch.testing.assert_close(first.eval, direct.half().float(), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "change",
     ["weights", "size", "mean", "std", "interpolation", "rows", "aug_views", "dtype"],

@@ -22,6 +22,7 @@ def lit_module(*overrides: str, scale: float = 0.1) -> QualityLitModule:
     return build.lit_module(cfg, model=model, dataset_names=["a", "b"], source_thresholds={})
 
 
+@pytest.mark.slow
 def test_the_module_takes_the_keys_a_user_sets() -> None:
     """conf/train.yaml's `module` node points at the optimizer, scheduler, backbone_lr_scale and
     loss.rank_weight: an override of those reaches the built module, and a run logs each value once, under the
@@ -87,6 +88,7 @@ def test_training_step_on_features_weights_the_loss():
     torch.testing.assert_close(loss.detach(), expected)
 
 
+@pytest.mark.slow
 def test_checkpoint_record_round_trips_with_weights_only(tmp_path):
     lit = lit_module("head=classification", "thresholds=t4.5_6.5")
     ckpt: dict = {"state_dict": lit.state_dict()}
