@@ -171,3 +171,22 @@ def test_train_keys_get_a_did_you_mean_before_hydra_runs() -> None:
     check_app_keys("train", ["-m", "experiment=lodo_demo", "data.held_out=demo_ava,demo_koniq", "seed=1,2"])
     check_app_keys("train", ["+extra=1", "~data.sources.demo_ava", "hydra.job.chdir=false"])
     check_app_keys("train", ["lre=1", "--cfg", "job"])  # other flags: Hydra answers itself
+
+
+def test_cfg_with_a_sweep_is_one_line_before_hydra(capsys) -> None:
+    """Hydra refuses `--cfg` with `-m` in a traceback; `iqs train` says it in one line with the way out."""
+    from iqs import cli
+
+    assert cli.main(["train", "-m", "head=regression,ordinal", "--cfg", "job"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("iqs train: --cfg shows one job's config") and "drop -m" in err
+    assert err.count("--help") == 1
+
+
+def test_an_unknown_flag_points_to_help_once(capsys) -> None:
+    from iqs import cli
+
+    assert cli.main(["compare", "--colour"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown flag '--colour'" in err and err.count("--help") == 1, err

@@ -178,7 +178,7 @@ def hydra_overrides(argv: Sequence[str], flags: Flags | None = None) -> list[str
         elif arg.startswith("-"):
             known = sorted({*flags.switches, *flags.options})
             hint = f"; flags: {', '.join(known)}" if known else ""
-            raise CommandLineError(f"unknown flag '{arg}'{hint}; everything else is key=value (see --help)")
+            raise CommandLineError(f"unknown flag '{arg}'{hint}; everything else is key=value")
         elif arg.startswith("~") and not eq:  # Hydra's delete: `~data.sources.demo_ava`
             out.append(arg)
         elif not eq or (flags.positional and Path(arg).exists()):  # `a=b.jpg` that exists is a photo
@@ -205,6 +205,13 @@ def check_app_keys(config_name: str, argv: Sequence[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if multirun and any(a in ("-c", "--cfg") or a.startswith("--cfg=") for a in argv):
+        # Hydra's refusal is a traceback: "Cannot specify --cfg with --multirun"
+        raise CommandLineError(
+            "--cfg shows one job's config, and a sweep (-m) has several: drop -m and give each swept key "
+            "one value (e.g. head=regression instead of head=regression,ordinal)"
+        )
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
         return
     try:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import pandas as pd
+from rich.markup import escape
 
 from iqs.data.prepared_folders import write_note
 from iqs.data.shard_format import RAW, ShardFormat, decode, entry_nbytes
@@ -154,7 +155,9 @@ def prepare_source(
             report.shards_written += 1
             report.errors.extend(errors)
             for path, msg in errors:
-                bar.console.print(f"[yellow]unreadable image[/] {path}: {msg}")
+                bar.console.print(
+                    f"[yellow]unreadable image[/] {escape(f'{path}: {msg}')}", highlight=False, soft_wrap=True
+                )
             bar.advance(task, n)
     return report
 
@@ -260,13 +263,13 @@ def main(argv: list[str]) -> int:
     try:
         fmt = ShardFormat.from_cfg(p)
     except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     try:
         ensure_data(cfg.data)
         mix = build_mixture(cfg.data, cfg.thresholds)
     except (DataError, ConfigError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     quality = f", quality {fmt.quality}" if fmt.name == "jpeg" else ""
     table = Table(title=f"prepared images (short side {short_side}, {fmt.name}{quality})")
@@ -300,7 +303,12 @@ def _prepare_one(
     p = cfg.get("prepare", {})
     missing = set(mix.missing.get(name, []))
     if missing:
-        console.print(f"[yellow]{name}: {len(missing)} image file(s) missing[/], e.g. {sorted(missing)[0]}")
+        example = escape(str(sorted(missing)[0]))
+        console.print(
+            f"[yellow]{name}: {len(missing)} image file(s) missing[/], e.g. {example}",
+            highlight=False,
+            soft_wrap=True,
+        )
     rel = [r for r in rows["path"] if r not in missing]
     forget_fixed_errors(
         source_dir(cfg.paths.cache_dir, name, mix.roots[name], short_side, fmt), mix.roots[name]
@@ -332,8 +340,9 @@ def _report_failed(bad: pd.DataFrame, cfg: DictConfig, mix: Mixture, console: Co
         bad, Path(str(cfg.paths.root_dir)) / "outputs" / "prepare" / f"{mix.name}-unreadable"
     )
     console.print(
-        f"[red]{len(bad)} image(s) could not be prepared[/] (list: {csv_path}); the rest are in the shards. "
+        f"[red]{len(bad)} image(s) could not be prepared[/] (list: {escape(str(csv_path))}); the rest are in the shards. "
         "Replace or remove them and run prepare again (it redoes the shards of changed files), or leave them: "
         "training skips them under data.on_bad_image=skip, up to data.max_bad_fraction of each source.",
         highlight=False,
+        soft_wrap=True,
     )

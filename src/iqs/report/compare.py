@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from iqs.core.config import compose
+from iqs.core.config import CommandLineError, compose
 from iqs.report.compare_paired import paired_table
 from iqs.report.compare_render import WIDE, fit_width, render, rich_table, title_for, write_figure
 from iqs.report.compare_table import (
@@ -172,6 +172,8 @@ def load_config(argv: Sequence[str]) -> DictConfig:
     """conf/compare.yaml composed with the command line (`key=value`, `experiment=`, `tag.<key>=`)."""
     try:
         return compose("compare", argv)
+    except CommandLineError:
+        raise  # iqs.cli prints it with the way to --help, exit 2, as for every command
     except ValueError as exc:
         raise CompareError(str(exc)) from exc
 

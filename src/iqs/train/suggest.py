@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from iqs.core.config import compose
+from iqs.core.config import CommandLineError, compose
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         cfg = compose("suggest", list(argv or []))
+    except CommandLineError:
+        raise  # iqs.cli prints it with the way to --help
     except ValueError as exc:
         console.print(f"iqs suggest: {exc}", markup=False, soft_wrap=True)
         return 2

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iqs.core.config import compose
+from iqs.core.config import CommandLineError, compose
 from iqs.core.export_profiles import PREDICT
 from iqs.core.xmp import (
     PICK_LABELS,
@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         cfg = compose("predict", list(argv or []))
+    except CommandLineError:
+        raise  # iqs.cli prints it with the way to --help
     except ValueError as exc:
         console.print(f"iqs predict: {exc}", markup=False, soft_wrap=True)
         return 2
