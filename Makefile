@@ -53,7 +53,7 @@ compare: setup ## side-by-side table of the tracked runs
 ui: setup ## MLflow UI on 127.0.0.1:5000 (same store as train), opened on the runs table: test SRCC, head, data, thresholds
 	$(BIN)/iqs ui $(ARGS)
 
-test: setup ## the test suite (slow and OpenCV-matrix tests included; 2 xdist workers; about 5.5 min on 2 cores once the tool venvs exist)
+test: setup ## the test suite (slow and OpenCV-matrix tests included; 2 xdist workers; about 6 min on 2 cores once the tool venvs exist)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not gpu_script" $(ARGS)
 
 test-all: setup ## make test plus the CPU proof run of scripts/gpu_check.sh (over a minute more)
