@@ -52,25 +52,54 @@ def _loggers_enabled() -> None:
             logger.disabled = False
 
 
+# Seconds each test file took in a `make test` (tests/file_seconds.json; refresh with
+# `IQS_STORE_FILE_SECONDS=1 make test`). Files of few but long tests (the browser, the sweeps, the outages) must
+# start first: at the end of the run one worker would run them while the other has nothing left.
+FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
+_seconds: dict[str, float] = {}
+
+
+def _file_seconds(path: str, tests: list[pytest.Item], known: dict[str, float]) -> float:
+    """The measured seconds of a test file; a file not measured yet counts 5 s per slow test, 0.1 s per other."""
+    name = Path(path).name
+    if name in known:
+        return known[name]
+    return sum(5.0 if t.get_closest_marker("slow") else 0.1 for t in tests)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """`slow` tests train, export or build tool venvs: they get a longer pytest-timeout than the default.
 
-    Under xdist the files are ordered longest first, estimated by their number of `slow` tests, then of tests
-    (the order is the same in every worker, as xdist requires): the two workers start on the long files and
-    the many short ones fill in at the end, so both finish together."""
+    Under xdist the files are ordered longest first, by their measured seconds (the order is the same in
+    every worker, as xdist requires): the two workers start on the long files and the many short ones fill
+    in at the end, so both finish together."""
+    import json
+
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
     if os.environ.get("PYTEST_XDIST_WORKER"):
+        known = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.is_file() else {}
         files: dict[str, list[pytest.Item]] = {}
         for item in items:
             files.setdefault(item.nodeid.split("::")[0], []).append(item)
+        ordered = sorted(files.items(), key=lambda kv: _file_seconds(kv[0], kv[1], known), reverse=True)
+        items[:] = [item for _, tests in ordered for item in tests]  # stable: ties keep collection order
 
-        def weight(tests: list[pytest.Item]) -> tuple[int, int]:
-            return sum(1 for t in tests if t.get_closest_marker("slow")), len(tests)
 
-        ordered = sorted(files.values(), key=weight, reverse=True)  # stable: ties keep collection order
-        items[:] = [item for tests in ordered for item in tests]
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get("IQS_STORE_FILE_SECONDS"):
+        name = Path(report.nodeid.split("::")[0]).name
+        _seconds[name] = _seconds.get(name, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With IQS_STORE_FILE_SECONDS set, the controller (or a run without xdist) writes what each file took."""
+    import json
+
+    if os.environ.get("IQS_STORE_FILE_SECONDS") and not os.environ.get("PYTEST_XDIST_WORKER") and _seconds:
+        ranked = sorted(_seconds.items(), key=lambda kv: -kv[1])
+        FILE_SECONDS.write_text(json.dumps({k: round(v, 1) for k, v in ranked}, indent=0) + "\n")
 
 
 def sqlite_logger(tmp_path: Path, experiment: str, **extra) -> dict:
