@@ -148,3 +148,30 @@ def test_low_tracking_modules_do_not_import_what_logs_through_them(low: str) -> 
     graph = import_graph()
     high = {"iqs.report.artifacts", "iqs.report.plots", "iqs.report.model_card", "iqs.tracking"}
     assert not graph[low] & high, f"{low} imports {sorted(graph[low] & high)}"
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_compare_and_the_model_card_start_without_torch_timm_or_lightning() -> None:
+    """iqs.models, iqs.tracking and iqs.metrics import their names on first use (iqs.core.lazy), and a
+    checkpoint's record is read without torch: `iqs compare` and the model card need none of them."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, iqs.report.compare_render, iqs.report.model_card, iqs.models.checkpoints\n"
+        "from iqs.tracking import flatten_config\n"
+        "print([m for m in ('torch', 'timm', 'torchvision', 'pytorch_lightning') if m in sys.modules])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
+    # the names themselves still resolve, each from its submodule
+    from iqs.models import build_quality_model
+    from iqs.models.quality_model import build_quality_model as defined
+
+    assert build_quality_model is defined
+    with pytest.raises(AttributeError, match="module 'iqs.models' has no attribute 'nope'"):
+        import iqs.models
+
+        _ = iqs.models.nope

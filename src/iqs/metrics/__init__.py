@@ -9,8 +9,7 @@ Names are imported on first use, so `iqs compare` (which needs no torch) starts 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from iqs.core.lazy import lazy_attributes
 
 _WHERE = {
     "ALL": "names",
@@ -38,8 +37,4 @@ _WHERE = {
 }
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'iqs.metrics' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"iqs.metrics.{_WHERE[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

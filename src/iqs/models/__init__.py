@@ -6,8 +6,7 @@ e.g. for the model card of `iqs compare`) does not import timm and torchvision (
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from iqs.core.lazy import lazy_attributes
 
 _WHERE = {
     "Backbone": "backbone",
@@ -26,8 +25,4 @@ _WHERE = {
 }
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'iqs.models' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"iqs.models.{_WHERE[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

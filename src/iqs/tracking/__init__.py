@@ -18,8 +18,7 @@ iqs.report; tests/test_architecture.py checks that tracking never imports them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from iqs.core.lazy import lazy_attributes
 
 # names are imported on first use: the config view and the store (for `iqs compare`, the model card) come
 # without Lightning, which only the training logger needs (~1-4 s to import)
@@ -36,8 +35,4 @@ _WHERE = {
 }
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'iqs.tracking' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"iqs.tracking.{_WHERE[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)
