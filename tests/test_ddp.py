@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset, WeightedRandomSampler
 
+from conftest import seed_store
 from iqs.train import distributed, samplers
 from iqs.train.distributed import RankZeroOnlyRun, merge_test_outputs
 from iqs.train.samplers import ShardedBatchSampler, eval_sampler, train_sampler
@@ -295,7 +296,7 @@ def overrides(demo: Path, tmp: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu_equals_one_process(tiny_demo, tmp_path, monkeypatch):
+def test_two_process_ddp_on_cpu_equals_one_process(tiny_demo, tmp_path, monkeypatch, migrated_db):
     import mlflow
 
     from iqs.core.config import compose
@@ -303,6 +304,7 @@ def test_two_process_ddp_on_cpu_equals_one_process(tiny_demo, tmp_path, monkeypa
 
     for var in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR", "IQS_DATA_DIR", "IQS_SWEEP_ID"):
         monkeypatch.delenv(var, raising=False)
+    seed_store(tmp_path, migrated_db)
     ov = overrides(tiny_demo, tmp_path)
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(

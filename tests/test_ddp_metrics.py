@@ -6,6 +6,8 @@ The worker lives in this light module (torch and iqs.metrics only): spawned proc
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,7 +43,17 @@ def _sync_worker(rank: int, port: int, out: str) -> None:
     values = m.compute()
     counts = m.sample_counts()
     torch.save({"values": values, "counts": counts}, f"{out}/rank{rank}.pt")
+    # as iqs.train.distributed.finish: every rank reaches the end before any closes the group; rank 0 (which
+    # hosts the TCP store) then outlives rank 1's teardown, whose store calls aborted it once (SIGABRT)
+    dist.barrier()
     dist.destroy_process_group()
+    done = Path(out) / "rank1.done"
+    if rank == 1:
+        done.touch()
+        return
+    deadline = time.monotonic() + 120
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -49,7 +61,11 @@ def test_grouped_metrics_synced_over_two_processes_equal_one_process(tmp_path):
     import torch.multiprocessing as mp
     from lightning_fabric.plugins.environments.lightning import find_free_network_port
 
-    mp.spawn(_sync_worker, args=(find_free_network_port(), str(tmp_path)), nprocs=2, join=True)
+    # forkserver: one clean process imports torch and the metrics once, then forks both ranks (spawn would
+    # import them in each rank; a fork of this worker would inherit its threads)
+    mp.set_forkserver_preload(["torch", "iqs.metrics", __name__])
+    args = (find_free_network_port(), str(tmp_path))
+    mp.start_processes(_sync_worker, args=args, nprocs=2, join=True, start_method="forkserver")
     b = _grouped_batches()[0]
     ref = _metrics()
     ref.update(b["pred"], b["true"], b["pcls"], b["cls"], b["idx"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -145,12 +146,12 @@ def test_adapter_matches_manual_normalisation() -> None:
 
 
 @pytest.mark.slow
-def test_export_from_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_from_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_db: Path) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
     model = tiny_quality_model("classification")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = f"sqlite:///{shutil.copy(migrated_db, tmp_path)}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     exp = mlflow.create_experiment("export-test", artifact_location=(tmp_path / "artifacts").as_uri())

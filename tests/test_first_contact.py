@@ -4,6 +4,7 @@ Hydra's chain of urllib3/requests/MLflow tracebacks; HYDRA_FULL_ERROR=1 keeps th
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -106,12 +107,12 @@ def test_train_against_a_dead_server_says_it_in_one_line(dead_uri: str, tmp_path
 
 @pytest.mark.slow
 def test_a_run_or_model_the_store_lacks_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, migrated_db: Path
 ) -> None:
     """README commands with an id from another store or a typo: `iqs export run_id=...`, `iqs predict
     model=models:/...`."""
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{shutil.copy(migrated_db, tmp_path)}"
     MlflowClient(uri).create_experiment("iqs-digikam")
     capsys.readouterr()  # MLflow's own messages about creating the store
     assert cli.main(["export", "run_id=0123456789abcdef", f"logger.tracking_uri={uri}"]) == 1

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import seed_store
 from iqs.core.config import conf_dir
 from iqs.train.launchers import joblib_jobs, optuna_direction, threads_per_job
 from test_train import demo_sources
@@ -122,11 +123,14 @@ def test_joblib_sweep_runs_two_jobs_in_parallel_with_a_share_of_the_cores(tiny_d
 
 
 @pytest.mark.slow
-def test_submitit_local_sweep_runs_its_job_in_a_submitted_process(tiny_demo, tmp_path, monkeypatch):
+def test_submitit_local_sweep_runs_its_job_in_a_submitted_process(
+    tiny_demo, tmp_path, monkeypatch, migrated_db
+):
     """One job (each job is a process that imports torch, Lightning and MLflow: ~10 s of CPU); sweeps of
     several jobs, their folders and one sweep id are the joblib test's."""
     for var in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR", "IQS_DATA_DIR", "IQS_SWEEP_ID"):
         monkeypatch.delenv(var, raising=False)
+    seed_store(tmp_path, migrated_db)  # the joblib test's concurrent jobs create theirs
     runs = sweep(
         tiny_demo,
         tmp_path,

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import seed_store
 from iqs.core.config import compose
 from iqs.models.checkpoints import read_checkpoint
 from iqs.train import build
@@ -149,7 +150,9 @@ def test_each_job_of_one_sweep_gets_its_own_personal_id() -> None:
 
 
 @pytest.mark.slow
-def test_personal_end_to_end_on_a_generated_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_personal_end_to_end_on_a_generated_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_db: Path
+) -> None:
     """A tiny general run on the demo, then experiment=personal on a generated digiKam library."""
     import mlflow
 
@@ -158,6 +161,7 @@ def test_personal_end_to_end_on_a_generated_library(tmp_path: Path, monkeypatch:
     from iqs.train.init_from import resolve_checkpoint
     from iqs.train.run import train
 
+    seed_store(tmp_path, migrated_db)
     demo = ensure_demo(tmp_path / "demo", 0, spec=DemoSpec(1, 64, 1, 2), progress=False)
     library = tmp_path / "library"
     manifest = build_library(library, 0, LibrarySpec(crops_per_photo=1, long_side=64))

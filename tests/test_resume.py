@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import seed_store
 from iqs.core.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,10 +84,12 @@ test_metrics.__test__ = False  # a helper, not a test
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_demo, tmp_path):
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_demo, tmp_path, migrated_db):
     from mlflow import MlflowClient
 
     from iqs.train.run import main, train
+
+    seed_store(tmp_path, migrated_db)
 
     # the uninterrupted run (also fills the feature cache the other two hit)
     whole, _ = train(
@@ -313,7 +316,7 @@ def test_last_ckpt_is_written_every_epoch_apart_from_the_best(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_resumed_run_sheds_the_failure_marks_of_its_earlier_attempts(tmp_path):
+def test_a_resumed_run_sheds_the_failure_marks_of_its_earlier_attempts(tmp_path, migrated_db):
     """disk full -> FAILED (error, traceback tags, traceback.txt), then killed (ended by the liveness check):
     each resume moves the marks into `iqs.resumed_after` and attempts/<n>/traceback.txt."""
     from mlflow import MlflowClient
@@ -321,6 +324,7 @@ def test_a_resumed_run_sheds_the_failure_marks_of_its_earlier_attempts(tmp_path)
     from iqs.tracking.experiment import experiment_of
     from iqs.tracking.mlflow_run import open_run
 
+    seed_store(tmp_path, migrated_db)
     cfg = compose("train", [f"paths.root_dir={tmp_path}", "logger.experiment_name=resumed"])
     client, experiment_id, _ = experiment_of(cfg)
     run_id = client.create_run(experiment_id, run_name="r").info.run_id

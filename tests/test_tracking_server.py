@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -89,8 +90,9 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
+def mlflow_server(tmp_path_factory, migrated_db):
     server = Server(tmp_path_factory.mktemp("mlflow-server"))
+    shutil.copy(migrated_db, server.root / "mlflow.db")  # its backend store, migrated once per session
     server.start()
     server.wait_up()
     yield server

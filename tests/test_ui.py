@@ -59,8 +59,8 @@ def tracked_run(uri: str, srcc: float = 0.6543) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_ui_prints_the_runs_table_with_the_configured_view(tmp_path: Path, capsys) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_ui_prints_the_runs_table_with_the_configured_view(tmp_path: Path, capsys, migrated_db: Path) -> None:
+    uri = f"sqlite:///{shutil.copy(migrated_db, tmp_path)}"
     exp_id, _ = tracked_run(uri)
     assert cli.main(["ui", "dry_run=true", "port=5099", f"logger.tracking_uri={uri}"]) == 0
     out = capsys.readouterr().out
@@ -83,19 +83,21 @@ def test_ui_prints_the_runs_table_with_the_configured_view(tmp_path: Path, capsy
 
 
 @pytest.mark.slow
-def test_ui_without_runs_says_so_and_opens_the_start_page(tmp_path: Path, capsys) -> None:
+def test_ui_without_runs_says_so_and_opens_the_start_page(tmp_path: Path, capsys, migrated_db: Path) -> None:
     assert ui.main(["dry_run=true", "port=5098", f"logger.tracking_uri=sqlite:///{tmp_path}/empty.db"]) == 0
     out = capsys.readouterr().out
     assert "no MLflow store at" in out and "train a run first" in out
     assert "UI: http://127.0.0.1:5098\n" in out
-    MlflowClient(f"sqlite:///{tmp_path}/other.db").create_experiment("someone-else")
+    MlflowClient(f"sqlite:///{shutil.copy(migrated_db, tmp_path / 'other.db')}").create_experiment(
+        "someone-else"
+    )
     assert ui.main(["dry_run=true", "port=5098", f"logger.tracking_uri=sqlite:///{tmp_path}/other.db"]) == 0
     assert "no experiment 'iqs-digikam'" in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_export_is_a_logged_model_of_its_run(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_export_is_a_logged_model_of_its_run(tmp_path: Path, migrated_db: Path) -> None:
+    uri = f"sqlite:///{shutil.copy(migrated_db, tmp_path)}"
     _, run_id = tracked_run(uri)
     files = {"digikam": tmp_path / "m.digikam.pb", "card": tmp_path / "MODEL_CARD.md"}
     files["digikam"].write_bytes(b"\x0a\x03pb!")
@@ -146,9 +148,9 @@ def dump_dom(browser: str, url: str) -> str:
 
 
 @pytest.mark.slow
-def test_make_ui_lands_on_the_runs_table_in_a_real_browser(tmp_path: Path) -> None:
+def test_make_ui_lands_on_the_runs_table_in_a_real_browser(tmp_path: Path, migrated_db: Path) -> None:
     browser = chromium()
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{shutil.copy(migrated_db, tmp_path)}"
     exp_id, run_id = tracked_run(uri)
     (tmp_path / "m.digikam.pb").write_bytes(b"\x0a\x03pb!")
     log_export(uri, MlflowClient(uri).get_run(run_id), {"digikam": tmp_path / "m.digikam.pb"})
