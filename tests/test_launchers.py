@@ -116,7 +116,14 @@ def test_joblib_sweep_runs_two_jobs_in_parallel_with_a_share_of_the_cores(tiny_d
 
     for var in ("MLFLOW_TRACKING_URI", "IQS_CACHE_DIR", "IQS_DATA_DIR", "IQS_SWEEP_ID"):
         monkeypatch.delenv(var, raising=False)
-    runs = sweep(tiny_demo, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    try:
+        runs = sweep(tiny_demo, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    finally:
+        # joblib keeps its loky workers for reuse, and the interpreter waits for them at exit: the end of the
+        # test session, where the other xdist worker is done and a core idles
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True, kill_workers=True)
     assert set(runs["tags.torch_threads"]) == {str(max(1, available_cores() // 2))}
     # two processes ran the jobs (joblib's loky workers), not this one
     assert runs["tags.mlflow.source.name"].nunique() >= 1
