@@ -102,6 +102,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         FILE_SECONDS.write_text(json.dumps({k: round(v, 1) for k, v in ranked}, indent=0) + "\n")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The worker (or the run) exits next: its finalisation would collect the objects of every library the tests
+    imported, seconds at the end of `make test` while the other worker may be done (see `iqs.cli.main`)."""
+    import gc
+
+    gc.freeze()
+
+
 def sqlite_logger(tmp_path: Path, experiment: str, **extra) -> dict:
     """The `logger` section of a test run whose store is tmp_path/mlflow.db (a copy of `migrated_db`)."""
     return {

@@ -11,6 +11,7 @@ The scripts of the tool venvs (iqs.deploy.compat.opencv_worker) read JSON on std
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from types import ModuleType
@@ -127,7 +128,18 @@ def _asks_config(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """`iqs <command> ...`; without `argv`, the program's own command line (the console script)."""
+    if argv is not None:
+        return _dispatch(list(argv))
+    rc = _dispatch(sys.argv[1:])
+    # The process ends next. Python's finalisation collects every object that torch, Lightning and MLflow
+    # created at import (1.3 s of a 1.6 s exit, measured); frozen objects are skipped. Nothing is lost:
+    # atexit handlers (MLflow's flush) still run, and files are closed by reference counting.
+    gc.freeze()
+    return rc
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
