@@ -168,8 +168,11 @@ def test_config_errors_print_one_line_and_log_the_traceback(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sigterm_to_iqs_train_exits_143_and_the_run_ends_killed(tmp_path, tiny_demo):
+def test_sigterm_to_iqs_train_exits_143_and_the_run_ends_killed(tmp_path, tiny_demo, migrated_db):
     """A real `iqs train` process, stopped by SIGTERM in its first epoch."""
+    from conftest import seed_store
+
+    seed_store(tmp_path, migrated_db)
     job = (
         "import sys, time\n"
         "from pathlib import Path\n"
@@ -180,7 +183,8 @@ def test_sigterm_to_iqs_train_exits_143_and_the_run_ends_killed(tmp_path, tiny_d
         "    time.sleep(600)\n"
         "QualityLitModule.training_step = slow\n"
         "from iqs.cli import main\n"
-        "sys.exit(main(['train', *sys.argv[2:]]))\n"
+        "sys.argv = ['iqs', 'train', *sys.argv[2:]]  # the console script's own command line\n"
+        "sys.exit(main())\n"
     )
     from test_resume import tiny
 
