@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from hydra.errors import ConfigCompositionException
 
@@ -190,3 +192,18 @@ def test_an_unknown_flag_points_to_help_once(capsys) -> None:
     assert cli.main(["compare", "--colour"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown flag '--colour'" in err and err.count("--help") == 1, err
+
+
+def test_only_the_program_itself_freezes_the_collector_before_it_exits(monkeypatch, capsys) -> None:
+    """`iqs` run as a program freezes the objects it has before exiting (Python's finalisation skips them);
+    a caller that passes argv (tests, scripts) goes on afterwards and keeps a working collector."""
+    import gc
+
+    from iqs import cli
+
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
+    assert cli.main(["--help"]) == 0 and frozen == []
+    monkeypatch.setattr(sys, "argv", ["iqs", "--help"])
+    assert cli.main() == 0 and frozen == [1]
+    assert "iqs" in capsys.readouterr().out
