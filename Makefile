@@ -64,7 +64,7 @@ test: setup ## the test suite (slow and OpenCV-matrix tests included; 2 xdist wo
 test-all: setup ## make test plus the CPU proof run of scripts/gpu_check.sh (over a minute more)
 	$(PYTEST) $(ARGS)
 
-test-fast: setup ## the test suite without slow tests (those of half a second or more; about 45 s on 2 cores)
+test-fast: setup ## the test suite without slow tests (those of half a second or more; about 50 s on 2 cores)
 	$(PYTEST) -m "not slow" $(ARGS)
 
 lint: setup ## ruff
